@@ -1,0 +1,79 @@
+//! Strided copies and dtype casts.
+//!
+//! [`copy_strided`] gathers a strided view into a contiguous buffer; it is what makes
+//! `contiguous()`, `cat` and device transfers work. [`Cast`] converts between the four storage
+//! dtypes (f32, f64, f16, bf16) with round-to-nearest-even.
+
+use crate::strided::{Strided, for_each_offset};
+use half::{bf16, f16};
+
+/// dst[i] = src[view element i], row-major.
+pub fn copy_strided<T: Copy>(src: &[T], sv: Strided<'_>, dst: &mut [T]) {
+    debug_assert_eq!(dst.len(), sv.elem_count());
+    if let Some(r) = sv.contiguous_range() {
+        dst.copy_from_slice(&src[r]);
+        return;
+    }
+    for_each_offset(sv, |i, off| dst[i] = src[off]);
+}
+
+/// Conversion between storage element types.
+pub trait Cast<U> {
+    /// Converts one value.
+    fn cast(self) -> U;
+}
+
+macro_rules! cast_via {
+    ($from:ty => $($to:ty),*; $conv:expr) => {
+        $(impl Cast<$to> for $from {
+            #[inline(always)]
+            fn cast(self) -> $to {
+                let f: fn($from) -> $to = $conv;
+                f(self)
+            }
+        })*
+    };
+}
+cast_via!(f32 => f32; |v| v);
+cast_via!(f32 => f64; |v| v as f64);
+cast_via!(f32 => f16; f16::from_f32);
+cast_via!(f32 => bf16; bf16::from_f32);
+cast_via!(f64 => f32; |v| v as f32);
+cast_via!(f64 => f64; |v| v);
+cast_via!(f64 => f16; f16::from_f64);
+cast_via!(f64 => bf16; bf16::from_f64);
+cast_via!(f16 => f32; f16::to_f32);
+cast_via!(f16 => f64; f16::to_f64);
+cast_via!(f16 => f16; |v| v);
+cast_via!(f16 => bf16; |v| bf16::from_f32(v.to_f32()));
+cast_via!(bf16 => f32; bf16::to_f32);
+cast_via!(bf16 => f64; bf16::to_f64);
+cast_via!(bf16 => bf16; |v| v);
+cast_via!(bf16 => f16; |v| f16::from_f32(v.to_f32()));
+
+/// dst[i] = cast(src[view element i]).
+pub fn cast_strided<S: Copy + Cast<D>, D: Copy>(src: &[S], sv: Strided<'_>, dst: &mut [D]) {
+    debug_assert_eq!(dst.len(), sv.elem_count());
+    for_each_offset(sv, |i, off| dst[i] = src[off].cast());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_transposed() {
+        let src = [1, 2, 3, 4, 5, 6];
+        let mut dst = [0; 6];
+        copy_strided(&src, Strided::new(&[3, 2], &[1, 3], 0), &mut dst);
+        assert_eq!(dst, [1, 4, 2, 5, 3, 6]);
+    }
+
+    #[test]
+    fn cast_rounds() {
+        let src = [1.0f32, 65504.0, 1e-3];
+        let mut dst = [f16::ZERO; 3];
+        cast_strided(&src, Strided::new(&[3], &[1], 0), &mut dst);
+        assert_eq!(dst[1].to_f32(), 65504.0);
+    }
+}

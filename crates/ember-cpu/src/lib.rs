@@ -1,0 +1,32 @@
+//! ember-cpu: the CPU kernels of ember.
+//!
+//! Every kernel here is a plain function over raw slices with sizes and element strides. It knows
+//! nothing of `Tensor`, autograd or devices, which keeps each kernel benchmarkable and testable on
+//! its own and keeps `ember-core` free of arithmetic loops. `ember-core` converts its `Layout` into
+//! a [`Strided`] view and calls these functions; swapping a kernel for a faster one touches only
+//! this crate.
+//!
+//! Modules, one family each:
+//! - [`strided`]: the strided view type and the row-major offset walk every kernel shares.
+//! - [`element`]: the [`Float`] trait (f32 and f64) that kernels are generic over.
+//! - [`unary`], [`binary`]: elementwise maps, forward and activation backward.
+//! - [`reduce`]: sums, extrema and arg-extrema over any set of axes; softmax along the last axis.
+//! - [`gemm`]: general matrix multiply with arbitrary strides and a Dense epilogue.
+//! - [`copy`]: strided copies and dtype casts.
+//! - [`index`]: index_select, gather and their scatter-add adjoints.
+//! - [`loss`]: fused binary cross-entropy forward and backward.
+//! - [`optim`]: fused per-parameter optimizer updates.
+
+pub mod binary;
+pub mod copy;
+pub mod element;
+pub mod gemm;
+pub mod index;
+pub mod loss;
+pub mod optim;
+pub mod reduce;
+pub mod strided;
+pub mod unary;
+
+pub use element::Float;
+pub use strided::Strided;
