@@ -1,1 +1,41 @@
-fn main() {}
+//! The `ember` command line: `ember train` (the main job), `ember bench` (the kernel lab) and
+//! `ember info` (what this machine offers and which kernel paths ember chose).
+//!
+//! Each subcommand lives in its own module under `src/cli/` with its own argument struct, so
+//! this file is only the dispatch. Errors are printed as one line and exit with status 1;
+//! no panic trace reaches the user.
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// ember: a from-scratch tensor engine.
+#[derive(Parser)]
+#[command(name = "ember", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a dense network (by default the seed model on breast-cancer data).
+    Train(cli::train::TrainArgs),
+    /// Benchmark kernels against the machine's measured peak.
+    Bench(cli::bench::BenchArgs),
+    /// Print the CPU, detected ISA extensions, chosen kernel paths and GPU availability.
+    Info,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => cli::train::run(args),
+        Command::Bench(args) => cli::bench::run(args),
+        Command::Info => cli::info::run(),
+    };
+    if let Err(msg) = result {
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}
