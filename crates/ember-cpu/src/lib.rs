@@ -18,6 +18,7 @@
 //! - [`index`]: index_select, gather and their scatter-add adjoints.
 //! - [`loss`]: fused binary cross-entropy forward and backward.
 //! - [`optim`]: fused per-parameter optimizer updates.
+//! - [`par`]: the fixed chunking that makes parallel results independent of the thread count.
 //! - [`peak`]: FMA-throughput and copy-bandwidth probes, the yardsticks of `ember bench`.
 
 pub mod binary;
@@ -28,6 +29,7 @@ pub mod index;
 pub mod isa;
 pub mod loss;
 pub mod optim;
+pub mod par;
 pub mod peak;
 pub mod reduce;
 pub mod strided;

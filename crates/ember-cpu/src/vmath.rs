@@ -130,11 +130,11 @@ pub fn tanh<F: MulAdd>(x: f32) -> f32 {
     let ax = x.abs();
     // Small |x|: x + x³ P(x²).
     let z = ax * ax;
-    let mut p = -5.718_962_755e-3;
-    p = F::mul_add(p, z, 2.065_312_490e-2);
-    p = F::mul_add(p, z, -5.374_465_883e-2);
-    p = F::mul_add(p, z, 1.333_151_311e-1);
-    p = F::mul_add(p, z, -3.333_328_664e-1);
+    let mut p = -5.718_962_8e-3;
+    p = F::mul_add(p, z, 2.065_312_5e-2);
+    p = F::mul_add(p, z, -5.374_466e-2);
+    p = F::mul_add(p, z, 1.333_151_3e-1);
+    p = F::mul_add(p, z, -3.333_328_7e-1);
     let small = F::mul_add(p * z, ax, ax);
     // Larger |x|: 1 - 2/(e^{2|x|} + 1); e^{2|x|} = inf gives exactly 1.
     let large = 1.0 - 2.0 / (exp::<F>(ax + ax) + 1.0);
@@ -184,7 +184,11 @@ mod tests {
     fn ulps(got: f32, want: f64) -> f64 {
         let w = want as f32;
         if got.is_nan() || w.is_nan() {
-            return if got.is_nan() && w.is_nan() { 0.0 } else { f64::INFINITY };
+            return if got.is_nan() && w.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            };
         }
         if got == w {
             return 0.0;
@@ -244,7 +248,9 @@ mod tests {
             let got = f(x);
             let want = reference(x as f64);
             let e = ulps(got, want);
-            let ok = e == 0.0 || e <= max_ulps(x as f64) || (want.abs() <= abs_floor && (got as f64 - want).abs() <= abs_floor);
+            let ok = e == 0.0
+                || e <= max_ulps(x as f64)
+                || (want.abs() <= abs_floor && (got as f64 - want).abs() <= abs_floor);
             assert!(ok, "{name}({x:e}) = {got:e}, want {want:e} ({e} ulp)");
             if want.abs() > abs_floor {
                 worst = worst.max(e);
@@ -284,7 +290,13 @@ mod tests {
         let s = check("sigmoid", sigmoid::<F>, sigmoid64, |_| 3.0, 1.5e-45);
         // In the negative tail GELU is e^{2u}-small and inherits the rounding of u amplified by
         // |2u| (its condition number there), so the bound grows with |u|.
-        let g = check("gelu", gelu::<F>, gelu64, |x| 4.0 + 6.0 * gelu_u(x).abs(), 1e-37);
+        let g = check(
+            "gelu",
+            gelu::<F>,
+            gelu64,
+            |x| 4.0 + 6.0 * gelu_u(x).abs(),
+            1e-37,
+        );
         let p = check("softplus", softplus::<F>, softplus64, |_| 3.0, 1.5e-45);
         println!("{label}: max ulp exp {e} ln {l} tanh {t} sigmoid {s} gelu {g} softplus {p}");
     }
@@ -311,8 +323,17 @@ mod tests {
 
     #[test]
     fn exact_edges() {
-        for (x, want) in [(1000.0f32, 1.0f32), (-1000.0, 0.0), (f32::INFINITY, 1.0), (f32::NEG_INFINITY, 0.0)] {
-            assert_eq!(sigmoid::<Unfused>(x).to_bits(), want.to_bits(), "sigmoid({x})");
+        for (x, want) in [
+            (1000.0f32, 1.0f32),
+            (-1000.0, 0.0),
+            (f32::INFINITY, 1.0),
+            (f32::NEG_INFINITY, 0.0),
+        ] {
+            assert_eq!(
+                sigmoid::<Unfused>(x).to_bits(),
+                want.to_bits(),
+                "sigmoid({x})"
+            );
         }
         assert!(sigmoid::<Unfused>(f32::NAN).is_nan());
         assert_eq!(exp::<Unfused>(0.0), 1.0);

@@ -92,7 +92,7 @@ pub(super) fn packed<T: Float>(
                 macro_kernel(kern, alpha, beta_k, ap, bp, kb, ic, mb, jc, nb, s0..s1, c);
                 if last {
                     let cols = jc + s0 * nr..jc + (s1 * nr).min(nb);
-                    apply_epilogue(c, ic..ic + mb, cols, epi);
+                    apply_epilogue(kern.isa, c, ic..ic + mb, cols, epi);
                 }
             };
             let items = m_blocks * groups;
