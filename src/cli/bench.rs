@@ -60,7 +60,11 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.device.as_str() {
         "cpu" => {}
         "cuda" => return Err("CUDA benchmarks: see ember-cuda".into()),
-        other => return Err(format!("bench: unknown device '{other}' (expected cpu or cuda)")),
+        other => {
+            return Err(format!(
+                "bench: unknown device '{other}' (expected cpu or cuda)"
+            ));
+        }
     }
     let isa = match &args.isa {
         None => isa::active(),
@@ -74,7 +78,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             isa
         }
     };
-    let threads = args.threads.unwrap_or_else(rayon::current_num_threads).max(1);
+    let threads = args
+        .threads
+        .unwrap_or_else(rayon::current_num_threads)
+        .max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -185,7 +192,9 @@ fn measure_peak(isa: Isa, threads: usize, min_time: f64, out: &Out, print: bool)
     let src = vec![1.0f32; n];
     let mut dst = vec![0.0f32; n];
     let mut bytes = 0.0;
-    let t = time_it(min_time, || bytes = ember_cpu::peak::copy_bytes(&src, &mut dst));
+    let t = time_it(min_time, || {
+        bytes = ember_cpu::peak::copy_bytes(&src, &mut dst)
+    });
     let copy_gbs = bytes / t / 1e9;
     if print {
         out.emit(
@@ -193,7 +202,10 @@ fn measure_peak(isa: Isa, threads: usize, min_time: f64, out: &Out, print: bool)
             format!("peak  copy 128 MiB       {threads} thr  {copy_gbs:8.1} GB/s (read + write)"),
         );
     }
-    let gflops = per_isa.iter().find(|(i, _)| *i == isa).map_or(f64::NAN, |p| p.1);
+    let gflops = per_isa
+        .iter()
+        .find(|(i, _)| *i == isa)
+        .map_or(f64::NAN, |p| p.1);
     Peak { gflops, copy_gbs }
 }
 
@@ -214,10 +226,7 @@ fn parse_count(s: &str) -> Result<usize, String> {
 }
 
 fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
-    let v: Vec<usize> = s
-        .split('x')
-        .map(parse_count)
-        .collect::<Result<_, _>>()?;
+    let v: Vec<usize> = s.split('x').map(parse_count).collect::<Result<_, _>>()?;
     match v[..] {
         [n] => Ok((n, n, n)),
         [m, k, n] => Ok((m, k, n)),
@@ -225,22 +234,45 @@ fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
     }
 }
 
-fn bench_gemm(args: &BenchArgs, isa: Isa, threads: usize, peak: &Peak, out: &Out) -> Result<(), String> {
+fn bench_gemm(
+    args: &BenchArgs,
+    isa: Isa,
+    threads: usize,
+    peak: &Peak,
+    out: &Out,
+) -> Result<(), String> {
     use ember_cpu::gemm::{Epilogue, MatMut, MatRef, gemm};
     let shapes: Vec<(usize, usize, usize)> = if args.sizes.is_empty() || args.case == Case::All {
         [
-            "64", "128", "256", "512", "1024", "2048", "256x784x512", "256x512x512", "256x512x1",
-            "10x10x10", "10x10x5", "10x5x1",
+            "64",
+            "128",
+            "256",
+            "512",
+            "1024",
+            "2048",
+            "256x784x512",
+            "256x512x512",
+            "256x512x1",
+            "10x10x10",
+            "10x10x5",
+            "10x5x1",
         ]
         .iter()
         .map(|s| parse_shape(s))
         .collect::<Result<_, _>>()?
     } else {
-        args.sizes.iter().map(|s| parse_shape(s)).collect::<Result<_, _>>()?
+        args.sizes
+            .iter()
+            .map(|s| parse_shape(s))
+            .collect::<Result<_, _>>()?
     };
     for (m, k, n) in shapes {
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 + 3) % 13) as f32 * 0.1 - 0.6).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 + 1) % 11) as f32 * 0.1 - 0.5).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 + 3) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 + 1) % 11) as f32 * 0.1 - 0.5)
+            .collect();
         let mut c = vec![0.0f32; m * n];
         let (t, t_min) = time_stats(args.min_time, || {
             gemm(
@@ -248,10 +280,22 @@ fn bench_gemm(args: &BenchArgs, isa: Isa, threads: usize, peak: &Peak, out: &Out
                 n,
                 k,
                 1.0,
-                MatRef { data: &a, rs: k, cs: 1 },
-                MatRef { data: &b, rs: n, cs: 1 },
+                MatRef {
+                    data: &a,
+                    rs: k,
+                    cs: 1,
+                },
+                MatRef {
+                    data: &b,
+                    rs: n,
+                    cs: 1,
+                },
                 0.0,
-                MatMut { data: &mut c, rs: n, cs: 1 },
+                MatMut {
+                    data: &mut c,
+                    rs: n,
+                    cs: 1,
+                },
                 Epilogue::default(),
             )
         });
@@ -271,13 +315,22 @@ fn bench_gemm(args: &BenchArgs, isa: Isa, threads: usize, peak: &Peak, out: &Out
     Ok(())
 }
 
-fn bench_elementwise(args: &BenchArgs, isa: Isa, threads: usize, peak: &Peak, out: &Out) -> Result<(), String> {
+fn bench_elementwise(
+    args: &BenchArgs,
+    isa: Isa,
+    threads: usize,
+    peak: &Peak,
+    out: &Out,
+) -> Result<(), String> {
     use ember_cpu::Strided;
     use ember_cpu::unary::{UnaryOp, unary};
     let sizes: Vec<usize> = if args.sizes.is_empty() || args.case != Case::Elementwise {
         vec![1 << 20, 16 << 20]
     } else {
-        args.sizes.iter().map(|s| parse_count(s)).collect::<Result<_, _>>()?
+        args.sizes
+            .iter()
+            .map(|s| parse_count(s))
+            .collect::<Result<_, _>>()?
     };
     let ops = [
         ("relu", UnaryOp::Relu),
@@ -290,7 +343,9 @@ fn bench_elementwise(args: &BenchArgs, isa: Isa, threads: usize, peak: &Peak, ou
         ("log", UnaryOp::Log),
     ];
     for n in sizes {
-        let x: Vec<f32> = (0..n).map(|i| ((i % 1000) as f32) * 0.01 - 4.0 + 1e-3).collect();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i % 1000) as f32) * 0.01 - 4.0 + 1e-3)
+            .collect();
         let xpos: Vec<f32> = x.iter().map(|v| v.abs() + 0.01).collect();
         let mut y = vec![0.0f32; n];
         let shape = [n];

@@ -9,7 +9,10 @@ use ember_cpu::isa::{self, Isa};
 pub fn run() -> Result<(), String> {
     let model = cpu_model().unwrap_or_else(|| "unknown".into());
     println!("cpu:      {model}");
-    println!("cores:    {} logical", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "cores:    {} logical",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!("isa:      {}", extensions().join(" "));
     if let Ok(v) = std::env::var("EMBER_CPU_ISA") {
         println!("override: EMBER_CPU_ISA={v}");
@@ -19,7 +22,10 @@ pub fn run() -> Result<(), String> {
     for (family, what) in paths(active) {
         println!("  {family:<12} {what}");
     }
-    println!("threads:  {} (rayon; set RAYON_NUM_THREADS to change)", rayon::current_num_threads());
+    println!(
+        "threads:  {} (rayon; set RAYON_NUM_THREADS to change)",
+        rayon::current_num_threads()
+    );
     Ok(())
 }
 
@@ -65,7 +71,9 @@ fn extensions() -> Vec<&'static str> {
                 }
             )*};
         }
-        probe!("sse2", "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl");
+        probe!(
+            "sse2", "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl"
+        );
     }
     if found.is_empty() {
         found.push("none detected");

@@ -313,7 +313,7 @@ fn sum_chunk_body<T: Float>(x: &[T]) -> T {
         for (l, &v) in it.remainder().iter().enumerate() {
             acc[l] += v;
         }
-        blocks[nb] = crate::gemm::tree16(acc);
+        blocks[nb] = crate::gemm::tree(acc);
         nb += 1;
     }
     pairwise(&blocks[..nb])

@@ -25,7 +25,7 @@ mod driver;
 pub mod kernel;
 mod pack;
 mod small;
-pub(crate) use small::tree16;
+pub(crate) use small::tree;
 
 use crate::element::Float;
 use crate::isa::Isa;

@@ -69,18 +69,39 @@ fn small_body<T: Float>(
     beta: T,
     c: CPtr<T>,
 ) {
-    for i in 0..m {
-        for j0 in (0..n).step_by(STRIP) {
-            let w = STRIP.min(n - j0);
-            let mut acc = [T::ZERO; STRIP];
+    // Strip j0..j0+16 of B, zero-padded into a stack buffer so every row's inner loop is a full
+    // 16-lane multiply-add (two AVX2 vectors) however narrow the matrix is.
+    const KMAX: usize = 32;
+    let mut bpad = [T::ZERO; STRIP * KMAX];
+    for j0 in (0..n).step_by(STRIP) {
+        let w = STRIP.min(n - j0);
+        let padded = k <= KMAX;
+        if padded {
             for p in 0..k {
-                let aip = a.data[i * a.rs + p * a.cs];
+                let dst = &mut bpad[p * STRIP..(p + 1) * STRIP];
                 if b.cs == 1 {
                     let start = p * b.rs + j0;
-                    for (x, &bv) in acc[..w].iter_mut().zip(&b.data[start..start + w]) {
-                        *x += aip * bv;
-                    }
+                    dst[..w].copy_from_slice(&b.data[start..start + w]);
                 } else {
+                    for (q, d) in dst[..w].iter_mut().enumerate() {
+                        *d = b.data[p * b.rs + (j0 + q) * b.cs];
+                    }
+                }
+                dst[w..].fill(T::ZERO);
+            }
+        }
+        for i in 0..m {
+            let mut acc = [T::ZERO; STRIP];
+            if padded {
+                for (p, bp) in bpad[..k * STRIP].chunks_exact(STRIP).enumerate() {
+                    let aip = a.data[i * a.rs + p * a.cs];
+                    for q in 0..STRIP {
+                        acc[q] += aip * bp[q];
+                    }
+                }
+            } else {
+                for p in 0..k {
+                    let aip = a.data[i * a.rs + p * a.cs];
                     for (q, x) in acc[..w].iter_mut().enumerate() {
                         *x += aip * b.data[p * b.rs + (j0 + q) * b.cs];
                     }
@@ -204,28 +225,29 @@ fn gemv_body<T: Float>(
     }
 }
 
-/// Dot product in 16 independent lanes combined by a fixed pairwise tree, so it vectorises and
-/// its rounding is the same on every run.
+/// Dot product in 32 independent lanes (four AVX2 vectors of f32, enough to hide the add
+/// latency) combined by a fixed pairwise tree, so it vectorises and its rounding is the same on
+/// every run.
 #[inline(always)]
 pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::ZERO; 16];
-    let mut ca = a.chunks_exact(16);
-    let mut cb = b.chunks_exact(16);
+    let mut acc = [T::ZERO; 32];
+    let mut ca = a.chunks_exact(32);
+    let mut cb = b.chunks_exact(32);
     for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..16 {
+        for l in 0..32 {
             acc[l] += x[l] * y[l];
         }
     }
     for (l, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
         acc[l] += x * y;
     }
-    tree16(acc)
+    tree(acc)
 }
 
-/// Sums 16 values pairwise: (0+8, 1+9, ..) then (0+4, ..), then (0+2, ..), then 0+1.
+/// Sums N (a power of two) values pairwise: (0+N/2, 1+N/2+1, ..), then halves again.
 #[inline(always)]
-pub(crate) fn tree16<T: Float>(mut v: [T; 16]) -> T {
-    let mut w = 8;
+pub(crate) fn tree<T: Float, const N: usize>(mut v: [T; N]) -> T {
+    let mut w = N / 2;
     while w > 0 {
         for l in 0..w {
             v[l] += v[l + w];
