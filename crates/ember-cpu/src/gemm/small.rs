@@ -153,7 +153,7 @@ pub(super) fn gemv<T: Float>(
             unsafe { gemv_avx2(r0, rows, k, alpha, a, &xv, beta, y) };
             return;
         }
-        gemv_body(r0, rows, k, alpha, a, &xv, beta, y);
+        gemv_body(false, r0, rows, k, alpha, a, &xv, beta, y);
     };
     if parallel && m * k >= PARALLEL_MIN_MNK / 8 {
         (0..m).into_par_iter().step_by(ROWS).for_each(run);
@@ -175,12 +175,13 @@ fn gemv_avx2<T: Float>(
     beta: T,
     y: CPtr<T>,
 ) {
-    gemv_body(r0, rows, k, alpha, a, x, beta, y);
+    gemv_body(true, r0, rows, k, alpha, a, x, beta, y);
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn gemv_body<T: Float>(
+    avx2: bool,
     r0: usize,
     rows: usize,
     k: usize,
@@ -190,13 +191,21 @@ fn gemv_body<T: Float>(
     beta: T,
     y: CPtr<T>,
 ) {
+    let _ = avx2; // only read on x86-64
     let mut out = [T::ZERO; 64];
     let out = &mut out[..rows];
     if a.cs == 1 {
         // Row-major A: one dot product per row.
         for (r, o) in out.iter_mut().enumerate() {
             let start = (r0 + r) * a.rs;
-            *o = dot(&a.data[start..start + k], x);
+            let row = &a.data[start..start + k];
+            #[cfg(target_arch = "x86_64")]
+            if avx2 && let (Some(rf), Some(xf)) = (T::as_f32_slice(row), T::as_f32_slice(x)) {
+                // SAFETY: `avx2` is only true when AVX2 and FMA were detected (see `gemv`).
+                *o = T::from_f64(unsafe { dot_f32_avx2(rf, xf) } as f64);
+                continue;
+            }
+            *o = dot(row, x);
         }
     } else if a.rs == 1 {
         // Column-major A: y[r0..] += A[r0.., p] * x[p] for each p, in order.
@@ -223,6 +232,39 @@ fn gemv_body<T: Float>(
             alpha * v + beta * *yi
         };
     }
+}
+
+/// f32 dot product with four 8-lane FMA accumulators (hiding the FMA latency), combined in a
+/// fixed order; the tail is added lane-wise in order.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (j, s) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8j + 8 <= n, inside both slices.
+            unsafe {
+                let va = _mm256_loadu_ps(a.as_ptr().add(i + 8 * j));
+                let vb = _mm256_loadu_ps(b.as_ptr().add(i + 8 * j));
+                *s = _mm256_fmadd_ps(va, vb, *s);
+            }
+        }
+        i += 32;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
+    for (l, (&x, &y)) in a[i..n].iter().zip(&b[i..n]).enumerate() {
+        lanes[l % 8] = x.mul_add(y, lanes[l % 8]);
+    }
+    tree(lanes)
 }
 
 /// Dot product in 32 independent lanes (four AVX2 vectors of f32, enough to hide the add
