@@ -182,23 +182,55 @@ fn macro_kernel<T: Float>(
     }
 }
 
-/// A zeroed buffer whose usable part starts on a 64-byte boundary, so every 16-float step of a
-/// packed B sliver is exactly one cache line (unaligned, half the loads would split two lines).
-struct AlignedBuf<T> {
+/// A packing buffer whose usable part starts on a 64-byte boundary, so every 16-float step of
+/// a packed B sliver is exactly one cache line (unaligned, half the loads would split two
+/// lines). Buffers are recycled through a small per-thread pool: a fresh multi-megabyte
+/// allocation per call costs page faults comparable to a mid-sized product. Packing writes every
+/// element it later reads, so stale contents of a recycled buffer are never seen.
+struct AlignedBuf<T: Float> {
     buf: Vec<T>,
     start: usize,
     len: usize,
 }
 
+thread_local! {
+    /// Spare packing buffers of this thread, any element type (at most `POOL_MAX`).
+    static POOL: std::cell::RefCell<Vec<Box<dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+const POOL_MAX: usize = 4;
+
 impl<T: Float> AlignedBuf<T> {
     fn new(len: usize) -> Self {
         let pad = 64 / std::mem::size_of::<T>();
-        let buf = vec![T::ZERO; len + pad];
+        let need = len + pad;
+        let recycled = POOL.with(|p| {
+            let mut p = p.try_borrow_mut().ok()?;
+            let i = p
+                .iter()
+                .position(|b| b.downcast_ref::<Vec<T>>().is_some_and(|v| v.len() >= need))?;
+            p.swap_remove(i).downcast::<Vec<T>>().ok().map(|b| *b)
+        });
+        let buf = recycled.unwrap_or_else(|| vec![T::ZERO; need]);
         let start = buf.as_ptr().align_offset(64).min(pad);
         AlignedBuf { buf, start, len }
     }
 
     fn as_mut_slice(&mut self) -> &mut [T] {
         &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl<T: Float> Drop for AlignedBuf<T> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        POOL.with(|p| {
+            // A full pool (or a busy one) just lets this buffer be freed.
+            if let Ok(mut p) = p.try_borrow_mut()
+                && p.len() < POOL_MAX
+            {
+                p.push(Box::new(buf));
+            }
+        });
     }
 }
