@@ -13,7 +13,9 @@ pub fn rng(seed: u64) -> StdRng {
 
 /// Random values in [lo, hi).
 pub fn values(n: usize, lo: f64, hi: f64, rng: &mut StdRng) -> Vec<f64> {
-    (0..n).map(|_| lo + (hi - lo) * rng.random::<f64>()).collect()
+    (0..n)
+        .map(|_| lo + (hi - lo) * rng.random::<f64>())
+        .collect()
 }
 
 /// A naive n-d array in f64: the reference every op is compared with.
@@ -26,7 +28,10 @@ pub struct Arr {
 impl Arr {
     pub fn new(shape: &[usize], data: Vec<f64>) -> Self {
         assert_eq!(shape.iter().product::<usize>(), data.len());
-        Arr { shape: shape.to_vec(), data }
+        Arr {
+            shape: shape.to_vec(),
+            data,
+        }
     }
 
     pub fn strides(&self) -> Vec<usize> {
@@ -66,7 +71,11 @@ impl Arr {
         let rank = self.shape.len().max(other.shape.len());
         let pad = |s: &[usize]| [vec![1; rank - s.len()], s.to_vec()].concat();
         let (a, b) = (pad(&self.shape), pad(&other.shape));
-        let shape: Vec<usize> = a.iter().zip(&b).map(|(&x, &y)| if x == 1 { y } else { x }).collect();
+        let shape: Vec<usize> = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| if x == 1 { y } else { x })
+            .collect();
         let out = Arr::new(&shape, vec![0.0; shape.iter().product()]);
         let data = (0..out.data.len())
             .map(|i| {
@@ -79,14 +88,22 @@ impl Arr {
 
     /// Reduces over `axes` with `f` on each group (keepdim shape).
     pub fn reduce(&self, axes: &[usize], f: impl Fn(&[f64]) -> f64) -> Arr {
-        let shape: Vec<usize> =
-            self.shape.iter().enumerate().map(|(d, &e)| if axes.contains(&d) { 1 } else { e }).collect();
+        let shape: Vec<usize> = self
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(d, &e)| if axes.contains(&d) { 1 } else { e })
+            .collect();
         let mut groups: Vec<Vec<f64>> = vec![vec![]; shape.iter().product()];
         let out = Arr::new(&shape, vec![0.0; groups.len()]);
         let ost = out.strides();
         for i in 0..self.data.len() {
             let idx = self.unravel(i);
-            let o: usize = idx.iter().enumerate().map(|(d, &x)| if axes.contains(&d) { 0 } else { x * ost[d] }).sum();
+            let o: usize = idx
+                .iter()
+                .enumerate()
+                .map(|(d, &x)| if axes.contains(&d) { 0 } else { x * ost[d] })
+                .sum();
             groups[o].push(self.data[i]);
         }
         Arr::new(&shape, groups.iter().map(|g| f(g)).collect())
@@ -146,5 +163,15 @@ pub fn assert_close(t: &Tensor, want: &Arr, tol: f64, what: &str) {
 
 /// Shapes that exercise sizes 0, 1 and primes.
 pub fn shapes() -> Vec<Vec<usize>> {
-    vec![vec![], vec![1], vec![7], vec![0, 3], vec![3, 1], vec![2, 7], vec![67, 3], vec![2, 3, 5], vec![1, 1, 1]]
+    vec![
+        vec![],
+        vec![1],
+        vec![7],
+        vec![0, 3],
+        vec![3, 1],
+        vec![2, 7],
+        vec![67, 3],
+        vec![2, 3, 5],
+        vec![1, 1, 1],
+    ]
 }
