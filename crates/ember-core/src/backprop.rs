@@ -77,11 +77,11 @@ fn topo_order(root: &Tensor) -> Vec<Tensor> {
         }
         stack.push((t.clone(), true));
         if let Some(op) = t.op() {
-            for input in op.inputs() {
+            op.visit_inputs(|input| {
                 if input.requires_grad() && !seen.contains(&input.id()) {
                     stack.push((input.clone(), false));
                 }
-            }
+            });
         }
     }
     order

@@ -8,13 +8,110 @@
 
 use crate::error::{Error, Result};
 use ember_cpu::Strided;
-use ember_cpu::strided::contiguous_strides;
+
+/// Up to this many dimensions are stored inline; more spill to the heap.
+const INLINE_DIMS: usize = 6;
+
+/// A short list of extents or strides, kept inline for tensors of rank ≤ 6 so that creating a
+/// tensor (which happens dozens of times per training step) allocates nothing for its layout.
+#[derive(Clone)]
+enum Dims {
+    Inline { len: u8, v: [usize; INLINE_DIMS] },
+    Heap(Vec<usize>),
+}
+
+impl Dims {
+    fn from_slice(s: &[usize]) -> Self {
+        if s.len() <= INLINE_DIMS {
+            let mut v = [0; INLINE_DIMS];
+            v[..s.len()].copy_from_slice(s);
+            Dims::Inline {
+                len: s.len() as u8,
+                v,
+            }
+        } else {
+            Dims::Heap(s.to_vec())
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            Dims::Inline { len, v } => &v[..*len as usize],
+            Dims::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [usize] {
+        match self {
+            Dims::Inline { len, v } => &mut v[..*len as usize],
+            Dims::Heap(v) => v,
+        }
+    }
+
+    /// Row-major strides of a dense tensor of `shape`.
+    fn contiguous_strides(shape: &[usize]) -> Self {
+        let mut d = Dims::from_slice(shape);
+        let mut acc = 1;
+        for (s, &e) in d.as_mut_slice().iter_mut().zip(shape).rev() {
+            *s = acc;
+            acc *= e;
+        }
+        d
+    }
+}
+
+impl std::ops::Deref for Dims {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        self.as_slice()
+    }
+}
+
+impl std::ops::DerefMut for Dims {
+    fn deref_mut(&mut self) -> &mut [usize] {
+        self.as_mut_slice()
+    }
+}
+
+impl FromIterator<usize> for Dims {
+    fn from_iter<I: IntoIterator<Item = usize>>(iter: I) -> Self {
+        let v: Vec<usize> = iter.into_iter().collect();
+        Dims::from_slice(&v)
+    }
+}
+
+impl Dims {
+    fn insert(&mut self, at: usize, value: usize) {
+        let mut v = self.to_vec();
+        v.insert(at, value);
+        *self = Dims::from_slice(&v);
+    }
+
+    fn remove(&mut self, at: usize) {
+        let mut v = self.to_vec();
+        v.remove(at);
+        *self = Dims::from_slice(&v);
+    }
+}
+
+impl PartialEq for Dims {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+impl Eq for Dims {}
+
+impl std::fmt::Debug for Dims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
+}
 
 /// Shape, element strides and offset of a tensor view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
-    shape: Vec<usize>,
-    strides: Vec<usize>,
+    shape: Dims,
+    strides: Dims,
     offset: usize,
 }
 
@@ -22,20 +119,20 @@ impl Layout {
     /// The row-major layout of a fresh tensor of `shape`.
     pub fn contiguous(shape: &[usize]) -> Self {
         Layout {
-            shape: shape.to_vec(),
-            strides: contiguous_strides(shape),
+            shape: Dims::from_slice(shape),
+            strides: Dims::contiguous_strides(shape),
             offset: 0,
         }
     }
 
     /// The extents.
     pub fn shape(&self) -> &[usize] {
-        &self.shape
+        self.shape.as_slice()
     }
 
     /// The element strides.
     pub fn strides(&self) -> &[usize] {
-        &self.strides
+        self.strides.as_slice()
     }
 
     /// Storage index of the first element.
@@ -45,7 +142,7 @@ impl Layout {
 
     /// Number of elements.
     pub fn elem_count(&self) -> usize {
-        self.shape.iter().product()
+        self.shape().iter().product()
     }
 
     /// True when elements are dense and row-major from `offset`.
@@ -55,7 +152,7 @@ impl Layout {
 
     /// The kernel-side view of this layout.
     pub fn strided(&self) -> Strided<'_> {
-        Strided::new(&self.shape, &self.strides, self.offset)
+        Strided::new(self.shape(), self.strides(), self.offset)
     }
 
     fn check_axis(&self, op: &'static str, axis: usize) -> Result<()> {
@@ -63,7 +160,7 @@ impl Layout {
             return Err(Error::Axis {
                 op,
                 axis,
-                shape: self.shape.clone(),
+                shape: self.shape.to_vec(),
             });
         }
         Ok(())
@@ -153,8 +250,8 @@ impl Layout {
             };
         }
         Ok(Layout {
-            shape: shape.to_vec(),
-            strides,
+            shape: Dims::from_slice(shape),
+            strides: Dims::from_slice(&strides),
             offset: self.offset,
         })
     }
@@ -164,8 +261,8 @@ impl Layout {
     pub fn reshape(&self, shape: &[usize]) -> Option<Layout> {
         if self.is_contiguous() {
             return Some(Layout {
-                shape: shape.to_vec(),
-                strides: contiguous_strides(shape),
+                shape: Dims::from_slice(shape),
+                strides: Dims::contiguous_strides(shape),
                 offset: self.offset,
             });
         }
@@ -178,7 +275,7 @@ impl Layout {
             return Err(Error::Axis {
                 op: "unsqueeze",
                 axis: dim,
-                shape: self.shape.clone(),
+                shape: self.shape.to_vec(),
             });
         }
         let mut l = self.clone();

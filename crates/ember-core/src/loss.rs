@@ -59,7 +59,7 @@ fn fused_bce(
     })??;
     let scale = scale_for(reduction, input.elem_count());
     let value = backend::from_f64(&[total * scale], input.dtype());
-    let record = Tensor::record(Op::Bce {
+    let record = Tensor::record(|| Op::Bce {
         input: input.clone(),
         target: target.clone(),
         form,

@@ -62,8 +62,8 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    /// The tensors this op read, in order.
-    pub(crate) fn inputs(&self) -> Vec<&Tensor> {
+    /// Calls `f` on each tensor this op read, in order (no allocation: this runs per op).
+    pub(crate) fn visit_inputs(&self, mut f: impl FnMut(&Tensor)) {
         match self {
             Op::Unary(_, x)
             | Op::Sum(x)
@@ -76,18 +76,23 @@ impl Op {
             | Op::Broadcast(x)
             | Op::Copy(x)
             | Op::IndexSelect(x, _, _)
-            | Op::Gather(x, _, _) => vec![x],
-            Op::Binary(_, a, b) | Op::Matmul(a, b) => vec![a, b],
-            Op::Linear { x, w, b, .. } => {
-                let mut v = vec![x, w];
-                if let Some(b) = b {
-                    v.push(b);
-                }
-                v
+            | Op::Gather(x, _, _) => f(x),
+            Op::Binary(_, a, b) | Op::Matmul(a, b) | Op::Where(_, a, b) => {
+                f(a);
+                f(b)
             }
-            Op::Cat(xs, _) => xs.iter().collect(),
-            Op::Where(_, a, b) => vec![a, b],
-            Op::Bce { input, target, .. } => vec![input, target],
+            Op::Linear { x, w, b, .. } => {
+                f(x);
+                f(w);
+                if let Some(b) = b {
+                    f(b);
+                }
+            }
+            Op::Cat(xs, _) => xs.iter().for_each(f),
+            Op::Bce { input, target, .. } => {
+                f(input);
+                f(target)
+            }
         }
     }
 }

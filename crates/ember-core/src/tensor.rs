@@ -108,13 +108,16 @@ impl Tensor {
         }))
     }
 
-    /// Keeps `op` only when recording is on and some input needs a gradient.
-    pub(crate) fn record(op: Op) -> Option<Op> {
-        if is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad()) {
-            Some(op)
-        } else {
-            None
+    /// Builds the op record only when recording is on, and keeps it only when some input needs
+    /// a gradient (under `no_grad`, e.g. inside backward, nothing is built at all).
+    pub(crate) fn record(op: impl FnOnce() -> Op) -> Option<Op> {
+        if !is_grad_enabled() {
+            return None;
         }
+        let op = op();
+        let mut needed = false;
+        op.visit_inputs(|t| needed |= t.requires_grad());
+        needed.then_some(op)
     }
 
     /// Read access to the storage (a poisoned lock is still readable: data is never left

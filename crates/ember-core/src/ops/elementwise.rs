@@ -92,7 +92,7 @@ impl Tensor {
         Ok(Tensor::from_storage(
             data,
             self.shape(),
-            Tensor::record(Op::Unary(op, self.clone())),
+            Tensor::record(|| Op::Unary(op, self.clone())),
         ))
     }
 
@@ -108,7 +108,7 @@ impl Tensor {
         let record = if is_comparison(op) {
             None
         } else {
-            Tensor::record(Op::Binary(op, a, b))
+            Tensor::record(|| Op::Binary(op, a, b))
         };
         Ok(Tensor::from_storage(data, &shape, record))
     }
@@ -265,7 +265,7 @@ impl Tensor {
         Ok(Tensor::from_storage(
             data,
             &shape,
-            Tensor::record(Op::Where(c, a, b)),
+            Tensor::record(|| Op::Where(c, a, b)),
         ))
     }
 }

@@ -50,7 +50,7 @@ impl Tensor {
         Ok(Tensor::from_storage(
             data,
             &shape,
-            Tensor::record(Op::IndexSelect(self.clone(), idx, dim)),
+            Tensor::record(|| Op::IndexSelect(self.clone(), idx, dim)),
         ))
     }
 
@@ -89,7 +89,7 @@ impl Tensor {
         Ok(Tensor::from_storage(
             data,
             &out_shape,
-            Tensor::record(Op::Gather(self.clone(), idx, dim)),
+            Tensor::record(|| Op::Gather(self.clone(), idx, dim)),
         ))
     }
 

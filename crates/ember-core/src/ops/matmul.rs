@@ -77,7 +77,7 @@ impl Tensor {
         Ok(Tensor::from_storage(
             data,
             &shape,
-            Tensor::record(Op::Matmul(a, b)),
+            Tensor::record(|| Op::Matmul(a, b)),
         ))
     }
 
@@ -134,7 +134,7 @@ impl Tensor {
             w.with_cpu("linear", |sw, _| backend::matmul(&spec, sx, lx, sw, &wt))
         })??;
         drop(bias_guard);
-        let op = Op::Linear {
+        let op = || Op::Linear {
             x: self.clone(),
             w: w.clone(),
             b: b.cloned(),

@@ -78,9 +78,9 @@ impl Tensor {
         }
         let data = self.with_cpu(name, |s, l| backend::reduce(op, s, l, &axes))?;
         let record = match op {
-            ReduceOp::Sum => Tensor::record(Op::Sum(self.clone())),
+            ReduceOp::Sum => Tensor::record(|| Op::Sum(self.clone())),
             ReduceOp::Max | ReduceOp::Min => {
-                Tensor::record(Op::Extremum(self.clone(), axes.clone()))
+                Tensor::record(|| Op::Extremum(self.clone(), axes.clone()))
             }
             ReduceOp::ArgMax | ReduceOp::ArgMin => None,
         };
@@ -184,7 +184,7 @@ impl Tensor {
             Ok(Tensor::from_storage(
                 data,
                 x.shape(),
-                Tensor::record(Op::Softmax(x.clone())),
+                Tensor::record(|| Op::Softmax(x.clone())),
             ))
         })
     }
@@ -196,7 +196,7 @@ impl Tensor {
             Ok(Tensor::from_storage(
                 data,
                 x.shape(),
-                Tensor::record(Op::LogSoftmax(x.clone())),
+                Tensor::record(|| Op::LogSoftmax(x.clone())),
             ))
         })
     }

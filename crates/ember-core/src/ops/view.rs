@@ -34,7 +34,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         match self.layout().reshape(shape.dims()) {
-            Some(l) => Ok(self.view(l, Tensor::record(Op::Reshape(self.clone())))),
+            Some(l) => Ok(self.view(l, Tensor::record(|| Op::Reshape(self.clone())))),
             None => self.contiguous()?.reshape(shape),
         }
     }
@@ -67,13 +67,16 @@ impl Tensor {
     /// Reorders dimensions: result dimension i is input dimension `perm[i]` (a view).
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let l = self.layout().permute(perm)?;
-        Ok(self.view(l, Tensor::record(Op::Permute(self.clone(), perm.to_vec()))))
+        Ok(self.view(
+            l,
+            Tensor::record(|| Op::Permute(self.clone(), perm.to_vec())),
+        ))
     }
 
     /// Elements `start..start+len` of dimension `dim` (a view).
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
         let l = self.layout().narrow(dim, start, len)?;
-        Ok(self.view(l, Tensor::record(Op::Narrow(self.clone(), dim, start))))
+        Ok(self.view(l, Tensor::record(|| Op::Narrow(self.clone(), dim, start))))
     }
 
     /// Views the tensor at a larger shape by NumPy broadcasting (stride 0; a view).
@@ -83,7 +86,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let l = self.layout().broadcast_to(shape.dims())?;
-        Ok(self.view(l, Tensor::record(Op::Broadcast(self.clone()))))
+        Ok(self.view(l, Tensor::record(|| Op::Broadcast(self.clone()))))
     }
 
     /// Same as [`Tensor::broadcast_to`].
@@ -135,7 +138,7 @@ impl Tensor {
         Ok(Tensor::from_storage(
             data,
             self.shape(),
-            Tensor::record(Op::Copy(self.clone())),
+            Tensor::record(|| Op::Copy(self.clone())),
         ))
     }
 
@@ -148,7 +151,7 @@ impl Tensor {
         Ok(Tensor::from_storage(
             data,
             self.shape(),
-            Tensor::record(Op::Copy(self.clone())),
+            Tensor::record(|| Op::Copy(self.clone())),
         ))
     }
 
@@ -205,7 +208,7 @@ impl Tensor {
         Ok(Tensor::from_storage(
             data,
             &shape,
-            Tensor::record(Op::Cat(inputs, dim)),
+            Tensor::record(|| Op::Cat(inputs, dim)),
         ))
     }
 
