@@ -54,10 +54,10 @@ impl std::fmt::Debug for Tensor {
             self.dtype(),
             self.device()
         )?;
-        if self.elem_count() <= 16 {
-            if let Ok(v) = self.to_vec::<f64>() {
-                write!(f, ", {v:?}")?;
-            }
+        if self.elem_count() <= 16
+            && let Ok(v) = self.to_vec::<f64>()
+        {
+            write!(f, ", {v:?}")?;
         }
         write!(f, "]")
     }
