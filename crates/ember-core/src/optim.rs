@@ -21,6 +21,8 @@ enum Buffers<'a> {
 }
 
 /// Validates the operands, locks their storages and hands `f` the typed slices.
+///
+/// This runs once per parameter per step, so it avoids allocating beyond one small vector.
 fn fused_update(
     op: &'static str,
     param: &Tensor,
@@ -47,7 +49,18 @@ fn fused_update(
             format!("parameters must be f32 or f64, got {}", param.dtype()),
         ));
     }
-    for t in std::iter::once(param).chain(states.iter().copied()) {
+    let mut owners: [Option<&Tensor>; 4] = [Some(param), None, None, None];
+    if states.len() > 3 {
+        return Err(Error::invalid(
+            op,
+            "at most three state tensors per parameter",
+        ));
+    }
+    for (slot, s) in owners[1..].iter_mut().zip(states) {
+        *slot = Some(s);
+    }
+    let owners: Vec<&Tensor> = owners.into_iter().flatten().collect();
+    for (i, t) in owners.iter().enumerate() {
         if !t.is_contiguous() {
             return Err(Error::invalid(
                 op,
@@ -57,74 +70,60 @@ fn fused_update(
                 ),
             ));
         }
-    }
-    let all: Vec<&Tensor> = std::iter::once(param)
-        .chain(states.iter().copied())
-        .collect();
-    for (i, a) in all.iter().enumerate() {
-        for b in &all[i + 1..] {
-            if Arc::ptr_eq(&a.0.storage, &b.0.storage) {
-                return Err(Error::invalid(
-                    op,
-                    "parameter and state tensors must not share storage",
-                ));
-            }
+        if owners[..i]
+            .iter()
+            .any(|o| Arc::ptr_eq(&o.0.storage, &t.0.storage))
+        {
+            return Err(Error::invalid(
+                op,
+                "parameter and state tensors must not share storage",
+            ));
         }
     }
-    // The gradient is read from its own contiguous copy, so it may be any view (even of the
-    // parameter itself).
-    let grad = grad.contiguous()?.detach();
-    let grad_copy;
-    let grad = if all
+    // The gradient is read through a contiguous buffer that no writer below shares: the
+    // gradient itself when it is already dense and separate, else a fresh copy.
+    let aliased = owners
         .iter()
-        .any(|t| Arc::ptr_eq(&t.0.storage, &grad.0.storage))
-    {
+        .any(|o| Arc::ptr_eq(&o.0.storage, &grad.0.storage));
+    let grad_copy;
+    let grad = if grad.is_contiguous() && !aliased {
+        grad
+    } else {
         grad_copy = Tensor::from_storage(
             grad.with_cpu(op, crate::backend::contiguous)?,
             grad.shape(),
             None,
         );
         &grad_copy
-    } else {
-        &grad
     };
-    let gguard = grad.storage();
-    let mut guards: Vec<_> = all.iter().map(|t| t.storage_mut()).collect();
     let n = param.elem_count();
-    let ranges: Vec<_> = all
-        .iter()
-        .map(|t| t.layout().offset()..t.layout().offset() + n)
-        .collect();
-    let grange = grad.layout().offset()..grad.layout().offset() + n;
+    let gguard = grad.storage();
     let StorageData::Cpu(gs) = gguard.data();
-    let mut slices: Vec<&mut CpuStorage> = guards
-        .iter_mut()
-        .map(|g| match g.data_mut() {
-            StorageData::Cpu(c) => c,
-        })
+    let grange = grad.layout().offset()..grad.layout().offset() + n;
+    let mut guards: Vec<_> = owners
+        .iter()
+        .map(|t| (t.storage_mut(), t.layout().offset()))
         .collect();
     match gs {
         CpuStorage::F32(g) => {
-            let mut typed: Vec<&mut [f32]> = Vec::with_capacity(slices.len());
-            for (s, r) in slices.iter_mut().zip(&ranges) {
-                let CpuStorage::F32(v) = &mut **s else {
-                    unreachable!("dtypes checked")
-                };
-                typed.push(&mut v[r.clone()]);
-            }
-            let p = typed.remove(0);
-            f(Buffers::F32(p, &g[grange], typed));
+            let mut typed = guards
+                .iter_mut()
+                .map(|(guard, off)| match guard.data_mut() {
+                    StorageData::Cpu(CpuStorage::F32(v)) => &mut v[*off..*off + n],
+                    _ => unreachable!("dtypes checked above"),
+                });
+            let p = typed.next().expect("the parameter is always first");
+            f(Buffers::F32(p, &g[grange], typed.collect()));
         }
         CpuStorage::F64(g) => {
-            let mut typed: Vec<&mut [f64]> = Vec::with_capacity(slices.len());
-            for (s, r) in slices.iter_mut().zip(&ranges) {
-                let CpuStorage::F64(v) = &mut **s else {
-                    unreachable!("dtypes checked")
-                };
-                typed.push(&mut v[r.clone()]);
-            }
-            let p = typed.remove(0);
-            f(Buffers::F64(p, &g[grange], typed));
+            let mut typed = guards
+                .iter_mut()
+                .map(|(guard, off)| match guard.data_mut() {
+                    StorageData::Cpu(CpuStorage::F64(v)) => &mut v[*off..*off + n],
+                    _ => unreachable!("dtypes checked above"),
+                });
+            let p = typed.next().expect("the parameter is always first");
+            f(Buffers::F64(p, &g[grange], typed.collect()));
         }
         _ => unreachable!("dtype checked above"),
     }
