@@ -17,7 +17,7 @@ use crate::op::Op;
 use crate::shape::Shape;
 use crate::storage::{CpuStorage, Storage, StorageData};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A unique id per tensor node (views and copies get their own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,13 +30,33 @@ impl TensorId {
     }
 }
 
+/// What a node knows of how it was made.
+pub(crate) enum GraphState {
+    /// Nothing recorded: a leaf, a constant, or computed while not recording.
+    Leaf,
+    /// The op that produced it, with its inputs.
+    Recorded(Op),
+    /// A `backward` walked through here and freed the op.
+    Consumed,
+}
+
+impl GraphState {
+    fn from(op: Option<Op>) -> Self {
+        match op {
+            Some(op) => GraphState::Recorded(op),
+            None => GraphState::Leaf,
+        }
+    }
+}
+
 pub(crate) struct Node {
     pub(crate) id: TensorId,
     pub(crate) storage: Arc<RwLock<Storage>>,
     pub(crate) layout: Layout,
     pub(crate) dtype: DType,
     pub(crate) device: Device,
-    pub(crate) op: Option<Op>,
+    /// The recorded op, until a `backward` consumes it (see `backprop.rs`).
+    pub(crate) op: Mutex<GraphState>,
     pub(crate) is_variable: bool,
     pub(crate) requires_grad: bool,
 }
@@ -87,7 +107,7 @@ impl Tensor {
             layout: Layout::contiguous(shape),
             dtype,
             device: Device::Cpu,
-            op,
+            op: Mutex::new(GraphState::from(op)),
             is_variable: false,
             requires_grad,
         }))
@@ -102,7 +122,7 @@ impl Tensor {
             layout,
             dtype: self.0.dtype,
             device: self.0.device,
-            op,
+            op: Mutex::new(GraphState::from(op)),
             is_variable: false,
             requires_grad,
         }))
@@ -142,8 +162,9 @@ impl Tensor {
         }
     }
 
-    pub(crate) fn op(&self) -> Option<&Op> {
-        self.0.op.as_ref()
+    /// Locks this node's graph state (backward reads or takes the recorded op through it).
+    pub(crate) fn graph_state(&self) -> std::sync::MutexGuard<'_, GraphState> {
+        self.0.op.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     // ----- creation -----
@@ -428,7 +449,7 @@ impl Tensor {
             layout: self.0.layout.clone(),
             dtype: self.0.dtype,
             device: self.0.device,
-            op: None,
+            op: Mutex::new(GraphState::Leaf),
             is_variable: true,
             requires_grad: true,
         }))
