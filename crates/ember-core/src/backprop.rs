@@ -14,9 +14,11 @@
 //! gradient `g` of the output `y`, return the gradient of each input.
 
 use crate::backend;
+use crate::cuda_backend;
 use crate::error::{Error, Result};
 use crate::grad_mode::NoGradGuard;
 use crate::op::Op;
+use crate::storage::StorageData;
 use crate::tensor::{GraphState, Tensor, TensorId};
 use ember_cpu::binary::BinaryOp;
 use ember_cpu::gemm::Activation;
@@ -195,13 +197,22 @@ impl Tensor {
 
 /// dx = g · op'(x), through the fused elementwise backward kernel.
 fn unary_grad(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    let data = x.with_cpu("backward", |sx, lx| {
-        y.with_cpu("backward", |sy, ly| {
-            g.with_cpu("backward", |sg, lg| {
-                backend::unary_backward(op, sx, lx, sy, ly, sg, lg)
-            })
-        })
-    })???;
+    let (sx, sy, sg) = (x.storage(), y.storage(), g.storage());
+    let data: StorageData = match (sx.data(), sy.data(), sg.data()) {
+        (StorageData::Cpu(a), StorageData::Cpu(b), StorageData::Cpu(c)) => StorageData::Cpu(
+            backend::unary_backward(op, a, x.layout(), b, y.layout(), c, g.layout()),
+        ),
+        (StorageData::Cuda(a), StorageData::Cuda(b), StorageData::Cuda(c)) => StorageData::Cuda(
+            cuda_backend::unary_backward(op, a, x.layout(), b, y.layout(), c, g.layout())?,
+        ),
+        _ => {
+            return Err(Error::DeviceMismatch {
+                op: "backward",
+                lhs: x.device(),
+                rhs: g.device(),
+            });
+        }
+    };
     Ok(Tensor::from_storage(data, x.shape(), None))
 }
 
@@ -294,8 +305,9 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
         }
         // Repeated elements collect the gradients of all their copies.
         Op::Broadcast(x) => vec![(x.clone(), unbroadcast(g, x.shape())?)],
-        // A copy or a cast passes the gradient through, converted back to the input's dtype.
-        Op::Copy(x) => vec![(x.clone(), g.to_dtype(x.dtype())?)],
+        // A copy, cast or device move passes the gradient through, converted back to the
+        // input's device and dtype.
+        Op::Copy(x) => vec![(x.clone(), g.to_device(x.device())?.to_dtype(x.dtype())?)],
         // Each input gets its own slice of g.
         Op::Cat(xs, dim) => {
             let mut off = 0;
@@ -334,15 +346,27 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             form,
             scale,
         } => {
-            let gs = g.to_scalar::<f64>()?;
-            let data = input.with_cpu("backward", |sp, lp| {
-                target.with_cpu("backward", |sy, ly| {
-                    backend::bce_grad(*form, sp, lp, sy, ly, scale * gs)
-                })
-            })??;
+            // CPU: fold the (scalar) upstream gradient into the kernel's scale. CUDA: keep it on
+            // the device and multiply afterwards, so backward never waits for a download.
+            let on_host = input.device() == crate::Device::Cpu;
+            let gs = if on_host { g.to_scalar::<f64>()? } else { 1.0 };
+            let upstream = |t: Tensor| -> Result<Tensor> {
+                if on_host {
+                    Ok(t)
+                } else {
+                    t.mul(&g.broadcast_to(input.shape())?)
+                }
+            };
+            let data = Tensor::map_data2(
+                "backward",
+                input,
+                target,
+                |sp, lp, sy, ly| backend::bce_grad(*form, sp, lp, sy, ly, scale * gs),
+                |cp, lp, cy, ly| cuda_backend::bce_grad(*form, cp, lp, cy, ly, *scale),
+            )?;
             let mut v = vec![(
                 input.clone(),
-                Tensor::from_storage(data, input.shape(), None),
+                upstream(Tensor::from_storage(data, input.shape(), None))?,
             )];
             if target.requires_grad() {
                 // dL/dy = −x (logits) or −(ln p − ln(1−p)) on the clamped p (probabilities).
@@ -353,7 +377,7 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                         p.log()?.sub(&p.neg()?.add_scalar(1.0)?.log()?)?.neg()?
                     }
                 };
-                v.push((target.clone(), dy.mul_scalar(scale * gs)?));
+                v.push((target.clone(), upstream(dy.mul_scalar(scale * gs)?)?));
             }
             v
         }
