@@ -314,25 +314,9 @@ pub(crate) fn matmul(
     }
     let (ars, acs) = (al.strides()[nb], al.strides()[nb + 1]);
     let (brs, bcs) = (bl.strides()[nb], bl.strides()[nb + 1]);
-    let mut idx = vec![0usize; nb];
     for bi in 0..batches {
-        let mut rem = bi;
-        for d in (0..nb).rev() {
-            idx[d] = rem % batch[d];
-            rem /= batch[d];
-        }
-        let aoff = al.offset()
-            + idx
-                .iter()
-                .zip(al.strides())
-                .map(|(i, s)| i * s)
-                .sum::<usize>();
-        let boff = bl.offset()
-            + idx
-                .iter()
-                .zip(bl.strides())
-                .map(|(i, s)| i * s)
-                .sum::<usize>();
+        let aoff = al.batch_offset(batch, bi);
+        let boff = bl.batch_offset(batch, bi);
         let a_view = if k == 0 {
             ab.slice(0..0)
         } else {
