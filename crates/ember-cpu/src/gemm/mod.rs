@@ -128,6 +128,11 @@ pub(crate) const MAX_TILE: usize = 96;
 /// about 32×32×32 up.
 pub const SMALL_MAX_MNK: usize = 32 * 32 * 32;
 
+/// Products this shallow (k ≤ 4, e.g. the outer product `dy·W` behind a 512→1 layer) also take
+/// the unpacked path whatever their size: they are bound by writing C, and packing would only
+/// add a copy.
+pub const SMALL_MAX_K: usize = 4;
+
 /// At or above this many multiply-adds (m·n·k) the packed driver and the matrix-vector path
 /// split work across rayon threads. Below it the threads cost more than they save. Measured on
 /// the 2-core development machine (see BENCHMARKS.md).
@@ -212,7 +217,7 @@ pub fn gemm<T: Float>(
             isa, n, k, alpha, &bt, a.data, a.cs, beta, cp, c.cs, parallel,
         );
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
-    } else if mnk <= SMALL_MAX_MNK {
+    } else if mnk <= SMALL_MAX_MNK || k <= SMALL_MAX_K {
         small::small(isa, m, n, k, alpha, &a, &b, beta, cp);
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else {
