@@ -38,7 +38,8 @@ pub struct BenchArgs {
     /// rayon threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Sizes: for gemm `N` (square) or `MxKxN`; for elementwise element counts (`16M` allowed).
+    /// Sizes: for gemm `N` (square) or `MxKxN`; for elementwise element counts (`16M` allowed);
+    /// for mlp the model names (`seed`, `784-512-512-1`).
     #[arg(long, value_delimiter = ',')]
     pub sizes: Vec<String>,
     /// Kernel path: avx2 or portable (default: the best this CPU runs).
@@ -130,7 +131,10 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
     let peak = if needs_peak {
         measure_peak(isa, threads, args.min_time.min(0.5), out, want(Case::Peak))
     } else {
-        Peak { gflops: f64::NAN, copy_gbs: f64::NAN }
+        Peak {
+            gflops: f64::NAN,
+            copy_gbs: f64::NAN,
+        }
     };
     if want(Case::Gemm) {
         bench_gemm(args, isa, threads, &peak, out)?;
@@ -142,7 +146,7 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
         bench_loss(args, isa, threads, &peak, out);
     }
     if want(Case::Mlp) {
-        mlp::run(threads, args.min_time, out)?;
+        mlp::run(threads, args.min_time, &args.sizes, out)?;
     }
     Ok(())
 }
@@ -537,12 +541,20 @@ mod mlp {
 
     /// Runs the training-step benchmarks for the seed model (batch 10) and 784-512-512-1
     /// (batch 256).
-    pub(super) fn run(threads: usize, min_time: f64, out: &Out) -> Result<(), String> {
+    pub(super) fn run(
+        threads: usize,
+        min_time: f64,
+        only: &[String],
+        out: &Out,
+    ) -> Result<(), String> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for (name, dims, batch, logits) in [
             ("seed", vec![10, 10, 5, 1], 10usize, false),
             ("784-512-512-1", vec![784, 512, 512, 1], 256, true),
         ] {
+            if !only.is_empty() && !only.iter().any(|s| s == name) {
+                continue;
+            }
             let mut model = Model::new(&dims, logits, &mut rng)?;
             let x = Tensor::rand(
                 -1.0,
