@@ -124,19 +124,16 @@ impl<T> std::fmt::Debug for Kernel<T> {
 pub(crate) const MAX_TILE: usize = 96;
 
 /// At or below this many multiply-adds (m·n·k) the unpacked small-matrix loop runs instead of
-/// the packed driver. Measured with `ember bench gemm`: the packed path pays for itself from
-/// about 32×32×32 up.
-pub const SMALL_MAX_MNK: usize = 32 * 32 * 32;
-
-/// Products this shallow (k ≤ 4, e.g. the outer product `dy·W` behind a 512→1 layer) also take
-/// the unpacked path whatever their size: they are bound by writing C, and packing would only
-/// add a copy.
-pub const SMALL_MAX_K: usize = 4;
+/// the packed driver. Measured with `ember bench gemm --threads 1` (BENCHMARKS.md): the small
+/// loop wins at the seed model's 10×10×10 and 10×10×5 (5.5–7.7 vs 3.2–5.4 GFLOP/s), ties at
+/// 16³, and loses from 24³ up (15.7 vs 21.8 GFLOP/s), as it does for large shallow products.
+pub const SMALL_MAX_MNK: usize = 16 * 16 * 16;
 
 /// At or above this many multiply-adds (m·n·k) the packed driver and the matrix-vector path
-/// split work across rayon threads. Below it the threads cost more than they save. Measured on
-/// the 2-core development machine (see BENCHMARKS.md).
-pub const PARALLEL_MIN_MNK: usize = 96 * 96 * 96;
+/// split work across rayon threads. Measured on the 2-core development machine (1 vs 2 threads,
+/// threshold forced to 1, three rounds): two threads lost at 96³ (55–57 vs 57–58 GFLOP/s) and
+/// won from 128³ up (59 vs 50–53), so the switch sits between them.
+pub const PARALLEL_MIN_MNK: usize = 112 * 112 * 112;
 
 /// The destination, as a raw pointer so disjoint tiles can be written from several threads.
 #[derive(Clone, Copy)]
@@ -217,7 +214,7 @@ pub fn gemm<T: Float>(
             isa, n, k, alpha, &bt, a.data, a.cs, beta, cp, c.cs, parallel,
         );
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
-    } else if mnk <= SMALL_MAX_MNK || k <= SMALL_MAX_K {
+    } else if mnk <= SMALL_MAX_MNK {
         small::small(isa, m, n, k, alpha, &a, &b, beta, cp);
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else {

@@ -1,6 +1,6 @@
 //! Unpacked paths: tiny products and matrix-vector products.
 //!
-//! - [`small`]: for m·n·k up to `SMALL_MAX_MNK` (the seed model's 10×10, 10×5 and 5×1 layers at
+//! - [`small`]: for m·n·k up to `SMALL_MAX_MNK` (the seed model's 10×10 and 10×5 layers at
 //!   batch 10). Packing and threads would cost more than the arithmetic, so each row of C is
 //!   accumulated in a 16-wide register strip straight from the operands.
 //! - [`gemv`]: N = 1 (and M = 1, by transposition), e.g. a 512→1 output layer. A packed 6×16
