@@ -12,7 +12,8 @@
 //! - AVX2+FMA: 6×16 for f32 (12 ymm accumulators, 2 loads of B, 6 broadcasts of A per step)
 //!   and 6×8 for f64 (the same shape in doubles). 12 accumulators + 2 B registers + 1
 //!   broadcast register = 15 of the 16 ymm registers.
-//! - portable: a plain-Rust 4×8 (f32) / 4×4 (f64) tile the compiler keeps in SSE2 registers.
+//! - portable: a 4×8 (f32) / 4×4 (f64) tile in `wide` vectors (8 accumulators of 128 bits), which
+//!   compile to SSE2 on x86-64 and NEON on aarch64; multiply and add are separate instructions.
 //!
 //! Each C element's sum runs over p in order 0..kc with one accumulator, so its value depends
 //! only on the kernel path and KC, never on the thread count.
@@ -67,7 +68,7 @@ pub fn kernel_f32(isa: Isa) -> Kernel<f32> {
             mc: 128,
             kc: KC_F32,
             nc: 4096,
-            ukr: portable_ukr::<f32, 4, 8>,
+            ukr: portable_f32_4x8,
         },
     }
 }
@@ -92,43 +93,24 @@ pub fn kernel_f64(isa: Isa) -> Kernel<f64> {
             mc: 64,
             kc: KC_F64,
             nc: 2048,
-            ukr: portable_ukr::<f64, 4, 4>,
+            ukr: portable_f64_4x4,
         },
     }
 }
 
-/// Portable microkernel: an MR×NR accumulator array the optimiser keeps in registers.
+/// Writes an MR×NR accumulator tile: C = alpha·acc + beta·C (C not read when beta is 0).
 ///
 /// # Safety
-/// See [`MicroKernel`]: `a` and `b` hold `kc * MR` and `kc * NR` values and every tile element
-/// of `c` is writable.
-#[allow(clippy::too_many_arguments)]
-unsafe fn portable_ukr<T: Float, const MR: usize, const NR: usize>(
-    kc: usize,
+/// Every tile element of `c` is writable.
+#[inline(always)]
+unsafe fn store_tile<T: Float, const MR: usize, const NR: usize>(
+    acc: &[[T; NR]; MR],
     alpha: T,
-    a: *const T,
-    b: *const T,
     beta: T,
     c: *mut T,
     rs_c: usize,
     cs_c: usize,
 ) {
-    // SAFETY: the caller guarantees the packed slivers hold kc*MR and kc*NR values.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, kc * MR),
-            std::slice::from_raw_parts(b, kc * NR),
-        )
-    };
-    let mut acc = [[T::ZERO; NR]; MR];
-    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for i in 0..MR {
-            let ai = ap[i];
-            for j in 0..NR {
-                acc[i][j] += ai * bp[j];
-            }
-        }
-    }
     for (i, row) in acc.iter().enumerate() {
         for (j, &v) in row.iter().enumerate() {
             // SAFETY: (i, j) lies inside the tile, which the caller guarantees is writable.
@@ -140,6 +122,91 @@ unsafe fn portable_ukr<T: Float, const MR: usize, const NR: usize>(
             };
         }
     }
+}
+
+/// Portable 4×8 f32 microkernel: 8 `f32x4` accumulators, 2 loads of B and 4 splats of A per
+/// step.
+///
+/// # Safety
+/// See [`MicroKernel`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable_f32_4x8(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rs_c: usize,
+    cs_c: usize,
+) {
+    use wide::f32x4;
+    // SAFETY: the caller guarantees the packed slivers hold kc*4 and kc*8 values.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, kc * 4),
+            std::slice::from_raw_parts(b, kc * 8),
+        )
+    };
+    let mut acc = [[f32x4::ZERO; 2]; 4];
+    for (ap, bp) in a.chunks_exact(4).zip(b.chunks_exact(8)) {
+        let b0 = f32x4::new([bp[0], bp[1], bp[2], bp[3]]);
+        let b1 = f32x4::new([bp[4], bp[5], bp[6], bp[7]]);
+        for (row, &ai) in acc.iter_mut().zip(ap) {
+            let av = f32x4::splat(ai);
+            row[0] += av * b0;
+            row[1] += av * b1;
+        }
+    }
+    let mut tile = [[0.0f32; 8]; 4];
+    for (t, row) in tile.iter_mut().zip(&acc) {
+        t[..4].copy_from_slice(&row[0].to_array());
+        t[4..].copy_from_slice(&row[1].to_array());
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { store_tile(&tile, alpha, beta, c, rs_c, cs_c) }
+}
+
+/// Portable 4×4 f64 microkernel: 8 `f64x2` accumulators.
+///
+/// # Safety
+/// See [`MicroKernel`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable_f64_4x4(
+    kc: usize,
+    alpha: f64,
+    a: *const f64,
+    b: *const f64,
+    beta: f64,
+    c: *mut f64,
+    rs_c: usize,
+    cs_c: usize,
+) {
+    use wide::f64x2;
+    // SAFETY: the caller guarantees the packed slivers hold kc*4 and kc*4 values.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, kc * 4),
+            std::slice::from_raw_parts(b, kc * 4),
+        )
+    };
+    let mut acc = [[f64x2::ZERO; 2]; 4];
+    for (ap, bp) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
+        let b0 = f64x2::new([bp[0], bp[1]]);
+        let b1 = f64x2::new([bp[2], bp[3]]);
+        for (row, &ai) in acc.iter_mut().zip(ap) {
+            let av = f64x2::splat(ai);
+            row[0] += av * b0;
+            row[1] += av * b1;
+        }
+    }
+    let mut tile = [[0.0f64; 4]; 4];
+    for (t, row) in tile.iter_mut().zip(&acc) {
+        t[..2].copy_from_slice(&row[0].to_array());
+        t[2..].copy_from_slice(&row[1].to_array());
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { store_tile(&tile, alpha, beta, c, rs_c, cs_c) }
 }
 
 #[cfg(target_arch = "x86_64")]
