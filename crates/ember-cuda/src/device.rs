@@ -329,7 +329,12 @@ pub trait FloatElem: DeviceElem {
 }
 
 /// The 16-bit input types of the tensor-core GEMM.
-pub trait HalfElem: DeviceElem {}
+pub trait HalfElem: DeviceElem {
+    /// Rounds an f32 to this type (nearest even).
+    fn from_f32(v: f32) -> Self;
+    /// Widens to f32 (exact).
+    fn to_f32(self) -> f32;
+}
 
 mod sealed {
     pub trait Sealed {}
@@ -361,8 +366,22 @@ impl FloatElem for f64 {
         v
     }
 }
-impl HalfElem for half::f16 {}
-impl HalfElem for half::bf16 {}
+impl HalfElem for half::f16 {
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+}
+impl HalfElem for half::bf16 {
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+}
 
 /// Element type of a device buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
