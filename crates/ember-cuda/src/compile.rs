@@ -86,8 +86,8 @@ impl CompiledModule {
                 // Properties of a function that is not the current entry (a non-inlined device
                 // function) follow: close the entry so its numbers are not overwritten.
                 let same = current.as_ref().is_some_and(|k| k.kernel == rest.trim());
-                if !same && let Some(k) = current.take() {
-                    out.push(k);
+                if !same {
+                    out.extend(current.take());
                 }
             } else if let Some(k) = current.as_mut() {
                 if line.contains("bytes stack frame") {

@@ -180,9 +180,8 @@ fn check_operand(
     cs: usize,
     len: usize,
 ) -> Result<(), CudaError> {
-    if let Some(last) = last_index(op, what, rows, cols, rs, cs)?
-        && last >= len
-    {
+    let last = last_index(op, what, rows, cols, rs, cs)?;
+    if let Some(last) = last.filter(|&l| l >= len) {
         return Err(invalid(
             op,
             format!(
@@ -330,16 +329,16 @@ pub fn sgemm_version(
     }
     let dev = c.data.dev;
     // Layout codes for the loaders (1: A along k / B along n; 2: A along m / B along k).
-    let layout_a = if a.cs == 1 && a.rs % 4 == 0 {
+    let layout_a = if a.cs == 1 && a.rs & 3 == 0 {
         1
-    } else if a.rs == 1 && a.cs % 4 == 0 {
+    } else if a.rs == 1 && a.cs & 3 == 0 {
         2
     } else {
         0
     };
-    let layout_b = if b.cs == 1 && b.rs % 4 == 0 {
+    let layout_b = if b.cs == 1 && b.rs & 3 == 0 {
         1
-    } else if b.rs == 1 && b.cs % 4 == 0 {
+    } else if b.rs == 1 && b.cs & 3 == 0 {
         2
     } else {
         0
@@ -368,8 +367,8 @@ pub fn sgemm_version(
             let vec = version != SgemmVersion::RegBlocked;
             if vec {
                 // 16-byte loads also need 16-byte aligned bases.
-                p.vec_a = if a.data.ptr % 16 == 0 { layout_a } else { 0 };
-                p.vec_b = if b.data.ptr % 16 == 0 { layout_b } else { 0 };
+                p.vec_a = if a.data.ptr & 15 == 0 { layout_a } else { 0 };
+                p.vec_b = if b.data.ptr & 15 == 0 { layout_b } else { 0 };
             } else {
                 p.vec_a = layout_a;
                 p.vec_b = layout_b;
@@ -424,8 +423,8 @@ fn hgemm_launch<H: HalfElem, TC>(
         return Ok(());
     }
     let dev = c.data.dev;
-    p.vec_a = (a.cs == 1 && a.rs % 8 == 0 && a.data.ptr % 16 == 0) as i32;
-    p.vec_b = (b.cs == 1 && b.rs % 8 == 0 && b.data.ptr % 16 == 0) as i32;
+    p.vec_a = (a.cs == 1 && a.rs & 7 == 0 && a.data.ptr & 15 == 0) as i32;
+    p.vec_b = (b.cs == 1 && b.rs & 7 == 0 && b.data.ptr & 15 == 0) as i32;
     p.last = out_f32 as i32;
     let name = match H::DTYPE {
         crate::device::DType::BF16 => "hgemm_mma_bf16",

@@ -120,18 +120,11 @@ fn epilogues() -> Vec<Epi> {
 }
 
 /// Reference C (as a full buffer, padding untouched) and per-element tolerance scale.
-fn reference(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &Stored,
-    b: &Stored,
-    c: &Stored,
-    bias: &[f64],
-    e: Epi,
-) -> (Vec<f64>, Vec<f64>) {
-    let mut want = c.buf.clone();
-    let mut scale = vec![0.0; c.buf.len()];
+#[allow(clippy::needless_range_loop)] // (i, j) index A, B, C and the bias alike
+fn reference(c: &Case, a: &Stored, b: &Stored, cm: &Stored, bias: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let (m, n, k, e) = (c.m, c.n, c.k, c.e);
+    let mut want = cm.buf.clone();
+    let mut scale = vec![0.0; cm.buf.len()];
     for i in 0..m {
         for j in 0..n {
             let (mut acc, mut mag) = (0.0, 0.0);
@@ -143,14 +136,14 @@ fn reference(
             let mut v = e.alpha * acc;
             let mut s = e.alpha.abs() * mag;
             if e.beta != 0.0 {
-                v += e.beta * c.at(i, j);
-                s += (e.beta * c.at(i, j)).abs();
+                v += e.beta * cm.at(i, j);
+                s += (e.beta * cm.at(i, j)).abs();
             }
             if e.bias {
                 v += bias[j];
                 s += bias[j].abs();
             }
-            let idx = c.off + i * c.rs + j * c.cs;
+            let idx = cm.off + i * cm.rs + j * cm.cs;
             want[idx] = act_ref(e.act, v);
             scale[idx] = 1.2 * s;
         }
@@ -300,7 +293,7 @@ fn every_sgemm_version_matches_f64_reference() {
             );
             res.unwrap();
             let got: Vec<f64> = dc.to_host().unwrap().iter().map(|&x| x as f64).collect();
-            let (want, scale) = reference(c.m, c.n, c.k, &a, &b, &cm, &bias, c.e);
+            let (want, scale) = reference(&c, &a, &b, &cm, &bias);
             let what = format!(
                 "sgemm {} m={} n={} k={} A {:?} B {:?} C {:?} {:?}",
                 version.name(),
@@ -338,7 +331,7 @@ fn hgemm_case<H: ember_cuda::HalfElem>(
             rs: b.rs,
             cs: b.cs,
         };
-        let (want, scale) = reference(c.m, c.n, c.k, &a, &b, &cm, &bias, c.e);
+        let (want, scale) = reference(&c, &a, &b, &cm, &bias);
         let what = format!(
             "hgemm<{:?}> m={} n={} k={} A {:?} B {:?} C {:?} {:?}",
             H::DTYPE,

@@ -207,10 +207,11 @@ fn compile_errors_name_the_file_and_line() {
 // ---- SASS ------------------------------------------------------------------------------
 
 fn cuobjdump() -> Option<String> {
-    if let Ok(p) = std::env::var("EMBER_CUOBJDUMP")
-        && std::path::Path::new(&p).exists()
-    {
-        return Some(p);
+    let from_env = std::env::var("EMBER_CUOBJDUMP")
+        .ok()
+        .filter(|p| std::path::Path::new(p).exists());
+    if from_env.is_some() {
+        return from_env;
     }
     Command::new("cuobjdump")
         .arg("--version")
