@@ -449,10 +449,15 @@ impl<T: DeviceElem> DeviceBuffer<T> {
     }
     /// Copies the buffer to a new host vector (waits for queued work first).
     pub fn to_host(&self) -> Result<Vec<T>, CudaError> {
-        self.device
+        let v = self
+            .device
             .stream
             .clone_dtoh(&self.data)
-            .map_err(|e| driver_err("copy device to host", e))
+            .map_err(|e| driver_err("copy device to host", e))?;
+        // A copy to pageable memory completes before returning; synchronising anyway also
+        // surfaces any asynchronous kernel error here, next to the read that observes it.
+        self.device.synchronize()?;
+        Ok(v)
     }
     /// Overwrites the buffer with `host`, which must have the same length.
     pub fn copy_from_host(&mut self, host: &[T]) -> Result<(), CudaError> {
