@@ -20,7 +20,9 @@ use cudarc::driver::sys::CUevent_flags;
 use crate::device::{CudaDevice, DeviceBuffer, HalfElem};
 use crate::elementwise::{UnaryOp, unary, unary_backward};
 use crate::error::{CudaError, driver_err};
-use crate::gemm::{Epilogue, MatMut, MatRef, SgemmVersion, hgemm_out16, sgemm_version};
+use crate::gemm::{
+    Epilogue, HgemmVersion, MatMut, MatRef, SgemmVersion, hgemm_version, sgemm_version,
+};
 use crate::loss::{bce_logits_grad, bce_logits_sum};
 use crate::optim::{AdamConfig, adam_step};
 use crate::view::Strided;
@@ -431,41 +433,47 @@ where
             None,
         ));
     }
-    let ms = time_ms(dev, c.opts, &mut || {
-        hgemm_out16(
-            n,
-            n,
-            n,
-            1.0,
-            MatRef {
-                data: a.view(),
-                rs: n,
-                cs: 1,
-            },
-            MatRef {
-                data: b.view(),
-                rs: n,
-                cs: 1,
-            },
-            0.0,
-            MatMut {
-                data: cm.view_mut(),
-                rs: n,
-                cs: 1,
-            },
-            Epilogue::default(),
-        )
-    })?;
-    c.push(
-        "hgemm",
-        "mma",
-        dtype,
-        shape,
-        ms,
-        Some(flops),
-        None,
-        ceiling.map(|r| ("cublas", r)),
-    );
+    for v in HgemmVersion::ALL {
+        if v == HgemmVersion::Wgmma && dev.arch() != "sm_90a" {
+            continue;
+        }
+        let ms = time_ms(dev, c.opts, &mut || {
+            hgemm_version(
+                v,
+                n,
+                n,
+                n,
+                1.0,
+                MatRef {
+                    data: a.view(),
+                    rs: n,
+                    cs: 1,
+                },
+                MatRef {
+                    data: b.view(),
+                    rs: n,
+                    cs: 1,
+                },
+                0.0,
+                MatMut {
+                    data: cm.view_mut(),
+                    rs: n,
+                    cs: 1,
+                },
+                Epilogue::default(),
+            )
+        })?;
+        c.push(
+            "hgemm",
+            v.name(),
+            dtype,
+            shape.clone(),
+            ms,
+            Some(flops),
+            None,
+            ceiling.map(|r| ("cublas", r)),
+        );
+    }
     Ok(())
 }
 

@@ -30,7 +30,11 @@ pub const MODULES: &[(&str, &str)] = &[
     ("optim", include_str!("../../../kernels/optim.cu")),
     ("sgemm", include_str!("../../../kernels/sgemm.cu")),
     ("hgemm", include_str!("../../../kernels/hgemm.cu")),
+    ("wgmma", include_str!("../../../kernels/wgmma.cu")),
 ];
+
+/// Modules that use Hopper-only instructions (`wgmma`) and compile only for `sm_90a`.
+pub const SM90A_ONLY: &[&str] = &["wgmma"];
 
 /// A compiled module: the CUBIN image and NVRTC's log (warnings and ptxas resource lines).
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! Matrix products on the device: the fp32 SGEMM ladder (kernels/sgemm.cu) and the tensor-core
-//! GEMM for f16/bf16 inputs with f32 accumulation (kernels/hgemm.cu).
+//! GEMM for f16/bf16 inputs with f32 accumulation (kernels/hgemm.cu, `mma.sync`, sm_80+; and an
+//! experimental Hopper version in kernels/wgmma.cu, `wgmma`, sm_90a only).
 //!
 //! The API mirrors ember-cpu's `gemm`: `C[m×n] = alpha·A[m×k]·B[k×n] + beta·C`, then the Dense
 //! epilogue (bias per column, activation), with every operand addressed by a row and a column
@@ -404,9 +405,33 @@ pub fn sgemm_version(
 /// B tile, 16-bit elements (must match HGEMM_SMEM_BYTES in kernels/hgemm.cu).
 pub const HGEMM_SMEM_BYTES: u32 = 3 * (128 * 40 + 32 * 136) * 2;
 
+/// The tensor-core GEMM kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HgemmVersion {
+    /// `ldmatrix` + `mma.sync` with a 3-stage `cp.async` pipeline (sm_80 and newer).
+    Mma,
+    /// Hopper `wgmma.mma_async` from shared-memory descriptors (sm_90a only). Experimental:
+    /// compiled and SASS-checked without a GPU, not yet run on one.
+    Wgmma,
+}
+
+impl HgemmVersion {
+    /// Both versions.
+    pub const ALL: [HgemmVersion; 2] = [HgemmVersion::Mma, HgemmVersion::Wgmma];
+
+    /// The name used in benchmark records.
+    pub fn name(self) -> &'static str {
+        match self {
+            HgemmVersion::Mma => "mma",
+            HgemmVersion::Wgmma => "wgmma",
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn hgemm_launch<H: HalfElem, TC>(
     op: &'static str,
+    version: HgemmVersion,
     out_f32: bool,
     m: usize,
     n: usize,
@@ -426,27 +451,43 @@ fn hgemm_launch<H: HalfElem, TC>(
     p.vec_a = (a.cs == 1 && a.rs & 7 == 0 && a.data.ptr & 15 == 0) as i32;
     p.vec_b = (b.cs == 1 && b.rs & 7 == 0 && b.data.ptr & 15 == 0) as i32;
     p.last = out_f32 as i32;
-    let name = match H::DTYPE {
-        crate::device::DType::BF16 => "hgemm_mma_bf16",
-        _ => "hgemm_mma_f16",
+    let bf16 = H::DTYPE == crate::device::DType::BF16;
+    let (module, name, smem) = match (version, bf16) {
+        (HgemmVersion::Mma, true) => ("hgemm", "hgemm_mma_bf16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, false) => ("hgemm", "hgemm_mma_f16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Wgmma, true) => ("wgmma", "hgemm_wgmma_bf16", 0),
+        (HgemmVersion::Wgmma, false) => ("wgmma", "hgemm_wgmma_f16", 0),
     };
-    let f = dev.function("hgemm", name)?;
-    f.set_attribute(
-        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        HGEMM_SMEM_BYTES as i32,
-    )
-    .map_err(|e| driver_err(format!("{name}: raising the shared-memory limit"), e))?;
+    if version == HgemmVersion::Wgmma && dev.arch() != "sm_90a" {
+        return Err(invalid(
+            op,
+            format!(
+                "the wgmma kernel needs compute capability 9.0 (sm_90a); {} is {}",
+                dev.name(),
+                dev.arch()
+            ),
+        ));
+    }
+    let f = dev.function(module, name)?;
+    if smem > 0 {
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )
+        .map_err(|e| driver_err(format!("{name}: raising the shared-memory limit"), e))?;
+    }
     let cfg = LaunchConfig {
         grid_dim: grid2(op, m, n, 128, 128)?,
         block_dim: (256, 1, 1),
-        shared_mem_bytes: HGEMM_SMEM_BYTES,
+        shared_mem_bytes: smem,
     };
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&p);
     // SAFETY: pack() bounded every operand by its slice and checked C's elements are distinct
     // and the bias length; the kernel bounds each access by m, n, k, uses cp.async only when
     // the host-checked contiguity/alignment flags hold and the tile is inside the matrix, and
-    // gets the dynamic shared memory it was compiled for.
+    // gets the dynamic shared memory it was compiled for (the wgmma kernel uses static memory
+    // and plain bounds-checked loads, 16-byte ones only under the same flags).
     unsafe { l.launch(cfg) }.map_err(|e| launch_err(name, e))?;
     Ok(())
 }
@@ -464,7 +505,20 @@ pub fn hgemm<H: HalfElem>(
     c: MatMut<'_, f32>,
     epi: Epilogue<'_, f32>,
 ) -> Result<(), CudaError> {
-    hgemm_launch("hgemm", true, m, n, k, alpha, a, b, beta, c, epi)
+    hgemm_launch(
+        "hgemm",
+        HgemmVersion::Mma,
+        true,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        epi,
+    )
 }
 
 /// Tensor-core GEMM with C and bias in the inputs' 16-bit type (accumulation still f32; the
@@ -481,7 +535,53 @@ pub fn hgemm_out16<H: HalfElem>(
     c: MatMut<'_, H>,
     epi: Epilogue<'_, H>,
 ) -> Result<(), CudaError> {
-    hgemm_launch("hgemm_out16", false, m, n, k, alpha, a, b, beta, c, epi)
+    hgemm_launch(
+        "hgemm_out16",
+        HgemmVersion::Mma,
+        false,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        epi,
+    )
+}
+
+/// Tensor-core GEMM with an explicit kernel version; `C` is f32 (`TC = f32`) or the inputs'
+/// 16-bit type (`TC = H`), and so is the bias.
+#[allow(clippy::too_many_arguments)]
+pub fn hgemm_version<H: HalfElem, TC: crate::device::DeviceElem>(
+    version: HgemmVersion,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_, H>,
+    b: MatRef<'_, H>,
+    beta: f32,
+    c: MatMut<'_, TC>,
+    epi: Epilogue<'_, TC>,
+) -> Result<(), CudaError> {
+    const OP: &str = "hgemm_version";
+    let out_f32 = if TC::DTYPE == crate::device::DType::F32 {
+        true
+    } else if TC::DTYPE == H::DTYPE {
+        false
+    } else {
+        return Err(invalid(
+            OP,
+            format!(
+                "C must be f32 or {:?} like the inputs, not {:?}",
+                H::DTYPE,
+                TC::DTYPE
+            ),
+        ));
+    };
+    hgemm_launch(OP, version, out_f32, m, n, k, alpha, a, b, beta, c, epi)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use common::*;
 use ember_cuda::gemm::{
-    Activation, Epilogue, MatMut, MatRef, SgemmVersion, hgemm, hgemm_out16, sgemm_version,
+    Activation, Epilogue, HgemmVersion, MatMut, MatRef, SgemmVersion, hgemm_version, sgemm_version,
 };
 use ember_cuda::{CudaDevice, DeviceElem};
 use rand::rngs::StdRng;
@@ -311,6 +311,7 @@ fn every_sgemm_version_matches_f64_reference() {
 }
 
 fn hgemm_case<H: ember_cuda::HalfElem>(
+    version: HgemmVersion,
     dev: &Arc<CudaDevice>,
     r: &mut StdRng,
     to_h: &dyn Fn(f64) -> H,
@@ -333,7 +334,8 @@ fn hgemm_case<H: ember_cuda::HalfElem>(
         };
         let (want, scale) = reference(&c, &a, &b, &cm, &bias);
         let what = format!(
-            "hgemm<{:?}> m={} n={} k={} A {:?} B {:?} C {:?} {:?}",
+            "hgemm {} <{:?}> m={} n={} k={} A {:?} B {:?} C {:?} {:?}",
+            version.name(),
             H::DTYPE,
             c.m,
             c.n,
@@ -352,7 +354,8 @@ fn hgemm_case<H: ember_cuda::HalfElem>(
             bias: c.e.bias.then(|| dbias.view()),
             act: c.e.act,
         };
-        hgemm(
+        hgemm_version(
+            version,
             c.m,
             c.n,
             c.k,
@@ -377,7 +380,8 @@ fn hgemm_case<H: ember_cuda::HalfElem>(
             bias: c.e.bias.then(|| dbias.view()),
             act: c.e.act,
         };
-        hgemm_out16(
+        hgemm_version(
+            version,
             c.m,
             c.n,
             c.k,
@@ -405,6 +409,7 @@ fn tensor_core_gemm_matches_f64_reference() {
     };
     let mut r = rng("hgemm");
     hgemm_case::<half::bf16>(
+        HgemmVersion::Mma,
         &dev,
         &mut r,
         &half::bf16::from_f64,
@@ -412,6 +417,39 @@ fn tensor_core_gemm_matches_f64_reference() {
         2f64.powi(-8),
     );
     hgemm_case::<half::f16>(
+        HgemmVersion::Mma,
+        &dev,
+        &mut r,
+        &half::f16::from_f64,
+        &|h| h.to_f64(),
+        2f64.powi(-11),
+    );
+}
+
+#[test]
+fn wgmma_gemm_matches_f64_reference() {
+    let Some(dev) = gpu_or_skip("gpu_gemm::wgmma") else {
+        return;
+    };
+    if dev.arch() != "sm_90a" {
+        // Architecture-specific: not a failure even under EMBER_REQUIRE_GPU=1.
+        skipped(&format!(
+            "gpu_gemm::wgmma: needs sm_90a, device is {}",
+            dev.arch()
+        ));
+        return;
+    }
+    let mut r = rng("wgmma");
+    hgemm_case::<half::bf16>(
+        HgemmVersion::Wgmma,
+        &dev,
+        &mut r,
+        &half::bf16::from_f64,
+        &|h| h.to_f64(),
+        2f64.powi(-8),
+    );
+    hgemm_case::<half::f16>(
+        HgemmVersion::Wgmma,
         &dev,
         &mut r,
         &half::f16::from_f64,

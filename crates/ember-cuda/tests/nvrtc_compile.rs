@@ -4,8 +4,8 @@
 //!   spill reported by ptxas and every entry point the launch code loads present; the
 //!   per-kernel resource table (registers, static shared memory, stack, spills) is printed;
 //! - the tensor-core GEMM's SASS contains `HMMA` (tensor-core instructions), `LDSM` (ldmatrix)
-//!   and `LDGSTS` (cp.async), and the fp32 SGEMM is `FFMA` with no `HMMA`. There is no wgmma
-//!   kernel yet, so nothing here expects `HGMMA`.
+//!   and `LDGSTS` (cp.async), the Hopper kernel's (sm_90a) contains `HGMMA` (wgmma), and the
+//!   fp32 SGEMM is `FFMA` with no `HMMA`.
 //! - compile errors name the file and line.
 //!
 //! The modules are compiled once per test binary and shared by the tests (compiling all of them
@@ -16,7 +16,7 @@ mod common;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use ember_cuda::compile::{CompiledModule, MODULES, compile_module};
+use ember_cuda::compile::{CompiledModule, MODULES, SM90A_ONLY, compile_module};
 
 const ARCHS: [&str; 2] = ["sm_80", "sm_90a"];
 
@@ -75,6 +75,9 @@ fn expected(module: &str) -> Vec<String> {
         "hgemm" => ["hgemm_mma_bf16", "hgemm_mma_f16"]
             .map(String::from)
             .to_vec(),
+        "wgmma" => ["hgemm_wgmma_bf16", "hgemm_wgmma_f16"]
+            .map(String::from)
+            .to_vec(),
         other => panic!("module {other} has no expected-kernel list in this test"),
     }
 }
@@ -103,6 +106,7 @@ fn compile_all() -> Compiled {
     let jobs: Vec<(&str, &str)> = MODULES
         .iter()
         .flat_map(|(m, _)| ARCHS.map(|a| (*m, a)))
+        .filter(|(m, a)| *a == "sm_90a" || !SM90A_ONLY.contains(m))
         .collect();
     std::thread::scope(|s| {
         let halves: Vec<_> = [0usize, 1]
@@ -282,6 +286,16 @@ fn tensor_core_gemm_uses_hmma_and_sgemm_uses_ffma() {
             assert!(hmma >= 32, "{arch} {k}: expected >= 32 HMMA, found {hmma}");
             assert!(ldsm > 0, "{arch} {k}: ldmatrix (LDSM) missing");
             assert!(ldgsts > 0, "{arch} {k}: cp.async (LDGSTS) missing");
+        }
+        if arch == "sm_90a" {
+            let w = sass_of(&tool, "wgmma", arch);
+            for k in ["hgemm_wgmma_bf16", "hgemm_wgmma_f16"] {
+                let f = function_sass(&w, k);
+                let hgmma = count(f, "HGMMA");
+                println!("{arch} {k}: {hgmma} HGMMA");
+                // Two m64n128k16 steps per 32-deep k tile.
+                assert!(hgmma >= 2, "{arch} {k}: expected >= 2 HGMMA, found {hgmma}");
+            }
         }
         let s = sass_of(&tool, "sgemm", arch);
         for k in ["sgemm_vec_128", "sgemm_regblock_128"] {
