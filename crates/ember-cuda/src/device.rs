@@ -66,6 +66,26 @@ pub fn device_count() -> Result<usize, CudaError> {
     }
 }
 
+/// Lets the device's stream-ordered memory pool keep freed memory instead of returning it to
+/// the driver at every synchronisation, so the small scratch buffers of reductions and losses
+/// are reused rather than re-mapped on every call. Best effort: a failure leaves the default.
+fn keep_pool_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys as d;
+    let mut pool: d::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: the context is current (CudaContext::new binds it); `pool` is a valid out-pointer
+    // and the attribute value is a u64 as CU_MEMPOOL_ATTR_RELEASE_THRESHOLD requires.
+    unsafe {
+        if d::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == CUresult::CUDA_SUCCESS {
+            let mut threshold: u64 = u64::MAX;
+            let _ = d::cuMemPoolSetAttribute(
+                pool,
+                d::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                &mut threshold as *mut u64 as *mut std::ffi::c_void,
+            );
+        }
+    }
+}
+
 /// One GPU: its context, its single stream, its architecture and its cache of loaded kernels.
 pub struct CudaDevice {
     ordinal: usize,
@@ -139,6 +159,10 @@ impl CudaDevice {
         let stream = ctx
             .new_stream()
             .map_err(|e| driver_err("cuStreamCreate", e))?;
+        if ctx.has_async_alloc() {
+            // Best effort, and guarded: an old driver lacking the symbol must not abort.
+            let _ = guarded("cuMemPoolSetAttribute", || keep_pool_memory(&ctx));
+        }
         let dev = Arc::new(CudaDevice {
             ordinal,
             arch: arch_for_capability(capability.0, capability.1),
