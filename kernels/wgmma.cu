@@ -123,7 +123,7 @@ template <bool BF16> __device__ __forceinline__ void hgemm_wgmma(const WgmmaPara
                 *reinterpret_cast<uint4*>(dst) =
                     *reinterpret_cast<const uint4*>(p.a + (m0 + r) * p.rsa + k0 + kc * 8);
             } else {
-#pragma unroll
+#pragma unroll 1  // slow path: keep it compact
                 for (int e = 0; e < 8; ++e) {
                     i64 gi = m0 + r, gk = k0 + kc * 8 + e;
                     dst[e] = (gi < p.m && gk < p.k) ? p.a[gi * p.rsa + gk * p.csa] : (u16)0;

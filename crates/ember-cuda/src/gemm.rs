@@ -401,9 +401,10 @@ pub fn sgemm_version(
     Ok(())
 }
 
-/// Dynamic shared memory of the tensor-core kernel: 3 stages of a 128×40 A tile and a 32×136
-/// B tile, 16-bit elements (must match HGEMM_SMEM_BYTES in kernels/hgemm.cu).
-pub const HGEMM_SMEM_BYTES: u32 = 3 * (128 * 40 + 32 * 136) * 2;
+/// Dynamic shared memory of the tensor-core kernel: 3 stages, each an A slot and a B slot of
+/// 128×40 halves (the largest of the padded [128][32+8] and [32][128+8] tiles), 16-bit elements
+/// (must match HGEMM_SMEM_BYTES in kernels/hgemm.cu).
+pub const HGEMM_SMEM_BYTES: u32 = 3 * (128 * 40 + 128 * 40) * 2;
 
 /// The tensor-core GEMM kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -448,15 +449,33 @@ fn hgemm_launch<H: HalfElem, TC>(
         return Ok(());
     }
     let dev = c.data.dev;
-    p.vec_a = (a.cs == 1 && a.rs & 7 == 0 && a.data.ptr & 15 == 0) as i32;
-    p.vec_b = (b.cs == 1 && b.rs & 7 == 0 && b.data.ptr & 15 == 0) as i32;
+    // Layout classes: A contiguous along m ("at") or B along k ("bt") select the kernel that
+    // stages them as they lie and transposes in ldmatrix; 16-byte loads also need the other
+    // stride to be a multiple of 8 elements and a 16-byte aligned base.
+    let aligned = |ptr: u64| ptr & 15 == 0;
+    let a_t = version == HgemmVersion::Mma && a.rs == 1 && a.cs != 1 && m > 1;
+    let b_t = version == HgemmVersion::Mma && !a_t && b.rs == 1 && b.cs != 1 && k > 1;
+    p.vec_a = if a_t {
+        a.rs == 1 && a.cs & 7 == 0 && aligned(a.data.ptr)
+    } else {
+        a.cs == 1 && a.rs & 7 == 0 && aligned(a.data.ptr)
+    } as i32;
+    p.vec_b = if b_t {
+        b.rs == 1 && b.cs & 7 == 0 && aligned(b.data.ptr)
+    } else {
+        b.cs == 1 && b.rs & 7 == 0 && aligned(b.data.ptr)
+    } as i32;
     p.last = out_f32 as i32;
     let bf16 = H::DTYPE == crate::device::DType::BF16;
-    let (module, name, smem) = match (version, bf16) {
-        (HgemmVersion::Mma, true) => ("hgemm", "hgemm_mma_bf16", HGEMM_SMEM_BYTES),
-        (HgemmVersion::Mma, false) => ("hgemm", "hgemm_mma_f16", HGEMM_SMEM_BYTES),
-        (HgemmVersion::Wgmma, true) => ("wgmma", "hgemm_wgmma_bf16", 0),
-        (HgemmVersion::Wgmma, false) => ("wgmma", "hgemm_wgmma_f16", 0),
+    let (module, name, smem) = match (version, bf16, a_t, b_t) {
+        (HgemmVersion::Mma, true, false, false) => ("hgemm", "hgemm_mma_bf16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, true, true, _) => ("hgemm", "hgemm_mma_at_bf16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, true, false, true) => ("hgemm", "hgemm_mma_bt_bf16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, false, false, false) => ("hgemm", "hgemm_mma_f16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, false, true, _) => ("hgemm", "hgemm_mma_at_f16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, false, false, true) => ("hgemm", "hgemm_mma_bt_f16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Wgmma, true, _, _) => ("wgmma", "hgemm_wgmma_bf16", 0),
+        (HgemmVersion::Wgmma, false, _, _) => ("wgmma", "hgemm_wgmma_f16", 0),
     };
     if version == HgemmVersion::Wgmma && dev.arch() != "sm_90a" {
         return Err(invalid(
@@ -617,6 +636,9 @@ mod tests {
         let src = include_str!("../../../kernels/hgemm.cu");
         assert!(src.contains("#define HSTAGES 3") && src.contains("#define HBM 128"));
         assert!(src.contains("#define HBK 32") && src.contains("#define HBN 128"));
-        assert_eq!(HGEMM_SMEM_BYTES, 56832);
+        assert!(src.contains("#define A_STAGE (HBM * A_LD)"));
+        assert!(src.contains("#define B_STAGE (HBN * BT_LD)"));
+        // A_LD = BT_LD = 32 + 8; AT_LD = B_LD = 128 + 8; 40 * 128 >= 136 * 32.
+        assert_eq!(HGEMM_SMEM_BYTES, 61440);
     }
 }

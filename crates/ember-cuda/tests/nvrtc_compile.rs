@@ -72,9 +72,16 @@ fn expected(module: &str) -> Vec<String> {
         ]
         .map(String::from)
         .to_vec(),
-        "hgemm" => ["hgemm_mma_bf16", "hgemm_mma_f16"]
-            .map(String::from)
-            .to_vec(),
+        "hgemm" => [
+            "hgemm_mma_bf16",
+            "hgemm_mma_at_bf16",
+            "hgemm_mma_bt_bf16",
+            "hgemm_mma_f16",
+            "hgemm_mma_at_f16",
+            "hgemm_mma_bt_f16",
+        ]
+        .map(String::from)
+        .to_vec(),
         "wgmma" => ["hgemm_wgmma_bf16", "hgemm_wgmma_f16"]
             .map(String::from)
             .to_vec(),
@@ -276,7 +283,12 @@ fn tensor_core_gemm_uses_hmma_and_sgemm_uses_ffma() {
     };
     for arch in ["sm_80", "sm_90a"] {
         let h = sass_of(&tool, "hgemm", arch);
-        for k in ["hgemm_mma_bf16", "hgemm_mma_f16"] {
+        for k in [
+            "hgemm_mma_bf16",
+            "hgemm_mma_f16",
+            "hgemm_mma_at_bf16",
+            "hgemm_mma_bt_f16",
+        ] {
             let f = function_sass(&h, k);
             let hmma = count(f, "HMMA");
             let ldsm = count(f, "LDSM");
