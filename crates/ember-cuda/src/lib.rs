@@ -20,6 +20,8 @@
 //! - [`bench`]: the kernel lab (timings against a device copy and cuBLAS).
 //! - [`error`]: the error type, [`CudaError`].
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod compile;
 pub mod device;
