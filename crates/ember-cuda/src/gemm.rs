@@ -489,6 +489,10 @@ fn hgemm_launch<H: HalfElem, TC>(
     }
     let f = dev.function(module, name)?;
     if smem > 0 {
+        // The attribute call needs this device's context current on the calling thread.
+        dev.context()
+            .bind_to_thread()
+            .map_err(|e| driver_err("binding the context", e))?;
         f.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             smem as i32,
