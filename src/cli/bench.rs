@@ -60,7 +60,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.device.as_str() {
         "cpu" => {}
-        "cuda" => return Err("CUDA benchmarks: see ember-cuda".into()),
+        "cuda" => return run_cuda(&args),
         other => {
             return Err(format!(
                 "bench: unknown device '{other}' (expected cpu or cuda)"
@@ -92,6 +92,55 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         isa::with(isa, || run_cases(&args, isa, threads, &out))
             .map_err(|e| format!("bench: {e}"))?
     })
+}
+
+/// `--device cuda`: hands over to ember-cuda's kernel lab (`ember_cuda::bench`), which times
+/// the CUDA kernels against cuBLAS and the device's copy bandwidth.
+fn run_cuda(args: &BenchArgs) -> Result<(), String> {
+    use ember_cuda::bench::{BenchOptions, Suite};
+    let suite = match args.case {
+        Case::Gemm => Suite::Gemm,
+        Case::Elementwise => Suite::Elementwise,
+        Case::Loss => Suite::Loss,
+        Case::All => Suite::All,
+        Case::Peak | Case::Mlp => {
+            let name = if args.case == Case::Peak {
+                "peak"
+            } else {
+                "mlp"
+            };
+            return Err(format!(
+                "bench: the {name} case runs on the CPU only (on CUDA: gemm, elementwise, loss, all)"
+            ));
+        }
+    };
+    let dev = ember_cuda::CudaDevice::get(0).map_err(|e| format!("bench: no usable GPU: {e}"))?;
+    let mut opts = BenchOptions {
+        suite,
+        ..BenchOptions::default()
+    };
+    if args.case == Case::Gemm && !args.sizes.is_empty() {
+        opts.sgemm_sizes = args
+            .sizes
+            .iter()
+            .map(|s| parse_count(s))
+            .collect::<Result<_, _>>()?;
+    }
+    let records = ember_cuda::bench::run(&dev, &opts).map_err(|e| format!("bench: {e}"))?;
+    if args.json {
+        for r in &records {
+            println!("{}", r.to_json());
+        }
+    } else {
+        println!(
+            "device: {} ({}, {} SMs)",
+            dev.name(),
+            dev.arch(),
+            dev.sm_count()
+        );
+        print!("{}", ember_cuda::bench::table(&records));
+    }
+    Ok(())
 }
 
 struct Out {
