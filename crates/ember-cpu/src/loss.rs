@@ -172,13 +172,46 @@ fn logits_sum_avx2(x: &[f32], y: &[f32]) -> f64 {
     logits_sum_body::<Fused>(x, y)
 }
 
-/// softplus(x) - x y = max(x,0) - x y + log1p(e^-|x|), each term in f32, summed in f64.
+/// softplus(x) - x y, with softplus(x) = max(x,0) + log1p(e^-|x|) computed in f32 (vectorised,
+/// into a block buffer) and the subtraction and the sum done in f64 (x y is exact there, and a
+/// confident correct logit's loss is the small difference of two large numbers).
 #[inline(always)]
 fn logits_sum_body<F: MulAdd>(x: &[f32], y: &[f32]) -> f64 {
-    lanes8(x.len(), |i| {
-        let (xi, yi) = (x[i], y[i]);
-        vmath::softplus::<F>(xi) as f64 - xi as f64 * yi as f64
-    })
+    const BLOCK: usize = 256;
+    let mut sp = [0.0f32; BLOCK];
+    let mut acc = [0.0f64; 8];
+    for (xc, yc) in x.chunks(BLOCK).zip(y.chunks(BLOCK)) {
+        let sp = &mut sp[..xc.len()];
+        for (s, &xi) in sp.iter_mut().zip(xc) {
+            *s = vmath::softplus::<F>(xi);
+        }
+        let mut it = sp
+            .chunks_exact(8)
+            .zip(xc.chunks_exact(8))
+            .zip(yc.chunks_exact(8));
+        for ((s8, x8), y8) in &mut it {
+            for l in 0..8 {
+                acc[l] += s8[l] as f64 - x8[l] as f64 * y8[l] as f64;
+            }
+        }
+        let done = sp.len() / 8 * 8;
+        for (l, ((&s, &xi), &yi)) in sp[done..]
+            .iter()
+            .zip(&xc[done..])
+            .zip(&yc[done..])
+            .enumerate()
+        {
+            acc[l] += s as f64 - xi as f64 * yi as f64;
+        }
+    }
+    let mut w = 4;
+    while w > 0 {
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+        w /= 2;
+    }
+    acc[0]
 }
 
 /// dx[i] = scale * (sigmoid(x) - y).
