@@ -338,6 +338,28 @@ pub fn stratified_split(
     Ok((train, test))
 }
 
+/// The usual preparation of a classification table in one call: a seeded (optionally
+/// stratified) train/test split, then standardisation fitted on the training part only and
+/// applied to both parts. Returns `(train, test)`.
+pub fn split_and_standardise(
+    table: &Table,
+    test_fraction: f64,
+    seed: u64,
+    stratified: bool,
+) -> Result<(Table, Table)> {
+    let (train_idx, test_idx) = if stratified {
+        stratified_split(&table.labels, test_fraction, seed)?
+    } else {
+        train_test_split(table.rows(), test_fraction, seed)?
+    };
+    let mut train = table.select(&train_idx)?;
+    let mut test = table.select(&test_idx)?;
+    let scaler = Scaler::fit_standard(&train)?;
+    scaler.transform(&mut train)?;
+    scaler.transform(&mut test)?;
+    Ok((train, test))
+}
+
 /// Per-column scaling fitted on one part of the data and applied to any part.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scaler {

@@ -151,6 +151,40 @@ impl Dense {
         })
     }
 
+    /// A Dense layer around existing tensors: `weight` `[out, in]` and optional `bias` `[out]`.
+    /// They are used as given (call `as_variable()` on them first if they should be trained).
+    pub fn from_tensors(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        activation: Activation,
+    ) -> Result<Dense> {
+        if weight.rank() != 2 {
+            return config_err(format!(
+                "Dense: weight must be [out, in], got {:?}",
+                weight.shape()
+            ));
+        }
+        let (out_features, in_features) = (weight.shape()[0], weight.shape()[1]);
+        match &bias {
+            Some(b) if b.shape() != [out_features] => {
+                return config_err(format!(
+                    "Dense: bias must be [{out_features}] for weight {:?}, got {:?}",
+                    weight.shape(),
+                    b.shape()
+                ));
+            }
+            _ => {}
+        }
+        Ok(Dense {
+            weight,
+            bias,
+            activation,
+            regularizer: None,
+            in_features,
+            out_features,
+        })
+    }
+
     /// Sets (or clears) the L1/L2 penalty on the weight.
     pub fn with_regularizer(mut self, regularizer: Option<Regularizer>) -> Dense {
         self.regularizer = regularizer;
@@ -436,6 +470,42 @@ impl BatchNorm1d {
             eps,
             training: true,
         })
+    }
+}
+
+impl BatchNorm1d {
+    /// A BatchNorm around existing scale (`gamma`) and shift (`beta`) tensors of shape
+    /// `[features]`, with zero running mean and unit running variance.
+    pub fn from_tensors(
+        gamma: Tensor,
+        beta: Tensor,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<BatchNorm1d> {
+        if gamma.rank() != 1 || gamma.shape() != beta.shape() {
+            return config_err(format!(
+                "BatchNorm1d: gamma {:?} and beta {:?} must be equal 1-D shapes",
+                gamma.shape(),
+                beta.shape()
+            ));
+        }
+        let features = gamma.shape()[0];
+        let (dtype, device) = (gamma.dtype(), gamma.device());
+        Ok(BatchNorm1d {
+            running_mean: Tensor::zeros(vec![features], dtype, device)?,
+            running_var: Tensor::ones(vec![features], dtype, device)?,
+            gamma,
+            beta,
+            features,
+            momentum,
+            eps,
+            training: true,
+        })
+    }
+
+    /// The running mean and variance (used in evaluation mode).
+    pub fn running_stats(&self) -> (&Tensor, &Tensor) {
+        (&self.running_mean, &self.running_var)
     }
 }
 
