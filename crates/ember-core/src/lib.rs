@@ -1,1 +1,51 @@
-//! placeholder
+//! ember-core: tensors, views, the op set and reverse-mode autograd.
+//!
+//! Read it in this order:
+//! 1. [`dtype`], [`shape`], [`layout`]: what a tensor is made of (element type, extents,
+//!    strides). Views (transpose, narrow, broadcast) are layouts over shared storage.
+//! 2. `tensor.rs`: the [`Tensor`] handle (an `Arc` to an immutable node), creation and read-back.
+//! 3. `ops/`: the forward ops. Each validates its inputs, calls the CPU dispatch point
+//!    (`backend.rs`, one `match` on dtype per op, calling an ember-cpu kernel) and records an
+//!    [`op`](crate::op) when a gradient may flow.
+//! 4. `backprop.rs`: `backward()` and every derivative rule, one short commented rule per op.
+//! 5. [`loss`], [`optim`], [`gradcheck`]: losses, fused optimizer updates, gradient checking.
+//!
+//! ```
+//! use ember_core::{Device, Tensor};
+//! let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], 3, Device::Cpu)?.as_variable();
+//! let y = x.sqr()?.sum_all()?; // y = Σ x²
+//! let grads = y.backward()?;
+//! assert_eq!(grads.get(&x).unwrap().to_vec::<f64>()?, vec![2.0, 4.0, 6.0]);
+//! # Ok::<(), ember_core::Error>(())
+//! ```
+
+mod backend;
+mod backprop;
+pub mod dtype;
+pub mod error;
+pub mod grad_mode;
+pub mod gradcheck;
+pub mod layout;
+pub mod loss;
+pub mod memory;
+mod op;
+mod ops;
+pub mod optim;
+pub mod shape;
+mod storage;
+mod sugar;
+mod tensor;
+
+pub use backprop::GradStore;
+pub use dtype::{DType, Device, WithDType};
+pub use ember_cpu::binary::BinaryOp;
+pub use ember_cpu::gemm::Activation;
+pub use ember_cpu::unary::UnaryOp;
+pub use error::{Error, Result};
+pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
+pub use layout::Layout;
+pub use loss::Reduction;
+pub use shape::Shape;
+pub use tensor::{Tensor, TensorId};
+
+pub(crate) use ops::check_same as ops_check_same;

@@ -59,10 +59,16 @@ pub trait Float:
     fn infinity() -> Self;
     /// -infinity.
     fn neg_infinity() -> Self;
+    /// The GEMM kernel (microkernel and block sizes) for this type on `isa`.
+    fn gemm_kernel(isa: crate::isa::Isa) -> crate::gemm::Kernel<Self>;
+    /// `Some(s)` when `Self` is f32: lets generic kernels take an f32 SIMD fast path.
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]>;
+    /// Mutable form of [`Float::as_f32_slice`].
+    fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 macro_rules! impl_float {
-    ($t:ty) => {
+    ($t:ty, $kern:ident, $as_f32:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -126,11 +132,23 @@ macro_rules! impl_float {
             fn neg_infinity() -> Self {
                 <$t>::NEG_INFINITY
             }
+            #[inline(always)]
+            fn gemm_kernel(isa: crate::isa::Isa) -> crate::gemm::Kernel<Self> {
+                crate::gemm::kernel::$kern(isa)
+            }
+            #[inline(always)]
+            fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
+                $as_f32(s)
+            }
+            #[inline(always)]
+            fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32(s)
+            }
         }
     };
 }
-impl_float!(f32);
-impl_float!(f64);
+impl_float!(f32, kernel_f32, Some);
+impl_float!(f64, kernel_f64, |_| None);
 
 /// The error function, to about 1e-15 absolute error.
 ///

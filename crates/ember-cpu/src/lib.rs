@@ -12,6 +12,7 @@
 //! - [`unary`], [`binary`]: elementwise maps, forward and activation backward.
 //! - [`reduce`]: sums, extrema and arg-extrema over any set of axes; softmax along the last axis.
 //! - [`gemm`]: general matrix multiply with arbitrary strides and a Dense epilogue.
+//! - [`isa`]: the run-time choice between the AVX2+FMA and portable kernel paths.
 //! - [`copy`]: strided copies and dtype casts.
 //! - [`index`]: index_select, gather and their scatter-add adjoints.
 //! - [`loss`]: fused binary cross-entropy forward and backward.
@@ -22,6 +23,7 @@ pub mod copy;
 pub mod element;
 pub mod gemm;
 pub mod index;
+pub mod isa;
 pub mod loss;
 pub mod optim;
 pub mod reduce;

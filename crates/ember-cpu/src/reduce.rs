@@ -50,19 +50,15 @@ pub fn reduce<T: Float>(op: ReduceOp, x: &[T], xv: Strided<'_>, axes: &[usize], 
         ReduceOp::Max => for_each_offset(xv, |i, off| {
             let o = &mut out[ooffs[i]];
             let v = x[off];
-            if v.is_nan() || v > *o {
-                if !o.is_nan() {
-                    *o = v;
-                }
+            if (v.is_nan() || v > *o) && !o.is_nan() {
+                *o = v;
             }
         }),
         ReduceOp::Min => for_each_offset(xv, |i, off| {
             let o = &mut out[ooffs[i]];
             let v = x[off];
-            if v.is_nan() || v < *o {
-                if !o.is_nan() {
-                    *o = v;
-                }
+            if (v.is_nan() || v < *o) && !o.is_nan() {
+                *o = v;
             }
         }),
         ReduceOp::ArgMax | ReduceOp::ArgMin => {

@@ -95,9 +95,7 @@ pub fn apply<T: Float>(op: UnaryOp, x: T) -> T {
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Sigmoid => sigmoid(x),
         UnaryOp::Relu => {
-            if x > T::ZERO {
-                x
-            } else if x.is_nan() {
+            if x > T::ZERO || x.is_nan() {
                 x
             } else {
                 T::ZERO
@@ -228,6 +226,13 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], xv: Strided<'_>, out: &mut [T]) {
         return;
     }
     for_each_offset(xv, |i, off| out[i] = apply(op, x[off]));
+}
+
+/// v = op(v) for every element of a contiguous buffer (the GEMM epilogue uses this).
+pub fn map_in_place<T: Float>(op: UnaryOp, v: &mut [T]) {
+    for x in v.iter_mut() {
+        *x = apply(op, *x);
+    }
 }
 
 /// dx[i] = dy[i] * op'(x[i]) using the forward output `y` where the rule needs it.

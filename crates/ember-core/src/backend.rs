@@ -1,0 +1,572 @@
+//! The CPU dispatch point: one function per op family, matching on dtype and calling ember-cpu.
+//!
+//! Kernels compute in f32 or f64. An f32/f64 storage is handed to the kernel as it lies, with its
+//! strided layout; an f16/bf16 storage is first widened into a contiguous f32 copy and the result
+//! narrowed back to the original dtype. This module holds no arithmetic of its own: each function
+//! picks the buffers, allocates the output and calls one kernel.
+
+use crate::dtype::DType;
+use crate::layout::Layout;
+use crate::storage::CpuStorage;
+use ember_cpu::Float;
+use ember_cpu::binary::BinaryOp;
+use ember_cpu::copy::{cast_strided, copy_strided};
+use ember_cpu::gemm::{Epilogue, MatMut, MatRef};
+use ember_cpu::reduce::ReduceOp;
+use ember_cpu::unary::UnaryOp;
+use std::borrow::Cow;
+
+/// A storage ready for a kernel: f32 or f64 data with the layout to read it through.
+pub(crate) enum Operand<'a> {
+    F32(Cow<'a, [f32]>, Cow<'a, Layout>),
+    F64(&'a [f64], Cow<'a, Layout>),
+}
+
+/// A kernel's result before it is narrowed back to the tensor's dtype.
+pub(crate) enum Output {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Output {
+    /// Converts to storage of `dtype` (narrowing f32 results for f16/bf16 tensors).
+    pub(crate) fn into_storage(self, dtype: DType) -> CpuStorage {
+        match (self, dtype) {
+            (Output::F32(v), DType::F32) => CpuStorage::F32(v),
+            (Output::F64(v), DType::F64) => CpuStorage::F64(v),
+            (Output::F32(v), DType::F16) => {
+                CpuStorage::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect())
+            }
+            (Output::F32(v), DType::BF16) => {
+                CpuStorage::BF16(v.iter().map(|&x| half::bf16::from_f32(x)).collect())
+            }
+            (Output::F64(v), _) => CpuStorage::F64(v),
+            (Output::F32(v), DType::F64) => CpuStorage::F64(v.iter().map(|&x| x as f64).collect()),
+        }
+    }
+}
+
+/// Views `s` through `l` for computation, widening 16-bit floats to a contiguous f32 copy.
+pub(crate) fn operand<'a>(s: &'a CpuStorage, l: &'a Layout) -> Operand<'a> {
+    match s {
+        CpuStorage::F32(v) => Operand::F32(Cow::Borrowed(v), Cow::Borrowed(l)),
+        CpuStorage::F64(v) => Operand::F64(v, Cow::Borrowed(l)),
+        CpuStorage::F16(v) => {
+            let mut out = vec![0f32; l.elem_count()];
+            cast_strided(v, l.strided(), &mut out);
+            Operand::F32(Cow::Owned(out), Cow::Owned(Layout::contiguous(l.shape())))
+        }
+        CpuStorage::BF16(v) => {
+            let mut out = vec![0f32; l.elem_count()];
+            cast_strided(v, l.strided(), &mut out);
+            Operand::F32(Cow::Owned(out), Cow::Owned(Layout::contiguous(l.shape())))
+        }
+    }
+}
+
+/// Allocates an output of `n` elements and lets `f` fill it.
+fn fill<T: Float>(n: usize, f: impl FnOnce(&mut [T])) -> Vec<T> {
+    let mut out = vec![T::ZERO; n];
+    f(&mut out);
+    out
+}
+
+/// A contiguous copy of the view, in the same dtype.
+pub(crate) fn contiguous(s: &CpuStorage, l: &Layout) -> CpuStorage {
+    let n = l.elem_count();
+    match s {
+        CpuStorage::F32(v) => CpuStorage::F32(fill(n, |o| copy_strided(v, l.strided(), o))),
+        CpuStorage::F64(v) => CpuStorage::F64(fill(n, |o| copy_strided(v, l.strided(), o))),
+        CpuStorage::F16(v) => {
+            let mut o = vec![half::f16::ZERO; n];
+            copy_strided(v, l.strided(), &mut o);
+            CpuStorage::F16(o)
+        }
+        CpuStorage::BF16(v) => {
+            let mut o = vec![half::bf16::ZERO; n];
+            copy_strided(v, l.strided(), &mut o);
+            CpuStorage::BF16(o)
+        }
+    }
+}
+
+/// The view's elements converted to `dtype`, contiguous.
+pub(crate) fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> CpuStorage {
+    fn to<S: Copy + ember_cpu::copy::Cast<D>, D: Copy + Default>(v: &[S], l: &Layout) -> Vec<D> {
+        let mut o = vec![D::default(); l.elem_count()];
+        cast_strided(v, l.strided(), &mut o);
+        o
+    }
+    macro_rules! from {
+        ($v:expr) => {
+            match dtype {
+                DType::F32 => CpuStorage::F32(to($v, l)),
+                DType::F64 => CpuStorage::F64(to($v, l)),
+                DType::F16 => CpuStorage::F16(to($v, l)),
+                DType::BF16 => CpuStorage::BF16(to($v, l)),
+            }
+        };
+    }
+    match s {
+        CpuStorage::F32(v) => from!(v),
+        CpuStorage::F64(v) => from!(v),
+        CpuStorage::F16(v) => from!(v),
+        CpuStorage::BF16(v) => from!(v),
+    }
+}
+
+/// Storage of `dtype` holding `values` (converted from f64).
+pub(crate) fn from_f64(values: &[f64], dtype: DType) -> CpuStorage {
+    let src = CpuStorage::F64(values.to_vec());
+    cast(&src, &Layout::contiguous(&[values.len()]), dtype)
+}
+
+/// y = op(x), contiguous.
+pub(crate) fn unary(s: &CpuStorage, l: &Layout, op: UnaryOp) -> CpuStorage {
+    let n = l.elem_count();
+    let out = match operand(s, l) {
+        Operand::F32(x, xl) => Output::F32(fill(n, |o| {
+            ember_cpu::unary::unary(op, &x, xl.strided(), o)
+        })),
+        Operand::F64(x, xl) => {
+            Output::F64(fill(n, |o| ember_cpu::unary::unary(op, x, xl.strided(), o)))
+        }
+    };
+    out.into_storage(s.dtype())
+}
+
+/// dx = dy * op'(x) from x, y = op(x) and dy, three views of one shape and dtype.
+pub(crate) fn unary_backward(
+    op: UnaryOp,
+    x: &CpuStorage,
+    xl: &Layout,
+    y: &CpuStorage,
+    yl: &Layout,
+    dy: &CpuStorage,
+    dyl: &Layout,
+) -> CpuStorage {
+    let n = xl.elem_count();
+    let out = match (operand(x, xl), operand(y, yl), operand(dy, dyl)) {
+        (Operand::F32(x, xl), Operand::F32(y, yl), Operand::F32(dy, dyl)) => {
+            let (x, y, dy) = (
+                contiguous_slice(&x, &xl),
+                contiguous_slice(&y, &yl),
+                contiguous_slice(&dy, &dyl),
+            );
+            Output::F32(fill(n, |o| {
+                ember_cpu::unary::unary_backward(op, &x, &y, &dy, o)
+            }))
+        }
+        (Operand::F64(x, xl), Operand::F64(y, yl), Operand::F64(dy, dyl)) => {
+            let (x, y, dy) = (
+                contiguous_slice(x, &xl),
+                contiguous_slice(y, &yl),
+                contiguous_slice(dy, &dyl),
+            );
+            Output::F64(fill(n, |o| {
+                ember_cpu::unary::unary_backward(op, &x, &y, &dy, o)
+            }))
+        }
+        _ => unreachable!("unary_backward operands share a dtype"),
+    };
+    out.into_storage(x.dtype())
+}
+
+/// out = op(a, b) where both layouts already have the output's shape.
+pub(crate) fn binary(
+    op: BinaryOp,
+    a: &CpuStorage,
+    al: &Layout,
+    b: &CpuStorage,
+    bl: &Layout,
+) -> CpuStorage {
+    let n = al.elem_count();
+    let out = match (operand(a, al), operand(b, bl)) {
+        (Operand::F32(x, xl), Operand::F32(y, yl)) => Output::F32(fill(n, |o| {
+            ember_cpu::binary::binary(op, &x, xl.strided(), &y, yl.strided(), o)
+        })),
+        (Operand::F64(x, xl), Operand::F64(y, yl)) => Output::F64(fill(n, |o| {
+            ember_cpu::binary::binary(op, x, xl.strided(), y, yl.strided(), o)
+        })),
+        _ => unreachable!("binary operands share a dtype"),
+    };
+    out.into_storage(a.dtype())
+}
+
+/// out = cond ? a : b, all three layouts with the output's shape.
+pub(crate) fn where_cond(
+    c: &CpuStorage,
+    cl: &Layout,
+    a: &CpuStorage,
+    al: &Layout,
+    b: &CpuStorage,
+    bl: &Layout,
+) -> CpuStorage {
+    let n = al.elem_count();
+    let out = match (operand(c, cl), operand(a, al), operand(b, bl)) {
+        (Operand::F32(c, cl), Operand::F32(x, xl), Operand::F32(y, yl)) => {
+            Output::F32(fill(n, |o| {
+                ember_cpu::binary::where_cond(
+                    &c,
+                    cl.strided(),
+                    &x,
+                    xl.strided(),
+                    &y,
+                    yl.strided(),
+                    o,
+                )
+            }))
+        }
+        (Operand::F64(c, cl), Operand::F64(x, xl), Operand::F64(y, yl)) => {
+            Output::F64(fill(n, |o| {
+                ember_cpu::binary::where_cond(c, cl.strided(), x, xl.strided(), y, yl.strided(), o)
+            }))
+        }
+        _ => unreachable!("where_cond operands share a dtype"),
+    };
+    out.into_storage(a.dtype())
+}
+
+/// Reduces over `axes` (keepdim layout: reduced extents become 1).
+pub(crate) fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, axes: &[usize]) -> CpuStorage {
+    let n: usize = l
+        .shape()
+        .iter()
+        .enumerate()
+        .map(|(d, &e)| if axes.contains(&d) { 1 } else { e })
+        .product();
+    let out = match operand(s, l) {
+        Operand::F32(x, xl) => Output::F32(fill(n, |o| {
+            ember_cpu::reduce::reduce(op, &x, xl.strided(), axes, o)
+        })),
+        Operand::F64(x, xl) => Output::F64(fill(n, |o| {
+            ember_cpu::reduce::reduce(op, x, xl.strided(), axes, o)
+        })),
+    };
+    // Arg-reductions return indices: f32 unless the input is f64.
+    let dtype = match (op, s.dtype()) {
+        (ReduceOp::ArgMax | ReduceOp::ArgMin, DType::F64) => DType::F64,
+        (ReduceOp::ArgMax | ReduceOp::ArgMin, _) => DType::F32,
+        (_, d) => d,
+    };
+    out.into_storage(dtype)
+}
+
+/// Softmax or log-softmax along the last axis of a contiguous view.
+pub(crate) fn softmax_last(s: &CpuStorage, l: &Layout, log: bool) -> CpuStorage {
+    let n = l.elem_count();
+    let cols = l.shape().last().copied().unwrap_or(1);
+    let out = match operand(s, l) {
+        Operand::F32(x, xl) => {
+            let x = contiguous_slice(&x, &xl);
+            Output::F32(fill(n, |o| {
+                ember_cpu::reduce::softmax_rows(&x, cols, o, log)
+            }))
+        }
+        Operand::F64(x, xl) => {
+            let x = contiguous_slice(x, &xl);
+            Output::F64(fill(n, |o| {
+                ember_cpu::reduce::softmax_rows(&x, cols, o, log)
+            }))
+        }
+    };
+    out.into_storage(s.dtype())
+}
+
+/// The view's elements as a contiguous slice, borrowed when already dense.
+fn contiguous_slice<'a, T: Float>(x: &'a [T], l: &Layout) -> Cow<'a, [T]> {
+    match l.strided().contiguous_range() {
+        Some(r) => Cow::Borrowed(&x[r]),
+        None => Cow::Owned(fill(l.elem_count(), |o| copy_strided(x, l.strided(), o))),
+    }
+}
+
+/// The operands of one batched matrix product.
+pub(crate) struct MatmulSpec<'a> {
+    /// Batch extents (already broadcast: both operands have them).
+    pub batch: &'a [usize],
+    /// Rows of the result.
+    pub m: usize,
+    /// Columns of the result.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Bias of length n added to each row (fused epilogue).
+    pub bias: Option<(&'a CpuStorage, &'a Layout)>,
+    /// Activation applied at store.
+    pub act: ember_cpu::gemm::Activation,
+}
+
+/// C = A·B over all batch indices; `al`/`bl` have shape `batch ++ [m, k]` / `batch ++ [k, n]`.
+pub(crate) fn matmul(
+    spec: &MatmulSpec<'_>,
+    a: &CpuStorage,
+    al: &Layout,
+    b: &CpuStorage,
+    bl: &Layout,
+) -> CpuStorage {
+    let out = match (operand(a, al), operand(b, bl)) {
+        (Operand::F32(x, xl), Operand::F32(y, yl)) => {
+            let bias = spec.bias.map(|(s, l)| match operand(s, l) {
+                Operand::F32(v, vl) => contiguous_slice(&v, &vl).into_owned(),
+                Operand::F64(..) => unreachable!("bias shares the dtype"),
+            });
+            Output::F32(matmul_typed(spec, &x, &xl, &y, &yl, bias.as_deref()))
+        }
+        (Operand::F64(x, xl), Operand::F64(y, yl)) => {
+            let bias = spec.bias.map(|(s, l)| match operand(s, l) {
+                Operand::F64(v, vl) => contiguous_slice(v, &vl).into_owned(),
+                Operand::F32(..) => unreachable!("bias shares the dtype"),
+            });
+            Output::F64(matmul_typed(spec, x, &xl, y, &yl, bias.as_deref()))
+        }
+        _ => unreachable!("matmul operands share a dtype"),
+    };
+    out.into_storage(a.dtype())
+}
+
+fn matmul_typed<T: Float>(
+    spec: &MatmulSpec<'_>,
+    a: &[T],
+    al: &Layout,
+    b: &[T],
+    bl: &Layout,
+    bias: Option<&[T]>,
+) -> Vec<T> {
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    let nb = spec.batch.len();
+    let batches: usize = spec.batch.iter().product();
+    let mut out = vec![T::ZERO; batches * m * n];
+    if m * n == 0 {
+        return out;
+    }
+    let (ars, acs) = (al.strides()[nb], al.strides()[nb + 1]);
+    let (brs, bcs) = (bl.strides()[nb], bl.strides()[nb + 1]);
+    let mut idx = vec![0usize; nb];
+    for (bi, c) in out.chunks_exact_mut(m * n).enumerate() {
+        // Offsets of this batch's matrices (batch strides may be 0 for broadcast operands).
+        let mut rem = bi;
+        for d in (0..nb).rev() {
+            idx[d] = rem % spec.batch[d];
+            rem /= spec.batch[d];
+        }
+        let aoff = al.offset()
+            + idx
+                .iter()
+                .zip(al.strides())
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
+        let boff = bl.offset()
+            + idx
+                .iter()
+                .zip(bl.strides())
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
+        // With k == 0 the operands may be empty; the product is then all zeros plus epilogue.
+        let a_data = if k == 0 { &a[..0] } else { &a[aoff..] };
+        let b_data = if k == 0 { &b[..0] } else { &b[boff..] };
+        ember_cpu::gemm::gemm(
+            m,
+            n,
+            k,
+            T::ONE,
+            MatRef {
+                data: a_data,
+                rs: ars,
+                cs: acs,
+            },
+            MatRef {
+                data: b_data,
+                rs: brs,
+                cs: bcs,
+            },
+            T::ZERO,
+            MatMut {
+                data: c,
+                rs: n,
+                cs: 1,
+            },
+            Epilogue {
+                bias,
+                act: spec.act,
+            },
+        );
+    }
+    out
+}
+
+/// index_select on a contiguous `[outer, dim, inner]` view.
+pub(crate) fn index_select(s: &CpuStorage, l: &Layout, axis: usize, idx: &[usize]) -> CpuStorage {
+    let s = contiguous(s, l);
+    let (outer, dim, inner) = split3(l.shape(), axis);
+    let n = outer * idx.len() * inner;
+    macro_rules! go {
+        ($v:expr, $zero:expr, $variant:ident) => {{
+            let mut o = vec![$zero; n];
+            ember_cpu::index::index_select($v, outer, dim, inner, idx, &mut o);
+            CpuStorage::$variant(o)
+        }};
+    }
+    match &s {
+        CpuStorage::F32(v) => go!(v, 0f32, F32),
+        CpuStorage::F64(v) => go!(v, 0f64, F64),
+        CpuStorage::F16(v) => go!(v, half::f16::ZERO, F16),
+        CpuStorage::BF16(v) => go!(v, half::bf16::ZERO, BF16),
+    }
+}
+
+/// The adjoint of index_select: scatters-adds `grad` (`[outer, idx.len(), inner]`) into zeros of
+/// `shape`.
+pub(crate) fn index_add(
+    grad: &CpuStorage,
+    gl: &Layout,
+    shape: &[usize],
+    axis: usize,
+    idx: &[usize],
+) -> CpuStorage {
+    let (outer, dim, inner) = split3(shape, axis);
+    let total = shape.iter().product();
+    let out = match operand(grad, gl) {
+        Operand::F32(g, glay) => {
+            let g = contiguous_slice(&g, &glay);
+            Output::F32(fill(total, |o| {
+                ember_cpu::index::index_add(&g, outer, dim, inner, idx, o)
+            }))
+        }
+        Operand::F64(g, glay) => {
+            let g = contiguous_slice(g, &glay);
+            Output::F64(fill(total, |o| {
+                ember_cpu::index::index_add(&g, outer, dim, inner, idx, o)
+            }))
+        }
+    };
+    out.into_storage(grad.dtype())
+}
+
+/// gather along `axis` with an index array shaped like the output.
+pub(crate) fn gather(
+    s: &CpuStorage,
+    l: &Layout,
+    axis: usize,
+    idx: &[usize],
+    out_shape: &[usize],
+) -> CpuStorage {
+    let s = contiguous(s, l);
+    let (outer, dim, inner) = split3(l.shape(), axis);
+    let n_ax = out_shape[axis];
+    let total: usize = out_shape.iter().product();
+    macro_rules! go {
+        ($v:expr, $zero:expr, $variant:ident) => {{
+            let mut o = vec![$zero; total];
+            ember_cpu::index::gather($v, outer, dim, inner, idx, n_ax, &mut o);
+            CpuStorage::$variant(o)
+        }};
+    }
+    match &s {
+        CpuStorage::F32(v) => go!(v, 0f32, F32),
+        CpuStorage::F64(v) => go!(v, 0f64, F64),
+        CpuStorage::F16(v) => go!(v, half::f16::ZERO, F16),
+        CpuStorage::BF16(v) => go!(v, half::bf16::ZERO, BF16),
+    }
+}
+
+/// The adjoint of gather: scatter-adds `grad` into zeros of `shape`.
+pub(crate) fn scatter_add(
+    grad: &CpuStorage,
+    gl: &Layout,
+    shape: &[usize],
+    axis: usize,
+    idx: &[usize],
+) -> CpuStorage {
+    let (outer, dim, inner) = split3(shape, axis);
+    let n_ax = gl.shape()[axis];
+    let total = shape.iter().product();
+    let out = match operand(grad, gl) {
+        Operand::F32(g, glay) => {
+            let g = contiguous_slice(&g, &glay);
+            Output::F32(fill(total, |o| {
+                ember_cpu::index::scatter_add(&g, outer, dim, inner, idx, n_ax, o)
+            }))
+        }
+        Operand::F64(g, glay) => {
+            let g = contiguous_slice(g, &glay);
+            Output::F64(fill(total, |o| {
+                ember_cpu::index::scatter_add(&g, outer, dim, inner, idx, n_ax, o)
+            }))
+        }
+    };
+    out.into_storage(grad.dtype())
+}
+
+/// Splits a shape into (product before axis, extent of axis, product after axis).
+pub(crate) fn split3(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let outer = shape[..axis].iter().product();
+    let inner = shape[axis + 1..].iter().product();
+    (outer, shape[axis], inner)
+}
+
+/// Which binary cross-entropy form a fused loss kernel computes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BceForm {
+    /// On probabilities, clamped to [eps, 1 - eps].
+    Probs(f64),
+    /// On logits.
+    Logits,
+}
+
+/// Sum of per-element BCE losses over two views of equal shape.
+pub(crate) fn bce_sum(
+    form: BceForm,
+    p: &CpuStorage,
+    pl: &Layout,
+    y: &CpuStorage,
+    yl: &Layout,
+) -> f64 {
+    match (operand(p, pl), operand(y, yl)) {
+        (Operand::F32(p, pl), Operand::F32(y, yl)) => {
+            let (p, y) = (contiguous_slice(&p, &pl), contiguous_slice(&y, &yl));
+            match form {
+                BceForm::Probs(eps) => ember_cpu::loss::bce_probs_sum(&p, &y, eps),
+                BceForm::Logits => ember_cpu::loss::bce_logits_sum(&p, &y),
+            }
+        }
+        (Operand::F64(p, pl), Operand::F64(y, yl)) => {
+            let (p, y) = (contiguous_slice(p, &pl), contiguous_slice(y, &yl));
+            match form {
+                BceForm::Probs(eps) => ember_cpu::loss::bce_probs_sum(&p, &y, eps),
+                BceForm::Logits => ember_cpu::loss::bce_logits_sum(&p, &y),
+            }
+        }
+        _ => unreachable!("bce operands share a dtype"),
+    }
+}
+
+/// scale * dBCE/dinput per element, contiguous.
+pub(crate) fn bce_grad(
+    form: BceForm,
+    p: &CpuStorage,
+    pl: &Layout,
+    y: &CpuStorage,
+    yl: &Layout,
+    scale: f64,
+) -> CpuStorage {
+    let n = pl.elem_count();
+    let out = match (operand(p, pl), operand(y, yl)) {
+        (Operand::F32(p, pl), Operand::F32(y, yl)) => {
+            let (p, y) = (contiguous_slice(&p, &pl), contiguous_slice(&y, &yl));
+            Output::F32(fill(n, |o| match form {
+                BceForm::Probs(eps) => ember_cpu::loss::bce_probs_grad(&p, &y, eps, scale, o),
+                BceForm::Logits => ember_cpu::loss::bce_logits_grad(&p, &y, scale, o),
+            }))
+        }
+        (Operand::F64(p, pl), Operand::F64(y, yl)) => {
+            let (p, y) = (contiguous_slice(p, &pl), contiguous_slice(y, &yl));
+            Output::F64(fill(n, |o| match form {
+                BceForm::Probs(eps) => ember_cpu::loss::bce_probs_grad(&p, &y, eps, scale, o),
+                BceForm::Logits => ember_cpu::loss::bce_logits_grad(&p, &y, scale, o),
+            }))
+        }
+        _ => unreachable!("bce operands share a dtype"),
+    };
+    out.into_storage(p.dtype())
+}

@@ -1,0 +1,348 @@
+//! Reverse-mode automatic differentiation: the backward walk and one rule per primitive op.
+//!
+//! `backward` sorts the recorded graph topologically (inputs before outputs), seeds the output's
+//! gradient, and visits nodes from the output back, asking each node's rule for its inputs'
+//! gradients and adding them into a store keyed by tensor id. Contributions to a tensor used
+//! twice are summed, which is all "diamonds" and reuse need. Rules run under `no_grad`, so they
+//! build no graph of their own (gradients are first order), and nothing here keeps the graph
+//! alive: once the caller drops the output, the whole graph is freed.
+//!
+//! Every rule is a few lines of tensor ops, written as its vector-Jacobian product: given the
+//! gradient `g` of the output `y`, return the gradient of each input.
+
+use crate::backend;
+use crate::error::{Error, Result};
+use crate::grad_mode::NoGradGuard;
+use crate::op::Op;
+use crate::tensor::{Tensor, TensorId};
+use ember_cpu::binary::BinaryOp;
+use ember_cpu::gemm::Activation;
+use ember_cpu::unary::UnaryOp;
+use std::collections::{HashMap, HashSet};
+
+/// Gradients from one `backward` call, keyed by tensor.
+#[derive(Debug, Default)]
+pub struct GradStore(HashMap<TensorId, Tensor>);
+
+impl GradStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The gradient of `t`, if one reached it.
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.0.get(&t.id())
+    }
+
+    /// The gradient stored under `id`.
+    pub fn get_id(&self, id: TensorId) -> Option<&Tensor> {
+        self.0.get(&id)
+    }
+
+    /// Takes the gradient of `t` out of the store.
+    pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
+        self.0.remove(&t.id())
+    }
+
+    /// Sets the gradient of `t`.
+    pub fn insert(&mut self, t: &Tensor, grad: Tensor) {
+        self.0.insert(t.id(), grad);
+    }
+
+    /// Number of stored gradients.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no gradient is stored.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Nodes reachable from `root` through recorded ops, each after all of its inputs.
+fn topo_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    // Iterative post-order DFS (deep graphs must not overflow the stack).
+    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(op) = t.op() {
+            op.visit_inputs(|input| {
+                if input.requires_grad() && !seen.contains(&input.id()) {
+                    stack.push((input.clone(), false));
+                }
+            });
+        }
+    }
+    order
+}
+
+impl Tensor {
+    /// Gradients of this one-element tensor with respect to every tensor it was computed from.
+    pub fn backward(&self) -> Result<GradStore> {
+        if self.elem_count() != 1 {
+            return Err(Error::shape(
+                "backward",
+                format!(
+                    "needs a one-element output (or use backward_with), got shape {:?}",
+                    self.shape()
+                ),
+            ));
+        }
+        self.backward_with(&self.detach().ones_like()?)
+    }
+
+    /// Gradients given the gradient `grad` of this tensor (same shape and dtype).
+    pub fn backward_with(&self, grad: &Tensor) -> Result<GradStore> {
+        if grad.shape() != self.shape() {
+            return Err(Error::shape(
+                "backward_with",
+                format!(
+                    "gradient shape {:?} differs from output shape {:?}",
+                    grad.shape(),
+                    self.shape()
+                ),
+            ));
+        }
+        if grad.dtype() != self.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "backward_with",
+                lhs: self.dtype(),
+                rhs: grad.dtype(),
+            });
+        }
+        let _no_grad = NoGradGuard::new();
+        let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
+        grads.insert(self.id(), grad.detach());
+        for node in topo_order(self).iter().rev() {
+            let Some(op) = node.op() else { continue };
+            let Some(g) = grads.get(&node.id()).cloned() else {
+                continue;
+            };
+            for (input, ig) in input_grads(node, op, &g)? {
+                if !input.requires_grad() {
+                    continue;
+                }
+                let total = match grads.remove(&input.id()) {
+                    Some(prev) => prev.add(&ig)?,
+                    None => ig,
+                };
+                grads.insert(input.id(), total);
+            }
+        }
+        Ok(GradStore(grads))
+    }
+}
+
+/// dx = g · op'(x), through the fused elementwise backward kernel.
+fn unary_grad(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let data = x.with_cpu("backward", |sx, lx| {
+        y.with_cpu("backward", |sy, ly| {
+            g.with_cpu("backward", |sg, lg| {
+                backend::unary_backward(op, sx, lx, sy, ly, sg, lg)
+            })
+        })
+    })???;
+    Ok(Tensor::from_storage(data, x.shape(), None))
+}
+
+/// Sums `g` (of a broadcast result's shape) back down to `shape`.
+fn unbroadcast(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let lead = g.rank() - shape.len();
+    let mut axes: Vec<usize> = (0..lead).collect();
+    for (i, &e) in shape.iter().enumerate() {
+        if e == 1 && g.shape()[lead + i] != 1 {
+            axes.push(lead + i);
+        }
+    }
+    if axes.is_empty() {
+        return g.reshape(shape.to_vec());
+    }
+    g.sum(&axes, true)?.reshape(shape.to_vec())
+}
+
+/// The vector-Jacobian product of one recorded op: (input, gradient of that input) pairs.
+fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+    Ok(match op {
+        // d/dx f(x) = f'(x), e.g. d sigmoid = y(1-y), d tanh = 1-y², d relu = [x>0].
+        Op::Unary(u, x) => vec![(x.clone(), unary_grad(*u, x, y, g)?)],
+        Op::Binary(b, lhs, rhs) => binary_grads(*b, y, lhs, rhs, g)?,
+        // Every summed element gets the gradient of its sum.
+        Op::Sum(x) => vec![(x.clone(), g.broadcast_to(x.shape())?)],
+        // Only the extreme elements matter; ties share the gradient equally.
+        Op::Extremum(x, axes) => {
+            let mask = x.eq(&y.broadcast_to(x.shape())?)?;
+            let count = mask.sum(axes, true)?;
+            vec![(
+                x.clone(),
+                g.div(&count)?.broadcast_to(x.shape())?.mul(&mask)?,
+            )]
+        }
+        // C = A·B: dA = g·Bᵀ, dB = Aᵀ·g (transposes are views; the GEMM reads them by stride).
+        Op::Matmul(a, b) => vec![
+            (a.clone(), g.matmul(&b.t()?)?),
+            (b.clone(), a.t()?.matmul(g)?),
+        ],
+        // y = act(x·wᵀ + b): dz = g·act'(z) (from y), dx = dz·w, dw = dzᵀ·x, db = Σ_rows dz.
+        Op::Linear { x, w, b, act } => {
+            let dz = match act.as_unary() {
+                None => g.clone(),
+                // For relu, sigmoid and tanh the slope is a function of y alone; relu's
+                // [z > 0] equals [y > 0], so y stands in for z.
+                Some(u) => unary_grad(u, y, y, g)?,
+            };
+            debug_assert!(
+                *act != Activation::Gelu,
+                "gelu linear is composed, never recorded"
+            );
+            let mut v = vec![(x.clone(), dz.matmul(w)?), (w.clone(), dz.t()?.matmul(x)?)];
+            if let Some(b) = b {
+                v.push((b.clone(), dz.sum(&[0], false)?));
+            }
+            v
+        }
+        // softmax: dx = y ⊙ (g − Σ g⊙y).
+        Op::Softmax(x) => {
+            let last = y.rank() - 1;
+            let dot = g.mul(y)?.sum(&[last], true)?;
+            vec![(x.clone(), y.mul(&g.sub(&dot)?)?)]
+        }
+        // log_softmax: dx = g − softmax(x) · Σ g.
+        Op::LogSoftmax(x) => {
+            let last = y.rank() - 1;
+            let s = g.sum(&[last], true)?;
+            vec![(x.clone(), g.sub(&y.exp()?.mul(&s)?)?)]
+        }
+        Op::Reshape(x) => vec![(x.clone(), g.reshape(x.shape().to_vec())?)],
+        // Undo the permutation: inverse[perm[i]] = i.
+        Op::Permute(x, perm) => {
+            let mut inverse = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i;
+            }
+            vec![(x.clone(), g.permute(&inverse)?)]
+        }
+        // The narrowed range gets g; the rest of the input gets zeros.
+        Op::Narrow(x, dim, start) => {
+            let (dim, start) = (*dim, *start);
+            let mut before = x.shape().to_vec();
+            before[dim] = start;
+            let mut after = x.shape().to_vec();
+            after[dim] = x.shape()[dim] - start - g.shape()[dim];
+            let zb = Tensor::zeros(before, g.dtype(), g.device())?;
+            let za = Tensor::zeros(after, g.dtype(), g.device())?;
+            vec![(x.clone(), Tensor::cat(&[&zb, g, &za], dim)?)]
+        }
+        // Repeated elements collect the gradients of all their copies.
+        Op::Broadcast(x) => vec![(x.clone(), unbroadcast(g, x.shape())?)],
+        // A copy or a cast passes the gradient through, converted back to the input's dtype.
+        Op::Copy(x) => vec![(x.clone(), g.to_dtype(x.dtype())?)],
+        // Each input gets its own slice of g.
+        Op::Cat(xs, dim) => {
+            let mut off = 0;
+            let mut v = Vec::with_capacity(xs.len());
+            for x in xs {
+                let len = x.shape()[*dim];
+                v.push((x.clone(), g.narrow(*dim, off, len)?));
+                off += len;
+            }
+            v
+        }
+        // Picked rows send their gradients back to where they came from (summed on repeats).
+        Op::IndexSelect(x, idx, dim) => {
+            let data = g.with_cpu("backward", |s, l| {
+                backend::index_add(s, l, x.shape(), *dim, idx)
+            })?;
+            vec![(x.clone(), Tensor::from_storage(data, x.shape(), None))]
+        }
+        Op::Gather(x, idx, dim) => {
+            let data = g.with_cpu("backward", |s, l| {
+                backend::scatter_add(s, l, x.shape(), *dim, idx)
+            })?;
+            vec![(x.clone(), Tensor::from_storage(data, x.shape(), None))]
+        }
+        // The chosen branch gets g, the other zeros.
+        Op::Where(c, a, b) => {
+            let zeros = g.zeros_like()?;
+            vec![
+                (a.clone(), c.where_cond(g, &zeros)?),
+                (b.clone(), c.where_cond(&zeros, g)?),
+            ]
+        }
+        Op::Bce {
+            input,
+            target,
+            form,
+            scale,
+        } => {
+            let gs = g.to_scalar::<f64>()?;
+            let data = input.with_cpu("backward", |sp, lp| {
+                target.with_cpu("backward", |sy, ly| {
+                    backend::bce_grad(*form, sp, lp, sy, ly, scale * gs)
+                })
+            })??;
+            let mut v = vec![(
+                input.clone(),
+                Tensor::from_storage(data, input.shape(), None),
+            )];
+            if target.requires_grad() {
+                // dL/dy = −x (logits) or −(ln p − ln(1−p)) on the clamped p (probabilities).
+                let dy = match form {
+                    backend::BceForm::Logits => input.neg()?,
+                    backend::BceForm::Probs(eps) => {
+                        let p = input.clamp(*eps, 1.0 - eps)?;
+                        p.log()?.sub(&p.neg()?.add_scalar(1.0)?.log()?)?.neg()?
+                    }
+                };
+                v.push((target.clone(), dy.mul_scalar(scale * gs)?));
+            }
+            v
+        }
+    })
+}
+
+/// Rules for the differentiable binary ops (operands already share the output's shape).
+fn binary_grads(
+    op: BinaryOp,
+    y: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    let (da, db) = match op {
+        BinaryOp::Add => (g.clone(), g.clone()),
+        BinaryOp::Sub => (g.clone(), g.neg()?),
+        BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
+        // d(a/b) = g/b, −g·a/b² = −g·y/b
+        BinaryOp::Div => (g.div(b)?, g.mul(y)?.div(b)?.neg()?),
+        // d(a^b) = g·b·a^(b−1), g·y·ln a
+        BinaryOp::Pow => (
+            g.mul(b)?.mul(&a.pow(&b.sub_scalar(1.0)?)?)?,
+            g.mul(y)?.mul(&a.log()?)?,
+        ),
+        // Ties go to the left operand.
+        BinaryOp::Maximum | BinaryOp::Minimum => {
+            let mask = if op == BinaryOp::Maximum {
+                a.ge(b)?
+            } else {
+                a.le(b)?
+            };
+            let da = g.mul(&mask)?;
+            (da.clone(), g.sub(&da)?)
+        }
+        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
+            return Ok(vec![]);
+        }
+    };
+    Ok(vec![(a.clone(), da), (b.clone(), db)])
+}

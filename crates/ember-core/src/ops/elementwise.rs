@@ -1,0 +1,271 @@
+//! Elementwise ops: unary math and activations, binary arithmetic with NumPy broadcasting,
+//! comparisons (masks of 1 and 0), scalar forms, and `where_cond`.
+//!
+//! Broadcasting is done by first viewing both operands at the common shape (`broadcast_to`, a
+//! recorded view), so the binary op itself only ever sees equal shapes and its derivative rule
+//! never has to think about broadcasting: the `Broadcast` rule sums gradients back.
+
+use super::check_same;
+use crate::backend;
+use crate::error::Result;
+use crate::op::Op;
+use crate::shape::broadcast_shapes;
+use crate::tensor::Tensor;
+use ember_cpu::binary::BinaryOp;
+use ember_cpu::unary::UnaryOp;
+
+fn unary_name(op: UnaryOp) -> &'static str {
+    match op {
+        UnaryOp::Neg => "neg",
+        UnaryOp::Abs => "abs",
+        UnaryOp::Exp => "exp",
+        UnaryOp::Log => "log",
+        UnaryOp::Sqrt => "sqrt",
+        UnaryOp::Sqr => "sqr",
+        UnaryOp::Recip => "recip",
+        UnaryOp::Sin => "sin",
+        UnaryOp::Cos => "cos",
+        UnaryOp::Tanh => "tanh",
+        UnaryOp::Sigmoid => "sigmoid",
+        UnaryOp::Relu => "relu",
+        UnaryOp::LeakyRelu(_) => "leaky_relu",
+        UnaryOp::Elu(_) => "elu",
+        UnaryOp::GeluTanh => "gelu",
+        UnaryOp::GeluErf => "gelu_erf",
+        UnaryOp::Softplus => "softplus",
+        UnaryOp::Clamp(..) => "clamp",
+        UnaryOp::Powf(_) => "pow_scalar",
+        UnaryOp::AddScalar(_) => "add_scalar",
+        UnaryOp::MulScalar(_) => "mul_scalar",
+    }
+}
+
+fn binary_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Add => "add",
+        BinaryOp::Sub => "sub",
+        BinaryOp::Mul => "mul",
+        BinaryOp::Div => "div",
+        BinaryOp::Pow => "pow",
+        BinaryOp::Maximum => "maximum",
+        BinaryOp::Minimum => "minimum",
+        BinaryOp::Eq => "eq",
+        BinaryOp::Ne => "ne",
+        BinaryOp::Lt => "lt",
+        BinaryOp::Le => "le",
+        BinaryOp::Gt => "gt",
+        BinaryOp::Ge => "ge",
+    }
+}
+
+fn is_comparison(op: BinaryOp) -> bool {
+    matches!(
+        op,
+        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
+    )
+}
+
+macro_rules! unary_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:expr;)*) => {
+        $( $(#[$doc])* pub fn $name(&self) -> Result<Tensor> { self.unary_op($op) } )*
+    };
+}
+
+macro_rules! binary_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:expr;)*) => {
+        $( $(#[$doc])* pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> { self.binary_op(rhs, $op) } )*
+    };
+}
+
+macro_rules! scalar_rhs_methods {
+    ($($(#[$doc:meta])* $name:ident => $op:expr;)*) => {
+        $( $(#[$doc])* pub fn $name(&self, rhs: f64) -> Result<Tensor> {
+            self.binary_op(&self.scalar_like(rhs)?, $op)
+        } )*
+    };
+}
+
+impl Tensor {
+    /// Applies an elementwise function (the generic form behind `exp`, `relu`, ...).
+    pub fn unary_op(&self, op: UnaryOp) -> Result<Tensor> {
+        let data = self.with_cpu(unary_name(op), |s, l| backend::unary(s, l, op))?;
+        Ok(Tensor::from_storage(
+            data,
+            self.shape(),
+            Tensor::record(|| Op::Unary(op, self.clone())),
+        ))
+    }
+
+    /// Applies an elementwise function of two broadcast operands.
+    pub fn binary_op(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        let name = binary_name(op);
+        check_same(name, self, rhs)?;
+        let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
+        let (a, b) = (self.broadcast_to(&shape)?, rhs.broadcast_to(&shape)?);
+        let data = a.with_cpu(name, |sa, la| {
+            b.with_cpu(name, |sb, lb| backend::binary(op, sa, la, sb, lb))
+        })??;
+        let record = if is_comparison(op) {
+            None
+        } else {
+            Tensor::record(|| Op::Binary(op, a, b))
+        };
+        Ok(Tensor::from_storage(data, &shape, record))
+    }
+
+    /// A rank-0 tensor holding `v` with this tensor's dtype and device.
+    pub(crate) fn scalar_like(&self, v: f64) -> Result<Tensor> {
+        Tensor::full(v, (), self.dtype(), self.device())
+    }
+
+    unary_methods! {
+        /// -x
+        neg => UnaryOp::Neg;
+        /// |x|
+        abs => UnaryOp::Abs;
+        /// e^x
+        exp => UnaryOp::Exp;
+        /// Natural logarithm.
+        log => UnaryOp::Log;
+        /// Square root.
+        sqrt => UnaryOp::Sqrt;
+        /// x²
+        sqr => UnaryOp::Sqr;
+        /// 1/x
+        recip => UnaryOp::Recip;
+        /// Sine.
+        sin => UnaryOp::Sin;
+        /// Cosine.
+        cos => UnaryOp::Cos;
+        /// Hyperbolic tangent.
+        tanh => UnaryOp::Tanh;
+        /// Logistic sigmoid (exactly 0 and 1 at the extremes, never NaN for finite input).
+        sigmoid => UnaryOp::Sigmoid;
+        /// max(x, 0)
+        relu => UnaryOp::Relu;
+        /// GELU, tanh approximation (Keras's and PyTorch's `approximate="tanh"`).
+        gelu => UnaryOp::GeluTanh;
+        /// GELU, exact: x·Φ(x) with the error function.
+        gelu_erf => UnaryOp::GeluErf;
+        /// ln(1 + e^x), computed stably.
+        softplus => UnaryOp::Softplus;
+    }
+
+    /// x for x > 0, alpha·x otherwise.
+    pub fn leaky_relu(&self, alpha: f64) -> Result<Tensor> {
+        self.unary_op(UnaryOp::LeakyRelu(alpha))
+    }
+
+    /// x for x > 0, alpha·(e^x − 1) otherwise.
+    pub fn elu(&self, alpha: f64) -> Result<Tensor> {
+        self.unary_op(UnaryOp::Elu(alpha))
+    }
+
+    /// min(max(x, lo), hi).
+    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Tensor> {
+        if lo > hi || lo.is_nan() || hi.is_nan() {
+            return Err(crate::Error::invalid(
+                "clamp",
+                format!("lower bound {lo} must not exceed upper bound {hi}"),
+            ));
+        }
+        self.unary_op(UnaryOp::Clamp(lo, hi))
+    }
+
+    /// x + c
+    pub fn add_scalar(&self, c: f64) -> Result<Tensor> {
+        self.unary_op(UnaryOp::AddScalar(c))
+    }
+
+    /// x − c
+    pub fn sub_scalar(&self, c: f64) -> Result<Tensor> {
+        self.unary_op(UnaryOp::AddScalar(-c))
+    }
+
+    /// x · c
+    pub fn mul_scalar(&self, c: f64) -> Result<Tensor> {
+        self.unary_op(UnaryOp::MulScalar(c))
+    }
+
+    /// x / c
+    pub fn div_scalar(&self, c: f64) -> Result<Tensor> {
+        self.unary_op(UnaryOp::MulScalar(1.0 / c))
+    }
+
+    /// x^p for a constant exponent.
+    pub fn pow_scalar(&self, p: f64) -> Result<Tensor> {
+        self.unary_op(UnaryOp::Powf(p))
+    }
+
+    binary_methods! {
+        /// a + b, broadcasting.
+        add => BinaryOp::Add;
+        /// a − b, broadcasting.
+        sub => BinaryOp::Sub;
+        /// a · b, broadcasting.
+        mul => BinaryOp::Mul;
+        /// a / b, broadcasting.
+        div => BinaryOp::Div;
+        /// a^b, broadcasting.
+        pow => BinaryOp::Pow;
+        /// max(a, b), broadcasting; NaN if either is NaN.
+        maximum => BinaryOp::Maximum;
+        /// min(a, b), broadcasting; NaN if either is NaN.
+        minimum => BinaryOp::Minimum;
+        /// Mask: 1 where a == b (broadcasting).
+        eq => BinaryOp::Eq;
+        /// Mask: 1 where a != b (broadcasting).
+        ne => BinaryOp::Ne;
+        /// Mask: 1 where a < b (broadcasting).
+        lt => BinaryOp::Lt;
+        /// Mask: 1 where a <= b (broadcasting).
+        le => BinaryOp::Le;
+        /// Mask: 1 where a > b (broadcasting).
+        gt => BinaryOp::Gt;
+        /// Mask: 1 where a >= b (broadcasting).
+        ge => BinaryOp::Ge;
+    }
+
+    scalar_rhs_methods! {
+        /// max(a, b); NaN if either is NaN. with a scalar b.
+        maximum_scalar => BinaryOp::Maximum;
+        /// min(a, b); NaN if either is NaN. with a scalar b.
+        minimum_scalar => BinaryOp::Minimum;
+        /// Mask: 1 where a == b. with a scalar b.
+        eq_scalar => BinaryOp::Eq;
+        /// Mask: 1 where a != b. with a scalar b.
+        ne_scalar => BinaryOp::Ne;
+        /// Mask: 1 where a < b. with a scalar b.
+        lt_scalar => BinaryOp::Lt;
+        /// Mask: 1 where a <= b. with a scalar b.
+        le_scalar => BinaryOp::Le;
+        /// Mask: 1 where a > b. with a scalar b.
+        gt_scalar => BinaryOp::Gt;
+        /// Mask: 1 where a >= b. with a scalar b.
+        ge_scalar => BinaryOp::Ge;
+    }
+
+    /// Elementwise select: where this mask is non-zero take `on_true`, else `on_false`
+    /// (all three broadcast together). Gradients flow to the two branches, not the mask.
+    pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        check_same("where_cond", on_true, on_false)?;
+        check_same("where_cond", self, on_true)?;
+        let shape = broadcast_shapes("where_cond", self.shape(), on_true.shape())?;
+        let shape = broadcast_shapes("where_cond", &shape, on_false.shape())?;
+        let c = self.detach().broadcast_to(&shape)?;
+        let a = on_true.broadcast_to(&shape)?;
+        let b = on_false.broadcast_to(&shape)?;
+        let data = c.with_cpu("where_cond", |sc, lc| {
+            a.with_cpu("where_cond", |sa, la| {
+                b.with_cpu("where_cond", |sb, lb| {
+                    backend::where_cond(sc, lc, sa, la, sb, lb)
+                })
+            })
+        })???;
+        Ok(Tensor::from_storage(
+            data,
+            &shape,
+            Tensor::record(|| Op::Where(c, a, b)),
+        ))
+    }
+}

@@ -1,0 +1,145 @@
+//! Matrix products: `matmul` (2-D and batched with batch broadcasting) and `linear` (a Dense
+//! layer's `act(x · wᵀ + b)` as one GEMM with a fused epilogue).
+//!
+//! Operands are passed to the GEMM kernel through their strides, so transposed or sliced inputs
+//! never need `.contiguous()`; the backward rules use transposed *views* the same way.
+
+use super::check_same;
+use crate::backend::{self, MatmulSpec};
+use crate::error::{Error, Result};
+use crate::op::Op;
+use crate::shape::broadcast_shapes;
+use crate::tensor::Tensor;
+use ember_cpu::gemm::Activation;
+
+impl Tensor {
+    /// Matrix product. Rank-2 operands give `[m, n]`; higher ranks treat leading dimensions as
+    /// batch dimensions, broadcast NumPy-style. A rank-1 operand is a row (lhs) or column (rhs)
+    /// vector whose unit dimension is dropped from the result.
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        check_same("matmul", self, rhs)?;
+        if self.rank() == 0 || rhs.rank() == 0 {
+            return Err(Error::shape(
+                "matmul",
+                format!(
+                    "lhs {:?} and rhs {:?}: operands need rank >= 1",
+                    self.shape(),
+                    rhs.shape()
+                ),
+            ));
+        }
+        if self.rank() == 1 {
+            let r = self.unsqueeze(0)?.matmul(rhs)?;
+            return r.squeeze(r.rank() - 2);
+        }
+        if rhs.rank() == 1 {
+            let r = self.matmul(&rhs.unsqueeze(1)?)?;
+            return r.squeeze(r.rank() - 1);
+        }
+        let (ra, rb) = (self.rank(), rhs.rank());
+        let (m, k) = (self.shape()[ra - 2], self.shape()[ra - 1]);
+        let (k2, n) = (rhs.shape()[rb - 2], rhs.shape()[rb - 1]);
+        if k != k2 {
+            return Err(Error::shape(
+                "matmul",
+                format!(
+                    "lhs {:?} and rhs {:?}: inner dimensions {k} and {k2} differ",
+                    self.shape(),
+                    rhs.shape()
+                ),
+            ));
+        }
+        let batch = broadcast_shapes("matmul", &self.shape()[..ra - 2], &rhs.shape()[..rb - 2])
+            .map_err(|_| {
+                Error::shape(
+                    "matmul",
+                    format!(
+                        "lhs {:?} and rhs {:?}: batch dimensions cannot be broadcast",
+                        self.shape(),
+                        rhs.shape()
+                    ),
+                )
+            })?;
+        let a = self.broadcast_to([batch.as_slice(), &[m, k]].concat())?;
+        let b = rhs.broadcast_to([batch.as_slice(), &[k, n]].concat())?;
+        let spec = MatmulSpec {
+            batch: &batch,
+            m,
+            n,
+            k,
+            bias: None,
+            act: Activation::None,
+        };
+        let data = a.with_cpu("matmul", |sa, la| {
+            b.with_cpu("matmul", |sb, lb| backend::matmul(&spec, sa, la, sb, lb))
+        })??;
+        let shape = [batch.as_slice(), &[m, n]].concat();
+        Ok(Tensor::from_storage(
+            data,
+            &shape,
+            Tensor::record(|| Op::Matmul(a, b)),
+        ))
+    }
+
+    /// A Dense layer in one pass: `act(x · wᵀ + b)` for `x: [batch, in]`, `w: [out, in]`
+    /// (PyTorch's `nn.Linear` layout) and `b: [out]`. The bias add and activation run in the
+    /// GEMM's epilogue while the output is written.
+    pub fn linear(&self, w: &Tensor, b: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        check_same("linear", self, w)?;
+        if self.rank() != 2 || w.rank() != 2 || self.shape()[1] != w.shape()[1] {
+            return Err(Error::shape(
+                "linear",
+                format!(
+                    "input {:?} and weight {:?}: need input [batch, in] and weight [out, in] with equal `in`",
+                    self.shape(),
+                    w.shape()
+                ),
+            ));
+        }
+        let (m, k, n) = (self.shape()[0], self.shape()[1], w.shape()[0]);
+        if let Some(b) = b {
+            check_same("linear", self, b)?;
+            if b.shape() != [n] {
+                return Err(Error::shape(
+                    "linear",
+                    format!(
+                        "bias {:?} must have shape [{n}] to match weight {:?}",
+                        b.shape(),
+                        w.shape()
+                    ),
+                ));
+            }
+        }
+        // GELU's slope needs the pre-activation, which the fused op does not keep: compose.
+        if act == Activation::Gelu {
+            return self.linear(w, b, Activation::None)?.gelu();
+        }
+        let wt = w.layout().transpose(0, 1)?;
+        let bias_guard = b.map(|b| b.storage());
+        let bias = match (&bias_guard, b) {
+            (Some(g), Some(b)) => match g.data() {
+                crate::storage::StorageData::Cpu(c) => Some((c, b.layout())),
+            },
+            _ => None,
+        };
+        let spec = MatmulSpec {
+            batch: &[],
+            m,
+            n,
+            k,
+            bias,
+            act,
+        };
+        let data = self.with_cpu("linear", |sx, lx| {
+            w.with_cpu("linear", |sw, _| backend::matmul(&spec, sx, lx, sw, &wt))
+        })??;
+        drop(bias_guard);
+        let op = || Op::Linear {
+            x: self.clone(),
+            w: w.clone(),
+            b: b.cloned(),
+            act,
+        };
+        Ok(Tensor::from_storage(data, &[m, n], Tensor::record(op)))
+    }
+}

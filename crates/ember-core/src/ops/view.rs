@@ -1,0 +1,259 @@
+//! Shape and layout ops: reshape, transpose, permute, narrow, broadcast, squeeze, unsqueeze,
+//! flatten (metadata only), and contiguous, cat, stack, to_dtype, to_device (copies).
+//!
+//! A view shares its input's storage and records its own op, so gradients pass through to the
+//! base tensor. `contiguous()` returns the same tensor when no copy is needed.
+
+use super::check_same;
+use crate::backend;
+use crate::dtype::{DType, Device};
+use crate::error::{Error, Result};
+use crate::op::Op;
+use crate::shape::Shape;
+use crate::storage::CpuStorage;
+use crate::tensor::{Tensor, cuda_unavailable};
+
+impl Tensor {
+    /// The same elements with a new shape of equal element count. A view when the data is
+    /// contiguous, otherwise a copy first.
+    pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        if shape.elem_count() != self.elem_count() {
+            return Err(Error::shape(
+                "reshape",
+                format!(
+                    "cannot reshape {:?} ({} elements) to {:?} ({} elements)",
+                    self.shape(),
+                    self.elem_count(),
+                    shape.dims(),
+                    shape.elem_count()
+                ),
+            ));
+        }
+        if shape.dims() == self.shape() {
+            return Ok(self.clone());
+        }
+        match self.layout().reshape(shape.dims()) {
+            Some(l) => Ok(self.view(l, Tensor::record(|| Op::Reshape(self.clone())))),
+            None => self.contiguous()?.reshape(shape),
+        }
+    }
+
+    /// Swaps two dimensions (a view).
+    pub fn transpose(&self, d0: usize, d1: usize) -> Result<Tensor> {
+        let mut perm: Vec<usize> = (0..self.rank()).collect();
+        if d0 >= self.rank() || d1 >= self.rank() {
+            return Err(Error::Axis {
+                op: "transpose",
+                axis: d0.max(d1),
+                shape: self.shape().to_vec(),
+            });
+        }
+        perm.swap(d0, d1);
+        self.permute(&perm)
+    }
+
+    /// Swaps the last two dimensions (the matrix transpose; needs rank ≥ 2).
+    pub fn t(&self) -> Result<Tensor> {
+        if self.rank() < 2 {
+            return Err(Error::shape(
+                "t",
+                format!("needs rank >= 2, got shape {:?}", self.shape()),
+            ));
+        }
+        self.transpose(self.rank() - 2, self.rank() - 1)
+    }
+
+    /// Reorders dimensions: result dimension i is input dimension `perm[i]` (a view).
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        let l = self.layout().permute(perm)?;
+        Ok(self.view(
+            l,
+            Tensor::record(|| Op::Permute(self.clone(), perm.to_vec())),
+        ))
+    }
+
+    /// Elements `start..start+len` of dimension `dim` (a view).
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+        let l = self.layout().narrow(dim, start, len)?;
+        Ok(self.view(l, Tensor::record(|| Op::Narrow(self.clone(), dim, start))))
+    }
+
+    /// Views the tensor at a larger shape by NumPy broadcasting (stride 0; a view).
+    pub fn broadcast_to(&self, shape: impl Into<Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        if shape.dims() == self.shape() {
+            return Ok(self.clone());
+        }
+        let l = self.layout().broadcast_to(shape.dims())?;
+        Ok(self.view(l, Tensor::record(|| Op::Broadcast(self.clone()))))
+    }
+
+    /// Same as [`Tensor::broadcast_to`].
+    pub fn expand(&self, shape: impl Into<Shape>) -> Result<Tensor> {
+        self.broadcast_to(shape)
+    }
+
+    /// Removes dimension `dim`, which must have extent 1.
+    pub fn squeeze(&self, dim: usize) -> Result<Tensor> {
+        let l = self.layout().squeeze(dim)?;
+        self.reshape(l.shape().to_vec())
+    }
+
+    /// Inserts a dimension of extent 1 at `dim`.
+    pub fn unsqueeze(&self, dim: usize) -> Result<Tensor> {
+        let l = self.layout().unsqueeze(dim)?;
+        self.reshape(l.shape().to_vec())
+    }
+
+    /// Merges dimensions `start..=end` into one.
+    pub fn flatten(&self, start: usize, end: usize) -> Result<Tensor> {
+        if start > end || end >= self.rank() {
+            return Err(Error::shape(
+                "flatten",
+                format!(
+                    "dims {start}..={end} are not a valid range for shape {:?}",
+                    self.shape()
+                ),
+            ));
+        }
+        let s = self.shape();
+        let mut shape = s[..start].to_vec();
+        shape.push(s[start..=end].iter().product());
+        shape.extend_from_slice(&s[end + 1..]);
+        self.reshape(shape)
+    }
+
+    /// A rank-1 view (or copy) of all elements.
+    pub fn flatten_all(&self) -> Result<Tensor> {
+        self.reshape(vec![self.elem_count()])
+    }
+
+    /// A dense row-major tensor with the same values: `self` when already contiguous.
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.is_contiguous() {
+            return Ok(self.clone());
+        }
+        let data = self.with_cpu("contiguous", backend::contiguous)?;
+        Ok(Tensor::from_storage(
+            data,
+            self.shape(),
+            Tensor::record(|| Op::Copy(self.clone())),
+        ))
+    }
+
+    /// The values converted to `dtype` (round to nearest even). Gradients flow back converted.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let data = self.with_cpu("to_dtype", |s, l| backend::cast(s, l, dtype))?;
+        Ok(Tensor::from_storage(
+            data,
+            self.shape(),
+            Tensor::record(|| Op::Copy(self.clone())),
+        ))
+    }
+
+    /// The tensor on `device`. CPU↔CPU is the identity; CUDA reports that it is not wired yet.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu if self.device() == Device::Cpu => Ok(self.clone()),
+            _ => Err(cuda_unavailable("to_device", device)),
+        }
+    }
+
+    /// Joins tensors along dimension `dim`; all other extents must match.
+    pub fn cat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::invalid("cat", "needs at least one tensor"))?;
+        if dim >= first.rank() {
+            return Err(Error::Axis {
+                op: "cat",
+                axis: dim,
+                shape: first.shape().to_vec(),
+            });
+        }
+        for t in tensors {
+            check_same("cat", first, t)?;
+            let ok = t.rank() == first.rank()
+                && t.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(d, (a, b))| d == dim || a == b);
+            if !ok {
+                return Err(Error::shape(
+                    "cat",
+                    format!(
+                        "shapes {:?} and {:?} differ outside dimension {dim}",
+                        first.shape(),
+                        t.shape()
+                    ),
+                ));
+            }
+        }
+        let mut shape = first.shape().to_vec();
+        shape[dim] = tensors.iter().map(|t| t.shape()[dim]).sum();
+        // Gather each input as [outer, extent, inner] and interleave rows per outer index.
+        let outer: usize = shape[..dim].iter().product();
+        let inner: usize = shape[dim + 1..].iter().product();
+        let parts: Vec<CpuStorage> = tensors
+            .iter()
+            .map(|t| t.with_cpu("cat", backend::contiguous))
+            .collect::<Result<_>>()?;
+        let data = concat_parts(&parts, tensors, dim, outer, inner, first.dtype());
+        let inputs = tensors.iter().map(|t| (*t).clone()).collect();
+        Ok(Tensor::from_storage(
+            data,
+            &shape,
+            Tensor::record(|| Op::Cat(inputs, dim)),
+        ))
+    }
+
+    /// Stacks equally shaped tensors along a new dimension `dim`.
+    pub fn stack(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
+        let expanded: Vec<Tensor> = tensors
+            .iter()
+            .map(|t| t.unsqueeze(dim))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Tensor> = expanded.iter().collect();
+        Tensor::cat(&refs, dim)
+    }
+}
+
+/// Interleaves contiguous parts along `dim` (a copy loop over whole rows of `inner` elements).
+fn concat_parts(
+    parts: &[CpuStorage],
+    tensors: &[&Tensor],
+    dim: usize,
+    outer: usize,
+    inner: usize,
+    dtype: DType,
+) -> CpuStorage {
+    macro_rules! go {
+        ($variant:ident, $zero:expr) => {{
+            let total: usize = parts.iter().map(|p| p.len()).sum();
+            let mut out = vec![$zero; total];
+            let mut pos = 0;
+            for o in 0..outer {
+                for (p, t) in parts.iter().zip(tensors) {
+                    let CpuStorage::$variant(v) = p else {
+                        unreachable!("cat parts share a dtype")
+                    };
+                    let rows = t.shape()[dim] * inner;
+                    out[pos..pos + rows].copy_from_slice(&v[o * rows..(o + 1) * rows]);
+                    pos += rows;
+                }
+            }
+            CpuStorage::$variant(out)
+        }};
+    }
+    match dtype {
+        DType::F32 => go!(F32, 0f32),
+        DType::F64 => go!(F64, 0f64),
+        DType::F16 => go!(F16, half::f16::ZERO),
+        DType::BF16 => go!(BF16, half::bf16::ZERO),
+    }
+}

@@ -1,0 +1,532 @@
+//! The `Tensor` handle: creation, metadata, reading values back, variables.
+//!
+//! A [`Tensor`] is an `Arc` to an immutable node: an id, a shared storage, a layout, a dtype,
+//! a device and, when gradients may flow, the [`Op`] that produced it. Cloning is cheap; views
+//! share the storage and differ only in layout. The storage sits behind a lock only so that
+//! optimizers and `assign` can update parameters in place (under `no_grad`); ops never write to
+//! an existing tensor's storage.
+//!
+//! The ops themselves live in `ops/` (forward) and `backprop.rs` (derivative rules).
+
+use crate::backend;
+use crate::dtype::{DType, Device, WithDType};
+use crate::error::{Error, Result};
+use crate::grad_mode::is_grad_enabled;
+use crate::layout::Layout;
+use crate::op::Op;
+use crate::shape::Shape;
+use crate::storage::{CpuStorage, Storage, StorageData};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A unique id per tensor node (views and copies get their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+impl TensorId {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+pub(crate) struct Node {
+    pub(crate) id: TensorId,
+    pub(crate) storage: Arc<RwLock<Storage>>,
+    pub(crate) layout: Layout,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) op: Option<Op>,
+    pub(crate) is_variable: bool,
+    pub(crate) requires_grad: bool,
+}
+
+/// An n-dimensional array with optional gradient tracking. Cheap to clone.
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<Node>);
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor[{:?}, {}, {}",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )?;
+        if self.elem_count() <= 16
+            && let Ok(v) = self.to_vec::<f64>()
+        {
+            write!(f, ", {v:?}")?;
+        }
+        write!(f, "]")
+    }
+}
+
+pub(crate) fn cuda_unavailable(op: &'static str, device: Device) -> Error {
+    Error::Device {
+        op,
+        device,
+        reason:
+            "CUDA tensors are not wired into ember-core yet (ember-cuda's kernels can be called \
+                 directly); use Device::Cpu"
+                .into(),
+    }
+}
+
+impl Tensor {
+    // ----- construction helpers used by every op -----
+
+    /// A fresh tensor owning `data` with a contiguous layout of `shape`.
+    pub(crate) fn from_storage(data: CpuStorage, shape: &[usize], op: Option<Op>) -> Tensor {
+        let dtype = data.dtype();
+        let requires_grad = op.is_some();
+        Tensor(Arc::new(Node {
+            id: TensorId::fresh(),
+            storage: Arc::new(RwLock::new(Storage::cpu(data))),
+            layout: Layout::contiguous(shape),
+            dtype,
+            device: Device::Cpu,
+            op,
+            is_variable: false,
+            requires_grad,
+        }))
+    }
+
+    /// A view of this tensor's storage with another layout.
+    pub(crate) fn view(&self, layout: Layout, op: Option<Op>) -> Tensor {
+        let requires_grad = op.is_some();
+        Tensor(Arc::new(Node {
+            id: TensorId::fresh(),
+            storage: self.0.storage.clone(),
+            layout,
+            dtype: self.0.dtype,
+            device: self.0.device,
+            op,
+            is_variable: false,
+            requires_grad,
+        }))
+    }
+
+    /// Builds the op record only when recording is on, and keeps it only when some input needs
+    /// a gradient (under `no_grad`, e.g. inside backward, nothing is built at all).
+    pub(crate) fn record(op: impl FnOnce() -> Op) -> Option<Op> {
+        if !is_grad_enabled() {
+            return None;
+        }
+        let op = op();
+        let mut needed = false;
+        op.visit_inputs(|t| needed |= t.requires_grad());
+        needed.then_some(op)
+    }
+
+    /// Read access to the storage (a poisoned lock is still readable: data is never left
+    /// half-written by ember, which writes only whole kernels' results).
+    pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
+        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the CPU buffer and layout, or reports that the device cannot run `op`.
+    pub(crate) fn with_cpu<R>(
+        &self,
+        _op: &'static str,
+        f: impl FnOnce(&CpuStorage, &Layout) -> R,
+    ) -> Result<R> {
+        let s = self.storage();
+        match s.data() {
+            StorageData::Cpu(c) => Ok(f(c, &self.0.layout)),
+        }
+    }
+
+    pub(crate) fn op(&self) -> Option<&Op> {
+        self.0.op.as_ref()
+    }
+
+    // ----- creation -----
+
+    fn check_device(op: &'static str, device: Device) -> Result<()> {
+        match device {
+            Device::Cpu => Ok(()),
+            Device::Cuda(_) => Err(cuda_unavailable(op, device)),
+        }
+    }
+
+    /// A tensor of `shape` filled with `value` (converted to `dtype`).
+    pub fn full(
+        value: f64,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
+        Self::check_device("full", device)?;
+        let shape = shape.into();
+        let data = backend::from_f64(&vec![value; shape.elem_count()], dtype);
+        Ok(Tensor::from_storage(data, shape.dims(), None))
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::full(0.0, shape, dtype, device)
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::full(1.0, shape, dtype, device)
+    }
+
+    /// Zeros with this tensor's shape, dtype and device.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Self::zeros(self.shape(), self.dtype(), self.device())
+    }
+
+    /// Ones with this tensor's shape, dtype and device.
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Self::ones(self.shape(), self.dtype(), self.device())
+    }
+
+    /// A tensor owning `data`, laid out row-major as `shape`.
+    pub fn from_vec<T: WithDType>(
+        data: Vec<T>,
+        shape: impl Into<Shape>,
+        device: Device,
+    ) -> Result<Tensor> {
+        Self::check_device("from_vec", device)?;
+        let shape = shape.into();
+        if data.len() != shape.elem_count() {
+            let expected = shape.elem_count();
+            return Err(Error::ElementCount {
+                op: "from_vec",
+                shape: shape.into_dims(),
+                expected,
+                got: data.len(),
+            });
+        }
+        let storage = to_cpu_storage(data);
+        Ok(Tensor::from_storage(storage, shape.dims(), None))
+    }
+
+    /// A tensor copying `data`, laid out row-major as `shape`.
+    pub fn from_slice<T: WithDType>(
+        data: &[T],
+        shape: impl Into<Shape>,
+        device: Device,
+    ) -> Result<Tensor> {
+        Self::from_vec(data.to_vec(), shape, device)
+    }
+
+    /// Values `start, start+step, ..` below `end` (above `end` for a negative step).
+    pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::check_device("arange", device)?;
+        if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+            return Err(Error::invalid(
+                "arange",
+                format!(
+                    "start {start}, end {end} and step {step} must be finite with a non-zero step"
+                ),
+            ));
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        Ok(Tensor::from_storage(
+            backend::from_f64(&values, dtype),
+            &[n],
+            None,
+        ))
+    }
+
+    /// `n` evenly spaced values from `start` to `end` inclusive.
+    pub fn linspace(
+        start: f64,
+        end: f64,
+        n: usize,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
+        Self::check_device("linspace", device)?;
+        let values: Vec<f64> = match n {
+            0 => vec![],
+            1 => vec![start],
+            _ => (0..n)
+                .map(|i| start + (end - start) * i as f64 / (n - 1) as f64)
+                .collect(),
+        };
+        Ok(Tensor::from_storage(
+            backend::from_f64(&values, dtype),
+            &[n],
+            None,
+        ))
+    }
+
+    /// The n×n identity matrix.
+    pub fn eye(n: usize, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::check_device("eye", device)?;
+        let mut values = vec![0.0; n * n];
+        for i in 0..n {
+            values[i * n + i] = 1.0;
+        }
+        Ok(Tensor::from_storage(
+            backend::from_f64(&values, dtype),
+            &[n, n],
+            None,
+        ))
+    }
+
+    /// Uniform samples in `[lo, hi)` from `rng`.
+    pub fn rand(
+        lo: f64,
+        hi: f64,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: Device,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Tensor> {
+        Self::check_device("rand", device)?;
+        if lo >= hi || !lo.is_finite() || !hi.is_finite() {
+            return Err(Error::invalid(
+                "rand",
+                format!("need finite lo < hi, got lo {lo}, hi {hi}"),
+            ));
+        }
+        let shape = shape.into();
+        let values: Vec<f64> = (0..shape.elem_count())
+            .map(|_| lo + (hi - lo) * rng.random::<f64>())
+            .collect();
+        Ok(Tensor::from_storage(
+            backend::from_f64(&values, dtype),
+            shape.dims(),
+            None,
+        ))
+    }
+
+    /// Normal samples with the given mean and standard deviation from `rng`.
+    pub fn randn(
+        mean: f64,
+        std: f64,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: Device,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Tensor> {
+        Self::check_device("randn", device)?;
+        let normal = rand_distr::Normal::new(mean, std)
+            .map_err(|e| Error::invalid("randn", format!("mean {mean}, std {std}: {e}")))?;
+        let shape = shape.into();
+        let values: Vec<f64> = (0..shape.elem_count())
+            .map(|_| rand::Rng::sample(rng, normal))
+            .collect();
+        Ok(Tensor::from_storage(
+            backend::from_f64(&values, dtype),
+            shape.dims(),
+            None,
+        ))
+    }
+
+    // ----- metadata -----
+
+    /// The extents of each dimension.
+    pub fn shape(&self) -> &[usize] {
+        self.0.layout.shape()
+    }
+
+    /// Same as [`Tensor::shape`].
+    pub fn dims(&self) -> &[usize] {
+        self.shape()
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.shape().len()
+    }
+
+    /// Number of elements.
+    pub fn elem_count(&self) -> usize {
+        self.0.layout.elem_count()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    /// Where the storage lives.
+    pub fn device(&self) -> Device {
+        self.0.device
+    }
+
+    /// This node's unique id (the key of its gradient in a `GradStore`).
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+
+    /// The view's layout (shape, strides, offset).
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+
+    /// True when elements are dense and row-major.
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+
+    /// True for a variable created by [`Tensor::as_variable`].
+    pub fn is_variable(&self) -> bool {
+        self.0.is_variable
+    }
+
+    /// True when a gradient can flow to this tensor (it is a variable or computed from one while
+    /// recording).
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    // ----- reading back -----
+
+    /// All elements in row-major order, converted to `T`.
+    pub fn to_vec<T: WithDType>(&self) -> Result<Vec<T>> {
+        let v = self.with_cpu("to_vec", |s, l| read_as::<T>(s, l))?;
+        Ok(v)
+    }
+
+    /// The rows of a rank-2 tensor.
+    pub fn to_vec2<T: WithDType>(&self) -> Result<Vec<Vec<T>>> {
+        if self.rank() != 2 {
+            return Err(Error::shape(
+                "to_vec2",
+                format!("needs a rank-2 tensor, got shape {:?}", self.shape()),
+            ));
+        }
+        let cols = self.shape()[1];
+        let flat = self.to_vec::<T>()?;
+        if cols == 0 {
+            return Ok(vec![vec![]; self.shape()[0]]);
+        }
+        Ok(flat.chunks(cols).map(|r| r.to_vec()).collect())
+    }
+
+    /// The single element of a one-element tensor.
+    pub fn to_scalar<T: WithDType>(&self) -> Result<T> {
+        if self.elem_count() != 1 {
+            return Err(Error::shape(
+                "to_scalar",
+                format!("needs exactly one element, got shape {:?}", self.shape()),
+            ));
+        }
+        Ok(self.to_vec::<T>()?[0])
+    }
+
+    // ----- variables -----
+
+    /// A leaf that records gradients, sharing this tensor's storage.
+    pub fn as_variable(&self) -> Tensor {
+        Tensor(Arc::new(Node {
+            id: TensorId::fresh(),
+            storage: self.0.storage.clone(),
+            layout: self.0.layout.clone(),
+            dtype: self.0.dtype,
+            device: self.0.device,
+            op: None,
+            is_variable: true,
+            requires_grad: true,
+        }))
+    }
+
+    /// The same values with no history: gradients stop here.
+    pub fn detach(&self) -> Tensor {
+        self.view(self.0.layout.clone(), None)
+    }
+
+    /// Copies `src`'s values into this tensor's storage in place.
+    ///
+    /// This is for parameters (loading checkpoints, restoring best weights): shapes and dtypes
+    /// must match and this tensor must be contiguous (a whole, fresh buffer), so no other view
+    /// sees a partial write.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        if self.shape() != src.shape() {
+            return Err(Error::shape(
+                "assign",
+                format!(
+                    "target shape {:?} and source shape {:?} differ",
+                    self.shape(),
+                    src.shape()
+                ),
+            ));
+        }
+        if self.dtype() != src.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "assign",
+                lhs: self.dtype(),
+                rhs: src.dtype(),
+            });
+        }
+        let layout = &self.0.layout;
+        if !layout.is_contiguous() {
+            return Err(Error::invalid(
+                "assign",
+                format!(
+                    "target of shape {:?} is a strided view; assign needs a contiguous tensor",
+                    self.shape()
+                ),
+            ));
+        }
+        let values = src.with_cpu("assign", backend::contiguous)?;
+        // Same storage (assign to itself or a view of itself): nothing to do beyond the copy taken.
+        let mut guard = self.storage_mut();
+        let StorageData::Cpu(dst) = guard.data_mut();
+        let r = layout.offset()..layout.offset() + layout.elem_count();
+        match (dst, &values) {
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => d[r].copy_from_slice(s),
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => d[r].copy_from_slice(s),
+            (CpuStorage::F16(d), CpuStorage::F16(s)) => d[r].copy_from_slice(s),
+            (CpuStorage::BF16(d), CpuStorage::BF16(s)) => d[r].copy_from_slice(s),
+            _ => {
+                return Err(Error::DTypeMismatch {
+                    op: "assign",
+                    lhs: self.dtype(),
+                    rhs: src.dtype(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves a typed vector into storage.
+pub(crate) fn to_cpu_storage<T: WithDType>(data: Vec<T>) -> CpuStorage {
+    // Each WithDType maps to exactly one variant; go through Any to pick it without unsafe.
+    let any: Box<dyn std::any::Any> = Box::new(data);
+    let any = match any.downcast::<Vec<f32>>() {
+        Ok(v) => return CpuStorage::F32(*v),
+        Err(a) => a,
+    };
+    let any = match any.downcast::<Vec<f64>>() {
+        Ok(v) => return CpuStorage::F64(*v),
+        Err(a) => a,
+    };
+    let any = match any.downcast::<Vec<half::f16>>() {
+        Ok(v) => return CpuStorage::F16(*v),
+        Err(a) => a,
+    };
+    match any.downcast::<Vec<half::bf16>>() {
+        Ok(v) => CpuStorage::BF16(*v),
+        Err(_) => unreachable!("WithDType is sealed to the four storage types"),
+    }
+}
+
+/// Reads a view as `T`, converting the dtype.
+fn read_as<T: WithDType>(s: &CpuStorage, l: &Layout) -> Vec<T> {
+    let converted = backend::cast(s, l, T::DTYPE);
+    let any: Box<dyn std::any::Any> = match converted {
+        CpuStorage::F32(v) => Box::new(v),
+        CpuStorage::F64(v) => Box::new(v),
+        CpuStorage::F16(v) => Box::new(v),
+        CpuStorage::BF16(v) => Box::new(v),
+    };
+    match any.downcast::<Vec<T>>() {
+        Ok(v) => *v,
+        Err(_) => unreachable!("cast produced T::DTYPE"),
+    }
+}

@@ -1,0 +1,278 @@
+//! General matrix multiply: C = alpha * A * B + beta * C, then an optional Dense epilogue.
+//!
+//! Every operand is addressed through a row stride and a column stride (in elements), so a
+//! transposed or sliced matrix is passed as it lies in memory and never copied by the caller.
+//! `beta == 0` means C is write-only: its old contents (even NaN) are ignored, as BLAS does.
+//! The epilogue adds a bias per column and applies an activation while C is written, which is
+//! a whole Dense forward in one pass.
+//!
+//! How it is built (the BLIS design), one file per part:
+//! - `driver.rs`: the five BLIS loops. Loop 5 walks N in NC-wide panels, loop 4 walks K in
+//!   KC-deep slices and packs a KC×NC panel of B, loop 3 walks M in MC-tall blocks and packs an
+//!   MC×KC block of A, loops 2 and 1 walk NR-wide and MR-tall tiles and call the microkernel.
+//!   rayon splits loop 3 (and, for short M, the NR slivers of loop 2) into work items; K is
+//!   never split, so every element of C sums its products in the same order whatever the
+//!   thread count: results are bit-identical for 1, 2 or 64 threads.
+//! - `pack.rs`: packing, which is also where arbitrary strides are absorbed.
+//! - `kernel.rs`: the microkernels (AVX2+FMA and portable) and their block sizes.
+//! - `small.rs`: tiny products (the seed model's 10×10 layers) and matrix-vector products
+//!   (N = 1 or M = 1), where packing would cost more than the arithmetic.
+//!
+//! The path is chosen once per call from [`crate::isa::active`]; `isa::with` forces one in
+//! tests.
+
+mod driver;
+pub mod kernel;
+mod pack;
+mod small;
+
+use crate::element::Float;
+use crate::isa::Isa;
+use crate::unary::UnaryOp;
+pub use kernel::MicroKernel;
+/// A matrix operand: its data slice (already offset to element (0,0)), row and column strides.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a, T> {
+    /// Data starting at element (0, 0).
+    pub data: &'a [T],
+    /// Step between rows.
+    pub rs: usize,
+    /// Step between columns.
+    pub cs: usize,
+}
+
+/// The destination matrix, like [`MatRef`] but writable.
+#[derive(Debug)]
+pub struct MatMut<'a, T> {
+    /// Data starting at element (0, 0).
+    pub data: &'a mut [T],
+    /// Step between rows.
+    pub rs: usize,
+    /// Step between columns.
+    pub cs: usize,
+}
+
+/// The activation applied in a GEMM epilogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// No activation.
+    #[default]
+    None,
+    /// max(x, 0)
+    Relu,
+    /// logistic sigmoid
+    Sigmoid,
+    /// tanh
+    Tanh,
+    /// GELU, tanh approximation
+    Gelu,
+}
+
+impl Activation {
+    /// The equivalent elementwise op, if any.
+    pub fn as_unary(self) -> Option<UnaryOp> {
+        match self {
+            Activation::None => None,
+            Activation::Relu => Some(UnaryOp::Relu),
+            Activation::Sigmoid => Some(UnaryOp::Sigmoid),
+            Activation::Tanh => Some(UnaryOp::Tanh),
+            Activation::Gelu => Some(UnaryOp::GeluTanh),
+        }
+    }
+}
+
+/// What happens to each element of C after the product is accumulated.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a, T> {
+    /// Added to every row of C (length n), before the activation.
+    pub bias: Option<&'a [T]>,
+    /// Applied last.
+    pub act: Activation,
+}
+
+/// A microkernel with the block sizes the driver uses around it.
+#[derive(Clone, Copy)]
+pub struct Kernel<T> {
+    /// The instruction set the microkernel is compiled for.
+    pub isa: Isa,
+    /// Rows of the register tile.
+    pub mr: usize,
+    /// Columns of the register tile.
+    pub nr: usize,
+    /// Rows of A per packed block (a multiple of `mr`; sized for L2).
+    pub mc: usize,
+    /// Depth of a packed slice of K (sized so a B sliver stays in L1).
+    pub kc: usize,
+    /// Columns of B per packed panel (a multiple of `nr`; sized for L3).
+    pub nc: usize,
+    /// The microkernel.
+    pub ukr: MicroKernel<T>,
+}
+
+impl<T> std::fmt::Debug for Kernel<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Kernel {{ isa: {}, tile: {}x{}, mc: {}, kc: {}, nc: {} }}",
+            self.isa, self.mr, self.nr, self.mc, self.kc, self.nc
+        )
+    }
+}
+
+/// Largest MR×NR tile of any kernel (sizes the edge-tile scratch buffer).
+pub(crate) const MAX_TILE: usize = 96;
+
+/// At or below this many multiply-adds (m·n·k) the unpacked small-matrix loop runs instead of
+/// the packed driver. Measured with `ember bench gemm`: the packed path pays for itself from
+/// about 32×32×32 up.
+pub const SMALL_MAX_MNK: usize = 32 * 32 * 32;
+
+/// At or above this many multiply-adds (m·n·k) the packed driver and the matrix-vector path
+/// split work across rayon threads. Below it the threads cost more than they save. Measured on
+/// the 2-core development machine (see BENCHMARKS.md).
+pub const PARALLEL_MIN_MNK: usize = 96 * 96 * 96;
+
+/// The destination, as a raw pointer so disjoint tiles can be written from several threads.
+#[derive(Clone, Copy)]
+pub(crate) struct CPtr<T> {
+    ptr: *mut T,
+    rs: usize,
+    cs: usize,
+}
+
+// SAFETY: a CPtr is only shared between threads that write disjoint elements of C (each work
+// item owns distinct rows or columns), and the borrow of C outlives every worker.
+unsafe impl<T: Send> Send for CPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for CPtr<T> {}
+
+impl<T> CPtr<T> {
+    /// Pointer to element (i, j).
+    ///
+    /// # Safety
+    /// (i, j) must address an element inside the C slice.
+    #[inline(always)]
+    unsafe fn at(&self, i: usize, j: usize) -> *mut T {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.ptr.add(i * self.rs + j * self.cs) }
+    }
+}
+
+/// C[m×n] = alpha·A[m×k]·B[k×n] + beta·C, then the epilogue.
+///
+/// The caller guarantees every addressed element lies inside its slice (and, for the bias,
+/// that it holds at least `n` values).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: T,
+    c: MatMut<'_, T>,
+    epi: Epilogue<'_, T>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let isa = crate::isa::active();
+    let last = (m - 1) * c.rs + (n - 1) * c.cs;
+    // A caller bug must not become an out-of-bounds write in the unsafe stores below.
+    assert!(
+        last < c.data.len(),
+        "gemm: C slice of {} elements is too short for {m}x{n} with strides ({}, {})",
+        c.data.len(),
+        c.rs,
+        c.cs
+    );
+    let cp = CPtr {
+        ptr: c.data.as_mut_ptr(),
+        rs: c.rs,
+        cs: c.cs,
+    };
+    let mnk = m.saturating_mul(n).saturating_mul(k);
+    let parallel = mnk >= PARALLEL_MIN_MNK && rayon::current_num_threads() > 1;
+    if k == 0 || alpha == T::ZERO {
+        scale_c(m, n, beta, cp);
+        apply_epilogue(cp, 0..m, 0..n, &epi);
+    } else if n == 1 {
+        small::gemv(isa, m, k, alpha, &a, b.data, b.rs, beta, cp, c.rs, parallel);
+        apply_epilogue(cp, 0..m, 0..n, &epi);
+    } else if m == 1 {
+        // C (1×n) = a (1×k) · B (k×n)  is  Cᵀ (n×1) = Bᵀ (n×k) · aᵀ.
+        let bt = MatRef {
+            data: b.data,
+            rs: b.cs,
+            cs: b.rs,
+        };
+        small::gemv(
+            isa, n, k, alpha, &bt, a.data, a.cs, beta, cp, c.cs, parallel,
+        );
+        apply_epilogue(cp, 0..m, 0..n, &epi);
+    } else if mnk <= SMALL_MAX_MNK {
+        small::small(isa, m, n, k, alpha, &a, &b, beta, cp);
+        apply_epilogue(cp, 0..m, 0..n, &epi);
+    } else {
+        let kern = T::gemm_kernel(isa);
+        driver::packed(&kern, m, n, k, alpha, &a, &b, beta, cp, &epi, parallel);
+    }
+}
+
+/// C = beta·C (with beta == 0 writing zeros without reading C).
+fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: CPtr<T>) {
+    for i in 0..m {
+        for j in 0..n {
+            // SAFETY: (i, j) is inside C (checked in `gemm`).
+            let cij = unsafe { &mut *c.at(i, j) };
+            *cij = if beta == T::ZERO {
+                T::ZERO
+            } else {
+                beta * *cij
+            };
+        }
+    }
+}
+
+/// Adds the bias and applies the activation to C[rows, cols].
+fn apply_epilogue<T: Float>(
+    c: CPtr<T>,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    epi: &Epilogue<'_, T>,
+) {
+    let act = epi.act.as_unary();
+    if epi.bias.is_none() && act.is_none() {
+        return;
+    }
+    for i in rows {
+        if c.cs == 1 {
+            // SAFETY: the row segment lies inside C and no other reference to it is live (this
+            // work item owns these rows and columns).
+            let row = unsafe { std::slice::from_raw_parts_mut(c.at(i, cols.start), cols.len()) };
+            if let Some(bias) = epi.bias {
+                for (v, &b) in row.iter_mut().zip(&bias[cols.clone()]) {
+                    *v += b;
+                }
+            }
+            if let Some(op) = act {
+                crate::unary::map_in_place(op, row);
+            }
+        } else {
+            for j in cols.clone() {
+                // SAFETY: (i, j) is inside C and owned by this work item.
+                let cij = unsafe { &mut *c.at(i, j) };
+                if let Some(bias) = epi.bias {
+                    *cij += bias[j];
+                }
+                if let Some(op) = act {
+                    *cij = crate::unary::apply(op, *cij);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

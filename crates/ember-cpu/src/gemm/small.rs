@@ -1,0 +1,236 @@
+//! Unpacked paths: tiny products and matrix-vector products.
+//!
+//! - [`small`]: for m·n·k up to `SMALL_MAX_MNK` (the seed model's 10×10, 10×5 and 5×1 layers at
+//!   batch 10). Packing and threads would cost more than the arithmetic, so each row of C is
+//!   accumulated in a 16-wide register strip straight from the operands.
+//! - [`gemv`]: N = 1 (and M = 1, by transposition), e.g. a 512→1 output layer. A packed 6×16
+//!   tile would waste 15 of its 16 columns; instead each output is a dot product over a
+//!   contiguous row (16 independent lanes, combined in a fixed tree) or, when A is column-major,
+//!   a sequence of axpy updates over a contiguous column.
+//!
+//! Both bodies are plain Rust written so the compiler vectorises them; the AVX2 variants are
+//! the same bodies compiled inside `#[target_feature(enable = "avx2,fma")]` functions.
+
+use super::{CPtr, MatRef, PARALLEL_MIN_MNK};
+use crate::element::Float;
+use crate::isa::Isa;
+use rayon::prelude::*;
+
+const STRIP: usize = 16;
+
+/// C = alpha·A·B + beta·C for small matrices, no packing, no threads.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn small<T: Float>(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    beta: T,
+    c: CPtr<T>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && isa.is_supported() {
+        // SAFETY: AVX2 and FMA are present (checked just above).
+        unsafe { small_avx2(m, n, k, alpha, a, b, beta, c) };
+        return;
+    }
+    let _ = isa;
+    small_body(m, n, k, alpha, a, b, beta, c);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn small_avx2<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    beta: T,
+    c: CPtr<T>,
+) {
+    small_body(m, n, k, alpha, a, b, beta, c);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn small_body<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    beta: T,
+    c: CPtr<T>,
+) {
+    for i in 0..m {
+        for j0 in (0..n).step_by(STRIP) {
+            let w = STRIP.min(n - j0);
+            let mut acc = [T::ZERO; STRIP];
+            for p in 0..k {
+                let aip = a.data[i * a.rs + p * a.cs];
+                if b.cs == 1 {
+                    let start = p * b.rs + j0;
+                    for (x, &bv) in acc[..w].iter_mut().zip(&b.data[start..start + w]) {
+                        *x += aip * bv;
+                    }
+                } else {
+                    for (q, x) in acc[..w].iter_mut().enumerate() {
+                        *x += aip * b.data[p * b.rs + (j0 + q) * b.cs];
+                    }
+                }
+            }
+            for (q, &v) in acc[..w].iter().enumerate() {
+                // SAFETY: (i, j0 + q) lies inside C (checked in `gemm`); this call owns C.
+                let cij = unsafe { &mut *c.at(i, j0 + q) };
+                *cij = if beta == T::ZERO {
+                    alpha * v
+                } else {
+                    alpha * v + beta * *cij
+                };
+            }
+        }
+    }
+}
+
+/// y = alpha·A·x + beta·y, where A is m×k, x has k values at stride `xs`, and y is the column
+/// of C at stride `ys` starting at `c`'s element (0, 0).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemv<T: Float>(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    alpha: T,
+    a: &MatRef<'_, T>,
+    x: &[T],
+    xs: usize,
+    beta: T,
+    c: CPtr<T>,
+    ys: usize,
+    parallel: bool,
+) {
+    // A contiguous copy of x makes every dot product unit-stride.
+    let xv: Vec<T> = (0..k).map(|p| x[p * xs]).collect();
+    let y = CPtr {
+        ptr: c.ptr,
+        rs: ys,
+        cs: 0,
+    };
+    // Rows per work item: fixed, so the split never depends on the thread count.
+    const ROWS: usize = 64;
+    let run = |r0: usize| {
+        let rows = ROWS.min(m - r0);
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2 && isa.is_supported() {
+            // SAFETY: AVX2 and FMA are present (checked just above).
+            unsafe { gemv_avx2(r0, rows, k, alpha, a, &xv, beta, y) };
+            return;
+        }
+        gemv_body(r0, rows, k, alpha, a, &xv, beta, y);
+    };
+    if parallel && m * k >= PARALLEL_MIN_MNK / 8 {
+        (0..m).into_par_iter().step_by(ROWS).for_each(run);
+    } else {
+        (0..m).step_by(ROWS).for_each(run);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn gemv_avx2<T: Float>(
+    r0: usize,
+    rows: usize,
+    k: usize,
+    alpha: T,
+    a: &MatRef<'_, T>,
+    x: &[T],
+    beta: T,
+    y: CPtr<T>,
+) {
+    gemv_body(r0, rows, k, alpha, a, x, beta, y);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gemv_body<T: Float>(
+    r0: usize,
+    rows: usize,
+    k: usize,
+    alpha: T,
+    a: &MatRef<'_, T>,
+    x: &[T],
+    beta: T,
+    y: CPtr<T>,
+) {
+    let mut out = [T::ZERO; 64];
+    let out = &mut out[..rows];
+    if a.cs == 1 {
+        // Row-major A: one dot product per row.
+        for (r, o) in out.iter_mut().enumerate() {
+            let start = (r0 + r) * a.rs;
+            *o = dot(&a.data[start..start + k], x);
+        }
+    } else if a.rs == 1 {
+        // Column-major A: y[r0..] += A[r0.., p] * x[p] for each p, in order.
+        for (p, &xp) in x.iter().enumerate() {
+            let start = r0 + p * a.cs;
+            for (o, &av) in out.iter_mut().zip(&a.data[start..start + rows]) {
+                *o += av * xp;
+            }
+        }
+    } else {
+        for (r, o) in out.iter_mut().enumerate() {
+            for (p, &xp) in x.iter().enumerate() {
+                *o += a.data[(r0 + r) * a.rs + p * a.cs] * xp;
+            }
+        }
+    }
+    for (r, &v) in out.iter().enumerate() {
+        // SAFETY: row r0 + r of the output column lies inside C (checked in `gemm`), and each
+        // work item owns its rows.
+        let yi = unsafe { &mut *y.at(r0 + r, 0) };
+        *yi = if beta == T::ZERO {
+            alpha * v
+        } else {
+            alpha * v + beta * *yi
+        };
+    }
+}
+
+/// Dot product in 16 independent lanes combined by a fixed pairwise tree, so it vectorises and
+/// its rounding is the same on every run.
+#[inline(always)]
+pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; 16];
+    let mut ca = a.chunks_exact(16);
+    let mut cb = b.chunks_exact(16);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        acc[l] += x * y;
+    }
+    tree16(acc)
+}
+
+/// Sums 16 values pairwise: (0+8, 1+9, ..) then (0+4, ..), then (0+2, ..), then 0+1.
+#[inline(always)]
+pub(crate) fn tree16<T: Float>(mut v: [T; 16]) -> T {
+    let mut w = 8;
+    while w > 0 {
+        for l in 0..w {
+            v[l] += v[l + w];
+        }
+        w /= 2;
+    }
+    v[0]
+}

@@ -1,0 +1,570 @@
+//! GEMM tests: every path against a naive f64 product, over layouts, sizes, scalars and
+//! epilogues, on every ISA this machine runs; microkernel identity products; determinism
+//! across thread counts.
+
+use super::*;
+use crate::isa::{self, Isa};
+
+/// Small deterministic generator (xorshift64*), values in [-1, 1).
+pub(crate) struct Rng(u64);
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub(crate) fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// How a matrix lies in memory.
+#[derive(Debug, Clone, Copy)]
+enum Lay {
+    /// rs = cols, cs = 1
+    Row,
+    /// rs = 1, cs = rows (a transposed row-major matrix)
+    Col,
+    /// row-major rows of cols + 3 with every second element used (a slice of a bigger tensor)
+    Strided,
+}
+
+/// A matrix stored with a layout, plus an offset so (0, 0) is not at the buffer start.
+struct Mat<T> {
+    buf: Vec<T>,
+    off: usize,
+    rs: usize,
+    cs: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl<T: Float> Mat<T> {
+    fn new(rows: usize, cols: usize, lay: Lay, rng: &mut Rng, fill: f64) -> Self {
+        let (rs, cs) = match lay {
+            Lay::Row => (cols, 1),
+            Lay::Col => (1, rows),
+            Lay::Strided => (2 * cols + 3, 2),
+        };
+        let off = 5;
+        let len = off + rows.saturating_sub(1) * rs + cols.saturating_sub(1) * cs + 1 + 4;
+        let mut buf = vec![T::from_f64(fill); len];
+        for i in 0..rows {
+            for j in 0..cols {
+                buf[off + i * rs + j * cs] = T::from_f64(rng.uniform());
+            }
+        }
+        Mat {
+            buf,
+            off,
+            rs,
+            cs,
+            rows,
+            cols,
+        }
+    }
+    fn get(&self, i: usize, j: usize) -> f64 {
+        self.buf[self.off + i * self.rs + j * self.cs].to_f64()
+    }
+    fn r(&self) -> MatRef<'_, T> {
+        MatRef {
+            data: &self.buf[self.off..],
+            rs: self.rs,
+            cs: self.cs,
+        }
+    }
+    fn w(&mut self) -> MatMut<'_, T> {
+        MatMut {
+            data: &mut self.buf[self.off..],
+            rs: self.rs,
+            cs: self.cs,
+        }
+    }
+    fn values(&self) -> Vec<T> {
+        let mut v = Vec::with_capacity(self.rows * self.cols);
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                v.push(self.buf[self.off + i * self.rs + j * self.cs]);
+            }
+        }
+        v
+    }
+}
+
+fn act_f64(act: Activation, x: f64) -> f64 {
+    match act.as_unary() {
+        Some(op) => crate::unary::apply(op, x),
+        None => x,
+    }
+}
+
+/// Runs one GEMM case on the active ISA and checks it against f64.
+#[allow(clippy::too_many_arguments)]
+fn check<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    lays: (Lay, Lay, Lay),
+    alpha: f64,
+    beta: f64,
+    bias: bool,
+    act: Activation,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let a = Mat::<T>::new(m, k, lays.0, &mut rng, f64::NAN);
+    let b = Mat::<T>::new(k, n, lays.1, &mut rng, f64::NAN);
+    let mut c = Mat::<T>::new(m, n, lays.2, &mut rng, f64::NAN);
+    if beta == 0.0 {
+        // C must be write-only: NaN there must not leak into the result.
+        for i in 0..m {
+            for j in 0..n {
+                let o = c.off + i * c.rs + j * c.cs;
+                c.buf[o] = T::from_f64(f64::NAN);
+            }
+        }
+    }
+    let c0: Vec<f64> = c.values().iter().map(|v| v.to_f64()).collect();
+    let bias_v: Vec<T> = (0..n).map(|_| T::from_f64(rng.uniform())).collect();
+    let epi = Epilogue {
+        bias: bias.then_some(&bias_v[..]),
+        act,
+    };
+    let untouched_before = c.buf[c.off - 1];
+    gemm(
+        m,
+        n,
+        k,
+        T::from_f64(alpha),
+        a.r(),
+        b.r(),
+        T::from_f64(beta),
+        c.w(),
+        epi,
+    );
+    let eps = if std::mem::size_of::<T>() == 4 {
+        2e-6
+    } else {
+        1e-14
+    };
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0;
+            let mut mag = 0.0;
+            for p in 0..k {
+                acc += a.get(i, p) * b.get(p, j);
+                mag += (a.get(i, p) * b.get(p, j)).abs();
+            }
+            let mut want = alpha * acc;
+            if beta != 0.0 {
+                want += beta * c0[i * n + j];
+                mag += (beta * c0[i * n + j]).abs();
+            }
+            if bias {
+                want += bias_v[j].to_f64();
+                mag += bias_v[j].to_f64().abs();
+            }
+            let want = act_f64(act, want);
+            let got = c.get(i, j);
+            let tol = eps * (mag * alpha.abs().max(1.0) + 1.0) * 4.0;
+            assert!(
+                (got - want).abs() <= tol,
+                "{}: m={m} n={n} k={k} {lays:?} alpha={alpha} beta={beta} bias={bias} {act:?}: \
+                 C[{i},{j}] = {got}, want {want}",
+                isa::active()
+            );
+        }
+    }
+    // Nothing outside C's elements was written.
+    assert!(c.buf[c.off - 1].to_f64().is_nan() && untouched_before.to_f64().is_nan());
+    if lays.2.is_strided() {
+        for i in 0..m {
+            for j in 0..n {
+                let o = c.off + i * c.rs + j * c.cs + 1;
+                assert!(
+                    c.buf[o].to_f64().is_nan(),
+                    "gap after C[{i},{j}] was written"
+                );
+            }
+        }
+    }
+}
+
+impl Lay {
+    fn is_strided(self) -> bool {
+        matches!(self, Lay::Strided)
+    }
+}
+
+const LAYS: [Lay; 3] = [Lay::Row, Lay::Col, Lay::Strided];
+
+fn on_every_isa(f: impl Fn()) {
+    for isa in isa::supported() {
+        isa::with(isa, &f).expect("supported ISA");
+    }
+}
+
+#[test]
+fn sampled_sizes_all_layouts_f32() {
+    // Sizes 0..=67 in each dimension, sampled (the full cube is 300k cases), always including
+    // the edges 0, 1 and sizes around the tile shapes.
+    let mut rng = Rng::new(7);
+    let mut sizes = vec![
+        (0, 5, 5),
+        (5, 0, 5),
+        (5, 5, 0),
+        (1, 1, 1),
+        (1, 67, 67),
+        (67, 1, 67),
+    ];
+    sizes.extend([
+        (67, 67, 1),
+        (6, 16, 1),
+        (7, 17, 3),
+        (12, 32, 64),
+        (67, 67, 67),
+        (2, 3, 4),
+    ]);
+    for _ in 0..22 {
+        sizes.push((rng.below(68), rng.below(68), rng.below(68)));
+    }
+    on_every_isa(|| {
+        for (t, &(m, n, k)) in sizes.iter().enumerate() {
+            for (l, lays) in LAYS
+                .iter()
+                .flat_map(|&a| {
+                    LAYS.iter()
+                        .flat_map(move |&b| LAYS.iter().map(move |&c| (a, b, c)))
+                })
+                .enumerate()
+            {
+                let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][(t + l) % 3];
+                check::<f32>(
+                    m,
+                    n,
+                    k,
+                    lays,
+                    alpha,
+                    beta,
+                    false,
+                    Activation::None,
+                    (t * 31 + l) as u64,
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn sampled_sizes_f64() {
+    on_every_isa(|| {
+        let mut rng = Rng::new(11);
+        for t in 0..24 {
+            let (m, n, k) = (rng.below(68), rng.below(68), rng.below(68));
+            let lays = (LAYS[t % 3], LAYS[(t / 3) % 3], LAYS[(t / 9) % 3]);
+            check::<f64>(
+                m,
+                n,
+                k,
+                lays,
+                1.5,
+                if t % 2 == 0 { 0.0 } else { -2.0 },
+                false,
+                Activation::None,
+                t as u64,
+            );
+        }
+    });
+}
+
+#[test]
+fn large_sizes_cross_every_block_boundary() {
+    // k > KC (two K slices, beta handling between them), m > MC, n > NC (f32 NC = 4080).
+    on_every_isa(|| {
+        check::<f32>(
+            301,
+            70,
+            530,
+            (Lay::Row, Lay::Row, Lay::Row),
+            1.0,
+            0.5,
+            true,
+            Activation::None,
+            1,
+        );
+        check::<f32>(
+            150,
+            40,
+            300,
+            (Lay::Col, Lay::Strided, Lay::Col),
+            -1.0,
+            0.0,
+            false,
+            Activation::None,
+            2,
+        );
+        check::<f32>(
+            7,
+            4100,
+            3,
+            (Lay::Row, Lay::Col, Lay::Row),
+            1.0,
+            1.0,
+            false,
+            Activation::None,
+            3,
+        );
+        check::<f64>(
+            130,
+            37,
+            270,
+            (Lay::Row, Lay::Col, Lay::Row),
+            1.0,
+            0.5,
+            true,
+            Activation::Tanh,
+            4,
+        );
+    });
+}
+
+#[test]
+fn scalars_alpha_beta() {
+    on_every_isa(|| {
+        for &(m, n, k) in &[(3, 4, 5), (40, 50, 60), (50, 1, 30), (1, 50, 30)] {
+            for &alpha in &[0.0, 1.0, 2.5] {
+                for &beta in &[0.0, 1.0, -0.3] {
+                    check::<f32>(
+                        m,
+                        n,
+                        k,
+                        (Lay::Row, Lay::Row, Lay::Row),
+                        alpha,
+                        beta,
+                        false,
+                        Activation::None,
+                        9,
+                    );
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn every_epilogue() {
+    let acts = [
+        Activation::None,
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Gelu,
+    ];
+    on_every_isa(|| {
+        for act in acts {
+            // small path, packed path, gemv path, m = 1 path; C row-major and strided
+            for &(m, n, k) in &[(10, 10, 10), (70, 45, 33), (64, 1, 40), (1, 33, 20)] {
+                for &lc in &[Lay::Row, Lay::Strided] {
+                    check::<f32>(m, n, k, (Lay::Row, Lay::Col, lc), 1.0, 0.0, true, act, 5);
+                    check::<f32>(m, n, k, (Lay::Row, Lay::Row, lc), 0.5, 1.0, false, act, 6);
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn gemv_layouts() {
+    on_every_isa(|| {
+        for lays in [
+            (Lay::Row, Lay::Row, Lay::Row),
+            (Lay::Col, Lay::Col, Lay::Col),
+            (Lay::Strided, Lay::Strided, Lay::Strided),
+        ] {
+            check::<f32>(300, 1, 257, lays, 1.0, 0.0, true, Activation::Sigmoid, 12);
+            check::<f32>(1, 300, 257, lays, 1.0, 1.0, true, Activation::None, 13);
+            check::<f64>(130, 1, 70, lays, -1.0, 0.5, false, Activation::None, 14);
+        }
+    });
+}
+
+/// A·I = A exactly, for each microkernel, with unit-stride and strided tile stores.
+#[test]
+fn microkernel_identity_product() {
+    fn run<T: Float>(kern: Kernel<T>) {
+        let (mr, nr) = (kern.mr, kern.nr);
+        let kc = nr;
+        let mut rng = Rng::new(3);
+        let a: Vec<T> = (0..mr * kc).map(|_| T::from_f64(rng.uniform())).collect(); // packed: step p holds column p
+        let mut eye = vec![T::ZERO; kc * nr];
+        for p in 0..kc {
+            eye[p * nr + p] = T::ONE;
+        }
+        for &(rs, cs) in &[(nr, 1), (1, mr)] {
+            let mut c = vec![T::from_f64(f64::NAN); mr * nr];
+            // SAFETY: a and eye hold kc*mr and kc*nr values; c holds the whole tile either way.
+            unsafe {
+                (kern.ukr)(
+                    kc,
+                    T::ONE,
+                    a.as_ptr(),
+                    eye.as_ptr(),
+                    T::ZERO,
+                    c.as_mut_ptr(),
+                    rs,
+                    cs,
+                )
+            };
+            for i in 0..mr {
+                for j in 0..nr {
+                    assert_eq!(c[i * rs + j * cs], a[j * mr + i], "{kern:?} tile ({i},{j})");
+                }
+            }
+            // beta = 1 adds the same product again: exactly 2A.
+            // SAFETY: as above.
+            unsafe {
+                (kern.ukr)(
+                    kc,
+                    T::ONE,
+                    a.as_ptr(),
+                    eye.as_ptr(),
+                    T::ONE,
+                    c.as_mut_ptr(),
+                    rs,
+                    cs,
+                )
+            };
+            for i in 0..mr {
+                for j in 0..nr {
+                    assert_eq!(c[i * rs + j * cs], a[j * mr + i] + a[j * mr + i]);
+                }
+            }
+        }
+    }
+    for isa in isa::supported() {
+        run(kernel::kernel_f32(isa));
+        run(kernel::kernel_f64(isa));
+        assert_eq!(kernel::kernel_f32(isa).isa, isa);
+    }
+}
+
+fn run_in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+        .install(f)
+}
+
+#[test]
+fn bit_identical_for_any_thread_count() {
+    let mut rng = Rng::new(21);
+    for &(m, n, k) in &[
+        (200, 300, 150),
+        (97, 500, 260),
+        (3000, 1, 400),
+        (1, 3000, 400),
+        (20, 700, 100),
+    ] {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.uniform() as f32).collect();
+        let bias: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
+        for isa in isa::supported() {
+            let go = |threads: usize| {
+                run_in_pool(threads, || {
+                    isa::with(isa, || {
+                        let mut c = vec![0.0f32; m * n];
+                        gemm(
+                            m,
+                            n,
+                            k,
+                            1.0,
+                            MatRef {
+                                data: &a,
+                                rs: k,
+                                cs: 1,
+                            },
+                            MatRef {
+                                data: &b,
+                                rs: 1,
+                                cs: k,
+                            },
+                            0.0,
+                            MatMut {
+                                data: &mut c,
+                                rs: n,
+                                cs: 1,
+                            },
+                            Epilogue {
+                                bias: Some(&bias),
+                                act: Activation::Gelu,
+                            },
+                        );
+                        c
+                    })
+                    .expect("supported")
+                })
+            };
+            let one = go(1);
+            for threads in [2, 3] {
+                let many = go(threads);
+                assert!(
+                    one.iter()
+                        .zip(&many)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{isa}: {m}x{n}x{k} differs between 1 and {threads} threads"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn isa_paths_really_differ_in_kernel() {
+    // Guards against a dispatch bug that silently runs one path for both.
+    if Isa::Avx2.is_supported() {
+        assert_eq!(kernel::kernel_f32(Isa::Avx2).nr, 16);
+    }
+    assert_eq!(kernel::kernel_f32(Isa::Portable).nr, 8);
+}
+
+#[test]
+fn identity_product() {
+    let a: Vec<f32> = (0..12).map(|v| v as f32).collect(); // 3x4
+    let mut eye = vec![0.0f32; 16];
+    for i in 0..4 {
+        eye[i * 5] = 1.0;
+    }
+    let mut c = vec![f32::NAN; 12];
+    gemm(
+        3,
+        4,
+        4,
+        1.0,
+        MatRef {
+            data: &a,
+            rs: 4,
+            cs: 1,
+        },
+        MatRef {
+            data: &eye,
+            rs: 4,
+            cs: 1,
+        },
+        0.0,
+        MatMut {
+            data: &mut c,
+            rs: 4,
+            cs: 1,
+        },
+        Epilogue::default(),
+    );
+    assert_eq!(c, a);
+}

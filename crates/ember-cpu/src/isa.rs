@@ -1,0 +1,200 @@
+//! Run-time choice of the instruction set the hot kernels use.
+//!
+//! A backend library is built by its users without special flags, so ember never relies on
+//! compile-time CPU features. Each hot kernel has a variant compiled with
+//! `#[target_feature(enable = "avx2,fma")]` and a portable variant, and [`active`] says which one
+//! runs. The choice is made once per process: from the `EMBER_CPU_ISA` environment variable
+//! (`avx2` or `portable`) when it is set, otherwise from `is_x86_feature_detected!`.
+//!
+//! Tests and benchmarks can change it: [`force`] for the whole process, [`with`] for the calls
+//! made by one closure on the current thread (every kernel reads the ISA once on entry, on the
+//! calling thread, and hands it to its workers, so a scoped override also covers the parallel
+//! parts of that call).
+//!
+//! There is no AVX-512 path: the development machine has none, and a kernel that cannot be run
+//! and tested here is not shipped.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// An instruction-set family a kernel can be compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// x86-64 with AVX2 and FMA (256-bit vectors, fused multiply-add).
+    Avx2,
+    /// Plain Rust compiled for the target's baseline (SSE2 on x86-64); runs everywhere.
+    Portable,
+}
+
+impl Isa {
+    /// The lowercase name used by `EMBER_CPU_ISA`, `ember bench --isa` and `ember info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    /// Parses a name as written by [`Isa::name`] (case-insensitive).
+    pub fn parse(s: &str) -> Option<Isa> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "avx2" => Some(Isa::Avx2),
+            "portable" => Some(Isa::Portable),
+            _ => None,
+        }
+    }
+
+    /// True when this CPU can run code compiled for `self`.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            Isa::Avx2 => avx2_fma_detected(),
+        }
+    }
+
+    /// Width of one vector register in bytes for this path (for peak estimates and reports).
+    pub fn vector_bytes(self) -> usize {
+        match self {
+            Isa::Avx2 => 32,
+            Isa::Portable => 16,
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Returned by [`force`] and [`with`] when the CPU cannot run the requested path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsupportedIsa(pub Isa);
+
+impl fmt::Display for UnsupportedIsa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "this CPU cannot run the {} kernels", self.0)
+    }
+}
+
+impl std::error::Error for UnsupportedIsa {}
+
+/// True when the CPU has both AVX2 and FMA.
+pub fn avx2_fma_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The best path this CPU supports, ignoring any override.
+pub fn detected() -> Isa {
+    if avx2_fma_detected() {
+        Isa::Avx2
+    } else {
+        Isa::Portable
+    }
+}
+
+const UNSET: u8 = 0;
+const AVX2: u8 = 1;
+const PORTABLE: u8 = 2;
+
+static GLOBAL: AtomicU8 = AtomicU8::new(UNSET);
+
+thread_local! {
+    static SCOPED: Cell<Option<Isa>> = const { Cell::new(None) };
+}
+
+fn encode(isa: Isa) -> u8 {
+    match isa {
+        Isa::Avx2 => AVX2,
+        Isa::Portable => PORTABLE,
+    }
+}
+
+/// The process-wide choice: `EMBER_CPU_ISA` if set and supported, else [`detected`].
+fn initial() -> Isa {
+    match std::env::var("EMBER_CPU_ISA")
+        .ok()
+        .and_then(|s| Isa::parse(&s))
+    {
+        Some(isa) if isa.is_supported() => isa,
+        _ => detected(),
+    }
+}
+
+/// The path kernels called from this thread use now.
+#[inline]
+pub fn active() -> Isa {
+    if let Some(isa) = SCOPED.with(Cell::get) {
+        return isa;
+    }
+    match GLOBAL.load(Ordering::Relaxed) {
+        AVX2 => Isa::Avx2,
+        PORTABLE => Isa::Portable,
+        _ => {
+            let isa = initial();
+            GLOBAL.store(encode(isa), Ordering::Relaxed);
+            isa
+        }
+    }
+}
+
+/// Makes every later kernel call in this process use `isa` (unless a [`with`] scope overrides it).
+pub fn force(isa: Isa) -> Result<(), UnsupportedIsa> {
+    if !isa.is_supported() {
+        return Err(UnsupportedIsa(isa));
+    }
+    GLOBAL.store(encode(isa), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Runs `f` with kernels called from this thread using `isa`, then restores the previous choice.
+pub fn with<R>(isa: Isa, f: impl FnOnce() -> R) -> Result<R, UnsupportedIsa> {
+    if !isa.is_supported() {
+        return Err(UnsupportedIsa(isa));
+    }
+    struct Restore(Option<Isa>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SCOPED.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SCOPED.with(|s| s.replace(Some(isa))));
+    Ok(f())
+}
+
+/// Every path this CPU can run, best first (tests iterate over it).
+pub fn supported() -> Vec<Isa> {
+    [Isa::Avx2, Isa::Portable]
+        .into_iter()
+        .filter(|i| i.is_supported())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_override_restores() {
+        let before = active();
+        let inside = with(Isa::Portable, active).expect("portable always runs");
+        assert_eq!(inside, Isa::Portable);
+        assert_eq!(active(), before);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for isa in [Isa::Avx2, Isa::Portable] {
+            assert_eq!(Isa::parse(isa.name()), Some(isa));
+        }
+        assert_eq!(Isa::parse("avx512"), None);
+    }
+}
