@@ -14,7 +14,7 @@ fn main() -> ember_nn::Result<()> {
     let epochs: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(10);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
     let (x_train, y_train) = load_mnist(
         &dir.join("train-images-idx3-ubyte.gz"),

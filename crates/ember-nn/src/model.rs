@@ -350,15 +350,16 @@ impl Model {
                 order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch)));
             }
             let (mut loss_sum, mut outs, mut labels, mut cols) = (0.0, Vec::new(), Vec::new(), 1);
+            // Gather the epoch's shuffled rows once; each batch is then a cheap view of them.
+            let (x_epoch, y_epoch) = if cfg.shuffle {
+                (gather_rows(&x_train, &order)?, gather_rows(&y_train, &order)?)
+            } else {
+                (x_train.clone(), y_train.clone())
+            };
             for (b, ids) in order.chunks(cfg.batch_size).enumerate() {
-                let (xb, yb) = if cfg.shuffle {
-                    (gather_rows(&x_train, ids)?, gather_rows(&y_train, ids)?)
-                } else {
-                    (
-                        rows(&x_train, ids[0], ids.len())?,
-                        rows(&y_train, ids[0], ids.len())?,
-                    )
-                };
+                let start = b * cfg.batch_size;
+                let xb = rows(&x_epoch, start, ids.len())?;
+                let yb = rows(&y_epoch, start, ids.len())?;
                 let (loss, out) = self.train_step(&xb, &yb)?;
                 loss_sum += loss * ids.len() as f64;
                 if !self.metrics.is_empty() {
