@@ -352,7 +352,10 @@ impl Model {
             let (mut loss_sum, mut outs, mut labels, mut cols) = (0.0, Vec::new(), Vec::new(), 1);
             // Gather the epoch's shuffled rows once; each batch is then a cheap view of them.
             let (x_epoch, y_epoch) = if cfg.shuffle {
-                (gather_rows(&x_train, &order)?, gather_rows(&y_train, &order)?)
+                (
+                    gather_rows(&x_train, &order)?,
+                    gather_rows(&y_train, &order)?,
+                )
             } else {
                 (x_train.clone(), y_train.clone())
             };
