@@ -269,6 +269,9 @@ impl Module for Dense {
     }
 }
 
+/// PyTorch's name for a fully connected layer; the same type as [`Dense`].
+pub type Linear = Dense;
+
 /// Which function an [`ActivationLayer`] applies.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ActivationKind {

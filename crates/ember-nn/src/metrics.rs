@@ -79,11 +79,11 @@ fn class_id(label: f64) -> usize {
     }
 }
 
-/// The predicted class of each row: `p >= 0.5` for one column, the argmax (first on ties)
+/// The predicted class of each row: `p > 0.5` for one column (as Keras thresholds), the argmax (first on ties)
 /// otherwise.
 pub fn predicted_classes(scores: &[f64], cols: usize) -> Vec<usize> {
     if cols <= 1 {
-        return scores.iter().map(|&p| usize::from(p >= 0.5)).collect();
+        return scores.iter().map(|&p| usize::from(p > 0.5)).collect();
     }
     scores
         .chunks(cols)
@@ -99,9 +99,8 @@ pub fn predicted_classes(scores: &[f64], cols: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Fraction of `probs[i] >= threshold` that agree with `labels[i] == 1` (Keras's
-/// `binary_accuracy`, which uses `>`; a probability exactly at the threshold counts as class 1
-/// here, as `round` does). Returns 0 for empty input.
+/// Fraction of rows where `probs[i] > threshold` agrees with `labels[i] == 1` (Keras's
+/// `binary_accuracy`, which also uses a strict `>`). Returns 0 for empty input.
 pub fn binary_accuracy(probs: &[f64], labels: &[f64], threshold: f64) -> f64 {
     if probs.is_empty() {
         return 0.0;
@@ -109,7 +108,7 @@ pub fn binary_accuracy(probs: &[f64], labels: &[f64], threshold: f64) -> f64 {
     let hits = probs
         .iter()
         .zip(labels)
-        .filter(|&(&p, &l)| (p >= threshold) == (l >= 0.5))
+        .filter(|&(&p, &l)| (p > threshold) == (l >= 0.5))
         .count();
     hits as f64 / probs.len() as f64
 }
@@ -253,9 +252,10 @@ mod tests {
 
     #[test]
     fn accuracies() {
+        // 0.5 is not above the threshold, so it predicts class 0 (a miss here), as in Keras.
         assert_eq!(
             binary_accuracy(&[0.9, 0.4, 0.5, 0.1], &[1.0, 1.0, 1.0, 0.0], 0.5),
-            0.75
+            0.5
         );
         assert_eq!(
             categorical_accuracy(&[0.1, 0.9, 0.8, 0.2, 0.3, 0.7], 2, &[1.0, 0.0, 0.0]),
