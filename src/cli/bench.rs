@@ -1,10 +1,424 @@
-//! `ember bench` (being built; see its issue).
+//! `ember bench`: the kernel lab. Times ember's CPU kernels and prints each result beside the
+//! machine's peak, measured on the spot in the same process.
+//!
+//! Cases: `gemm` (GFLOP/s vs the FMA peak of the chosen ISA × threads), `elementwise` and
+//! `loss` (GB/s vs the measured copy bandwidth), `mlp` (a full training step: forward, backward,
+//! Adam), `peak` (the yardsticks themselves) and `all`. Timing follows the peer scripts'
+//! protocol (`shared/peers/sgemm_py.py`): warm up, repeat each call until one sample takes at
+//! least 2 ms, sample until `--min-time` has passed (at least 5 samples), report the median.
+//! `--json` prints one object per case so scripts can line ember up with other libraries.
+
+use ember_cpu::isa::{self, Isa};
+use serde_json::{Value, json};
+use std::time::Instant;
+
+/// Which benchmark family to run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    /// Matrix multiply (square sizes and the MLP shapes).
+    Gemm,
+    /// Activations over large contiguous f32 buffers.
+    Elementwise,
+    /// Softmax rows and fused BCE forward + backward.
+    Loss,
+    /// FMA throughput per ISA and memory copy bandwidth.
+    Peak,
+    /// One full training step (forward, backward, Adam) of the seed model and of 784-512-512-1.
+    Mlp,
+    /// Everything above.
+    All,
+}
 
 /// Arguments of `ember bench`.
-#[derive(clap::Args)]
-pub struct BenchArgs {}
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// What to benchmark.
+    #[arg(value_enum, default_value = "all")]
+    pub case: Case,
+    /// rayon threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Sizes: for gemm `N` (square) or `MxKxN`; for elementwise element counts (`16M` allowed).
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Vec<String>,
+    /// Kernel path: avx2 or portable (default: the best this CPU runs).
+    #[arg(long)]
+    pub isa: Option<String>,
+    /// Print one JSON object per case instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Seconds of sampling per case.
+    #[arg(long, default_value_t = 0.5)]
+    pub min_time: f64,
+}
 
 /// Runs `ember bench`.
-pub fn run(_args: BenchArgs) -> Result<(), String> {
-    Err("ember bench is not built yet".into())
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    match args.device.as_str() {
+        "cpu" => {}
+        "cuda" => return Err("CUDA benchmarks: see ember-cuda".into()),
+        other => {
+            return Err(format!(
+                "bench: unknown device '{other}' (expected cpu or cuda)"
+            ));
+        }
+    }
+    let isa = match &args.isa {
+        None => isa::active(),
+        Some(s) => {
+            let isa = Isa::parse(s).ok_or_else(|| {
+                format!("bench: unknown ISA '{s}' (expected avx2 or portable; ember has no AVX-512 path)")
+            })?;
+            if !isa.is_supported() {
+                return Err(format!("bench: this CPU cannot run the {isa} kernels"));
+            }
+            isa
+        }
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(rayon::current_num_threads)
+        .max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| format!("bench: cannot start {threads} threads: {e}"))?;
+    let out = Out { json: args.json };
+    pool.install(|| {
+        isa::with(isa, || run_cases(&args, isa, threads, &out))
+            .map_err(|e| format!("bench: {e}"))?
+    })
+}
+
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn emit(&self, v: Value, text: String) {
+        if self.json {
+            println!("{v}");
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+/// The yardsticks, measured once per run.
+struct Peak {
+    /// f32 GFLOP/s of the chosen ISA on all `threads` threads.
+    gflops: f64,
+    /// Copy bandwidth on all threads, GB/s (read + write bytes).
+    copy_gbs: f64,
+}
+
+fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<(), String> {
+    let want = |c: Case| args.case == c || args.case == Case::All;
+    if !out.json {
+        println!(
+            "ember bench: isa {isa}, {threads} thread(s), median of samples over {:.1} s per case",
+            args.min_time
+        );
+    }
+    let peak = measure_peak(isa, threads, args.min_time.min(0.5), out, want(Case::Peak));
+    if want(Case::Gemm) {
+        bench_gemm(args, isa, threads, &peak, out)?;
+    }
+    if want(Case::Elementwise) {
+        bench_elementwise(args, isa, threads, &peak, out)?;
+    }
+    if want(Case::Loss) {
+        bench_loss(args, isa, threads, &peak, out);
+    }
+    if want(Case::Mlp) {
+        mlp::run(threads, args.min_time, out)?;
+    }
+    Ok(())
+}
+
+/// Median seconds per call of `f` (see the module docs for the protocol).
+pub(crate) fn time_it(min_time: f64, f: impl FnMut()) -> f64 {
+    time_stats(min_time, f).0
+}
+
+/// (median, fastest) seconds per call of `f`.
+pub(crate) fn time_stats(min_time: f64, mut f: impl FnMut()) -> (f64, f64) {
+    let t0 = Instant::now();
+    let mut calls = 0u32;
+    while calls < 3 || (t0.elapsed().as_secs_f64() < 0.05 && calls < 1000) {
+        f();
+        calls += 1;
+    }
+    let per = t0.elapsed().as_secs_f64() / calls as f64;
+    let inner = ((0.002 / per).ceil() as usize).max(1);
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 5 || (start.elapsed().as_secs_f64() < min_time && samples.len() < 300) {
+        let t = Instant::now();
+        for _ in 0..inner {
+            f();
+        }
+        samples.push(t.elapsed().as_secs_f64() / inner as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    (samples[samples.len() / 2], samples[0])
+}
+
+fn measure_peak(isa: Isa, threads: usize, min_time: f64, out: &Out, print: bool) -> Peak {
+    use rayon::prelude::*;
+    const ITERS: u64 = 200_000;
+    let mut per_isa = Vec::new();
+    let candidates: Vec<Isa> = if print { isa::supported() } else { vec![isa] };
+    for cand in candidates {
+        let t = time_it(min_time, || {
+            (0..threads).into_par_iter().for_each(|_| {
+                ember_cpu::peak::fma_flops(cand, ITERS);
+            })
+        });
+        let per_call = threads as f64 * ember_cpu::peak::fma_flops_per_call(cand, ITERS);
+        let gflops = per_call / t / 1e9;
+        if print {
+            out.emit(
+                json!({"bench":"peak","kind":"fma_f32","isa":cand.name(),"threads":threads,"gflops":round(gflops)}),
+                format!("peak  fma f32 {:<9} {threads} thr  {gflops:8.1} GFLOP/s", cand.name()),
+            );
+        }
+        per_isa.push((cand, gflops));
+    }
+    let n = 32 << 20; // 32 Mi f32 = 128 MiB per buffer, far beyond L3
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let mut bytes = 0.0;
+    let t = time_it(min_time, || {
+        bytes = ember_cpu::peak::copy_bytes(&src, &mut dst)
+    });
+    let copy_gbs = bytes / t / 1e9;
+    if print {
+        out.emit(
+            json!({"bench":"peak","kind":"copy","bytes":bytes,"threads":threads,"gbs":round(copy_gbs)}),
+            format!("peak  copy 128 MiB       {threads} thr  {copy_gbs:8.1} GB/s (read + write)"),
+        );
+    }
+    let gflops = per_isa
+        .iter()
+        .find(|(i, _)| *i == isa)
+        .map_or(f64::NAN, |p| p.1);
+    Peak { gflops, copy_gbs }
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('M') | Some('m') => (&s[..s.len() - 1], 1 << 20),
+        Some('K') | Some('k') => (&s[..s.len() - 1], 1 << 10),
+        _ => (s, 1),
+    };
+    num.parse::<usize>()
+        .map(|v| v * mul)
+        .map_err(|_| format!("bench: cannot read size '{s}'"))
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
+    let v: Vec<usize> = s.split('x').map(parse_count).collect::<Result<_, _>>()?;
+    match v[..] {
+        [n] => Ok((n, n, n)),
+        [m, k, n] => Ok((m, k, n)),
+        _ => Err(format!("bench: gemm size '{s}' is neither N nor MxKxN")),
+    }
+}
+
+fn bench_gemm(
+    args: &BenchArgs,
+    isa: Isa,
+    threads: usize,
+    peak: &Peak,
+    out: &Out,
+) -> Result<(), String> {
+    use ember_cpu::gemm::{Epilogue, MatMut, MatRef, gemm};
+    let shapes: Vec<(usize, usize, usize)> = if args.sizes.is_empty() || args.case == Case::All {
+        [
+            "64",
+            "128",
+            "256",
+            "512",
+            "1024",
+            "2048",
+            "256x784x512",
+            "256x512x512",
+            "256x512x1",
+            "10x10x10",
+            "10x10x5",
+            "10x5x1",
+        ]
+        .iter()
+        .map(|s| parse_shape(s))
+        .collect::<Result<_, _>>()?
+    } else {
+        args.sizes
+            .iter()
+            .map(|s| parse_shape(s))
+            .collect::<Result<_, _>>()?
+    };
+    for (m, k, n) in shapes {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 + 3) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 + 1) % 11) as f32 * 0.1 - 0.5)
+            .collect();
+        let mut c = vec![0.0f32; m * n];
+        let (t, t_min) = time_stats(args.min_time, || {
+            gemm(
+                m,
+                n,
+                k,
+                1.0,
+                MatRef {
+                    data: &a,
+                    rs: k,
+                    cs: 1,
+                },
+                MatRef {
+                    data: &b,
+                    rs: n,
+                    cs: 1,
+                },
+                0.0,
+                MatMut {
+                    data: &mut c,
+                    rs: n,
+                    cs: 1,
+                },
+                Epilogue::default(),
+            )
+        });
+        let gflops = 2.0 * (m * n * k) as f64 / t / 1e9;
+        let pct = 100.0 * gflops / peak.gflops;
+        out.emit(
+            json!({"bench":"gemm","m":m,"n":n,"k":k,"threads":threads,"isa":isa.name(),
+                   "gflops":round(gflops),"pct_peak":round(pct),"t_med_s":t,
+                   "gflops_best":round(2.0 * (m * n * k) as f64 / t_min / 1e9)}),
+            format!(
+                "gemm  {m:>5}x{k:>5}x{n:>5} (MxKxN)  {:>10.1} us  {gflops:8.1} GFLOP/s  {pct:5.1}% of peak  (best {:.1})",
+                t * 1e6,
+                2.0 * (m * n * k) as f64 / t_min / 1e9
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn bench_elementwise(
+    args: &BenchArgs,
+    isa: Isa,
+    threads: usize,
+    peak: &Peak,
+    out: &Out,
+) -> Result<(), String> {
+    use ember_cpu::Strided;
+    use ember_cpu::unary::{UnaryOp, unary};
+    let sizes: Vec<usize> = if args.sizes.is_empty() || args.case != Case::Elementwise {
+        vec![1 << 20, 16 << 20]
+    } else {
+        args.sizes
+            .iter()
+            .map(|s| parse_count(s))
+            .collect::<Result<_, _>>()?
+    };
+    let ops = [
+        ("relu", UnaryOp::Relu),
+        ("leaky_relu", UnaryOp::LeakyRelu(0.01)),
+        ("sigmoid", UnaryOp::Sigmoid),
+        ("tanh", UnaryOp::Tanh),
+        ("gelu", UnaryOp::GeluTanh),
+        ("softplus", UnaryOp::Softplus),
+        ("exp", UnaryOp::Exp),
+        ("log", UnaryOp::Log),
+    ];
+    for n in sizes {
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i % 1000) as f32) * 0.01 - 4.0 + 1e-3)
+            .collect();
+        let xpos: Vec<f32> = x.iter().map(|v| v.abs() + 0.01).collect();
+        let mut y = vec![0.0f32; n];
+        let shape = [n];
+        let strides = [1];
+        for (name, op) in ops {
+            let input = if op == UnaryOp::Log { &xpos } else { &x };
+            let t = time_it(args.min_time, || {
+                unary(op, input, Strided::new(&shape, &strides, 0), &mut y)
+            });
+            let gbs = (n * 8) as f64 / t / 1e9;
+            let pct = 100.0 * gbs / peak.copy_gbs;
+            out.emit(
+                json!({"bench":"elementwise","op":name,"n":n,"threads":threads,"isa":isa.name(),
+                       "gbs":round(gbs),"pct_copy_bw":round(pct),"t_med_s":t}),
+                format!(
+                    "elem  {name:<10} n={n:>9}  {:>10.1} us  {gbs:7.1} GB/s  {pct:5.1}% of copy bandwidth",
+                    t * 1e6
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_loss(args: &BenchArgs, isa: Isa, threads: usize, peak: &Peak, out: &Out) {
+    use ember_cpu::loss::{bce_logits_grad, bce_logits_sum};
+    use ember_cpu::reduce::softmax_rows;
+    for &(rows, cols) in &[(256usize, 1000usize), (4096, 4096)] {
+        let n = rows * cols;
+        let x: Vec<f32> = (0..n).map(|i| ((i % 977) as f32) * 0.01 - 5.0).collect();
+        let mut y = vec![0.0f32; n];
+        let t = time_it(args.min_time, || softmax_rows(&x, cols, &mut y, false));
+        let gbs = (n * 8) as f64 / t / 1e9;
+        out.emit(
+            json!({"bench":"softmax","rows":rows,"cols":cols,"threads":threads,"isa":isa.name(),
+                   "gbs":round(gbs),"pct_copy_bw":round(100.0 * gbs / peak.copy_gbs),"t_med_s":t}),
+            format!(
+                "loss  softmax {rows}x{cols}  {:>10.1} us  {gbs:7.1} GB/s  {:5.1}% of copy bandwidth",
+                t * 1e6,
+                100.0 * gbs / peak.copy_gbs
+            ),
+        );
+    }
+    for &n in &[256usize, 1 << 20, 16 << 20] {
+        let x: Vec<f32> = (0..n).map(|i| ((i % 977) as f32) * 0.01 - 5.0).collect();
+        let y: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+        let mut dx = vec![0.0f32; n];
+        let mut s = 0.0;
+        let t = time_it(args.min_time, || {
+            s += bce_logits_sum(&x, &y);
+            bce_logits_grad(&x, &y, 1.0 / n as f64, &mut dx);
+        });
+        std::hint::black_box(s);
+        // Forward reads x, y; backward reads x, y and writes dx.
+        let gbs = (n * 20) as f64 / t / 1e9;
+        out.emit(
+            json!({"bench":"bce_logits","n":n,"threads":threads,"isa":isa.name(),
+                   "gbs":round(gbs),"pct_copy_bw":round(100.0 * gbs / peak.copy_gbs),"t_med_s":t}),
+            format!(
+                "loss  bce_logits fwd+bwd n={n:>9}  {:>10.1} us  {gbs:7.1} GB/s  {:5.1}% of copy bandwidth",
+                t * 1e6,
+                100.0 * gbs / peak.copy_gbs
+            ),
+        );
+    }
+}
+
+/// The `mlp` case: one training step of a dense network on ember-core's public API.
+mod mlp {
+    use super::Out;
+
+    /// Runs the training-step benchmarks.
+    pub(super) fn run(_threads: usize, _min_time: f64, _out: &Out) -> Result<(), String> {
+        Err("bench mlp: needs ember-core's tensor API, not merged into this build yet".into())
+    }
 }

@@ -1,6 +1,82 @@
-//! `ember info` (being built; see its issue).
+//! `ember info`: what this machine offers and which kernel path ember chose for each op family.
+//!
+//! Reads the CPU model from `/proc/cpuinfo` where it exists (Linux) and says "unknown"
+//! elsewhere; ISA extensions come from the same run-time detection the kernels use.
+
+use ember_cpu::isa::{self, Isa};
 
 /// Runs `ember info`.
 pub fn run() -> Result<(), String> {
-    Err("ember info is not built yet".into())
+    let model = cpu_model().unwrap_or_else(|| "unknown".into());
+    println!("cpu:      {model}");
+    println!(
+        "cores:    {} logical",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("isa:      {}", extensions().join(" "));
+    if let Ok(v) = std::env::var("EMBER_CPU_ISA") {
+        println!("override: EMBER_CPU_ISA={v}");
+    }
+    let active = isa::active();
+    println!("kernels:  (chosen at run time; AVX-512 path absent: not built, see BENCHMARKS.md)");
+    for (family, what) in paths(active) {
+        println!("  {family:<12} {what}");
+    }
+    println!(
+        "threads:  {} (rayon; set RAYON_NUM_THREADS to change)",
+        rayon::current_num_threads()
+    );
+    Ok(())
+}
+
+/// The kernel path per op family for `isa`.
+fn paths(isa: Isa) -> Vec<(&'static str, String)> {
+    let k32 = ember_cpu::gemm::kernel::kernel_f32(isa);
+    let k64 = ember_cpu::gemm::kernel::kernel_f64(isa);
+    let simd = match isa {
+        Isa::Avx2 => "avx2+fma, 8 x f32 lanes",
+        Isa::Portable => "portable (baseline SSE2 on x86-64)",
+    };
+    vec![
+        (
+            "gemm",
+            format!(
+                "{} microkernel f32 {}x{} / f64 {}x{}, MC {} KC {} NC {} (f32)",
+                k32.isa, k32.mr, k32.nr, k64.mr, k64.nr, k32.mc, k32.kc, k32.nc
+            ),
+        ),
+        ("elementwise", simd.to_string()),
+        ("reductions", simd.to_string()),
+        ("losses", simd.to_string()),
+        ("optimizers", simd.to_string()),
+    ]
+}
+
+fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+fn extensions() -> Vec<&'static str> {
+    let mut found = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$(
+                if is_x86_feature_detected!($f) {
+                    found.push($f);
+                }
+            )*};
+        }
+        probe!(
+            "sse2", "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl"
+        );
+    }
+    if found.is_empty() {
+        found.push("none detected");
+    }
+    found
 }

@@ -342,26 +342,10 @@ fn matmul_typed<T: Float>(
     }
     let (ars, acs) = (al.strides()[nb], al.strides()[nb + 1]);
     let (brs, bcs) = (bl.strides()[nb], bl.strides()[nb + 1]);
-    let mut idx = vec![0usize; nb];
     for (bi, c) in out.chunks_exact_mut(m * n).enumerate() {
         // Offsets of this batch's matrices (batch strides may be 0 for broadcast operands).
-        let mut rem = bi;
-        for d in (0..nb).rev() {
-            idx[d] = rem % spec.batch[d];
-            rem /= spec.batch[d];
-        }
-        let aoff = al.offset()
-            + idx
-                .iter()
-                .zip(al.strides())
-                .map(|(i, s)| i * s)
-                .sum::<usize>();
-        let boff = bl.offset()
-            + idx
-                .iter()
-                .zip(bl.strides())
-                .map(|(i, s)| i * s)
-                .sum::<usize>();
+        let aoff = al.batch_offset(spec.batch, bi);
+        let boff = bl.batch_offset(spec.batch, bi);
         // With k == 0 the operands may be empty; the product is then all zeros plus epilogue.
         let a_data = if k == 0 { &a[..0] } else { &a[aoff..] };
         let b_data = if k == 0 { &b[..0] } else { &b[boff..] };

@@ -1,20 +1,25 @@
 //! Reverse-mode automatic differentiation: the backward walk and one rule per primitive op.
 //!
+//! The walk takes each recorded op out of its node as it goes (unless asked to retain the
+//! graph), so the graph is freed as soon as backward is done with it, even if the caller keeps
+//! the loss tensor alive.
+//!
 //! `backward` sorts the recorded graph topologically (inputs before outputs), seeds the output's
 //! gradient, and visits nodes from the output back, asking each node's rule for its inputs'
 //! gradients and adding them into a store keyed by tensor id. Contributions to a tensor used
 //! twice are summed, which is all "diamonds" and reuse need. Rules run under `no_grad`, so they
-//! build no graph of their own (gradients are first order), and nothing here keeps the graph
-//! alive: once the caller drops the output, the whole graph is freed.
+//! build no graph of their own (gradients are first order).
 //!
 //! Every rule is a few lines of tensor ops, written as its vector-Jacobian product: given the
 //! gradient `g` of the output `y`, return the gradient of each input.
 
 use crate::backend;
+use crate::cuda_backend;
 use crate::error::{Error, Result};
 use crate::grad_mode::NoGradGuard;
 use crate::op::Op;
-use crate::tensor::{Tensor, TensorId};
+use crate::storage::StorageData;
+use crate::tensor::{GraphState, Tensor, TensorId};
 use ember_cpu::binary::BinaryOp;
 use ember_cpu::gemm::Activation;
 use ember_cpu::unary::UnaryOp;
@@ -61,49 +66,96 @@ impl GradStore {
     }
 }
 
-/// Nodes reachable from `root` through recorded ops, each after all of its inputs.
-fn topo_order(root: &Tensor) -> Vec<Tensor> {
+/// Nodes reachable from `root` through recorded ops, each after all of its inputs, with their
+/// ops. With `retain == false` the ops are taken out of the nodes, which frees the graph as soon
+/// as this walk's list is dropped; a node found already consumed is an error, not a silent zero.
+fn topo_order(root: &Tensor, retain: bool) -> Result<Vec<(Tensor, Op)>> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     // Iterative post-order DFS (deep graphs must not overflow the stack).
-    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
-    while let Some((t, expanded)) = stack.pop() {
-        if expanded {
-            order.push(t);
+    let mut stack: Vec<(Tensor, Option<Op>)> = vec![(root.clone(), None)];
+    while let Some((t, op)) = stack.pop() {
+        if let Some(op) = op {
+            order.push((t, op));
             continue;
         }
         if !seen.insert(t.id()) {
             continue;
         }
-        stack.push((t.clone(), true));
-        if let Some(op) = t.op() {
+        let op = {
+            let mut state = t.graph_state();
+            match &*state {
+                GraphState::Leaf => None,
+                GraphState::Consumed => {
+                    return Err(Error::invalid(
+                        "backward",
+                        format!(
+                            "the graph through a tensor of shape {:?} was freed by an earlier backward; \
+                             recompute the forward pass (or use backward_retain to walk a graph twice)",
+                            t.shape()
+                        ),
+                    ));
+                }
+                GraphState::Recorded(op) if retain => Some(op.clone()),
+                GraphState::Recorded(_) => {
+                    match std::mem::replace(&mut *state, GraphState::Consumed) {
+                        GraphState::Recorded(op) => Some(op),
+                        _ => unreachable!("matched Recorded just above"),
+                    }
+                }
+            }
+        };
+        if let Some(op) = op {
+            // The node goes below its inputs on the stack, so it is emitted after them.
+            let mut inputs = Vec::new();
             op.visit_inputs(|input| {
                 if input.requires_grad() && !seen.contains(&input.id()) {
-                    stack.push((input.clone(), false));
+                    inputs.push(input.clone());
                 }
             });
+            stack.push((t, Some(op)));
+            stack.extend(inputs.into_iter().map(|i| (i, None)));
         }
     }
-    order
+    Ok(order)
 }
 
 impl Tensor {
     /// Gradients of this one-element tensor with respect to every tensor it was computed from.
+    ///
+    /// The walk frees the graph behind this tensor (memory stays flat however long the loss is
+    /// kept); a second `backward` through the same graph is an error. Use
+    /// [`Tensor::backward_retain`] to walk it more than once.
     pub fn backward(&self) -> Result<GradStore> {
-        if self.elem_count() != 1 {
-            return Err(Error::shape(
-                "backward",
-                format!(
-                    "needs a one-element output (or use backward_with), got shape {:?}",
-                    self.shape()
-                ),
-            ));
-        }
-        self.backward_with(&self.detach().ones_like()?)
+        self.backward_seeded(None, false)
     }
 
-    /// Gradients given the gradient `grad` of this tensor (same shape and dtype).
+    /// Like [`Tensor::backward`] but keeps the graph, so it can be walked again.
+    pub fn backward_retain(&self) -> Result<GradStore> {
+        self.backward_seeded(None, true)
+    }
+
+    /// Gradients given the gradient `grad` of this tensor (same shape and dtype); frees the graph.
     pub fn backward_with(&self, grad: &Tensor) -> Result<GradStore> {
+        self.backward_seeded(Some(grad), false)
+    }
+
+    fn backward_seeded(&self, grad: Option<&Tensor>, retain: bool) -> Result<GradStore> {
+        let grad = match grad {
+            Some(g) => g.clone(),
+            None => {
+                if self.elem_count() != 1 {
+                    return Err(Error::shape(
+                        "backward",
+                        format!(
+                            "needs a one-element output (or use backward_with), got shape {:?}",
+                            self.shape()
+                        ),
+                    ));
+                }
+                self.detach().ones_like()?
+            }
+        };
         if grad.shape() != self.shape() {
             return Err(Error::shape(
                 "backward_with",
@@ -124,8 +176,7 @@ impl Tensor {
         let _no_grad = NoGradGuard::new();
         let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
         grads.insert(self.id(), grad.detach());
-        for node in topo_order(self).iter().rev() {
-            let Some(op) = node.op() else { continue };
+        for (node, op) in topo_order(self, retain)?.iter().rev() {
             let Some(g) = grads.get(&node.id()).cloned() else {
                 continue;
             };
@@ -146,13 +197,22 @@ impl Tensor {
 
 /// dx = g · op'(x), through the fused elementwise backward kernel.
 fn unary_grad(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    let data = x.with_cpu("backward", |sx, lx| {
-        y.with_cpu("backward", |sy, ly| {
-            g.with_cpu("backward", |sg, lg| {
-                backend::unary_backward(op, sx, lx, sy, ly, sg, lg)
-            })
-        })
-    })???;
+    let (sx, sy, sg) = (x.storage(), y.storage(), g.storage());
+    let data: StorageData = match (sx.data(), sy.data(), sg.data()) {
+        (StorageData::Cpu(a), StorageData::Cpu(b), StorageData::Cpu(c)) => StorageData::Cpu(
+            backend::unary_backward(op, a, x.layout(), b, y.layout(), c, g.layout()),
+        ),
+        (StorageData::Cuda(a), StorageData::Cuda(b), StorageData::Cuda(c)) => StorageData::Cuda(
+            cuda_backend::unary_backward(op, a, x.layout(), b, y.layout(), c, g.layout())?,
+        ),
+        _ => {
+            return Err(Error::DeviceMismatch {
+                op: "backward",
+                lhs: x.device(),
+                rhs: g.device(),
+            });
+        }
+    };
     Ok(Tensor::from_storage(data, x.shape(), None))
 }
 
@@ -245,8 +305,9 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
         }
         // Repeated elements collect the gradients of all their copies.
         Op::Broadcast(x) => vec![(x.clone(), unbroadcast(g, x.shape())?)],
-        // A copy or a cast passes the gradient through, converted back to the input's dtype.
-        Op::Copy(x) => vec![(x.clone(), g.to_dtype(x.dtype())?)],
+        // A copy, cast or device move passes the gradient through, converted back to the
+        // input's device and dtype.
+        Op::Copy(x) => vec![(x.clone(), g.to_device(x.device())?.to_dtype(x.dtype())?)],
         // Each input gets its own slice of g.
         Op::Cat(xs, dim) => {
             let mut off = 0;
@@ -285,15 +346,27 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             form,
             scale,
         } => {
-            let gs = g.to_scalar::<f64>()?;
-            let data = input.with_cpu("backward", |sp, lp| {
-                target.with_cpu("backward", |sy, ly| {
-                    backend::bce_grad(*form, sp, lp, sy, ly, scale * gs)
-                })
-            })??;
+            // CPU: fold the (scalar) upstream gradient into the kernel's scale. CUDA: keep it on
+            // the device and multiply afterwards, so backward never waits for a download.
+            let on_host = input.device() == crate::Device::Cpu;
+            let gs = if on_host { g.to_scalar::<f64>()? } else { 1.0 };
+            let upstream = |t: Tensor| -> Result<Tensor> {
+                if on_host {
+                    Ok(t)
+                } else {
+                    t.mul(&g.broadcast_to(input.shape())?)
+                }
+            };
+            let data = Tensor::map_data2(
+                "backward",
+                input,
+                target,
+                |sp, lp, sy, ly| backend::bce_grad(*form, sp, lp, sy, ly, scale * gs),
+                |cp, lp, cy, ly| cuda_backend::bce_grad(*form, cp, lp, cy, ly, *scale),
+            )?;
             let mut v = vec![(
                 input.clone(),
-                Tensor::from_storage(data, input.shape(), None),
+                upstream(Tensor::from_storage(data, input.shape(), None))?,
             )];
             if target.requires_grad() {
                 // dL/dy = −x (logits) or −(ln p − ln(1−p)) on the clamped p (probabilities).
@@ -304,7 +377,7 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                         p.log()?.sub(&p.neg()?.add_scalar(1.0)?.log()?)?.neg()?
                     }
                 };
-                v.push((target.clone(), dy.mul_scalar(scale * gs)?));
+                v.push((target.clone(), upstream(dy.mul_scalar(scale * gs)?)?));
             }
             v
         }

@@ -269,6 +269,18 @@ impl Layout {
         None
     }
 
+    /// Storage offset of matrix number `index` (row-major over the leading `batch` dimensions)
+    /// of a batched layout whose first `batch.len()` dimensions are those batch dimensions.
+    pub fn batch_offset(&self, batch: &[usize], index: usize) -> usize {
+        let mut rem = index;
+        let mut off = self.offset;
+        for d in (0..batch.len()).rev() {
+            off += (rem % batch[d]) * self.strides()[d];
+            rem /= batch[d];
+        }
+        off
+    }
+
     /// Inserts a dimension of extent 1 before `dim` (`dim == rank` appends).
     pub fn unsqueeze(&self, dim: usize) -> Result<Layout> {
         if dim > self.shape.len() {

@@ -21,6 +21,7 @@
 
 mod backend;
 mod backprop;
+mod cuda_backend;
 pub mod dtype;
 pub mod error;
 pub mod grad_mode;

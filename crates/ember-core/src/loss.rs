@@ -7,6 +7,7 @@
 //! their gradients come from the primitives' rules.
 
 use crate::backend::{self, BceForm};
+use crate::cuda_backend;
 use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::tensor::Tensor;
@@ -54,11 +55,20 @@ fn fused_bce(
     reduction: Reduction,
 ) -> Result<Tensor> {
     check_pair(op, input, target)?;
-    let total = input.with_cpu(op, |sp, lp| {
-        target.with_cpu(op, |sy, ly| backend::bce_sum(form, sp, lp, sy, ly))
-    })??;
     let scale = scale_for(reduction, input.elem_count());
-    let value = backend::from_f64(&[total * scale], input.dtype());
+    // On the GPU the loss stays a device scalar: nothing waits for the host until it is read.
+    let value = Tensor::map_data2(
+        op,
+        input,
+        target,
+        |sp, lp, sy, ly| {
+            backend::from_f64(
+                &[backend::bce_sum(form, sp, lp, sy, ly) * scale],
+                sp.dtype(),
+            )
+        },
+        |cp, lp, cy, ly| cuda_backend::bce_sum(form, cp, lp, cy, ly, scale),
+    )?;
     let record = Tensor::record(|| Op::Bce {
         input: input.clone(),
         target: target.clone(),

@@ -8,10 +8,12 @@
 //! Parameters and states must be contiguous f32 or f64 tensors with their own storage (not views
 //! of each other). The update rules (Keras 3 forms) are documented in `ember_cpu::optim`.
 
+use crate::cuda_backend;
 use crate::error::{Error, Result};
-use crate::storage::{CpuStorage, StorageData};
+use crate::storage::{CpuStorage, CudaStorage, StorageData};
 use crate::tensor::Tensor;
 pub use ember_cpu::optim::{AdagradConfig, AdamConfig, RmspropConfig, SgdConfig};
+use ember_cuda::{DevSlice, DevSliceMut};
 use std::sync::Arc;
 
 /// The typed buffers of one update: the parameter's, the gradient's and each state's.
@@ -20,13 +22,30 @@ enum Buffers<'a> {
     F64(&'a mut [f64], &'a [f64], Vec<&'a mut [f64]>),
 }
 
+/// The device buffers of one update on a GPU, like [`Buffers`].
+enum CudaBuffers<'a> {
+    F32(
+        DevSliceMut<'a, f32>,
+        DevSlice<'a, f32>,
+        Vec<DevSliceMut<'a, f32>>,
+    ),
+    F64(
+        DevSliceMut<'a, f64>,
+        DevSlice<'a, f64>,
+        Vec<DevSliceMut<'a, f64>>,
+    ),
+}
+
 /// Validates the operands, locks their storages and hands `f` the typed slices.
+///
+/// This runs once per parameter per step, so it avoids allocating beyond one small vector.
 fn fused_update(
     op: &'static str,
     param: &Tensor,
     grad: &Tensor,
     states: &[&Tensor],
-    f: impl FnOnce(Buffers<'_>),
+    cpu: impl FnOnce(Buffers<'_>),
+    cuda: impl FnOnce(CudaBuffers<'_>) -> std::result::Result<(), ember_cuda::CudaError>,
 ) -> Result<()> {
     for t in std::iter::once(grad).chain(states.iter().copied()) {
         crate::ops_check_same(op, param, t)?;
@@ -47,7 +66,18 @@ fn fused_update(
             format!("parameters must be f32 or f64, got {}", param.dtype()),
         ));
     }
-    for t in std::iter::once(param).chain(states.iter().copied()) {
+    let mut owners: [Option<&Tensor>; 4] = [Some(param), None, None, None];
+    if states.len() > 3 {
+        return Err(Error::invalid(
+            op,
+            "at most three state tensors per parameter",
+        ));
+    }
+    for (slot, s) in owners[1..].iter_mut().zip(states) {
+        *slot = Some(s);
+    }
+    let owners: Vec<&Tensor> = owners.into_iter().flatten().collect();
+    for (i, t) in owners.iter().enumerate() {
         if !t.is_contiguous() {
             return Err(Error::invalid(
                 op,
@@ -57,76 +87,93 @@ fn fused_update(
                 ),
             ));
         }
-    }
-    let all: Vec<&Tensor> = std::iter::once(param)
-        .chain(states.iter().copied())
-        .collect();
-    for (i, a) in all.iter().enumerate() {
-        for b in &all[i + 1..] {
-            if Arc::ptr_eq(&a.0.storage, &b.0.storage) {
-                return Err(Error::invalid(
-                    op,
-                    "parameter and state tensors must not share storage",
-                ));
-            }
+        if owners[..i]
+            .iter()
+            .any(|o| Arc::ptr_eq(&o.0.storage, &t.0.storage))
+        {
+            return Err(Error::invalid(
+                op,
+                "parameter and state tensors must not share storage",
+            ));
         }
     }
-    // The gradient is read from its own contiguous copy, so it may be any view (even of the
-    // parameter itself).
-    let grad = grad.contiguous()?.detach();
+    // The gradient is read through a contiguous buffer that no writer below shares: the
+    // gradient itself when it is already dense and separate, else a fresh copy.
+    let aliased = owners
+        .iter()
+        .any(|o| Arc::ptr_eq(&o.0.storage, &grad.0.storage));
     let grad_copy;
-    let grad = if all
-        .iter()
-        .any(|t| Arc::ptr_eq(&t.0.storage, &grad.0.storage))
-    {
-        grad_copy = Tensor::from_storage(
-            grad.with_cpu(op, crate::backend::contiguous)?,
-            grad.shape(),
-            None,
-        );
-        &grad_copy
+    let grad = if grad.is_contiguous() && !aliased {
+        grad
     } else {
-        &grad
+        let dense = grad.map_data(crate::backend::contiguous, cuda_backend::contiguous)?;
+        grad_copy = Tensor::from_storage(dense, grad.shape(), None);
+        &grad_copy
     };
-    let gguard = grad.storage();
-    let mut guards: Vec<_> = all.iter().map(|t| t.storage_mut()).collect();
     let n = param.elem_count();
-    let ranges: Vec<_> = all
+    let gguard = grad.storage();
+    let mut guards: Vec<_> = owners
         .iter()
-        .map(|t| t.layout().offset()..t.layout().offset() + n)
+        .map(|t| (t.storage_mut(), t.layout().offset()))
         .collect();
-    let grange = grad.layout().offset()..grad.layout().offset() + n;
-    let StorageData::Cpu(gs) = gguard.data();
-    let mut slices: Vec<&mut CpuStorage> = guards
-        .iter_mut()
-        .map(|g| match g.data_mut() {
-            StorageData::Cpu(c) => c,
-        })
-        .collect();
-    match gs {
-        CpuStorage::F32(g) => {
-            let mut typed: Vec<&mut [f32]> = Vec::with_capacity(slices.len());
-            for (s, r) in slices.iter_mut().zip(&ranges) {
-                let CpuStorage::F32(v) = &mut **s else {
-                    unreachable!("dtypes checked")
-                };
-                typed.push(&mut v[r.clone()]);
-            }
-            let p = typed.remove(0);
-            f(Buffers::F32(p, &g[grange], typed));
+    match gguard.data() {
+        StorageData::Cpu(CpuStorage::F32(g)) => {
+            let goff = grad.layout().offset();
+            let mut typed = guards
+                .iter_mut()
+                .map(|(guard, off)| match guard.data_mut() {
+                    StorageData::Cpu(CpuStorage::F32(v)) => &mut v[*off..*off + n],
+                    _ => unreachable!("dtypes and devices checked above"),
+                });
+            let p = typed.next().expect("the parameter is always first");
+            cpu(Buffers::F32(p, &g[goff..goff + n], typed.collect()));
         }
-        CpuStorage::F64(g) => {
-            let mut typed: Vec<&mut [f64]> = Vec::with_capacity(slices.len());
-            for (s, r) in slices.iter_mut().zip(&ranges) {
-                let CpuStorage::F64(v) = &mut **s else {
-                    unreachable!("dtypes checked")
-                };
-                typed.push(&mut v[r.clone()]);
-            }
-            let p = typed.remove(0);
-            f(Buffers::F64(p, &g[grange], typed));
+        StorageData::Cpu(CpuStorage::F64(g)) => {
+            let goff = grad.layout().offset();
+            let mut typed = guards
+                .iter_mut()
+                .map(|(guard, off)| match guard.data_mut() {
+                    StorageData::Cpu(CpuStorage::F64(v)) => &mut v[*off..*off + n],
+                    _ => unreachable!("dtypes and devices checked above"),
+                });
+            let p = typed.next().expect("the parameter is always first");
+            cpu(Buffers::F64(p, &g[goff..goff + n], typed.collect()));
         }
-        _ => unreachable!("dtype checked above"),
+        StorageData::Cpu(_) => unreachable!("dtype checked above"),
+        StorageData::Cuda(gs) => {
+            let (goff, ord) = (grad.layout().offset(), gs.ordinal());
+            let e = || cuda_backend::err(op, ord);
+            match gs {
+                CudaStorage::F32(g) => {
+                    let gv = g.slice(goff..goff + n).map_err(e())?;
+                    let mut typed = Vec::with_capacity(guards.len());
+                    for (guard, off) in guards.iter_mut() {
+                        match guard.data_mut() {
+                            StorageData::Cuda(CudaStorage::F32(v)) => {
+                                typed.push(v.slice_mut(*off..*off + n).map_err(e())?)
+                            }
+                            _ => unreachable!("dtypes and devices checked above"),
+                        }
+                    }
+                    let p = typed.remove(0);
+                    cuda(CudaBuffers::F32(p, gv, typed)).map_err(e())?;
+                }
+                CudaStorage::F64(g) => {
+                    let gv = g.slice(goff..goff + n).map_err(e())?;
+                    let mut typed = Vec::with_capacity(guards.len());
+                    for (guard, off) in guards.iter_mut() {
+                        match guard.data_mut() {
+                            StorageData::Cuda(CudaStorage::F64(v)) => {
+                                typed.push(v.slice_mut(*off..*off + n).map_err(e())?)
+                            }
+                            _ => unreachable!("dtypes and devices checked above"),
+                        }
+                    }
+                    let p = typed.remove(0);
+                    cuda(CudaBuffers::F64(p, gv, typed)).map_err(e())?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -138,20 +185,53 @@ pub fn sgd_step(
     velocity: Option<&Tensor>,
     cfg: &SgdConfig,
 ) -> Result<()> {
-    match velocity {
-        Some(v) => fused_update("sgd_step", param, grad, &[v], |b| match b {
-            Buffers::F32(p, g, mut s) => ember_cpu::optim::sgd_step(cfg, p, g, &mut *s[0]),
-            Buffers::F64(p, g, mut s) => ember_cpu::optim::sgd_step(cfg, p, g, &mut *s[0]),
-        }),
-        None if cfg.momentum != 0.0 => Err(Error::invalid(
+    let ccfg = ember_cuda::optim::SgdConfig {
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        nesterov: cfg.nesterov,
+        weight_decay: cfg.weight_decay,
+    };
+    // Without momentum the CUDA kernel never reads the velocity; a one-element stand-in fills
+    // the argument.
+    fn gpu_sgd<T: ember_cuda::FloatElem>(
+        cfg: &ember_cuda::optim::SgdConfig,
+        p: DevSliceMut<'_, T>,
+        g: DevSlice<'_, T>,
+        mut s: Vec<DevSliceMut<'_, T>>,
+    ) -> std::result::Result<(), ember_cuda::CudaError> {
+        match s.pop() {
+            Some(v) => ember_cuda::optim::sgd_step(cfg, p, g, v),
+            None => {
+                let mut stand_in = p.device().alloc::<T>(1)?;
+                ember_cuda::optim::sgd_step(cfg, p, g, stand_in.view_mut())
+            }
+        }
+    }
+    if velocity.is_none() && cfg.momentum != 0.0 {
+        return Err(Error::invalid(
             "sgd_step",
             "momentum > 0 needs a velocity tensor",
-        )),
-        None => fused_update("sgd_step", param, grad, &[], |b| match b {
-            Buffers::F32(p, g, _) => ember_cpu::optim::sgd_step(cfg, p, g, &mut []),
-            Buffers::F64(p, g, _) => ember_cpu::optim::sgd_step(cfg, p, g, &mut []),
-        }),
+        ));
     }
+    let states: Vec<&Tensor> = velocity.into_iter().collect();
+    fused_update(
+        "sgd_step",
+        param,
+        grad,
+        &states,
+        |b| match b {
+            Buffers::F32(p, g, mut s) => {
+                ember_cpu::optim::sgd_step(cfg, p, g, s.first_mut().map_or(&mut [], |v| &mut **v))
+            }
+            Buffers::F64(p, g, mut s) => {
+                ember_cpu::optim::sgd_step(cfg, p, g, s.first_mut().map_or(&mut [], |v| &mut **v))
+            }
+        },
+        |b| match b {
+            CudaBuffers::F32(p, g, s) => gpu_sgd(&ccfg, p, g, s),
+            CudaBuffers::F64(p, g, s) => gpu_sgd(&ccfg, p, g, s),
+        },
+    )
 }
 
 /// Adam / AdamW with first and second moment tensors `m` and `v`.
@@ -162,16 +242,40 @@ pub fn adam_step(
     v: &Tensor,
     cfg: &AdamConfig,
 ) -> Result<()> {
-    fused_update("adam_step", param, grad, &[m, v], |b| match b {
-        Buffers::F32(p, g, mut s) => {
-            let (m, v) = s.split_at_mut(1);
-            ember_cpu::optim::adam_step(cfg, p, g, &mut *m[0], &mut *v[0])
-        }
-        Buffers::F64(p, g, mut s) => {
-            let (m, v) = s.split_at_mut(1);
-            ember_cpu::optim::adam_step(cfg, p, g, &mut *m[0], &mut *v[0])
-        }
-    })
+    let ccfg = ember_cuda::optim::AdamConfig {
+        lr: cfg.lr,
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        eps: cfg.eps,
+        weight_decay: cfg.weight_decay,
+        step: cfg.step,
+    };
+    fused_update(
+        "adam_step",
+        param,
+        grad,
+        &[m, v],
+        |b| match b {
+            Buffers::F32(p, g, mut s) => {
+                let (m, v) = s.split_at_mut(1);
+                ember_cpu::optim::adam_step(cfg, p, g, &mut *m[0], &mut *v[0])
+            }
+            Buffers::F64(p, g, mut s) => {
+                let (m, v) = s.split_at_mut(1);
+                ember_cpu::optim::adam_step(cfg, p, g, &mut *m[0], &mut *v[0])
+            }
+        },
+        |b| match b {
+            CudaBuffers::F32(p, g, mut s) => {
+                let (v, m) = (s.pop().expect("two states"), s.pop().expect("two states"));
+                ember_cuda::optim::adam_step(&ccfg, p, g, m, v)
+            }
+            CudaBuffers::F64(p, g, mut s) => {
+                let (v, m) = (s.pop().expect("two states"), s.pop().expect("two states"));
+                ember_cuda::optim::adam_step(&ccfg, p, g, m, v)
+            }
+        },
+    )
 }
 
 /// AdaGrad with its accumulator tensor.
@@ -181,10 +285,24 @@ pub fn adagrad_step(
     acc: &Tensor,
     cfg: &AdagradConfig,
 ) -> Result<()> {
-    fused_update("adagrad_step", param, grad, &[acc], |b| match b {
-        Buffers::F32(p, g, mut s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
-        Buffers::F64(p, g, mut s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
-    })
+    if let crate::Device::Cuda(i) = param.device() {
+        return Err(cuda_backend::unsupported(
+            "adagrad_step",
+            i,
+            "the AdaGrad update",
+        ));
+    }
+    fused_update(
+        "adagrad_step",
+        param,
+        grad,
+        &[acc],
+        |b| match b {
+            Buffers::F32(p, g, mut s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
+            Buffers::F64(p, g, mut s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
+        },
+        |_| unreachable!("rejected above"),
+    )
 }
 
 /// RMSProp; `mom` is required when momentum > 0 and `grad_avg` when centered.
@@ -240,8 +358,22 @@ pub fn rmsprop_step(
             );
         }
     }
-    fused_update("rmsprop_step", param, grad, &states, |b| match b {
-        Buffers::F32(p, g, s) => run(cfg, p, g, s, has_mom),
-        Buffers::F64(p, g, s) => run(cfg, p, g, s, has_mom),
-    })
+    if let crate::Device::Cuda(i) = param.device() {
+        return Err(cuda_backend::unsupported(
+            "rmsprop_step",
+            i,
+            "the RMSProp update",
+        ));
+    }
+    fused_update(
+        "rmsprop_step",
+        param,
+        grad,
+        &states,
+        |b| match b {
+            Buffers::F32(p, g, s) => run(cfg, p, g, s, has_mom),
+            Buffers::F64(p, g, s) => run(cfg, p, g, s, has_mom),
+        },
+        |_| unreachable!("rejected above"),
+    )
 }

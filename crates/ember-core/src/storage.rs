@@ -59,11 +59,41 @@ pub struct Storage {
     counted: usize,
 }
 
+/// A device buffer of one dtype. CUDA tensors are f32 or f64 (the kernels' compute types);
+/// 16-bit data is converted on the host before upload.
+#[derive(Debug)]
+pub enum CudaStorage {
+    /// f32 elements.
+    F32(ember_cuda::DeviceBuffer<f32>),
+    /// f64 elements.
+    F64(ember_cuda::DeviceBuffer<f64>),
+}
+
+impl CudaStorage {
+    /// The dtype of the elements.
+    pub fn dtype(&self) -> DType {
+        match self {
+            CudaStorage::F32(_) => DType::F32,
+            CudaStorage::F64(_) => DType::F64,
+        }
+    }
+
+    /// The device ordinal the buffer lives on.
+    pub fn ordinal(&self) -> usize {
+        match self {
+            CudaStorage::F32(b) => b.device().ordinal(),
+            CudaStorage::F64(b) => b.device().ordinal(),
+        }
+    }
+}
+
 /// The device-specific buffer inside a [`Storage`].
 #[derive(Debug)]
 pub enum StorageData {
     /// Host memory.
     Cpu(CpuStorage),
+    /// GPU memory.
+    Cuda(CudaStorage),
 }
 
 impl Storage {
@@ -77,6 +107,14 @@ impl Storage {
         }
     }
 
+    /// Wraps a device buffer (device bytes are not counted in `live_bytes`, which is host memory).
+    pub fn cuda(s: CudaStorage) -> Self {
+        Storage {
+            data: StorageData::Cuda(s),
+            counted: 0,
+        }
+    }
+
     /// The buffer.
     pub fn data(&self) -> &StorageData {
         &self.data
@@ -85,6 +123,46 @@ impl Storage {
     /// The buffer, writable (in-place updates keep the size, so the count stays right).
     pub fn data_mut(&mut self) -> &mut StorageData {
         &mut self.data
+    }
+}
+
+impl From<CpuStorage> for StorageData {
+    fn from(s: CpuStorage) -> Self {
+        StorageData::Cpu(s)
+    }
+}
+
+impl From<CudaStorage> for StorageData {
+    fn from(s: CudaStorage) -> Self {
+        StorageData::Cuda(s)
+    }
+}
+
+impl StorageData {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            StorageData::Cpu(c) => c.dtype(),
+            StorageData::Cuda(c) => c.dtype(),
+        }
+    }
+
+    /// The device holding the data.
+    pub fn device(&self) -> crate::dtype::Device {
+        match self {
+            StorageData::Cpu(_) => crate::dtype::Device::Cpu,
+            StorageData::Cuda(c) => crate::dtype::Device::Cuda(c.ordinal()),
+        }
+    }
+}
+
+impl Storage {
+    /// Wraps either kind of buffer (host bytes are counted as live).
+    pub fn new(data: StorageData) -> Self {
+        match data {
+            StorageData::Cpu(c) => Storage::cpu(c),
+            StorageData::Cuda(c) => Storage::cuda(c),
+        }
     }
 }
 

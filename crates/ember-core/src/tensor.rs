@@ -9,15 +9,16 @@
 //! The ops themselves live in `ops/` (forward) and `backprop.rs` (derivative rules).
 
 use crate::backend;
+use crate::cuda_backend;
 use crate::dtype::{DType, Device, WithDType};
 use crate::error::{Error, Result};
 use crate::grad_mode::is_grad_enabled;
 use crate::layout::Layout;
 use crate::op::Op;
 use crate::shape::Shape;
-use crate::storage::{CpuStorage, Storage, StorageData};
+use crate::storage::{CpuStorage, CudaStorage, Storage, StorageData};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A unique id per tensor node (views and copies get their own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,13 +31,33 @@ impl TensorId {
     }
 }
 
+/// What a node knows of how it was made.
+pub(crate) enum GraphState {
+    /// Nothing recorded: a leaf, a constant, or computed while not recording.
+    Leaf,
+    /// The op that produced it, with its inputs.
+    Recorded(Op),
+    /// A `backward` walked through here and freed the op.
+    Consumed,
+}
+
+impl GraphState {
+    fn from(op: Option<Op>) -> Self {
+        match op {
+            Some(op) => GraphState::Recorded(op),
+            None => GraphState::Leaf,
+        }
+    }
+}
+
 pub(crate) struct Node {
     pub(crate) id: TensorId,
     pub(crate) storage: Arc<RwLock<Storage>>,
     pub(crate) layout: Layout,
     pub(crate) dtype: DType,
     pub(crate) device: Device,
-    pub(crate) op: Option<Op>,
+    /// The recorded op, until a `backward` consumes it (see `backprop.rs`).
+    pub(crate) op: Mutex<GraphState>,
     pub(crate) is_variable: bool,
     pub(crate) requires_grad: bool,
 }
@@ -63,31 +84,25 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
-pub(crate) fn cuda_unavailable(op: &'static str, device: Device) -> Error {
-    Error::Device {
-        op,
-        device,
-        reason:
-            "CUDA tensors are not wired into ember-core yet (ember-cuda's kernels can be called \
-                 directly); use Device::Cpu"
-                .into(),
-    }
-}
-
 impl Tensor {
     // ----- construction helpers used by every op -----
 
     /// A fresh tensor owning `data` with a contiguous layout of `shape`.
-    pub(crate) fn from_storage(data: CpuStorage, shape: &[usize], op: Option<Op>) -> Tensor {
-        let dtype = data.dtype();
+    pub(crate) fn from_storage(
+        data: impl Into<StorageData>,
+        shape: &[usize],
+        op: Option<Op>,
+    ) -> Tensor {
+        let data = data.into();
+        let (dtype, device) = (data.dtype(), data.device());
         let requires_grad = op.is_some();
         Tensor(Arc::new(Node {
             id: TensorId::fresh(),
-            storage: Arc::new(RwLock::new(Storage::cpu(data))),
+            storage: Arc::new(RwLock::new(Storage::new(data))),
             layout: Layout::contiguous(shape),
             dtype,
-            device: Device::Cpu,
-            op,
+            device,
+            op: Mutex::new(GraphState::from(op)),
             is_variable: false,
             requires_grad,
         }))
@@ -102,7 +117,7 @@ impl Tensor {
             layout,
             dtype: self.0.dtype,
             device: self.0.device,
-            op,
+            op: Mutex::new(GraphState::from(op)),
             is_variable: false,
             requires_grad,
         }))
@@ -130,30 +145,74 @@ impl Tensor {
         self.0.storage.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the CPU buffer and layout, or reports that the device cannot run `op`.
+    /// Runs `f` on the CPU buffer and layout, or reports that `op` has no CUDA path yet.
     pub(crate) fn with_cpu<R>(
         &self,
-        _op: &'static str,
+        op: &'static str,
         f: impl FnOnce(&CpuStorage, &Layout) -> R,
     ) -> Result<R> {
         let s = self.storage();
         match s.data() {
             StorageData::Cpu(c) => Ok(f(c, &self.0.layout)),
+            StorageData::Cuda(c) => Err(cuda_backend::unsupported(op, c.ordinal(), op)),
         }
     }
 
-    pub(crate) fn op(&self) -> Option<&Op> {
-        self.0.op.as_ref()
+    /// Computes a new buffer from this tensor's on whichever device holds it.
+    pub(crate) fn map_data(
+        &self,
+        cpu: impl FnOnce(&CpuStorage, &Layout) -> CpuStorage,
+        cuda: impl FnOnce(&CudaStorage, &Layout) -> Result<CudaStorage>,
+    ) -> Result<StorageData> {
+        self.dispatch(
+            |s, l| StorageData::Cpu(cpu(s, l)),
+            |c, l| Ok(StorageData::Cuda(cuda(c, l)?)),
+        )
+    }
+
+    /// Computes a new buffer from two tensors on the same device (callers check devices match).
+    pub(crate) fn map_data2(
+        op: &'static str,
+        a: &Tensor,
+        b: &Tensor,
+        cpu: impl FnOnce(&CpuStorage, &Layout, &CpuStorage, &Layout) -> CpuStorage,
+        cuda: impl FnOnce(&CudaStorage, &Layout, &CudaStorage, &Layout) -> Result<CudaStorage>,
+    ) -> Result<StorageData> {
+        let (sa, sb) = (a.storage(), b.storage());
+        match (sa.data(), sb.data()) {
+            (StorageData::Cpu(x), StorageData::Cpu(y)) => {
+                Ok(StorageData::Cpu(cpu(x, a.layout(), y, b.layout())))
+            }
+            (StorageData::Cuda(x), StorageData::Cuda(y)) => {
+                Ok(StorageData::Cuda(cuda(x, a.layout(), y, b.layout())?))
+            }
+            _ => Err(Error::DeviceMismatch {
+                op,
+                lhs: a.device(),
+                rhs: b.device(),
+            }),
+        }
+    }
+
+    /// Runs `cpu` or `cuda` on this tensor's buffer and layout, whichever device holds it.
+    pub(crate) fn dispatch<R>(
+        &self,
+        cpu: impl FnOnce(&CpuStorage, &Layout) -> R,
+        cuda: impl FnOnce(&CudaStorage, &Layout) -> Result<R>,
+    ) -> Result<R> {
+        let s = self.storage();
+        match s.data() {
+            StorageData::Cpu(c) => Ok(cpu(c, &self.0.layout)),
+            StorageData::Cuda(c) => cuda(c, &self.0.layout),
+        }
+    }
+
+    /// Locks this node's graph state (backward reads or takes the recorded op through it).
+    pub(crate) fn graph_state(&self) -> std::sync::MutexGuard<'_, GraphState> {
+        self.0.op.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     // ----- creation -----
-
-    fn check_device(op: &'static str, device: Device) -> Result<()> {
-        match device {
-            Device::Cpu => Ok(()),
-            Device::Cuda(_) => Err(cuda_unavailable(op, device)),
-        }
-    }
 
     /// A tensor of `shape` filled with `value` (converted to `dtype`).
     pub fn full(
@@ -162,10 +221,9 @@ impl Tensor {
         dtype: DType,
         device: Device,
     ) -> Result<Tensor> {
-        Self::check_device("full", device)?;
         let shape = shape.into();
         let data = backend::from_f64(&vec![value; shape.elem_count()], dtype);
-        Ok(Tensor::from_storage(data, shape.dims(), None))
+        Tensor::from_storage(data, shape.dims(), None).to_device(device)
     }
 
     /// A tensor of zeros.
@@ -194,7 +252,6 @@ impl Tensor {
         shape: impl Into<Shape>,
         device: Device,
     ) -> Result<Tensor> {
-        Self::check_device("from_vec", device)?;
         let shape = shape.into();
         if data.len() != shape.elem_count() {
             let expected = shape.elem_count();
@@ -206,7 +263,7 @@ impl Tensor {
             });
         }
         let storage = to_cpu_storage(data);
-        Ok(Tensor::from_storage(storage, shape.dims(), None))
+        Tensor::from_storage(storage, shape.dims(), None).to_device(device)
     }
 
     /// A tensor copying `data`, laid out row-major as `shape`.
@@ -220,7 +277,6 @@ impl Tensor {
 
     /// Values `start, start+step, ..` below `end` (above `end` for a negative step).
     pub fn arange(start: f64, end: f64, step: f64, dtype: DType, device: Device) -> Result<Tensor> {
-        Self::check_device("arange", device)?;
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
             return Err(Error::invalid(
                 "arange",
@@ -231,11 +287,7 @@ impl Tensor {
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        Ok(Tensor::from_storage(
-            backend::from_f64(&values, dtype),
-            &[n],
-            None,
-        ))
+        Tensor::from_storage(backend::from_f64(&values, dtype), &[n], None).to_device(device)
     }
 
     /// `n` evenly spaced values from `start` to `end` inclusive.
@@ -246,7 +298,6 @@ impl Tensor {
         dtype: DType,
         device: Device,
     ) -> Result<Tensor> {
-        Self::check_device("linspace", device)?;
         let values: Vec<f64> = match n {
             0 => vec![],
             1 => vec![start],
@@ -254,25 +305,16 @@ impl Tensor {
                 .map(|i| start + (end - start) * i as f64 / (n - 1) as f64)
                 .collect(),
         };
-        Ok(Tensor::from_storage(
-            backend::from_f64(&values, dtype),
-            &[n],
-            None,
-        ))
+        Tensor::from_storage(backend::from_f64(&values, dtype), &[n], None).to_device(device)
     }
 
     /// The n×n identity matrix.
     pub fn eye(n: usize, dtype: DType, device: Device) -> Result<Tensor> {
-        Self::check_device("eye", device)?;
         let mut values = vec![0.0; n * n];
         for i in 0..n {
             values[i * n + i] = 1.0;
         }
-        Ok(Tensor::from_storage(
-            backend::from_f64(&values, dtype),
-            &[n, n],
-            None,
-        ))
+        Tensor::from_storage(backend::from_f64(&values, dtype), &[n, n], None).to_device(device)
     }
 
     /// Uniform samples in `[lo, hi)` from `rng`.
@@ -284,7 +326,6 @@ impl Tensor {
         device: Device,
         rng: &mut impl rand::Rng,
     ) -> Result<Tensor> {
-        Self::check_device("rand", device)?;
         if lo >= hi || !lo.is_finite() || !hi.is_finite() {
             return Err(Error::invalid(
                 "rand",
@@ -295,11 +336,8 @@ impl Tensor {
         let values: Vec<f64> = (0..shape.elem_count())
             .map(|_| lo + (hi - lo) * rng.random::<f64>())
             .collect();
-        Ok(Tensor::from_storage(
-            backend::from_f64(&values, dtype),
-            shape.dims(),
-            None,
-        ))
+        Tensor::from_storage(backend::from_f64(&values, dtype), shape.dims(), None)
+            .to_device(device)
     }
 
     /// Normal samples with the given mean and standard deviation from `rng`.
@@ -311,18 +349,14 @@ impl Tensor {
         device: Device,
         rng: &mut impl rand::Rng,
     ) -> Result<Tensor> {
-        Self::check_device("randn", device)?;
         let normal = rand_distr::Normal::new(mean, std)
             .map_err(|e| Error::invalid("randn", format!("mean {mean}, std {std}: {e}")))?;
         let shape = shape.into();
         let values: Vec<f64> = (0..shape.elem_count())
             .map(|_| rand::Rng::sample(rng, normal))
             .collect();
-        Ok(Tensor::from_storage(
-            backend::from_f64(&values, dtype),
-            shape.dims(),
-            None,
-        ))
+        Tensor::from_storage(backend::from_f64(&values, dtype), shape.dims(), None)
+            .to_device(device)
     }
 
     // ----- metadata -----
@@ -387,8 +421,15 @@ impl Tensor {
 
     /// All elements in row-major order, converted to `T`.
     pub fn to_vec<T: WithDType>(&self) -> Result<Vec<T>> {
-        let v = self.with_cpu("to_vec", |s, l| read_as::<T>(s, l))?;
-        Ok(v)
+        self.dispatch(
+            |s, l| read_as::<T>(s, l),
+            |c, l| {
+                Ok(read_as::<T>(
+                    &cuda_backend::to_host(c, l)?,
+                    &Layout::contiguous(l.shape()),
+                ))
+            },
+        )
     }
 
     /// The rows of a rank-2 tensor.
@@ -428,7 +469,7 @@ impl Tensor {
             layout: self.0.layout.clone(),
             dtype: self.0.dtype,
             device: self.0.device,
-            op: None,
+            op: Mutex::new(GraphState::Leaf),
             is_variable: true,
             requires_grad: true,
         }))
@@ -472,12 +513,39 @@ impl Tensor {
                 ),
             ));
         }
-        let values = src.with_cpu("assign", backend::contiguous)?;
-        // Same storage (assign to itself or a view of itself): nothing to do beyond the copy taken.
+        // Take a dense copy of the source on this tensor's device before locking, so assigning a
+        // tensor to itself (or to a view of itself) neither deadlocks nor reads a half-written
+        // buffer.
+        let src = src.to_device(self.device())?;
+        let values: StorageData = src.dispatch(
+            |s, l| StorageData::Cpu(backend::contiguous(s, l)),
+            |c, l| Ok(StorageData::Cuda(cuda_backend::contiguous(c, l)?)),
+        )?;
         let mut guard = self.storage_mut();
-        let StorageData::Cpu(dst) = guard.data_mut();
+        let (dst, values) = match (guard.data_mut(), &values) {
+            (StorageData::Cpu(dst), StorageData::Cpu(values)) => (dst, values),
+            (StorageData::Cuda(dst), StorageData::Cuda(values)) => {
+                let ord = dst.ordinal();
+                let whole = layout.offset() == 0;
+                let e = cuda_backend::err("assign", ord);
+                return match (dst, values) {
+                    (CudaStorage::F32(d), CudaStorage::F32(s)) if whole && d.len() == s.len() => {
+                        d.copy_from_device(s).map_err(e)
+                    }
+                    (CudaStorage::F64(d), CudaStorage::F64(s)) if whole && d.len() == s.len() => {
+                        d.copy_from_device(s).map_err(e)
+                    }
+                    _ => Err(cuda_backend::unsupported(
+                        "assign",
+                        ord,
+                        "assigning into part of a GPU buffer",
+                    )),
+                };
+            }
+            _ => unreachable!("the source was moved to this tensor's device"),
+        };
         let r = layout.offset()..layout.offset() + layout.elem_count();
-        match (dst, &values) {
+        match (dst, values) {
             (CpuStorage::F32(d), CpuStorage::F32(s)) => d[r].copy_from_slice(s),
             (CpuStorage::F64(d), CpuStorage::F64(s)) => d[r].copy_from_slice(s),
             (CpuStorage::F16(d), CpuStorage::F16(s)) => d[r].copy_from_slice(s),

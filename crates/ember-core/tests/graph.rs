@@ -83,10 +83,15 @@ fn second_backward_on_fresh_graph_and_backward_with() {
             vec![2.0, 4.0, 6.0]
         );
     }
-    // The same graph can be walked twice too (backward does not consume the recorded ops).
+    // backward frees the graph: walking it again is an error, not silent zeros...
+    let y = x.sqr().unwrap().sum_all().unwrap();
+    y.backward().unwrap();
+    let e = y.backward().unwrap_err().to_string();
+    assert!(e.contains("freed by an earlier backward"), "{e}");
+    // ...unless it was kept with backward_retain.
     let y = x.sqr().unwrap().sum_all().unwrap();
     let g1 = y
-        .backward()
+        .backward_retain()
         .unwrap()
         .get(&x)
         .unwrap()
@@ -164,7 +169,7 @@ fn optimizer_updates_in_place_and_assign() {
 }
 
 /// One SGD step of a 4-8-1 MLP; returns the loss.
-fn train_step(params: &[Tensor], x: &Tensor, y: &Tensor) -> f64 {
+fn train_step(params: &[Tensor], x: &Tensor, y: &Tensor, kept: &mut Vec<Tensor>) -> f64 {
     use ember_core::Activation;
     let h = x
         .linear(&params[0], Some(&params[1]), Activation::Relu)
@@ -183,7 +188,9 @@ fn train_step(params: &[Tensor], x: &Tensor, y: &Tensor) -> f64 {
     for p in params {
         ember_core::optim::sgd_step(p, grads.get(p).unwrap(), None, &cfg).unwrap();
     }
-    l.to_scalar::<f64>().unwrap()
+    let v = l.to_scalar::<f64>().unwrap();
+    kept.push(l);
+    v
 }
 
 #[test]
@@ -210,11 +217,14 @@ fn memory_stays_flat_over_ten_thousand_steps() {
     .collect();
     let x = Tensor::randn(0.0, 1.0, (16, 4), DType::F32, dev, &mut rng).unwrap();
     let y = x.narrow(1, 0, 1).unwrap().gt_scalar(0.0).unwrap();
-    let first = train_step(&params, &x, &y);
+    let first = train_step(&params, &x, &y, &mut Vec::new());
     let before = memory::live_bytes();
     let mut last = first;
+    // Keep every loss tensor alive, as a careless logging loop would: backward has already freed
+    // each one's graph, so only the 4-byte losses themselves accumulate (40 KB).
+    let mut kept = Vec::new();
     for _ in 0..10_000 {
-        last = train_step(&params, &x, &y);
+        last = train_step(&params, &x, &y, &mut kept);
     }
     let after = memory::live_bytes();
     // Other tests in this binary run in parallel threads and allocate too, so allow slack, but a

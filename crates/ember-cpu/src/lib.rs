@@ -10,6 +10,7 @@
 //! - [`strided`]: the strided view type and the row-major offset walk every kernel shares.
 //! - [`element`]: the [`Float`] trait (f32 and f64) that kernels are generic over.
 //! - [`unary`], [`binary`]: elementwise maps, forward and activation backward.
+//! - [`vmath`]: branch-free f32 exp/ln/tanh/sigmoid/GELU/softplus that vectorise, with error bounds.
 //! - [`reduce`]: sums, extrema and arg-extrema over any set of axes; softmax along the last axis.
 //! - [`gemm`]: general matrix multiply with arbitrary strides and a Dense epilogue.
 //! - [`isa`]: the run-time choice between the AVX2+FMA and portable kernel paths.
@@ -17,6 +18,8 @@
 //! - [`index`]: index_select, gather and their scatter-add adjoints.
 //! - [`loss`]: fused binary cross-entropy forward and backward.
 //! - [`optim`]: fused per-parameter optimizer updates.
+//! - [`par`]: the fixed chunking that makes parallel results independent of the thread count.
+//! - [`peak`]: FMA-throughput and copy-bandwidth probes, the yardsticks of `ember bench`.
 
 pub mod binary;
 pub mod copy;
@@ -26,9 +29,12 @@ pub mod index;
 pub mod isa;
 pub mod loss;
 pub mod optim;
+pub mod par;
+pub mod peak;
 pub mod reduce;
 pub mod strided;
 pub mod unary;
+pub mod vmath;
 
 pub use element::Float;
 pub use strided::Strided;

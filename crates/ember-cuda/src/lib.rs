@@ -1,1 +1,41 @@
-//! placeholder
+//! ember-cuda: ember's CUDA layer — device discovery, device buffers, and hand-written kernels
+//! compiled at run time by NVRTC and launched through cudarc.
+//!
+//! Nothing here needs a CUDA toolkit to build: cudarc loads `libcuda`, `libnvrtc` (and, for the
+//! kernel lab only, `libcublas`) dynamically, and the kernel sources (`kernels/*.cu`) are embedded
+//! with `include_str!` and compiled for the device's exact architecture on first use. On a
+//! machine without a GPU every entry point returns a clear [`CudaError`]; nothing panics.
+//!
+//! Like ember-cpu, every kernel is a plain function over device slices with sizes and strides,
+//! knowing nothing of tensors or autograd, so ember-core can dispatch `Storage::Cuda` with one
+//! `match` per op, and each kernel can be tested and benchmarked alone.
+//!
+//! Modules:
+//! - [`device`]: [`device_count`], [`CudaDevice`] (context, one stream, module cache),
+//!   [`DeviceBuffer`] and the borrowed [`DevSlice`] / [`DevSliceMut`] kernels take.
+//! - [`compile`]: NVRTC compilation of the embedded modules ([`compile_module`]), usable with no
+//!   GPU, and the ptxas resource report.
+//! - [`view`]: [`Strided`] views and their checked kernel form.
+//! - [`elementwise`], [`reduce`], [`loss`], [`optim`], [`gemm`]: the kernel families.
+//! - [`bench`]: the kernel lab (timings against a device copy and cuBLAS).
+//! - [`error`]: [`CudaError`].
+
+pub mod bench;
+pub mod compile;
+pub mod device;
+pub mod elementwise;
+pub mod error;
+pub mod gemm;
+mod launch;
+pub mod loss;
+pub mod optim;
+pub mod reduce;
+pub mod view;
+
+pub use compile::{CompiledModule, KernelResources, compile_module};
+pub use device::{
+    CudaDevice, DType, DevSlice, DevSliceMut, DeviceBuffer, DeviceElem, FloatElem, HalfElem,
+    device_count, driver_available,
+};
+pub use error::CudaError;
+pub use view::Strided;

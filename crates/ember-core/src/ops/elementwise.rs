@@ -7,38 +7,13 @@
 
 use super::check_same;
 use crate::backend;
+use crate::cuda_backend;
 use crate::error::Result;
 use crate::op::Op;
 use crate::shape::broadcast_shapes;
 use crate::tensor::Tensor;
 use ember_cpu::binary::BinaryOp;
 use ember_cpu::unary::UnaryOp;
-
-fn unary_name(op: UnaryOp) -> &'static str {
-    match op {
-        UnaryOp::Neg => "neg",
-        UnaryOp::Abs => "abs",
-        UnaryOp::Exp => "exp",
-        UnaryOp::Log => "log",
-        UnaryOp::Sqrt => "sqrt",
-        UnaryOp::Sqr => "sqr",
-        UnaryOp::Recip => "recip",
-        UnaryOp::Sin => "sin",
-        UnaryOp::Cos => "cos",
-        UnaryOp::Tanh => "tanh",
-        UnaryOp::Sigmoid => "sigmoid",
-        UnaryOp::Relu => "relu",
-        UnaryOp::LeakyRelu(_) => "leaky_relu",
-        UnaryOp::Elu(_) => "elu",
-        UnaryOp::GeluTanh => "gelu",
-        UnaryOp::GeluErf => "gelu_erf",
-        UnaryOp::Softplus => "softplus",
-        UnaryOp::Clamp(..) => "clamp",
-        UnaryOp::Powf(_) => "pow_scalar",
-        UnaryOp::AddScalar(_) => "add_scalar",
-        UnaryOp::MulScalar(_) => "mul_scalar",
-    }
-}
 
 fn binary_name(op: BinaryOp) -> &'static str {
     match op {
@@ -88,7 +63,10 @@ macro_rules! scalar_rhs_methods {
 impl Tensor {
     /// Applies an elementwise function (the generic form behind `exp`, `relu`, ...).
     pub fn unary_op(&self, op: UnaryOp) -> Result<Tensor> {
-        let data = self.with_cpu(unary_name(op), |s, l| backend::unary(s, l, op))?;
+        let data = self.map_data(
+            |s, l| backend::unary(s, l, op),
+            |c, l| cuda_backend::unary(c, l, op),
+        )?;
         Ok(Tensor::from_storage(
             data,
             self.shape(),
@@ -102,9 +80,13 @@ impl Tensor {
         check_same(name, self, rhs)?;
         let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
         let (a, b) = (self.broadcast_to(&shape)?, rhs.broadcast_to(&shape)?);
-        let data = a.with_cpu(name, |sa, la| {
-            b.with_cpu(name, |sb, lb| backend::binary(op, sa, la, sb, lb))
-        })??;
+        let data = Tensor::map_data2(
+            name,
+            &a,
+            &b,
+            |sa, la, sb, lb| backend::binary(op, sa, la, sb, lb),
+            |ca, la, cb, lb| cuda_backend::binary(op, ca, la, cb, lb),
+        )?;
         let record = if is_comparison(op) {
             None
         } else {

@@ -6,9 +6,11 @@
 
 use super::check_same;
 use crate::backend::{self, MatmulSpec};
+use crate::cuda_backend;
 use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::shape::broadcast_shapes;
+use crate::storage::StorageData;
 use crate::tensor::Tensor;
 use ember_cpu::gemm::Activation;
 
@@ -70,9 +72,15 @@ impl Tensor {
             bias: None,
             act: Activation::None,
         };
-        let data = a.with_cpu("matmul", |sa, la| {
-            b.with_cpu("matmul", |sb, lb| backend::matmul(&spec, sa, la, sb, lb))
-        })??;
+        let data = Tensor::map_data2(
+            "matmul",
+            &a,
+            &b,
+            |sa, la, sb, lb| backend::matmul(&spec, sa, la, sb, lb),
+            |ca, la, cb, lb| {
+                cuda_backend::matmul(&batch, (m, n, k), ca, la, cb, lb, None, Activation::None)
+            },
+        )?;
         let shape = [batch.as_slice(), &[m, n]].concat();
         Ok(Tensor::from_storage(
             data,
@@ -115,24 +123,31 @@ impl Tensor {
             return self.linear(w, b, Activation::None)?.gelu();
         }
         let wt = w.layout().transpose(0, 1)?;
+        // The bias is read under its own lock while the product runs (it is an input, never
+        // the output, so no writer can hold it).
         let bias_guard = b.map(|b| b.storage());
-        let bias = match (&bias_guard, b) {
+        let (bias_cpu, bias_cuda) = match (&bias_guard, b) {
             (Some(g), Some(b)) => match g.data() {
-                crate::storage::StorageData::Cpu(c) => Some((c, b.layout())),
+                StorageData::Cpu(c) => (Some((c, b.layout())), None),
+                StorageData::Cuda(c) => (None, Some((c, b.layout()))),
             },
-            _ => None,
+            _ => (None, None),
         };
         let spec = MatmulSpec {
             batch: &[],
             m,
             n,
             k,
-            bias,
+            bias: bias_cpu,
             act,
         };
-        let data = self.with_cpu("linear", |sx, lx| {
-            w.with_cpu("linear", |sw, _| backend::matmul(&spec, sx, lx, sw, &wt))
-        })??;
+        let data = Tensor::map_data2(
+            "linear",
+            self,
+            w,
+            |sx, lx, sw, _| backend::matmul(&spec, sx, lx, sw, &wt),
+            |cx, lx, cw, _| cuda_backend::matmul(&[], (m, n, k), cx, lx, cw, &wt, bias_cuda, act),
+        )?;
         drop(bias_guard);
         let op = || Op::Linear {
             x: self.clone(),

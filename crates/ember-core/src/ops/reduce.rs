@@ -6,6 +6,7 @@
 //! primitive. mean, var and logsumexp are composites, so their gradients come for free.
 
 use crate::backend;
+use crate::cuda_backend;
 use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::tensor::Tensor;
@@ -76,7 +77,10 @@ impl Tensor {
                 ),
             ));
         }
-        let data = self.with_cpu(name, |s, l| backend::reduce(op, s, l, &axes))?;
+        let data = self.map_data(
+            |s, l| backend::reduce(op, s, l, &axes),
+            |c, l| cuda_backend::reduce(op, c, l, &axes),
+        )?;
         let record = match op {
             ReduceOp::Sum => Tensor::record(|| Op::Sum(self.clone())),
             ReduceOp::Max | ReduceOp::Min => {
@@ -180,7 +184,10 @@ impl Tensor {
     /// Softmax along `axis`: e^(x − max) / Σ e^(x − max).
     pub fn softmax(&self, axis: usize) -> Result<Tensor> {
         self.along_last("softmax", axis, |x| {
-            let data = x.with_cpu("softmax", |s, l| backend::softmax_last(s, l, false))?;
+            let data = x.map_data(
+                |s, l| backend::softmax_last(s, l, false),
+                |c, l| cuda_backend::softmax_last(c, l, false),
+            )?;
             Ok(Tensor::from_storage(
                 data,
                 x.shape(),
@@ -192,7 +199,10 @@ impl Tensor {
     /// Log-softmax along `axis`: x − logsumexp(x), stable for any input.
     pub fn log_softmax(&self, axis: usize) -> Result<Tensor> {
         self.along_last("log_softmax", axis, |x| {
-            let data = x.with_cpu("log_softmax", |s, l| backend::softmax_last(s, l, true))?;
+            let data = x.map_data(
+                |s, l| backend::softmax_last(s, l, true),
+                |c, l| cuda_backend::softmax_last(c, l, true),
+            )?;
             Ok(Tensor::from_storage(
                 data,
                 x.shape(),

@@ -6,12 +6,14 @@
 
 use super::check_same;
 use crate::backend;
+use crate::cuda_backend;
 use crate::dtype::{DType, Device};
 use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::shape::Shape;
 use crate::storage::CpuStorage;
-use crate::tensor::{Tensor, cuda_unavailable};
+use crate::storage::StorageData;
+use crate::tensor::Tensor;
 
 impl Tensor {
     /// The same elements with a new shape of equal element count. A view when the data is
@@ -134,7 +136,10 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        let data = self.with_cpu("contiguous", backend::contiguous)?;
+        let data: StorageData = self.dispatch(
+            |s, l| StorageData::Cpu(backend::contiguous(s, l)),
+            |c, l| Ok(StorageData::Cuda(cuda_backend::contiguous(c, l)?)),
+        )?;
         Ok(Tensor::from_storage(
             data,
             self.shape(),
@@ -155,12 +160,35 @@ impl Tensor {
         ))
     }
 
-    /// The tensor on `device`. CPU↔CPU is the identity; CUDA reports that it is not wired yet.
+    /// The tensor on `device` (the same tensor when it is already there). Gradients flow back
+    /// across the move. CUDA tensors hold f32 or f64; 16-bit data is widened to f32 on upload.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu if self.device() == Device::Cpu => Ok(self.clone()),
-            _ => Err(cuda_unavailable("to_device", device)),
+        if device == self.device() {
+            return Ok(self.clone());
         }
+        let data: StorageData = match device {
+            Device::Cpu => self.dispatch(
+                |_, _| unreachable!("a host tensor is already on the CPU"),
+                |c, l| Ok(StorageData::Cpu(cuda_backend::to_host(c, l)?)),
+            )?,
+            Device::Cuda(i) => self.dispatch(
+                |s, l| cuda_backend::upload(s, l, i).map(StorageData::Cuda),
+                |c, l| {
+                    let host = cuda_backend::to_host(c, l)?;
+                    Ok(cuda_backend::upload(
+                        &host,
+                        &crate::layout::Layout::contiguous(l.shape()),
+                        i,
+                    )
+                    .map(StorageData::Cuda))
+                },
+            )??,
+        };
+        Ok(Tensor::from_storage(
+            data,
+            self.shape(),
+            Tensor::record(|| Op::Copy(self.clone())),
+        ))
     }
 
     /// Joins tensors along dimension `dim`; all other extents must match.

@@ -49,7 +49,8 @@ pub(super) fn packed<T: Float>(
     let m_blocks = m.div_ceil(mc);
     let kc_max = kern.kc.min(k);
     let nc_max = kern.nc.min(n.next_multiple_of(nr));
-    let mut bpack = vec![T::ZERO; kc_max * nc_max];
+    let mut bpack_buf = AlignedBuf::new(kc_max * nc_max);
+    let bpack = bpack_buf.as_mut_slice();
     let apack_len = mc * kc_max;
 
     // Loop 5: panels of NC columns.
@@ -79,7 +80,7 @@ pub(super) fn packed<T: Float>(
             // The first K slice applies the caller's beta; later ones accumulate onto C.
             let beta_k = if pc == 0 { beta } else { T::ONE };
             let last = pc + kb == k;
-            let item = |apack: &mut Vec<T>, idx: usize| {
+            let item = |apack: &mut AlignedBuf<T>, idx: usize| {
                 let (blk, g) = (idx / groups, idx % groups);
                 let (s0, s1) = (g * per_group, ((g + 1) * per_group).min(slivers));
                 if s0 >= s1 {
@@ -87,21 +88,21 @@ pub(super) fn packed<T: Float>(
                 }
                 let ic = blk * mc;
                 let mb = mc.min(m - ic);
-                let ap = &mut apack[..mb.div_ceil(mr) * mr * kb];
+                let ap = &mut apack.as_mut_slice()[..mb.div_ceil(mr) * mr * kb];
                 pack_a(a, ic, mb, pc, kb, mr, ap);
                 macro_kernel(kern, alpha, beta_k, ap, bp, kb, ic, mb, jc, nb, s0..s1, c);
                 if last {
                     let cols = jc + s0 * nr..jc + (s1 * nr).min(nb);
-                    apply_epilogue(c, ic..ic + mb, cols, epi);
+                    apply_epilogue(kern.isa, c, ic..ic + mb, cols, epi);
                 }
             };
             let items = m_blocks * groups;
             if threads > 1 {
                 (0..items)
                     .into_par_iter()
-                    .for_each_init(|| vec![T::ZERO; apack_len], item);
+                    .for_each_init(|| AlignedBuf::new(apack_len), item);
             } else {
-                let mut apack = vec![T::ZERO; apack_len];
+                let mut apack = AlignedBuf::new(apack_len);
                 for idx in 0..items {
                     item(&mut apack, idx);
                 }
@@ -178,5 +179,26 @@ fn macro_kernel<T: Float>(
                 }
             }
         }
+    }
+}
+
+/// A zeroed buffer whose usable part starts on a 64-byte boundary, so every 16-float step of a
+/// packed B sliver is exactly one cache line (unaligned, half the loads would split two lines).
+struct AlignedBuf<T> {
+    buf: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Float> AlignedBuf<T> {
+    fn new(len: usize) -> Self {
+        let pad = 64 / std::mem::size_of::<T>();
+        let buf = vec![T::ZERO; len + pad];
+        let start = buf.as_ptr().align_offset(64).min(pad);
+        AlignedBuf { buf, start, len }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.buf[self.start..self.start + self.len]
     }
 }

@@ -25,6 +25,7 @@ mod driver;
 pub mod kernel;
 mod pack;
 mod small;
+pub(crate) use small::tree;
 
 use crate::element::Float;
 use crate::isa::Isa;
@@ -196,10 +197,10 @@ pub fn gemm<T: Float>(
     let parallel = mnk >= PARALLEL_MIN_MNK && rayon::current_num_threads() > 1;
     if k == 0 || alpha == T::ZERO {
         scale_c(m, n, beta, cp);
-        apply_epilogue(cp, 0..m, 0..n, &epi);
+        apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if n == 1 {
         small::gemv(isa, m, k, alpha, &a, b.data, b.rs, beta, cp, c.rs, parallel);
-        apply_epilogue(cp, 0..m, 0..n, &epi);
+        apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if m == 1 {
         // C (1×n) = a (1×k) · B (k×n)  is  Cᵀ (n×1) = Bᵀ (n×k) · aᵀ.
         let bt = MatRef {
@@ -210,10 +211,10 @@ pub fn gemm<T: Float>(
         small::gemv(
             isa, n, k, alpha, &bt, a.data, a.cs, beta, cp, c.cs, parallel,
         );
-        apply_epilogue(cp, 0..m, 0..n, &epi);
+        apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if mnk <= SMALL_MAX_MNK {
         small::small(isa, m, n, k, alpha, &a, &b, beta, cp);
-        apply_epilogue(cp, 0..m, 0..n, &epi);
+        apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else {
         let kern = T::gemm_kernel(isa);
         driver::packed(&kern, m, n, k, alpha, &a, &b, beta, cp, &epi, parallel);
@@ -237,6 +238,7 @@ fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: CPtr<T>) {
 
 /// Adds the bias and applies the activation to C[rows, cols].
 fn apply_epilogue<T: Float>(
+    isa: Isa,
     c: CPtr<T>,
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
@@ -257,7 +259,7 @@ fn apply_epilogue<T: Float>(
                 }
             }
             if let Some(op) = act {
-                crate::unary::map_in_place(op, row);
+                crate::unary::map_in_place_isa(isa, op, row);
             }
         } else {
             for j in cols.clone() {
@@ -276,3 +278,8 @@ fn apply_epilogue<T: Float>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod tests_rng {
+    //! The deterministic generator the crate's tests share.
+    pub(crate) use super::tests::Rng;
+}

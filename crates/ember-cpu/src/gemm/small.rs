@@ -69,18 +69,39 @@ fn small_body<T: Float>(
     beta: T,
     c: CPtr<T>,
 ) {
-    for i in 0..m {
-        for j0 in (0..n).step_by(STRIP) {
-            let w = STRIP.min(n - j0);
-            let mut acc = [T::ZERO; STRIP];
+    // Strip j0..j0+16 of B, zero-padded into a stack buffer so every row's inner loop is a full
+    // 16-lane multiply-add (two AVX2 vectors) however narrow the matrix is.
+    const KMAX: usize = 32;
+    let mut bpad = [T::ZERO; STRIP * KMAX];
+    for j0 in (0..n).step_by(STRIP) {
+        let w = STRIP.min(n - j0);
+        let padded = k <= KMAX;
+        if padded {
             for p in 0..k {
-                let aip = a.data[i * a.rs + p * a.cs];
+                let dst = &mut bpad[p * STRIP..(p + 1) * STRIP];
                 if b.cs == 1 {
                     let start = p * b.rs + j0;
-                    for (x, &bv) in acc[..w].iter_mut().zip(&b.data[start..start + w]) {
-                        *x += aip * bv;
-                    }
+                    dst[..w].copy_from_slice(&b.data[start..start + w]);
                 } else {
+                    for (q, d) in dst[..w].iter_mut().enumerate() {
+                        *d = b.data[p * b.rs + (j0 + q) * b.cs];
+                    }
+                }
+                dst[w..].fill(T::ZERO);
+            }
+        }
+        for i in 0..m {
+            let mut acc = [T::ZERO; STRIP];
+            if padded {
+                for (p, bp) in bpad[..k * STRIP].chunks_exact(STRIP).enumerate() {
+                    let aip = a.data[i * a.rs + p * a.cs];
+                    for q in 0..STRIP {
+                        acc[q] += aip * bp[q];
+                    }
+                }
+            } else {
+                for p in 0..k {
+                    let aip = a.data[i * a.rs + p * a.cs];
                     for (q, x) in acc[..w].iter_mut().enumerate() {
                         *x += aip * b.data[p * b.rs + (j0 + q) * b.cs];
                     }
@@ -132,7 +153,7 @@ pub(super) fn gemv<T: Float>(
             unsafe { gemv_avx2(r0, rows, k, alpha, a, &xv, beta, y) };
             return;
         }
-        gemv_body(r0, rows, k, alpha, a, &xv, beta, y);
+        gemv_body(false, r0, rows, k, alpha, a, &xv, beta, y);
     };
     if parallel && m * k >= PARALLEL_MIN_MNK / 8 {
         (0..m).into_par_iter().step_by(ROWS).for_each(run);
@@ -154,12 +175,13 @@ fn gemv_avx2<T: Float>(
     beta: T,
     y: CPtr<T>,
 ) {
-    gemv_body(r0, rows, k, alpha, a, x, beta, y);
+    gemv_body(true, r0, rows, k, alpha, a, x, beta, y);
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn gemv_body<T: Float>(
+    avx2: bool,
     r0: usize,
     rows: usize,
     k: usize,
@@ -169,13 +191,21 @@ fn gemv_body<T: Float>(
     beta: T,
     y: CPtr<T>,
 ) {
+    let _ = avx2; // only read on x86-64
     let mut out = [T::ZERO; 64];
     let out = &mut out[..rows];
     if a.cs == 1 {
         // Row-major A: one dot product per row.
         for (r, o) in out.iter_mut().enumerate() {
             let start = (r0 + r) * a.rs;
-            *o = dot(&a.data[start..start + k], x);
+            let row = &a.data[start..start + k];
+            #[cfg(target_arch = "x86_64")]
+            if avx2 && let (Some(rf), Some(xf)) = (T::as_f32_slice(row), T::as_f32_slice(x)) {
+                // SAFETY: `avx2` is only true when AVX2 and FMA were detected (see `gemv`).
+                *o = T::from_f64(unsafe { dot_f32_avx2(rf, xf) } as f64);
+                continue;
+            }
+            *o = dot(row, x);
         }
     } else if a.rs == 1 {
         // Column-major A: y[r0..] += A[r0.., p] * x[p] for each p, in order.
@@ -204,28 +234,62 @@ fn gemv_body<T: Float>(
     }
 }
 
-/// Dot product in 16 independent lanes combined by a fixed pairwise tree, so it vectorises and
-/// its rounding is the same on every run.
+/// f32 dot product with four 8-lane FMA accumulators (hiding the FMA latency), combined in a
+/// fixed order; the tail is added lane-wise in order.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (j, s) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8j + 8 <= n, inside both slices.
+            unsafe {
+                let va = _mm256_loadu_ps(a.as_ptr().add(i + 8 * j));
+                let vb = _mm256_loadu_ps(b.as_ptr().add(i + 8 * j));
+                *s = _mm256_fmadd_ps(va, vb, *s);
+            }
+        }
+        i += 32;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
+    for (l, (&x, &y)) in a[i..n].iter().zip(&b[i..n]).enumerate() {
+        lanes[l % 8] = x.mul_add(y, lanes[l % 8]);
+    }
+    tree(lanes)
+}
+
+/// Dot product in 32 independent lanes (four AVX2 vectors of f32, enough to hide the add
+/// latency) combined by a fixed pairwise tree, so it vectorises and its rounding is the same on
+/// every run.
 #[inline(always)]
 pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::ZERO; 16];
-    let mut ca = a.chunks_exact(16);
-    let mut cb = b.chunks_exact(16);
+    let mut acc = [T::ZERO; 32];
+    let mut ca = a.chunks_exact(32);
+    let mut cb = b.chunks_exact(32);
     for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..16 {
+        for l in 0..32 {
             acc[l] += x[l] * y[l];
         }
     }
     for (l, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
         acc[l] += x * y;
     }
-    tree16(acc)
+    tree(acc)
 }
 
-/// Sums 16 values pairwise: (0+8, 1+9, ..) then (0+4, ..), then (0+2, ..), then 0+1.
+/// Sums N (a power of two) values pairwise: (0+N/2, 1+N/2+1, ..), then halves again.
 #[inline(always)]
-pub(crate) fn tree16<T: Float>(mut v: [T; 16]) -> T {
-    let mut w = 8;
+pub(crate) fn tree<T: Float, const N: usize>(mut v: [T; N]) -> T {
+    let mut w = N / 2;
     while w > 0 {
         for l in 0..w {
             v[l] += v[l + w];

@@ -1,0 +1,421 @@
+//! The CUDA dispatch point: the twin of `backend.rs` for tensors on a GPU.
+//!
+//! Each function takes device storages with their layouts, allocates the output on the same
+//! device and calls one ember-cuda kernel; nothing is copied to the host except where an op
+//! says so (`to_host`). CUDA tensors are f32 or f64; ops ember-cuda has no kernel for (index
+//! ops, `where_cond`, 16-bit casts, f64 GEMM, AdaGrad/RMSProp) return a clear error naming the op
+//! rather than silently falling back to the host.
+//!
+//! Kernels run asynchronously on the device's stream; errors from a launch surface at the next
+//! synchronising call (a download), as with any CUDA program.
+
+use crate::backend::BceForm;
+use crate::dtype::{DType, Device};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::storage::{CpuStorage, CudaStorage};
+use ember_cpu::binary::BinaryOp;
+use ember_cpu::gemm::Activation;
+use ember_cpu::reduce::ReduceOp;
+use ember_cpu::unary::UnaryOp;
+use ember_cuda::{CudaDevice, CudaError, DeviceBuffer, FloatElem, Strided};
+use std::sync::Arc;
+
+/// Wraps an ember-cuda error as an ember-core one, naming the op and device.
+pub(crate) fn err(op: &'static str, ordinal: usize) -> impl FnOnce(CudaError) -> Error {
+    move |e| Error::Device {
+        op,
+        device: Device::Cuda(ordinal),
+        reason: e.to_string(),
+    }
+}
+
+/// The op is not available for CUDA tensors.
+pub(crate) fn unsupported(op: &'static str, ordinal: usize, what: &str) -> Error {
+    Error::Device {
+        op,
+        device: Device::Cuda(ordinal),
+        reason: format!("{what} is not implemented for CUDA tensors yet"),
+    }
+}
+
+fn view(l: &Layout) -> Strided<'_> {
+    Strided::new(l.shape(), l.strides(), l.offset())
+}
+
+fn unary_op(op: UnaryOp) -> ember_cuda::elementwise::UnaryOp {
+    use ember_cuda::elementwise::UnaryOp as C;
+    match op {
+        UnaryOp::Neg => C::Neg,
+        UnaryOp::Abs => C::Abs,
+        UnaryOp::Exp => C::Exp,
+        UnaryOp::Log => C::Log,
+        UnaryOp::Sqrt => C::Sqrt,
+        UnaryOp::Sqr => C::Sqr,
+        UnaryOp::Recip => C::Recip,
+        UnaryOp::Sin => C::Sin,
+        UnaryOp::Cos => C::Cos,
+        UnaryOp::Tanh => C::Tanh,
+        UnaryOp::Sigmoid => C::Sigmoid,
+        UnaryOp::Relu => C::Relu,
+        UnaryOp::LeakyRelu(a) => C::LeakyRelu(a),
+        UnaryOp::Elu(a) => C::Elu(a),
+        UnaryOp::GeluTanh => C::GeluTanh,
+        UnaryOp::GeluErf => C::GeluErf,
+        UnaryOp::Softplus => C::Softplus,
+        UnaryOp::Clamp(lo, hi) => C::Clamp(lo, hi),
+        UnaryOp::Powf(p) => C::Powf(p),
+        UnaryOp::AddScalar(c) => C::AddScalar(c),
+        UnaryOp::MulScalar(c) => C::MulScalar(c),
+    }
+}
+
+fn binary_op(op: BinaryOp) -> ember_cuda::elementwise::BinaryOp {
+    use ember_cuda::elementwise::BinaryOp as C;
+    match op {
+        BinaryOp::Add => C::Add,
+        BinaryOp::Sub => C::Sub,
+        BinaryOp::Mul => C::Mul,
+        BinaryOp::Div => C::Div,
+        BinaryOp::Pow => C::Pow,
+        BinaryOp::Maximum => C::Maximum,
+        BinaryOp::Minimum => C::Minimum,
+        BinaryOp::Eq => C::Eq,
+        BinaryOp::Ne => C::Ne,
+        BinaryOp::Lt => C::Lt,
+        BinaryOp::Le => C::Le,
+        BinaryOp::Gt => C::Gt,
+        BinaryOp::Ge => C::Ge,
+    }
+}
+
+fn act(a: Activation) -> ember_cuda::gemm::Activation {
+    use ember_cuda::gemm::Activation as C;
+    match a {
+        Activation::None => C::None,
+        Activation::Relu => C::Relu,
+        Activation::Sigmoid => C::Sigmoid,
+        Activation::Tanh => C::Tanh,
+        Activation::Gelu => C::Gelu,
+    }
+}
+
+/// The device for ordinal `i`.
+pub(crate) fn device(op: &'static str, i: usize) -> Result<Arc<CudaDevice>> {
+    CudaDevice::get(i).map_err(err(op, i))
+}
+
+/// Copies a host view to a fresh buffer on GPU `ordinal` (16-bit data is widened to f32).
+pub(crate) fn upload(s: &CpuStorage, l: &Layout, ordinal: usize) -> Result<CudaStorage> {
+    let dev = device("to_device", ordinal)?;
+    let e = err("to_device", ordinal);
+    Ok(match crate::backend::contiguous(s, l) {
+        CpuStorage::F32(v) => CudaStorage::F32(dev.upload(&v).map_err(e)?),
+        CpuStorage::F64(v) => CudaStorage::F64(dev.upload(&v).map_err(e)?),
+        other => {
+            match crate::backend::cast(&other, &Layout::contiguous(&[other.len()]), DType::F32) {
+                CpuStorage::F32(v) => CudaStorage::F32(dev.upload(&v).map_err(e)?),
+                _ => unreachable!("cast to f32 yields f32"),
+            }
+        }
+    })
+}
+
+/// Copies a device view back to host memory.
+pub(crate) fn to_host(s: &CudaStorage, l: &Layout) -> Result<CpuStorage> {
+    let dense = contiguous(s, l)?;
+    let ord = s.ordinal();
+    Ok(match dense {
+        CudaStorage::F32(b) => CpuStorage::F32(b.to_host().map_err(err("to_host", ord))?),
+        CudaStorage::F64(b) => CpuStorage::F64(b.to_host().map_err(err("to_host", ord))?),
+    })
+}
+
+fn alloc<T: FloatElem>(
+    dev: &Arc<CudaDevice>,
+    op: &'static str,
+    n: usize,
+) -> Result<DeviceBuffer<T>> {
+    dev.alloc::<T>(n).map_err(err(op, dev.ordinal()))
+}
+
+/// A fresh buffer of `n` elements on `like`'s device, filled by the kernel `f`.
+fn fill<T: FloatElem>(
+    op: &'static str,
+    like: &DeviceBuffer<T>,
+    n: usize,
+    f: impl FnOnce(ember_cuda::DevSliceMut<'_, T>) -> std::result::Result<(), CudaError>,
+) -> Result<DeviceBuffer<T>> {
+    let dev = like.device().clone();
+    let mut out = alloc::<T>(&dev, op, n)?;
+    f(out.view_mut()).map_err(err(op, dev.ordinal()))?;
+    Ok(out)
+}
+
+/// Runs a kernel that fills a fresh buffer of `n` elements of `x`'s dtype, on `x`'s device.
+macro_rules! produce {
+    ($op:expr, $x:expr, $n:expr, |$buf:ident, $src:ident| $body:expr) => {{
+        let ord = $x.ordinal();
+        match $x {
+            CudaStorage::F32($src) => {
+                let dev = $src.device().clone();
+                let mut $buf = alloc::<f32>(&dev, $op, $n)?;
+                $body.map_err(err($op, ord))?;
+                CudaStorage::F32($buf)
+            }
+            CudaStorage::F64($src) => {
+                let dev = $src.device().clone();
+                let mut $buf = alloc::<f64>(&dev, $op, $n)?;
+                $body.map_err(err($op, ord))?;
+                CudaStorage::F64($buf)
+            }
+        }
+    }};
+}
+
+/// A dense copy of the view (the same buffer is never returned: callers own the result).
+pub(crate) fn contiguous(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+    Ok(produce!("contiguous", s, l.elem_count(), |out, x| {
+        ember_cuda::elementwise::copy_strided(x.view(), view(l), out.view_mut())
+    }))
+}
+
+/// y = op(x).
+pub(crate) fn unary(s: &CudaStorage, l: &Layout, op: UnaryOp) -> Result<CudaStorage> {
+    let cop = unary_op(op);
+    Ok(produce!("unary", s, l.elem_count(), |out, x| {
+        ember_cuda::elementwise::unary(cop, x.view(), view(l), out.view_mut())
+    }))
+}
+
+/// dx = dy · op'(x) for three views of one shape (made dense first, as the kernel wants).
+pub(crate) fn unary_backward(
+    op: UnaryOp,
+    x: &CudaStorage,
+    xl: &Layout,
+    y: &CudaStorage,
+    yl: &Layout,
+    dy: &CudaStorage,
+    dyl: &Layout,
+) -> Result<CudaStorage> {
+    let (x, y, dy) = (contiguous(x, xl)?, contiguous(y, yl)?, contiguous(dy, dyl)?);
+    let cop = unary_op(op);
+    let n = xl.elem_count();
+    use ember_cuda::elementwise::unary_backward as kernel;
+    Ok(match (&x, &y, &dy) {
+        (CudaStorage::F32(xb), CudaStorage::F32(yb), CudaStorage::F32(db)) => {
+            CudaStorage::F32(fill("unary_backward", xb, n, |o| {
+                kernel(cop, xb.view(), yb.view(), db.view(), o)
+            })?)
+        }
+        (CudaStorage::F64(xb), CudaStorage::F64(yb), CudaStorage::F64(db)) => {
+            CudaStorage::F64(fill("unary_backward", xb, n, |o| {
+                kernel(cop, xb.view(), yb.view(), db.view(), o)
+            })?)
+        }
+        _ => unreachable!("operands share a dtype"),
+    })
+}
+
+/// out = op(a, b) for views of the output's shape.
+pub(crate) fn binary(
+    op: BinaryOp,
+    a: &CudaStorage,
+    al: &Layout,
+    b: &CudaStorage,
+    bl: &Layout,
+) -> Result<CudaStorage> {
+    let cop = binary_op(op);
+    let n = al.elem_count();
+    use ember_cuda::elementwise::binary as kernel;
+    Ok(match (a, b) {
+        (CudaStorage::F32(ab), CudaStorage::F32(bb)) => {
+            CudaStorage::F32(fill("binary", ab, n, |o| {
+                kernel(cop, ab.view(), view(al), bb.view(), view(bl), o)
+            })?)
+        }
+        (CudaStorage::F64(ab), CudaStorage::F64(bb)) => {
+            CudaStorage::F64(fill("binary", ab, n, |o| {
+                kernel(cop, ab.view(), view(al), bb.view(), view(bl), o)
+            })?)
+        }
+        _ => unreachable!("operands share a dtype"),
+    })
+}
+
+/// Reduces over `axes` (keepdim layout).
+pub(crate) fn reduce(
+    op: ReduceOp,
+    s: &CudaStorage,
+    l: &Layout,
+    axes: &[usize],
+) -> Result<CudaStorage> {
+    use ember_cuda::reduce::ReduceOp as C;
+    let cop = match op {
+        ReduceOp::Sum => C::Sum,
+        ReduceOp::Max => C::Max,
+        ReduceOp::Min => C::Min,
+        ReduceOp::ArgMax => C::ArgMax,
+        ReduceOp::ArgMin => C::ArgMin,
+    };
+    let n: usize = l
+        .shape()
+        .iter()
+        .enumerate()
+        .map(|(d, &e)| if axes.contains(&d) { 1 } else { e })
+        .product();
+    Ok(produce!("reduce", s, n, |out, x| {
+        ember_cuda::reduce::reduce(cop, x.view(), view(l), axes, out.view_mut())
+    }))
+}
+
+/// Softmax or log-softmax along the last axis.
+pub(crate) fn softmax_last(s: &CudaStorage, l: &Layout, log: bool) -> Result<CudaStorage> {
+    let dense = contiguous(s, l)?;
+    let cols = l.shape().last().copied().unwrap_or(1);
+    Ok(produce!("softmax", &dense, l.elem_count(), |out, x| {
+        ember_cuda::reduce::softmax_rows(x.view(), cols, out.view_mut(), log)
+    }))
+}
+
+/// C = A·B (+ bias, activation) over all batch indices, f32 only.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    batch: &[usize],
+    (m, n, k): (usize, usize, usize),
+    a: &CudaStorage,
+    al: &Layout,
+    b: &CudaStorage,
+    bl: &Layout,
+    bias: Option<(&CudaStorage, &Layout)>,
+    activation: Activation,
+) -> Result<CudaStorage> {
+    let (CudaStorage::F32(ab), CudaStorage::F32(bb)) = (a, b) else {
+        return Err(unsupported(
+            "matmul",
+            a.ordinal(),
+            "f64 matrix multiplication",
+        ));
+    };
+    let ord = a.ordinal();
+    let dev = ab.device().clone();
+    let bias = match bias {
+        Some((s, l)) => match contiguous(s, l)? {
+            CudaStorage::F32(v) => Some(v),
+            CudaStorage::F64(_) => unreachable!("bias shares the dtype"),
+        },
+        None => None,
+    };
+    let nb = batch.len();
+    let batches: usize = batch.iter().product();
+    let mut out = alloc::<f32>(&dev, "matmul", batches * m * n)?;
+    if m * n == 0 {
+        return Ok(CudaStorage::F32(out));
+    }
+    let (ars, acs) = (al.strides()[nb], al.strides()[nb + 1]);
+    let (brs, bcs) = (bl.strides()[nb], bl.strides()[nb + 1]);
+    for bi in 0..batches {
+        let aoff = al.batch_offset(batch, bi);
+        let boff = bl.batch_offset(batch, bi);
+        let a_view = if k == 0 {
+            ab.slice(0..0)
+        } else {
+            ab.slice(aoff..ab.len())
+        }
+        .map_err(err("matmul", ord))?;
+        let b_view = if k == 0 {
+            bb.slice(0..0)
+        } else {
+            bb.slice(boff..bb.len())
+        }
+        .map_err(err("matmul", ord))?;
+        let c_view = out
+            .slice_mut(bi * m * n..(bi + 1) * m * n)
+            .map_err(err("matmul", ord))?;
+        ember_cuda::gemm::gemm(
+            m,
+            n,
+            k,
+            1.0,
+            ember_cuda::gemm::MatRef {
+                data: a_view,
+                rs: ars,
+                cs: acs,
+            },
+            ember_cuda::gemm::MatRef {
+                data: b_view,
+                rs: brs,
+                cs: bcs,
+            },
+            0.0,
+            ember_cuda::gemm::MatMut {
+                data: c_view,
+                rs: n,
+                cs: 1,
+            },
+            ember_cuda::gemm::Epilogue {
+                bias: bias.as_ref().map(|b| b.view()),
+                act: act(activation),
+            },
+        )
+        .map_err(err("matmul", ord))?;
+    }
+    Ok(CudaStorage::F32(out))
+}
+
+/// scale · Σ BCE as a one-element device buffer (no host round trip).
+pub(crate) fn bce_sum(
+    form: BceForm,
+    p: &CudaStorage,
+    pl: &Layout,
+    y: &CudaStorage,
+    yl: &Layout,
+    scale: f64,
+) -> Result<CudaStorage> {
+    use ember_cuda::loss::{bce_logits_sum, bce_probs_sum};
+    let (p, y) = (contiguous(p, pl)?, contiguous(y, yl)?);
+    Ok(match (&p, &y) {
+        (CudaStorage::F32(pb), CudaStorage::F32(yb)) => {
+            CudaStorage::F32(fill("bce", pb, 1, |o| match form {
+                BceForm::Probs(eps) => bce_probs_sum(pb.view(), yb.view(), eps, scale, o),
+                BceForm::Logits => bce_logits_sum(pb.view(), yb.view(), scale, o),
+            })?)
+        }
+        (CudaStorage::F64(pb), CudaStorage::F64(yb)) => {
+            CudaStorage::F64(fill("bce", pb, 1, |o| match form {
+                BceForm::Probs(eps) => bce_probs_sum(pb.view(), yb.view(), eps, scale, o),
+                BceForm::Logits => bce_logits_sum(pb.view(), yb.view(), scale, o),
+            })?)
+        }
+        _ => unreachable!("operands share a dtype"),
+    })
+}
+
+/// scale · dBCE/dinput per element.
+pub(crate) fn bce_grad(
+    form: BceForm,
+    p: &CudaStorage,
+    pl: &Layout,
+    y: &CudaStorage,
+    yl: &Layout,
+    scale: f64,
+) -> Result<CudaStorage> {
+    use ember_cuda::loss::{bce_logits_grad, bce_probs_grad};
+    let (p, y) = (contiguous(p, pl)?, contiguous(y, yl)?);
+    let n = pl.elem_count();
+    Ok(match (&p, &y) {
+        (CudaStorage::F32(pb), CudaStorage::F32(yb)) => {
+            CudaStorage::F32(fill("bce_grad", pb, n, |o| match form {
+                BceForm::Probs(eps) => bce_probs_grad(pb.view(), yb.view(), eps, scale, o),
+                BceForm::Logits => bce_logits_grad(pb.view(), yb.view(), scale, o),
+            })?)
+        }
+        (CudaStorage::F64(pb), CudaStorage::F64(yb)) => {
+            CudaStorage::F64(fill("bce_grad", pb, n, |o| match form {
+                BceForm::Probs(eps) => bce_probs_grad(pb.view(), yb.view(), eps, scale, o),
+                BceForm::Logits => bce_logits_grad(pb.view(), yb.view(), scale, o),
+            })?)
+        }
+        _ => unreachable!("operands share a dtype"),
+    })
+}

@@ -1,0 +1,1 @@
+//! The kernel lab (in progress).

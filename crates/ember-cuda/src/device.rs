@@ -1,0 +1,602 @@
+//! Devices, streams, the kernel-module cache, and typed device buffers.
+//!
+//! Discovery never panics: the driver library is probed first (`is_culib_present`), driver calls
+//! that could still panic inside cudarc (a driver missing a symbol) run under `catch_unwind`, and
+//! every failure becomes a distinct [`CudaError`]: no library, no device, broken driver.
+//!
+//! One [`CudaDevice`] exists per ordinal per process (cached), holding the primary context and
+//! one stream. Everything ember does on a device is queued on that stream in program order, so
+//! no cross-stream events are needed; cudarc's per-buffer event tracking is therefore switched
+//! off, and launches take raw device pointers checked against buffer lengths on the host.
+//!
+//! Kernel modules are compiled on first use (NVRTC, exact arch, see [`crate::compile`]) or read
+//! from `EMBER_CUDA_KERNEL_DIR` (`<module>.<arch>.cubin` or `<module>.cubin`), loaded once per
+//! device and cached with their functions.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::sys::CUresult;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    ValidAsZeroBits,
+};
+use cudarc::nvrtc::Ptx;
+
+use crate::compile::{arch_for_capability, compile_module};
+use crate::error::{CudaError, describe, driver_err, invalid};
+
+/// True when the CUDA driver library can be loaded (it says nothing about devices).
+pub fn driver_available() -> bool {
+    // SAFETY: only tries to dlopen the driver library by its candidate names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Runs a driver call that cudarc may turn into a panic (a symbol missing from an old driver)
+/// and converts that panic into [`CudaError::DriverBroken`].
+fn guarded<R>(op: &str, f: impl FnOnce() -> R) -> Result<R, CudaError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        let detail = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the driver call panicked".into());
+        CudaError::DriverBroken {
+            op: op.into(),
+            detail,
+        }
+    })
+}
+
+/// Number of CUDA devices. `Ok(0)` when the driver is installed but sees no device;
+/// `Err(DriverLibraryMissing)` when there is no driver; `Err(DriverBroken)` when it cannot start.
+pub fn device_count() -> Result<usize, CudaError> {
+    if !driver_available() {
+        return Err(CudaError::DriverLibraryMissing);
+    }
+    match guarded("cuDeviceGetCount", CudaContext::device_count)? {
+        Ok(n) => Ok(n.max(0) as usize),
+        Err(e) if e.0 == CUresult::CUDA_ERROR_NO_DEVICE => Ok(0),
+        Err(e) => Err(CudaError::DriverBroken {
+            op: "cuInit/cuDeviceGetCount".into(),
+            detail: describe(&e),
+        }),
+    }
+}
+
+/// One GPU: its context, its single stream, its architecture and its cache of loaded kernels.
+pub struct CudaDevice {
+    ordinal: usize,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    name: String,
+    capability: (i32, i32),
+    arch: String,
+    sm_count: usize,
+    modules: Mutex<HashMap<String, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<(String, String), CudaFunction>>,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaDevice")
+            .field("ordinal", &self.ordinal)
+            .field("name", &self.name)
+            .field("arch", &self.arch)
+            .field("sm_count", &self.sm_count)
+            .finish()
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<usize, Arc<CudaDevice>>> {
+    static R: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl CudaDevice {
+    /// The device with this ordinal, created on first call and shared afterwards (one context and
+    /// one stream per device per process). Never panics.
+    pub fn get(ordinal: usize) -> Result<Arc<CudaDevice>, CudaError> {
+        let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = reg.get(&ordinal) {
+            return Ok(d.clone());
+        }
+        let count = device_count()?;
+        if count == 0 {
+            return Err(CudaError::NoDevice);
+        }
+        if ordinal >= count {
+            return Err(CudaError::InvalidOrdinal { ordinal, count });
+        }
+        let ctx = guarded("cuCtx", || CudaContext::new(ordinal))?.map_err(|e| {
+            if e.0 == CUresult::CUDA_ERROR_NO_DEVICE {
+                CudaError::NoDevice
+            } else {
+                CudaError::DriverBroken {
+                    op: format!("creating a context on device {ordinal}"),
+                    detail: describe(&e),
+                }
+            }
+        })?;
+        // SAFETY: ember queues all work for this device on the single stream created below, so
+        // program order already orders every read and write; no cross-stream events are needed.
+        unsafe { ctx.disable_event_tracking() };
+        let name = ctx.name().map_err(|e| driver_err("cuDeviceGetName", e))?;
+        let capability = ctx
+            .compute_capability()
+            .map_err(|e| driver_err("compute capability", e))?;
+        if capability.0 < 8 {
+            return Err(CudaError::UnsupportedDevice { name, capability });
+        }
+        let sm_count = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(|e| driver_err("multiprocessor count", e))?
+            .max(1) as usize;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| driver_err("cuStreamCreate", e))?;
+        let dev = Arc::new(CudaDevice {
+            ordinal,
+            arch: arch_for_capability(capability.0, capability.1),
+            ctx,
+            stream,
+            name,
+            capability,
+            sm_count,
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+        });
+        reg.insert(ordinal, dev.clone());
+        Ok(dev)
+    }
+
+    /// Device ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+    /// Marketing name, e.g. `NVIDIA H200`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Compute capability (major, minor).
+    pub fn capability(&self) -> (i32, i32) {
+        self.capability
+    }
+    /// NVRTC target the kernels are compiled for, e.g. `sm_90a`.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+    /// Number of streaming multiprocessors.
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
+    }
+    /// The cudarc context (for callers that need the raw driver API, e.g. cuBLAS in the lab).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    /// The device's one stream, on which every ember operation is queued.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    /// (free, total) device memory in bytes.
+    pub fn memory_info(&self) -> Result<(usize, usize), CudaError> {
+        self.ctx
+            .mem_get_info()
+            .map_err(|e| driver_err("cuMemGetInfo", e))
+    }
+    /// Waits until all queued work has finished; reports any asynchronous kernel error.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.stream
+            .synchronize()
+            .map_err(|e| driver_err("cuStreamSynchronize", e))
+    }
+
+    /// Loads kernel module `name` (compiling it if needed) and caches it.
+    pub fn module(&self, name: &str) -> Result<Arc<CudaModule>, CudaError> {
+        let mut mods = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = mods.get(name) {
+            return Ok(m.clone());
+        }
+        let image = match std::env::var_os("EMBER_CUDA_KERNEL_DIR") {
+            Some(dir) => {
+                let dir = std::path::PathBuf::from(dir);
+                let specific = dir.join(format!("{name}.{}.cubin", self.arch));
+                let path = if specific.exists() {
+                    specific
+                } else {
+                    dir.join(format!("{name}.cubin"))
+                };
+                std::fs::read(&path).map_err(|e| CudaError::KernelFile {
+                    path: path.display().to_string(),
+                    detail: e.to_string(),
+                })?
+            }
+            None => compile_module(name, &self.arch)?.cubin,
+        };
+        let module = self
+            .ctx
+            .load_module(Ptx::from_binary(image))
+            .map_err(|e| driver_err(format!("loading module {name} for {}", self.arch), e))?;
+        mods.insert(name.to_string(), module.clone());
+        Ok(module)
+    }
+
+    /// The kernel `func` of module `module`, loaded once and cached.
+    pub(crate) fn function(&self, module: &str, func: &str) -> Result<CudaFunction, CudaError> {
+        let key = (module.to_string(), func.to_string());
+        if let Some(f) = self
+            .functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(f.clone());
+        }
+        let m = self.module(module)?;
+        if func.contains('\0') {
+            return Err(invalid("function", "kernel name contains a NUL byte"));
+        }
+        let f = m
+            .load_function(func)
+            .map_err(|e| driver_err(format!("loading kernel {module}::{func}"), e))?;
+        self.functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// A buffer of `len` elements with unspecified contents (no fill pass).
+    pub fn alloc<T: DeviceElem>(
+        self: &Arc<Self>,
+        len: usize,
+    ) -> Result<DeviceBuffer<T>, CudaError> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| invalid("alloc", format!("{len} elements overflow the byte count")))?;
+        // SAFETY: the memory is uninitialised device memory; reading it yields unspecified
+        // values but no undefined behaviour on the host, and ember kernels write before reading.
+        let data = unsafe { self.stream.alloc::<T>(len) }.map_err(|e| self.alloc_err(bytes, e))?;
+        Ok(DeviceBuffer {
+            data,
+            device: self.clone(),
+        })
+    }
+
+    /// A buffer of `len` zeros.
+    pub fn alloc_zeros<T: DeviceElem>(
+        self: &Arc<Self>,
+        len: usize,
+    ) -> Result<DeviceBuffer<T>, CudaError> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| invalid("alloc_zeros", format!("{len} elements overflow")))?;
+        let data = self
+            .stream
+            .alloc_zeros::<T>(len)
+            .map_err(|e| self.alloc_err(bytes, e))?;
+        Ok(DeviceBuffer {
+            data,
+            device: self.clone(),
+        })
+    }
+
+    /// Copies a host slice into a new device buffer.
+    pub fn upload<T: DeviceElem>(
+        self: &Arc<Self>,
+        host: &[T],
+    ) -> Result<DeviceBuffer<T>, CudaError> {
+        let bytes = std::mem::size_of_val(host);
+        let data = self
+            .stream
+            .clone_htod(host)
+            .map_err(|e| self.alloc_err(bytes, e))?;
+        Ok(DeviceBuffer {
+            data,
+            device: self.clone(),
+        })
+    }
+
+    fn alloc_err(&self, bytes: usize, e: cudarc::driver::DriverError) -> CudaError {
+        if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            CudaError::OutOfMemory {
+                bytes,
+                ordinal: self.ordinal,
+            }
+        } else {
+            driver_err(format!("allocating {bytes} bytes"), e)
+        }
+    }
+}
+
+/// Element types a device buffer can hold. Sealed: f32, f64, and the 16-bit floats (which the
+/// kernels treat as raw `u16` bit patterns).
+pub trait DeviceElem:
+    DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + Unpin + 'static + sealed::Sealed
+{
+    /// The element's dtype.
+    const DTYPE: DType;
+}
+
+/// Float types the elementwise, reduction, loss and optimizer kernels compute in.
+pub trait FloatElem: DeviceElem {
+    /// Rounds an f64 to this type (how host-side parameters reach a kernel).
+    fn from_f64(v: f64) -> Self;
+}
+
+/// The 16-bit input types of the tensor-core GEMM.
+pub trait HalfElem: DeviceElem {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+impl DeviceElem for f32 {
+    const DTYPE: DType = DType::F32;
+}
+impl DeviceElem for f64 {
+    const DTYPE: DType = DType::F64;
+}
+impl DeviceElem for half::f16 {
+    const DTYPE: DType = DType::F16;
+}
+impl DeviceElem for half::bf16 {
+    const DTYPE: DType = DType::BF16;
+}
+impl FloatElem for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+impl FloatElem for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+impl HalfElem for half::f16 {}
+impl HalfElem for half::bf16 {}
+
+/// Element type of a device buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl DType {
+    /// The suffix of kernel names for this type (`f32`, `f64`, `f16`, `bf16`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 => 8,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+}
+
+/// A typed buffer in device memory, owned; freed (asynchronously, on its stream) when dropped.
+pub struct DeviceBuffer<T: DeviceElem> {
+    data: CudaSlice<T>,
+    device: Arc<CudaDevice>,
+}
+
+impl<T: DeviceElem> std::fmt::Debug for DeviceBuffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DeviceBuffer<{}>[{}] on cuda:{}",
+            T::DTYPE.suffix(),
+            self.data.len(),
+            self.device.ordinal
+        )
+    }
+}
+
+impl<T: DeviceElem> DeviceBuffer<T> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    /// True when the buffer holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// The device holding the buffer.
+    pub fn device(&self) -> &Arc<CudaDevice> {
+        &self.device
+    }
+    /// Copies the buffer to a new host vector (waits for queued work first).
+    pub fn to_host(&self) -> Result<Vec<T>, CudaError> {
+        self.device
+            .stream
+            .clone_dtoh(&self.data)
+            .map_err(|e| driver_err("copy device to host", e))
+    }
+    /// Overwrites the buffer with `host`, which must have the same length.
+    pub fn copy_from_host(&mut self, host: &[T]) -> Result<(), CudaError> {
+        if host.len() != self.len() {
+            return Err(invalid(
+                "copy_from_host",
+                format!(
+                    "host slice has {} elements, buffer {}",
+                    host.len(),
+                    self.len()
+                ),
+            ));
+        }
+        self.device
+            .stream
+            .memcpy_htod(host, &mut self.data)
+            .map_err(|e| driver_err("copy host to device", e))
+    }
+    /// Copies the whole of `src` (same length, same device) into this buffer on the device.
+    pub fn copy_from_device(&mut self, src: &DeviceBuffer<T>) -> Result<(), CudaError> {
+        if src.len() != self.len() || src.device.ordinal != self.device.ordinal {
+            return Err(invalid(
+                "copy_from_device",
+                format!(
+                    "source [{}] on cuda:{} vs destination [{}] on cuda:{}",
+                    src.len(),
+                    src.device.ordinal,
+                    self.len(),
+                    self.device.ordinal
+                ),
+            ));
+        }
+        self.device
+            .stream
+            .memcpy_dtod(&src.data, &mut self.data)
+            .map_err(|e| driver_err("copy device to device", e))
+    }
+    /// The whole buffer as a read-only slice for kernel calls.
+    pub fn view(&self) -> DevSlice<'_, T> {
+        DevSlice {
+            ptr: self.raw_ptr(),
+            len: self.len(),
+            dev: &self.device,
+            _m: PhantomData,
+        }
+    }
+    /// The whole buffer as a writable slice for kernel calls.
+    pub fn view_mut(&mut self) -> DevSliceMut<'_, T> {
+        DevSliceMut {
+            ptr: self.raw_ptr(),
+            len: self.len(),
+            dev: &self.device,
+            _m: PhantomData,
+        }
+    }
+    /// Elements `start..end` as a read-only slice.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Result<DevSlice<'_, T>, CudaError> {
+        self.check_range(&range)?;
+        Ok(DevSlice {
+            ptr: self.raw_ptr() + (range.start * std::mem::size_of::<T>()) as u64,
+            len: range.end - range.start,
+            dev: &self.device,
+            _m: PhantomData,
+        })
+    }
+    /// Elements `start..end` as a writable slice.
+    pub fn slice_mut(
+        &mut self,
+        range: std::ops::Range<usize>,
+    ) -> Result<DevSliceMut<'_, T>, CudaError> {
+        self.check_range(&range)?;
+        Ok(DevSliceMut {
+            ptr: self.raw_ptr() + (range.start * std::mem::size_of::<T>()) as u64,
+            len: range.end - range.start,
+            dev: &self.device,
+            _m: PhantomData,
+        })
+    }
+    fn check_range(&self, r: &std::ops::Range<usize>) -> Result<(), CudaError> {
+        if r.start > r.end || r.end > self.len() {
+            return Err(invalid(
+                "slice",
+                format!(
+                    "range {}..{} outside buffer of {}",
+                    r.start,
+                    r.end,
+                    self.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+    /// The raw device address of element 0.
+    pub fn raw_ptr(&self) -> u64 {
+        // With event tracking off the guard does nothing; the address stays valid while `self`
+        // lives, which the borrow in DevSlice enforces.
+        let (p, _guard) = self.data.device_ptr(&self.device.stream);
+        p
+    }
+    /// The underlying cudarc slice (for cuBLAS and other raw uses).
+    pub fn cuda_slice(&self) -> &CudaSlice<T> {
+        &self.data
+    }
+    /// The underlying cudarc slice, writable.
+    pub fn cuda_slice_mut(&mut self) -> &mut CudaSlice<T> {
+        &mut self.data
+    }
+}
+
+/// A borrowed, read-only run of elements in device memory: what a kernel reads.
+/// Obtained from [`DeviceBuffer::view`] or [`DeviceBuffer::slice`].
+#[derive(Debug, Clone, Copy)]
+pub struct DevSlice<'a, T> {
+    pub(crate) ptr: u64,
+    pub(crate) len: usize,
+    pub(crate) dev: &'a Arc<CudaDevice>,
+    _m: PhantomData<&'a T>,
+}
+
+/// A borrowed, writable run of elements in device memory: what a kernel writes.
+#[derive(Debug)]
+pub struct DevSliceMut<'a, T> {
+    pub(crate) ptr: u64,
+    pub(crate) len: usize,
+    pub(crate) dev: &'a Arc<CudaDevice>,
+    _m: PhantomData<&'a mut T>,
+}
+
+impl<T> DevSlice<'_, T> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The device holding the elements.
+    pub fn device(&self) -> &Arc<CudaDevice> {
+        self.dev
+    }
+}
+
+impl<'a, T> DevSliceMut<'a, T> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The device holding the elements.
+    pub fn device(&self) -> &Arc<CudaDevice> {
+        self.dev
+    }
+    /// Reborrows as a shorter-lived writable slice.
+    pub fn reborrow(&mut self) -> DevSliceMut<'_, T> {
+        DevSliceMut {
+            ptr: self.ptr,
+            len: self.len,
+            dev: self.dev,
+            _m: PhantomData,
+        }
+    }
+}

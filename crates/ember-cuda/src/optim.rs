@@ -1,0 +1,148 @@
+//! Fused optimizer steps on the device (kernels/optim.cu).
+//!
+//! One launch per parameter updates the parameter and its state in place. The rules and the
+//! order of every rounding are ember-cpu's (Keras 3 forms; see ember-cpu/src/optim.rs): the
+//! kernels use round-to-nearest intrinsics that forbid FMA contraction, and the host derives the
+//! scalar coefficients exactly as the CPU does (in f64, then rounded to the element type), so a
+//! GPU step is bit-identical to a CPU step on the same f32 or f64 data.
+
+use crate::device::{DevSlice, DevSliceMut, FloatElem};
+use crate::error::{CudaError, invalid};
+use crate::launch::{check_in, check_out, grid_1d, launch_err, same_device, to_i64};
+use cudarc::driver::PushKernelArg;
+
+/// Hyperparameters of SGD.
+#[derive(Debug, Clone, Copy)]
+pub struct SgdConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum factor (0 disables the velocity buffer).
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+/// Hyperparameters of Adam / AdamW.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decay of the first moment.
+    pub beta1: f64,
+    /// Decay of the second moment.
+    pub beta2: f64,
+    /// Added to sqrt(v).
+    pub eps: f64,
+    /// Decoupled weight decay (AdamW when non-zero).
+    pub weight_decay: f64,
+    /// 1-based step count, for the bias corrections.
+    pub step: u64,
+}
+
+/// SGD: `v = momentum v - lr g; p += v` (Nesterov: `p += momentum v - lr g`), after decoupled
+/// weight decay `p -= lr wd p`. `velocity` is ignored (and may be empty) when momentum is 0.
+pub fn sgd_step<T: FloatElem>(
+    cfg: &SgdConfig,
+    p: DevSliceMut<'_, T>,
+    g: DevSlice<'_, T>,
+    velocity: DevSliceMut<'_, T>,
+) -> Result<(), CudaError> {
+    const OP: &str = "sgd_step";
+    let dev = p.dev;
+    let n = p.len;
+    check_in(OP, "grad", dev, &g, n)?;
+    let has_mom = cfg.momentum != 0.0;
+    if has_mom {
+        same_device(OP, "velocity", dev, velocity.dev)?;
+        check_out(OP, "velocity", &velocity, n)?;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let n64 = to_i64(OP, n)?;
+    let lr = T::from_f64(cfg.lr);
+    let mom = T::from_f64(cfg.momentum);
+    let decay = T::from_f64(cfg.lr * cfg.weight_decay);
+    let (use_wd, hm, nest) = (
+        (cfg.weight_decay != 0.0) as i32,
+        has_mom as i32,
+        cfg.nesterov as i32,
+    );
+    // Without momentum the kernel never touches `vel`; pass p's address as a harmless stand-in.
+    let vel = if has_mom { velocity.ptr } else { p.ptr };
+    let name = format!("sgd_step_{}", T::DTYPE.suffix());
+    let f = dev.function("optim", &name)?;
+    let mut l = dev.stream().launch_builder(&f);
+    l.arg(&p.ptr)
+        .arg(&g.ptr)
+        .arg(&vel)
+        .arg(&n64)
+        .arg(&lr)
+        .arg(&mom)
+        .arg(&decay)
+        .arg(&use_wd)
+        .arg(&hm)
+        .arg(&nest);
+    // SAFETY: p, g (and velocity when used) hold n elements each on this device.
+    unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
+    Ok(())
+}
+
+/// Adam (Keras form): `m += (1-b1)(g-m); v += (1-b2)(g²-v);
+/// p -= lr·sqrt(1-b2^t)/(1-b1^t) · m / (sqrt v + eps)`, after decoupled weight decay.
+pub fn adam_step<T: FloatElem>(
+    cfg: &AdamConfig,
+    p: DevSliceMut<'_, T>,
+    g: DevSlice<'_, T>,
+    m: DevSliceMut<'_, T>,
+    v: DevSliceMut<'_, T>,
+) -> Result<(), CudaError> {
+    const OP: &str = "adam_step";
+    let dev = p.dev;
+    let n = p.len;
+    check_in(OP, "grad", dev, &g, n)?;
+    same_device(OP, "m", dev, m.dev)?;
+    same_device(OP, "v", dev, v.dev)?;
+    check_out(OP, "m", &m, n)?;
+    check_out(OP, "v", &v, n)?;
+    if !(cfg.beta1 < 1.0 && cfg.beta2 < 1.0) {
+        return Err(invalid(
+            OP,
+            format!(
+                "beta1 {} and beta2 {} must be below 1",
+                cfg.beta1, cfg.beta2
+            ),
+        ));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let n64 = to_i64(OP, n)?;
+    let t = cfg.step.clamp(1, i32::MAX as u64) as i32;
+    let lr_t = cfg.lr * (1.0 - cfg.beta2.powi(t)).sqrt() / (1.0 - cfg.beta1.powi(t));
+    let lr_t = T::from_f64(lr_t);
+    let one_b1 = T::from_f64(1.0 - cfg.beta1);
+    let one_b2 = T::from_f64(1.0 - cfg.beta2);
+    let eps = T::from_f64(cfg.eps);
+    let decay = T::from_f64(cfg.lr * cfg.weight_decay);
+    let use_wd = (cfg.weight_decay != 0.0) as i32;
+    let name = format!("adam_step_{}", T::DTYPE.suffix());
+    let f = dev.function("optim", &name)?;
+    let mut l = dev.stream().launch_builder(&f);
+    l.arg(&p.ptr)
+        .arg(&g.ptr)
+        .arg(&m.ptr)
+        .arg(&v.ptr)
+        .arg(&n64)
+        .arg(&lr_t)
+        .arg(&one_b1)
+        .arg(&one_b2)
+        .arg(&eps)
+        .arg(&decay)
+        .arg(&use_wd);
+    // SAFETY: p, g, m and v hold n elements each on this device (checked above).
+    unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
+    Ok(())
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Side-by-side SGEMM: ember vs numpy (OpenBLAS), interleaved rounds at 1 and 2 threads, medians.
+#
+#   scripts/bench-peers.sh [ROUNDS] [SHAPES]      e.g. scripts/bench-peers.sh 5 512,1024,2048
+#
+# - Builds `ember` in release (default flags: no target-cpu, what a user gets).
+# - Puts numpy + threadpoolctl in a venv OUTSIDE the repo (~/.venvs/np; override with NP_VENV);
+#   numpy is a benchmark aid, not a dependency.
+# - Runs the numpy peer with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they can pin a
+#   slower kernel) and records the OpenBLAS kernel it reports (`blas_core`).
+# - Rounds alternate ember and numpy so machine noise hits both alike; also runs
+#   `ember bench peak` each round. Raw JSON lines go to $OUT (default target/bench-peers.jsonl)
+#   and a table of medians is printed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+SHAPES=${2:-256,512,1024,2048,256x784x512,256x512x512,256x512x1,10x10x10,10x10x5,10x5x1}
+NP_VENV=${NP_VENV:-$HOME/.venvs/np}
+OUT=${OUT:-target/bench-peers.jsonl}
+PEER=${PEER:-/work/shared/peers/sgemm_py.py}
+[ -f "$PEER" ] || { echo "peer script not found: $PEER (set PEER=...)" >&2; exit 1; }
+
+if [ ! -x "$NP_VENV/bin/python" ]; then
+  python3 -m venv "$NP_VENV"
+  "$NP_VENV/bin/pip" install --quiet numpy threadpoolctl
+fi
+cargo build --release --bin ember >&2
+mkdir -p "$(dirname "$OUT")"
+: > "$OUT"
+for r in $(seq 1 "$ROUNDS"); do
+  for t in 1 2; do
+    echo "round $r/$ROUNDS, $t thread(s)" >&2
+    ./target/release/ember bench peak --threads "$t" --json --min-time 0.3 \
+      | sed "s/^{/{\"round\":$r,\"impl\":\"ember\",/" >> "$OUT"
+    ./target/release/ember bench gemm --threads "$t" --json --min-time 0.3 --sizes "$SHAPES" \
+      | sed "s/^{/{\"round\":$r,\"impl\":\"ember\",/" >> "$OUT"
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$NP_VENV/bin/python" "$PEER" \
+      --impl numpy --threads "$t" --shapes "$SHAPES" --min-time 0.3 \
+      | sed "s/^{/{\"round\":$r,/" >> "$OUT"
+  done
+done
+"$NP_VENV/bin/python" - "$OUT" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+peak = {}
+for r in rows:
+    if r.get("bench") == "peak" and r.get("kind") == "fma_f32":
+        peak.setdefault((r["isa"], r["threads"]), []).append(r["gflops"])
+g = {}
+core = set()
+for r in rows:
+    if r.get("bench") in ("gemm", "sgemm"):
+        g.setdefault((r["impl"], r["threads"], r["m"], r["k"], r["n"]), []).append(r["gflops"])
+        if r.get("blas_core"):
+            core.add(r["blas_core"])
+print("OpenBLAS kernel(s):", ", ".join(sorted(core)) or "?")
+for (isa, t), v in sorted(peak.items()):
+    print(f"FMA peak {isa} {t} thr: median {statistics.median(v):.1f} GFLOP/s over {len(v)} rounds")
+print(f"{'shape MxKxN':>16} {'thr':>3} {'ember':>8} {'numpy':>8} {'ratio':>6} {'%peak':>6}")
+shapes = sorted({(m, k, n, t) for (_, t, m, k, n) in g}, key=lambda s: (s[3], -s[0] * s[1] * s[2]))
+for (m, k, n, t) in shapes:
+    e = g.get(("ember", t, m, k, n)); p = g.get(("numpy", t, m, k, n))
+    em = statistics.median(e) if e else float("nan"); pm = statistics.median(p) if p else float("nan")
+    pk = statistics.median(peak.get(("avx2", t), [float("nan")]))
+    print(f"{f'{m}x{k}x{n}':>16} {t:>3} {em:8.1f} {pm:8.1f} {em / pm:6.2f} {100 * em / pk:6.1f}")
+PY
