@@ -182,6 +182,17 @@ fn save_load_plot_and_options() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("optimizer state after"));
+    // With another optimizer the weights alone are loaded.
+    let out = ember(&["--epochs", "1", "--load", ck_s, "--optimizer", "sgd"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("weights only: its optimizer state is for rmsprop")
+    );
     // Another architecture cannot load it: one line naming the tensor.
     let out = ember(&["--epochs", "1", "--load", ck_s, "--hidden", "7"]);
     assert!(!out.status.success());

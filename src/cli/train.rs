@@ -13,6 +13,7 @@
 use clap::Args;
 use ember_core::{Activation, DType, Device, Tensor};
 use ember_nn::callbacks::{Callback, Control};
+use ember_nn::checkpoint;
 use ember_nn::data::{self, LabelColumn, Scaler, Table};
 use ember_nn::layers::{Dense, DenseOptions, Dropout, parse_activation};
 use ember_nn::loss::Loss;
@@ -177,16 +178,28 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let mut model = build_model(&args, table.cols(), classes, device)?;
     model.positive_class = args.positive_class;
     if let Some(path) = &args.load {
-        let report = model.load(path).map_err(|e| e.to_string())?;
+        // Optimizer state is restored only when it belongs to the optimizer chosen now;
+        // otherwise the weights alone start the new run.
+        let stored = checkpoint::stored_optimizer(path).map_err(|e| e.to_string())?;
+        let same = stored.as_deref() == Some(model.optimizer.algorithm.name());
+        let report = if same {
+            model.load(path)
+        } else {
+            checkpoint::load(path, &model.network, None)
+        }
+        .map_err(|e| e.to_string())?;
         if !args.json {
+            let state = match (report.optimizer_iterations, stored) {
+                (Some(i), _) => format!(" (optimizer state after {i} steps)"),
+                (None, Some(other)) => {
+                    format!(" (weights only: its optimizer state is for {other})")
+                }
+                (None, None) => " (weights only)".to_string(),
+            };
             println!(
-                "Loaded {} tensors from {}{}",
+                "Loaded {} tensors from {}{state}",
                 report.tensors,
-                path.display(),
-                report
-                    .optimizer_iterations
-                    .map(|i| format!(" (optimizer state after {i} steps)"))
-                    .unwrap_or_default()
+                path.display()
             );
         }
     }

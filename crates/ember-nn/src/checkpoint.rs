@@ -339,6 +339,18 @@ fn check_view(
     from_bytes(view.data(), dtype, shape, device)
 }
 
+/// The name of the optimizer whose state `path` holds (`None` for a weights-only file), read
+/// from the header without loading any tensor.
+pub fn stored_optimizer(path: &Path) -> Result<Option<String>> {
+    let bytes = std::fs::read(path).map_err(|e| ck_err(path, e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+    Ok(meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_OPTIMIZER).cloned()))
+}
+
 impl Model {
     /// Saves weights, buffers and optimizer state to `path` (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
