@@ -269,8 +269,7 @@ impl Model {
             ));
         }
         let grads = loss.backward()?;
-        let params = self.network.named_parameters();
-        self.optimizer.step(&params, &grads)?;
+        self.optimizer.step(self.network.parameters_ref(), &grads)?;
         Ok((value, out.detach()))
     }
 
