@@ -12,19 +12,26 @@
 //   mma     m16n8k16: per 16-deep k step a warp issues 4 x 4 = 16 mma.sync on fragments loaded
 //           by 4 ldmatrix.x4 (A) and 2 ldmatrix.x4.trans (B).
 // Shared rows are padded by 8 halves (16 bytes) so the 8 row addresses of each ldmatrix phase
-// fall in distinct banks. Operands that are not contiguous along K (A) / N (B), or tiles that
-// overhang the matrix, are staged by a bounds-checked scalar path instead of cp.async: every
-// layout is correct, the common row-major one is fast.
+// fall in distinct banks.
+// Layouts: A contiguous along K (row-major) or along M (a transposed view, "AT"), B contiguous
+// along N (row-major) or along K ("BT"). Each is staged in shared memory as it lies in global
+// memory (16-byte cp.async chunks), and the transposition happens in ldmatrix: row-major A uses
+// ldmatrix, AT uses ldmatrix.trans; row-major B uses ldmatrix.trans, BT uses ldmatrix. Kernels
+// exist for NN, AT-N and N-BT (the Dense forward and its two backward products); other strides,
+// misaligned bases and tiles that overhang the matrix take a bounds-checked scalar staging path:
+// every layout is correct, these three are fast.
 
 #define HBM 128
 #define HBN 128
 #define HBK 32
 #define HSTAGES 3
 #define HTHREADS 256
-#define A_LD (HBK + 8)   // halves per shared A row
-#define B_LD (HBN + 8)   // halves per shared B row
-#define A_STAGE (HBM * A_LD)
-#define B_STAGE (HBK * B_LD)
+#define A_LD (HBK + 8)   // halves per shared A row, A row-major: [128 m][32 k]
+#define AT_LD (HBM + 8)  // halves per shared A row, A transposed: [32 k][128 m]
+#define B_LD (HBN + 8)   // halves per shared B row, B row-major: [32 k][128 n]
+#define BT_LD (HBK + 8)  // halves per shared B row, B transposed: [128 n][32 k]
+#define A_STAGE (HBM * A_LD)  // = max(HBM * A_LD, HBK * AT_LD)
+#define B_STAGE (HBN * BT_LD) // = max(HBK * B_LD, HBN * BT_LD)
 
 struct HgemmParams {
     i64 m, n, k;
@@ -35,8 +42,9 @@ struct HgemmParams {
     const void* bias;    // same type as C; null: no bias
     float alpha, beta;
     int act;
-    int vec_a;           // 1: csa == 1, rsa % 8 == 0, 16-byte aligned base (cp.async OK)
-    int vec_b;           // 1: csb == 1, rsb % 8 == 0, 16-byte aligned base
+    int vec_a;           // 1: 16-byte cp.async allowed for A in the kernel's layout (contiguous
+                         //    axis stride 1, the other stride % 8 == 0, 16-byte aligned base)
+    int vec_b;           // 1: the same for B
     int out_f32;         // 1: C is f32; 0: C has the inputs' 16-bit type
 };
 
@@ -88,7 +96,8 @@ template <bool BF16> __device__ __forceinline__ u16 f2h(float f) {
 }
 
 // Stages the A tile [m0, m0+128) x [k0, k0+32) and the B tile [k0, k0+32) x [n0, n0+128) into
-// one ring slot: 512 16-byte chunks each, two per thread.
+// one ring slot: 512 16-byte chunks each, two per thread, along each operand's contiguous axis.
+template <bool AT, bool BT>
 __device__ __forceinline__ void load_tiles(const HgemmParams& p, u16* As, u16* Bs, i64 m0,
                                            i64 n0, i64 k0) {
     bool a_fast = p.vec_a && m0 + HBM <= p.m && k0 + HBK <= p.k;
@@ -96,39 +105,68 @@ __device__ __forceinline__ void load_tiles(const HgemmParams& p, u16* As, u16* B
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         int c = threadIdx.x + i * HTHREADS;
-        int r = c >> 2, col = (c & 3) * 8;  // A: 128 rows x 4 chunks
-        u16* dst = As + r * A_LD + col;
-        if (a_fast) {
-            cp_async16(dst, p.a + (m0 + r) * p.rsa + k0 + col);
-        } else {
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                i64 gi = m0 + r, gk = k0 + col + e;
-                dst[e] = (gi < p.m && gk < p.k) ? p.a[gi * p.rsa + gk * p.csa] : (u16)0;
+        if (!AT) {  // [128 m][32 k]: 4 chunks per row
+            int r = c >> 2, col = (c & 3) * 8;
+            u16* dst = As + r * A_LD + col;
+            if (a_fast) {
+                cp_async16(dst, p.a + (m0 + r) * p.rsa + k0 + col);
+            } else {
+#pragma unroll 1  // slow path: keep it compact
+                for (int e = 0; e < 8; ++e) {
+                    i64 gi = m0 + r, gk = k0 + col + e;
+                    dst[e] = (gi < p.m && gk < p.k) ? p.a[gi * p.rsa + gk * p.csa] : (u16)0;
+                }
+            }
+        } else {  // [32 k][128 m]: 16 chunks per row
+            int r = c >> 4, col = (c & 15) * 8;
+            u16* dst = As + r * AT_LD + col;
+            if (a_fast) {
+                cp_async16(dst, p.a + (k0 + r) * p.csa + m0 + col);
+            } else {
+#pragma unroll 1  // slow path: keep it compact
+                for (int e = 0; e < 8; ++e) {
+                    i64 gi = m0 + col + e, gk = k0 + r;
+                    dst[e] = (gi < p.m && gk < p.k) ? p.a[gi * p.rsa + gk * p.csa] : (u16)0;
+                }
             }
         }
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         int c = threadIdx.x + i * HTHREADS;
-        int r = c >> 4, col = (c & 15) * 8;  // B: 32 rows x 16 chunks
-        u16* dst = Bs + r * B_LD + col;
-        if (b_fast) {
-            cp_async16(dst, p.b + (k0 + r) * p.rsb + n0 + col);
-        } else {
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                i64 gk = k0 + r, gj = n0 + col + e;
-                dst[e] = (gk < p.k && gj < p.n) ? p.b[gk * p.rsb + gj * p.csb] : (u16)0;
+        if (!BT) {  // [32 k][128 n]: 16 chunks per row
+            int r = c >> 4, col = (c & 15) * 8;
+            u16* dst = Bs + r * B_LD + col;
+            if (b_fast) {
+                cp_async16(dst, p.b + (k0 + r) * p.rsb + n0 + col);
+            } else {
+#pragma unroll 1  // slow path: keep it compact
+                for (int e = 0; e < 8; ++e) {
+                    i64 gk = k0 + r, gj = n0 + col + e;
+                    dst[e] = (gk < p.k && gj < p.n) ? p.b[gk * p.rsb + gj * p.csb] : (u16)0;
+                }
+            }
+        } else {  // [128 n][32 k]: 4 chunks per row
+            int r = c >> 2, col = (c & 3) * 8;
+            u16* dst = Bs + r * BT_LD + col;
+            if (b_fast) {
+                cp_async16(dst, p.b + (n0 + r) * p.csb + k0 + col);
+            } else {
+#pragma unroll 1  // slow path: keep it compact
+                for (int e = 0; e < 8; ++e) {
+                    i64 gk = k0 + col + e, gj = n0 + r;
+                    dst[e] = (gk < p.k && gj < p.n) ? p.b[gk * p.rsb + gj * p.csb] : (u16)0;
+                }
             }
         }
     }
 }
 
-template <bool BF16> __device__ __forceinline__ void hgemm_mma(const HgemmParams& p) {
+template <bool BF16, bool AT, bool BT>
+__device__ __forceinline__ void hgemm_mma(const HgemmParams& p) {
     extern __shared__ __align__(16) u16 smem[];
-    u16* As = smem;                        // HSTAGES slots of [128][40]
-    u16* Bs = smem + HSTAGES * A_STAGE;    // HSTAGES slots of [32][136]
+    u16* As = smem;                        // HSTAGES slots of A_STAGE halves
+    u16* Bs = smem + HSTAGES * A_STAGE;    // HSTAGES slots of B_STAGE halves
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int wm = warp >> 2, wn = warp & 3;  // warp grid 2 x 4
     const i64 m0 = blockIdx.y * (i64)HBM, n0 = blockIdx.x * (i64)HBN;
@@ -145,7 +183,7 @@ template <bool BF16> __device__ __forceinline__ void hgemm_mma(const HgemmParams
     // Prologue: fill the first HSTAGES-1 slots.
 #pragma unroll
     for (int s = 0; s < HSTAGES - 1; ++s) {
-        if (s < ktiles) load_tiles(p, As + s * A_STAGE, Bs + s * B_STAGE, m0, n0, s * (i64)HBK);
+        if (s < ktiles) load_tiles<AT, BT>(p, As + s * A_STAGE, Bs + s * B_STAGE, m0, n0, s * (i64)HBK);
         cp_async_commit();
     }
 
@@ -155,7 +193,7 @@ template <bool BF16> __device__ __forceinline__ void hgemm_mma(const HgemmParams
         i64 next = kt + HSTAGES - 1;
         if (next < ktiles) {
             int s = (int)(next % HSTAGES);
-            load_tiles(p, As + s * A_STAGE, Bs + s * B_STAGE, m0, n0, next * HBK);
+            load_tiles<AT, BT>(p, As + s * A_STAGE, Bs + s * B_STAGE, m0, n0, next * HBK);
         }
         cp_async_commit();
 
@@ -164,16 +202,30 @@ template <bool BF16> __device__ __forceinline__ void hgemm_mma(const HgemmParams
 #pragma unroll
         for (int kk = 0; kk < HBK; kk += 16) {
             u32 af[4][4], bfr[4][2];
+            // A fragments a0..a3 = (m 0-7 | 8-15) x (k 0-7 | 8-15) of each 16 x 16 block; lanes
+            // 8j..8j+7 address the rows of matrix j.
 #pragma unroll
             for (int mi = 0; mi < 4; ++mi) {
-                int row = wm * 64 + mi * 16 + (lane & 15);
-                ldmatrix_x4(af[mi], a_t + row * A_LD + kk + (lane >> 4) * 8);
+                if (!AT) {
+                    int row = wm * 64 + mi * 16 + (lane & 15);
+                    ldmatrix_x4(af[mi], a_t + row * A_LD + kk + (lane >> 4) * 8);
+                } else {  // stored [k][m]: transpose while loading
+                    int krow = kk + (lane & 7) + ((lane >> 4) << 3);
+                    int mcol = wm * 64 + mi * 16 + ((lane >> 3) & 1) * 8;
+                    ldmatrix_x4_trans(af[mi], a_t + krow * AT_LD + mcol);
+                }
             }
+            // B fragments for two n8 tiles at a time: (k 0-7, k 8-15) of tile 0, then of tile 1.
 #pragma unroll
             for (int nj = 0; nj < 2; ++nj) {
                 u32 r[4];
-                int krow = kk + (lane & 15);
-                ldmatrix_x4_trans(r, b_t + krow * B_LD + wn * 32 + nj * 16 + (lane >> 4) * 8);
+                if (!BT) {  // stored [k][n]: transpose while loading
+                    int krow = kk + (lane & 15);
+                    ldmatrix_x4_trans(r, b_t + krow * B_LD + wn * 32 + nj * 16 + (lane >> 4) * 8);
+                } else {    // stored [n][k]
+                    int nrow = wn * 32 + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
+                    ldmatrix_x4(r, b_t + nrow * BT_LD + kk + ((lane >> 3) & 1) * 8);
+                }
                 bfr[nj * 2][0] = r[0];
                 bfr[nj * 2][1] = r[1];
                 bfr[nj * 2 + 1][0] = r[2];
@@ -219,9 +271,14 @@ template <bool BF16> __device__ __forceinline__ void hgemm_mma(const HgemmParams
 // Dynamic shared memory needed by the kernels below (the host sets the function attribute).
 #define HGEMM_SMEM_BYTES (HSTAGES * (A_STAGE + B_STAGE) * 2)
 
-extern "C" __global__ void __launch_bounds__(HTHREADS) hgemm_mma_bf16(HgemmParams p) {
-    hgemm_mma<true>(p);
-}
-extern "C" __global__ void __launch_bounds__(HTHREADS) hgemm_mma_f16(HgemmParams p) {
-    hgemm_mma<false>(p);
-}
+#define EMBER_HGEMM(NAME, BF16, AT, BT)                                                            \
+    extern "C" __global__ void __launch_bounds__(HTHREADS) NAME(HgemmParams p) {                   \
+        hgemm_mma<BF16, AT, BT>(p);                                                                \
+    }
+
+EMBER_HGEMM(hgemm_mma_bf16, true, false, false)
+EMBER_HGEMM(hgemm_mma_at_bf16, true, true, false)
+EMBER_HGEMM(hgemm_mma_bt_bf16, true, false, true)
+EMBER_HGEMM(hgemm_mma_f16, false, false, false)
+EMBER_HGEMM(hgemm_mma_at_f16, false, true, false)
+EMBER_HGEMM(hgemm_mma_bt_f16, false, false, true)

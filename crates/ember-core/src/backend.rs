@@ -307,15 +307,21 @@ pub(crate) fn matmul(
 ) -> CpuStorage {
     let out = match (operand(a, al), operand(b, bl)) {
         (Operand::F32(x, xl), Operand::F32(y, yl)) => {
-            let bias = spec.bias.map(|(s, l)| match operand(s, l) {
-                Operand::F32(v, vl) => contiguous_slice(&v, &vl).into_owned(),
-                Operand::F64(..) => unreachable!("bias shares the dtype"),
-            });
+            // Borrow a dense f32 bias as it lies; widen or gather anything else once.
+            let bias = spec
+                .bias
+                .map(|(s, l)| match (s, l.strided().contiguous_range()) {
+                    (CpuStorage::F32(v), Some(r)) => Cow::Borrowed(&v[r]),
+                    _ => match operand(s, l) {
+                        Operand::F32(v, vl) => Cow::Owned(contiguous_slice(&v, &vl).into_owned()),
+                        Operand::F64(..) => unreachable!("bias shares the dtype"),
+                    },
+                });
             Output::F32(matmul_typed(spec, &x, &xl, &y, &yl, bias.as_deref()))
         }
         (Operand::F64(x, xl), Operand::F64(y, yl)) => {
             let bias = spec.bias.map(|(s, l)| match operand(s, l) {
-                Operand::F64(v, vl) => contiguous_slice(v, &vl).into_owned(),
+                Operand::F64(v, vl) => contiguous_slice(v, &vl),
                 Operand::F32(..) => unreachable!("bias shares the dtype"),
             });
             Output::F64(matmul_typed(spec, x, &xl, y, &yl, bias.as_deref()))

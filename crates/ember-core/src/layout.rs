@@ -75,8 +75,21 @@ impl std::ops::DerefMut for Dims {
 
 impl FromIterator<usize> for Dims {
     fn from_iter<I: IntoIterator<Item = usize>>(iter: I) -> Self {
-        let v: Vec<usize> = iter.into_iter().collect();
-        Dims::from_slice(&v)
+        let mut v = [0; INLINE_DIMS];
+        let mut len = 0;
+        let mut iter = iter.into_iter();
+        for x in iter.by_ref() {
+            if len == INLINE_DIMS {
+                // Longer than the inline capacity: spill everything to the heap.
+                let mut heap = v.to_vec();
+                heap.push(x);
+                heap.extend(iter);
+                return Dims::Heap(heap);
+            }
+            v[len] = x;
+            len += 1;
+        }
+        Dims::Inline { len: len as u8, v }
     }
 }
 
@@ -169,11 +182,14 @@ impl Layout {
     /// Reorders dimensions: result dimension i is input dimension `perm[i]`.
     pub fn permute(&self, perm: &[usize]) -> Result<Layout> {
         let rank = self.shape.len();
-        let mut seen = vec![false; rank];
+        let mut seen = Dims::from_slice(&vec![0; rank.min(INLINE_DIMS)]);
+        if rank > INLINE_DIMS {
+            seen = Dims::Heap(vec![0; rank]);
+        }
         if perm.len() != rank
             || perm
                 .iter()
-                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], 1) == 1)
         {
             return Err(Error::shape(
                 "permute",

@@ -30,7 +30,11 @@ pub const MODULES: &[(&str, &str)] = &[
     ("optim", include_str!("../../../kernels/optim.cu")),
     ("sgemm", include_str!("../../../kernels/sgemm.cu")),
     ("hgemm", include_str!("../../../kernels/hgemm.cu")),
+    ("wgmma", include_str!("../../../kernels/wgmma.cu")),
 ];
+
+/// Modules that use Hopper-only instructions (`wgmma`) and compile only for `sm_90a`.
+pub const SM90A_ONLY: &[&str] = &["wgmma"];
 
 /// A compiled module: the CUBIN image and NVRTC's log (warnings and ptxas resource lines).
 #[derive(Debug, Clone)]
@@ -86,8 +90,8 @@ impl CompiledModule {
                 // Properties of a function that is not the current entry (a non-inlined device
                 // function) follow: close the entry so its numbers are not overwritten.
                 let same = current.as_ref().is_some_and(|k| k.kernel == rest.trim());
-                if !same && let Some(k) = current.take() {
-                    out.push(k);
+                if !same {
+                    out.extend(current.take());
                 }
             } else if let Some(k) = current.as_mut() {
                 if line.contains("bytes stack frame") {

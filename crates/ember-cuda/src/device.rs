@@ -66,6 +66,26 @@ pub fn device_count() -> Result<usize, CudaError> {
     }
 }
 
+/// Lets the device's stream-ordered memory pool keep freed memory instead of returning it to
+/// the driver at every synchronisation, so the small scratch buffers of reductions and losses
+/// are reused rather than re-mapped on every call. Best effort: a failure leaves the default.
+fn keep_pool_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys as d;
+    let mut pool: d::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: the context is current (CudaContext::new binds it); `pool` is a valid out-pointer
+    // and the attribute value is a u64 as CU_MEMPOOL_ATTR_RELEASE_THRESHOLD requires.
+    unsafe {
+        if d::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == CUresult::CUDA_SUCCESS {
+            let mut threshold: u64 = u64::MAX;
+            let _ = d::cuMemPoolSetAttribute(
+                pool,
+                d::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                &mut threshold as *mut u64 as *mut std::ffi::c_void,
+            );
+        }
+    }
+}
+
 /// One GPU: its context, its single stream, its architecture and its cache of loaded kernels.
 pub struct CudaDevice {
     ordinal: usize,
@@ -139,6 +159,10 @@ impl CudaDevice {
         let stream = ctx
             .new_stream()
             .map_err(|e| driver_err("cuStreamCreate", e))?;
+        if ctx.has_async_alloc() {
+            // Best effort, and guarded: an old driver lacking the symbol must not abort.
+            let _ = guarded("cuMemPoolSetAttribute", || keep_pool_memory(&ctx));
+        }
         let dev = Arc::new(CudaDevice {
             ordinal,
             arch: arch_for_capability(capability.0, capability.1),
@@ -329,7 +353,12 @@ pub trait FloatElem: DeviceElem {
 }
 
 /// The 16-bit input types of the tensor-core GEMM.
-pub trait HalfElem: DeviceElem {}
+pub trait HalfElem: DeviceElem {
+    /// Rounds an f32 to this type (nearest even).
+    fn from_f32(v: f32) -> Self;
+    /// Widens to f32 (exact).
+    fn to_f32(self) -> f32;
+}
 
 mod sealed {
     pub trait Sealed {}
@@ -361,8 +390,22 @@ impl FloatElem for f64 {
         v
     }
 }
-impl HalfElem for half::f16 {}
-impl HalfElem for half::bf16 {}
+impl HalfElem for half::f16 {
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+}
+impl HalfElem for half::bf16 {
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+}
 
 /// Element type of a device buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -430,10 +473,15 @@ impl<T: DeviceElem> DeviceBuffer<T> {
     }
     /// Copies the buffer to a new host vector (waits for queued work first).
     pub fn to_host(&self) -> Result<Vec<T>, CudaError> {
-        self.device
+        let v = self
+            .device
             .stream
             .clone_dtoh(&self.data)
-            .map_err(|e| driver_err("copy device to host", e))
+            .map_err(|e| driver_err("copy device to host", e))?;
+        // A copy to pageable memory completes before returning; synchronising anyway also
+        // surfaces any asynchronous kernel error here, next to the read that observes it.
+        self.device.synchronize()?;
+        Ok(v)
     }
     /// Overwrites the buffer with `host`, which must have the same length.
     pub fn copy_from_host(&mut self, host: &[T]) -> Result<(), CudaError> {

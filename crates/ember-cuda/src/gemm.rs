@@ -1,5 +1,6 @@
 //! Matrix products on the device: the fp32 SGEMM ladder (kernels/sgemm.cu) and the tensor-core
-//! GEMM for f16/bf16 inputs with f32 accumulation (kernels/hgemm.cu).
+//! GEMM for f16/bf16 inputs with f32 accumulation (kernels/hgemm.cu, `mma.sync`, sm_80+; and an
+//! experimental Hopper version in kernels/wgmma.cu, `wgmma`, sm_90a only).
 //!
 //! The API mirrors ember-cpu's `gemm`: `C[m×n] = alpha·A[m×k]·B[k×n] + beta·C`, then the Dense
 //! epilogue (bias per column, activation), with every operand addressed by a row and a column
@@ -180,9 +181,8 @@ fn check_operand(
     cs: usize,
     len: usize,
 ) -> Result<(), CudaError> {
-    if let Some(last) = last_index(op, what, rows, cols, rs, cs)?
-        && last >= len
-    {
+    let last = last_index(op, what, rows, cols, rs, cs)?;
+    if let Some(last) = last.filter(|&l| l >= len) {
         return Err(invalid(
             op,
             format!(
@@ -330,16 +330,16 @@ pub fn sgemm_version(
     }
     let dev = c.data.dev;
     // Layout codes for the loaders (1: A along k / B along n; 2: A along m / B along k).
-    let layout_a = if a.cs == 1 && a.rs % 4 == 0 {
+    let layout_a = if a.cs == 1 && a.rs & 3 == 0 {
         1
-    } else if a.rs == 1 && a.cs % 4 == 0 {
+    } else if a.rs == 1 && a.cs & 3 == 0 {
         2
     } else {
         0
     };
-    let layout_b = if b.cs == 1 && b.rs % 4 == 0 {
+    let layout_b = if b.cs == 1 && b.rs & 3 == 0 {
         1
-    } else if b.rs == 1 && b.cs % 4 == 0 {
+    } else if b.rs == 1 && b.cs & 3 == 0 {
         2
     } else {
         0
@@ -368,8 +368,8 @@ pub fn sgemm_version(
             let vec = version != SgemmVersion::RegBlocked;
             if vec {
                 // 16-byte loads also need 16-byte aligned bases.
-                p.vec_a = if a.data.ptr % 16 == 0 { layout_a } else { 0 };
-                p.vec_b = if b.data.ptr % 16 == 0 { layout_b } else { 0 };
+                p.vec_a = if a.data.ptr & 15 == 0 { layout_a } else { 0 };
+                p.vec_b = if b.data.ptr & 15 == 0 { layout_b } else { 0 };
             } else {
                 p.vec_a = layout_a;
                 p.vec_b = layout_b;
@@ -401,13 +401,38 @@ pub fn sgemm_version(
     Ok(())
 }
 
-/// Dynamic shared memory of the tensor-core kernel: 3 stages of a 128×40 A tile and a 32×136
-/// B tile, 16-bit elements (must match HGEMM_SMEM_BYTES in kernels/hgemm.cu).
-pub const HGEMM_SMEM_BYTES: u32 = 3 * (128 * 40 + 32 * 136) * 2;
+/// Dynamic shared memory of the tensor-core kernel: 3 stages, each an A slot and a B slot of
+/// 128×40 halves (the largest of the padded [128][32+8] and [32][128+8] tiles), 16-bit elements
+/// (must match HGEMM_SMEM_BYTES in kernels/hgemm.cu).
+pub const HGEMM_SMEM_BYTES: u32 = 3 * (128 * 40 + 128 * 40) * 2;
+
+/// The tensor-core GEMM kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HgemmVersion {
+    /// `ldmatrix` + `mma.sync` with a 3-stage `cp.async` pipeline (sm_80 and newer).
+    Mma,
+    /// Hopper `wgmma.mma_async` from shared-memory descriptors (sm_90a only). Experimental:
+    /// compiled and SASS-checked without a GPU, not yet run on one.
+    Wgmma,
+}
+
+impl HgemmVersion {
+    /// Both versions.
+    pub const ALL: [HgemmVersion; 2] = [HgemmVersion::Mma, HgemmVersion::Wgmma];
+
+    /// The name used in benchmark records.
+    pub fn name(self) -> &'static str {
+        match self {
+            HgemmVersion::Mma => "mma",
+            HgemmVersion::Wgmma => "wgmma",
+        }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 fn hgemm_launch<H: HalfElem, TC>(
     op: &'static str,
+    version: HgemmVersion,
     out_f32: bool,
     m: usize,
     n: usize,
@@ -424,30 +449,68 @@ fn hgemm_launch<H: HalfElem, TC>(
         return Ok(());
     }
     let dev = c.data.dev;
-    p.vec_a = (a.cs == 1 && a.rs % 8 == 0 && a.data.ptr % 16 == 0) as i32;
-    p.vec_b = (b.cs == 1 && b.rs % 8 == 0 && b.data.ptr % 16 == 0) as i32;
+    // Layout classes: A contiguous along m ("at") or B along k ("bt") select the kernel that
+    // stages them as they lie and transposes in ldmatrix; 16-byte loads also need the other
+    // stride to be a multiple of 8 elements and a 16-byte aligned base.
+    let aligned = |ptr: u64| ptr & 15 == 0;
+    let a_t = version == HgemmVersion::Mma && a.rs == 1 && a.cs != 1 && m > 1;
+    let b_t = version == HgemmVersion::Mma && !a_t && b.rs == 1 && b.cs != 1 && k > 1;
+    p.vec_a = if a_t {
+        a.rs == 1 && a.cs & 7 == 0 && aligned(a.data.ptr)
+    } else {
+        a.cs == 1 && a.rs & 7 == 0 && aligned(a.data.ptr)
+    } as i32;
+    p.vec_b = if b_t {
+        b.rs == 1 && b.cs & 7 == 0 && aligned(b.data.ptr)
+    } else {
+        b.cs == 1 && b.rs & 7 == 0 && aligned(b.data.ptr)
+    } as i32;
     p.last = out_f32 as i32;
-    let name = match H::DTYPE {
-        crate::device::DType::BF16 => "hgemm_mma_bf16",
-        _ => "hgemm_mma_f16",
+    let bf16 = H::DTYPE == crate::device::DType::BF16;
+    let (module, name, smem) = match (version, bf16, a_t, b_t) {
+        (HgemmVersion::Mma, true, false, false) => ("hgemm", "hgemm_mma_bf16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, true, true, _) => ("hgemm", "hgemm_mma_at_bf16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, true, false, true) => ("hgemm", "hgemm_mma_bt_bf16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, false, false, false) => ("hgemm", "hgemm_mma_f16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, false, true, _) => ("hgemm", "hgemm_mma_at_f16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Mma, false, false, true) => ("hgemm", "hgemm_mma_bt_f16", HGEMM_SMEM_BYTES),
+        (HgemmVersion::Wgmma, true, _, _) => ("wgmma", "hgemm_wgmma_bf16", 0),
+        (HgemmVersion::Wgmma, false, _, _) => ("wgmma", "hgemm_wgmma_f16", 0),
     };
-    let f = dev.function("hgemm", name)?;
-    f.set_attribute(
-        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        HGEMM_SMEM_BYTES as i32,
-    )
-    .map_err(|e| driver_err(format!("{name}: raising the shared-memory limit"), e))?;
+    if version == HgemmVersion::Wgmma && dev.arch() != "sm_90a" {
+        return Err(invalid(
+            op,
+            format!(
+                "the wgmma kernel needs compute capability 9.0 (sm_90a); {} is {}",
+                dev.name(),
+                dev.arch()
+            ),
+        ));
+    }
+    let f = dev.function(module, name)?;
+    if smem > 0 {
+        // The attribute call needs this device's context current on the calling thread.
+        dev.context()
+            .bind_to_thread()
+            .map_err(|e| driver_err("binding the context", e))?;
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )
+        .map_err(|e| driver_err(format!("{name}: raising the shared-memory limit"), e))?;
+    }
     let cfg = LaunchConfig {
         grid_dim: grid2(op, m, n, 128, 128)?,
         block_dim: (256, 1, 1),
-        shared_mem_bytes: HGEMM_SMEM_BYTES,
+        shared_mem_bytes: smem,
     };
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&p);
     // SAFETY: pack() bounded every operand by its slice and checked C's elements are distinct
     // and the bias length; the kernel bounds each access by m, n, k, uses cp.async only when
     // the host-checked contiguity/alignment flags hold and the tile is inside the matrix, and
-    // gets the dynamic shared memory it was compiled for.
+    // gets the dynamic shared memory it was compiled for (the wgmma kernel uses static memory
+    // and plain bounds-checked loads, 16-byte ones only under the same flags).
     unsafe { l.launch(cfg) }.map_err(|e| launch_err(name, e))?;
     Ok(())
 }
@@ -465,7 +528,20 @@ pub fn hgemm<H: HalfElem>(
     c: MatMut<'_, f32>,
     epi: Epilogue<'_, f32>,
 ) -> Result<(), CudaError> {
-    hgemm_launch("hgemm", true, m, n, k, alpha, a, b, beta, c, epi)
+    hgemm_launch(
+        "hgemm",
+        HgemmVersion::Mma,
+        true,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        epi,
+    )
 }
 
 /// Tensor-core GEMM with C and bias in the inputs' 16-bit type (accumulation still f32; the
@@ -482,7 +558,53 @@ pub fn hgemm_out16<H: HalfElem>(
     c: MatMut<'_, H>,
     epi: Epilogue<'_, H>,
 ) -> Result<(), CudaError> {
-    hgemm_launch("hgemm_out16", false, m, n, k, alpha, a, b, beta, c, epi)
+    hgemm_launch(
+        "hgemm_out16",
+        HgemmVersion::Mma,
+        false,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        epi,
+    )
+}
+
+/// Tensor-core GEMM with an explicit kernel version; `C` is f32 (`TC = f32`) or the inputs'
+/// 16-bit type (`TC = H`), and so is the bias.
+#[allow(clippy::too_many_arguments)]
+pub fn hgemm_version<H: HalfElem, TC: crate::device::DeviceElem>(
+    version: HgemmVersion,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_, H>,
+    b: MatRef<'_, H>,
+    beta: f32,
+    c: MatMut<'_, TC>,
+    epi: Epilogue<'_, TC>,
+) -> Result<(), CudaError> {
+    const OP: &str = "hgemm_version";
+    let out_f32 = if TC::DTYPE == crate::device::DType::F32 {
+        true
+    } else if TC::DTYPE == H::DTYPE {
+        false
+    } else {
+        return Err(invalid(
+            OP,
+            format!(
+                "C must be f32 or {:?} like the inputs, not {:?}",
+                H::DTYPE,
+                TC::DTYPE
+            ),
+        ));
+    };
+    hgemm_launch(OP, version, out_f32, m, n, k, alpha, a, b, beta, c, epi)
 }
 
 #[cfg(test)]
@@ -518,6 +640,9 @@ mod tests {
         let src = include_str!("../../../kernels/hgemm.cu");
         assert!(src.contains("#define HSTAGES 3") && src.contains("#define HBM 128"));
         assert!(src.contains("#define HBK 32") && src.contains("#define HBN 128"));
-        assert_eq!(HGEMM_SMEM_BYTES, 56832);
+        assert!(src.contains("#define A_STAGE (HBM * A_LD)"));
+        assert!(src.contains("#define B_STAGE (HBN * BT_LD)"));
+        // A_LD = BT_LD = 32 + 8; AT_LD = B_LD = 128 + 8; 40 * 128 >= 136 * 32.
+        assert_eq!(HGEMM_SMEM_BYTES, 61440);
     }
 }

@@ -18,7 +18,9 @@
 //! - [`view`]: [`Strided`] views and their checked kernel form.
 //! - [`elementwise`], [`reduce`], [`loss`], [`optim`], [`gemm`]: the kernel families.
 //! - [`bench`]: the kernel lab (timings against a device copy and cuBLAS).
-//! - [`error`]: [`CudaError`].
+//! - [`error`]: the error type, [`CudaError`].
+
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod compile;

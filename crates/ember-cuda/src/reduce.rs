@@ -205,7 +205,7 @@ pub fn softmax_rows<T: FloatElem>(
     if cols == 0 || out.len == 0 {
         return Ok(());
     }
-    if out.len % cols != 0 {
+    if (out.len / cols) * cols != out.len {
         return Err(invalid(
             OP,
             format!("{} elements do not form rows of {cols}", out.len),

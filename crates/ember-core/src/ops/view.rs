@@ -43,16 +43,13 @@ impl Tensor {
 
     /// Swaps two dimensions (a view).
     pub fn transpose(&self, d0: usize, d1: usize) -> Result<Tensor> {
-        let mut perm: Vec<usize> = (0..self.rank()).collect();
-        if d0 >= self.rank() || d1 >= self.rank() {
-            return Err(Error::Axis {
-                op: "transpose",
-                axis: d0.max(d1),
-                shape: self.shape().to_vec(),
-            });
-        }
-        perm.swap(d0, d1);
-        self.permute(&perm)
+        let l = self.layout().transpose(d0, d1)?;
+        let perm = || {
+            let mut perm: Vec<usize> = (0..self.rank()).collect();
+            perm.swap(d0, d1);
+            perm
+        };
+        Ok(self.view(l, Tensor::record(|| Op::Permute(self.clone(), perm()))))
     }
 
     /// Swaps the last two dimensions (the matrix transpose; needs rank ≥ 2).

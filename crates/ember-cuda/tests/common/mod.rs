@@ -2,7 +2,14 @@
 //! comparison with f64 references.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::sync::Arc;
+
+/// Prints a `SKIPPED:` line straight to stderr, past the test harness's output capture, so
+/// every skipped test is visible in a plain `cargo test` run.
+pub fn skipped(line: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {line}");
+}
 
 use ember_cuda::CudaDevice;
 use rand::rngs::StdRng;
@@ -21,7 +28,7 @@ pub fn gpu_or_skip(test: &str) -> Option<Arc<CudaDevice>> {
             if required("EMBER_REQUIRE_GPU") {
                 panic!("{test}: EMBER_REQUIRE_GPU=1 but no usable GPU: {e}");
             }
-            println!("SKIPPED: {test}: no usable CUDA device ({e})");
+            skipped(&format!("{test}: no usable CUDA device ({e})"));
             None
         }
     }
@@ -39,7 +46,9 @@ pub fn nvrtc_or_skip(test: &str) -> bool {
              (source scripts/cuda-wheels.sh)"
         );
     }
-    println!("SKIPPED: {test}: NVRTC library not found (source scripts/cuda-wheels.sh)");
+    skipped(&format!(
+        "{test}: NVRTC library not found (source scripts/cuda-wheels.sh)"
+    ));
     false
 }
 
