@@ -4,7 +4,8 @@
 #
 # 1. On the build machine (any Linux x86-64 with Rust; no GPU, no CUDA needed):
 #        scripts/gpu-check.sh --collect .cache/gpu-bin
-#    builds `cargo test --release -p ember-cuda --no-run`, the `cuda_bench` example and, when the
+#    builds `cargo test --release -p ember-cuda --no-run` (and ember-core's `cuda` test), the
+#    `cuda_bench` example and, when the
 #    root package builds (skip with EMBER_COLLECT_CLI=0), the `ember` binary; copies the executables, stripped, into
 #    .cache/gpu-bin/{tests,bin}. (.cache is git-ignored: carry it to the GPU machine, e.g. with
 #    the device tool's `carry: [".cache/gpu-bin"]`.)
@@ -23,7 +24,9 @@ if [ "${1:-}" = "--collect" ]; then
   cd "$(dirname "$0")/.."
   mkdir -p "$dest/tests" "$dest/bin"
   rm -f "$dest"/tests/* "$dest"/bin/*
-  cargo test --release -p ember-cuda --no-run --message-format=json 2>/dev/null |
+  # ember-cuda's tests, and ember-core's GPU-vs-CPU test (tensors, autograd and Adam on CUDA).
+  { cargo test --release -p ember-cuda --no-run --message-format=json 2>/dev/null &&
+    cargo test --release -p ember-core --test cuda --no-run --message-format=json 2>/dev/null; } |
     python3 -c '
 import json, sys
 for line in sys.stdin:

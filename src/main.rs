@@ -28,7 +28,17 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // Bad flags get one line and exit status 2; --help and --version print as usual.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{}", first.trim());
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),
         Command::Bench(args) => cli::bench::run(args),

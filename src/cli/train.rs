@@ -1,10 +1,720 @@
-//! `ember train` (being built; see its issue).
+//! `ember train`: the main job. Trains a dense network on a CSV table (by default the Wisconsin
+//! breast-cancer data embedded in the binary) the way the seed Keras program does, then reports
+//! test accuracy, precision, recall, F1, ROC AUC and the confusion matrix.
+//!
+//! The pipeline, in order: load the table; hold out a stratified `--test-split` (seeded by
+//! `--seed`, each class keeping its share) as the test part; of the rest, `fit` keeps the last `--validation-split` for validation (Keras
+//! semantics), so the scaler (standardisation) is fitted on the remaining training rows only;
+//! build Dense layers (`--hidden`, `--activation`, optional dropout and L1/L2), compile with the
+//! optimizer and binary cross-entropy (two classes, sigmoid output) or softmax cross-entropy
+//! (more classes), fit, evaluate on the test part. With the same flags and seed the output is
+//! identical digit for digit, apart from the measured times.
+
+use clap::Args;
+use ember_core::{Activation, DType, Device, Tensor};
+use ember_nn::callbacks::{Callback, Control};
+use ember_nn::checkpoint;
+use ember_nn::data::{self, LabelColumn, Scaler, Table};
+use ember_nn::layers::{Dense, DenseOptions, Dropout, parse_activation};
+use ember_nn::loss::Loss;
+use ember_nn::metrics::{ConfusionMatrix, Metric, predicted_classes, roc_auc};
+use ember_nn::model::{EpochLogs, FitConfig, History, Model};
+use ember_nn::optim::Optimizer;
+use ember_nn::regularizer::Regularizer;
+use ember_nn::sequential::Sequential;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The breast-cancer table, compiled into the binary so `ember train` needs no files.
+const BREAST_CANCER_CSV: &str = include_str!("../../data/breast_cancer.csv");
+
+/// Default number of epochs: 100, as in the seed Keras program. Measured on the 2-core dev
+/// machine (release build): 100 epochs of the default model take about 0.35 s, and with the
+/// stratified test split every seed from 0 to 9 reached at least 95% test accuracy (0.956 to
+/// 1.0); at 50 epochs seed 5 stayed at 0.947.
+const DEFAULT_EPOCHS: usize = 100;
 
 /// Arguments of `ember train`.
-#[derive(clap::Args)]
-pub struct TrainArgs {}
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// CSV file with a header row, or `synthetic` for the seed's random 100×10 experiment
+    /// (default: the embedded breast-cancer data).
+    #[arg(long, value_name = "PATH.csv|synthetic")]
+    pub data: Option<String>,
+    /// Label column of the CSV, by name or 0-based index (default: the last column).
+    #[arg(long, value_name = "COLUMN")]
+    pub target: Option<String>,
+    /// Model and training settings (boxed to keep the command enum small).
+    #[command(flatten)]
+    pub model: Box<ModelArgs>,
+    /// Worker threads for the CPU kernels (default: rayon's choice, one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Device: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Class counted as positive by precision, recall, F1 and AUC (two-class data).
+    #[arg(long, default_value_t = 1)]
+    pub positive_class: usize,
+    /// Start from the weights (and optimizer state, if it matches) in this checkpoint.
+    #[arg(long, value_name = "PATH.safetensors")]
+    pub load: Option<PathBuf>,
+    /// Save weights and optimizer state here after training.
+    #[arg(long, value_name = "PATH.safetensors")]
+    pub save: Option<PathBuf>,
+    /// Write training and validation loss and accuracy curves as SVG.
+    #[arg(long, value_name = "PATH.svg")]
+    pub plot: Option<PathBuf>,
+    /// Print JSON lines (one per epoch, then one with the test results) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The model and training flags of `ember train`.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Hidden layer sizes, comma separated.
+    #[arg(long, default_value = "10,5")]
+    pub hidden: String,
+    /// Activation of the hidden layers: relu, sigmoid, tanh, gelu or linear.
+    #[arg(long, default_value = "relu")]
+    pub activation: String,
+    /// Optimizer: sgd, adam, adamw, adagrad or rmsprop (Keras defaults).
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// Learning rate (default: the optimizer's Keras default, 0.001 for adam).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Number of epochs.
+    #[arg(long, default_value_t = DEFAULT_EPOCHS)]
+    pub epochs: usize,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 10)]
+    pub batch_size: usize,
+    /// Fraction of the training part held out (from its end) for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_split: f64,
+    /// Fraction of the data held out as the test part.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_split: f64,
+    /// L1 penalty on every Dense weight.
+    #[arg(long, default_value_t = 0.0)]
+    pub l1: f64,
+    /// L2 penalty on every Dense weight.
+    #[arg(long, default_value_t = 0.0)]
+    pub l2: f64,
+    /// Dropout rate after each hidden layer.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Seed of the split, the initial weights, the shuffles and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
 
 /// Runs `ember train`.
-pub fn run(_args: TrainArgs) -> Result<(), String> {
-    Err("ember train is not built yet".into())
+pub fn run(args: TrainArgs) -> Result<(), String> {
+    check_args(&args)?;
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| format!("--threads {n}: {e}"))?;
+    }
+    let device = parse_device(&args.device)?;
+    let (table, source, class_names) = load_table(&args)?;
+    let classes = table.class_count();
+    table
+        .check_class_labels(&source, classes)
+        .map_err(|e| e.to_string())?;
+    if classes == 2 && args.positive_class > 1 {
+        return Err(format!(
+            "--positive-class {} is not a class of two-class data (0 or 1)",
+            args.positive_class
+        ));
+    }
+
+    // Test split, then the scaler fitted on the rows `fit` will train on.
+    let (trainval_idx, test_idx) =
+        data::stratified_split(&table.labels, args.model.test_split, args.model.seed)
+            .map_err(|e| e.to_string())?;
+    let mut trainval = table.select(&trainval_idx).map_err(|e| e.to_string())?;
+    let mut test = table.select(&test_idx).map_err(|e| e.to_string())?;
+    let n_fit = if args.model.validation_split > 0.0 {
+        ((trainval.rows() as f64) * (1.0 - args.model.validation_split)).ceil() as usize
+    } else {
+        trainval.rows()
+    };
+    if n_fit == 0 {
+        return Err("no training rows left after the test and validation splits".into());
+    }
+    if args.data.as_deref() != Some("synthetic") {
+        let fit_rows: Vec<usize> = (0..n_fit.min(trainval.rows())).collect();
+        let scaler = Scaler::fit_standard(&trainval.select(&fit_rows).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        scaler.transform(&mut trainval).map_err(|e| e.to_string())?;
+        scaler.transform(&mut test).map_err(|e| e.to_string())?;
+    }
+
+    let binary = classes == 2;
+    let to_xy = |t: &Table| -> Result<(Tensor, Tensor), String> {
+        let x = t.features_tensor(DType::F32).map_err(|e| e.to_string())?;
+        let y = if binary {
+            t.labels_column(DType::F32)
+        } else {
+            t.labels_tensor(DType::F32)
+        }
+        .map_err(|e| e.to_string())?;
+        Ok((
+            x.to_device(device).map_err(|e| e.to_string())?,
+            y.to_device(device).map_err(|e| e.to_string())?,
+        ))
+    };
+    let (x_train, y_train) = to_xy(&trainval)?;
+
+    let mut model = build_model(&args, table.cols(), classes, device)?;
+    model.positive_class = args.positive_class;
+    if let Some(path) = &args.load {
+        // Optimizer state is restored only when it belongs to the optimizer chosen now;
+        // otherwise the weights alone start the new run.
+        let stored = checkpoint::stored_optimizer(path).map_err(|e| e.to_string())?;
+        let same = stored.as_deref() == Some(model.optimizer.algorithm.name());
+        let report = if same {
+            model.load(path)
+        } else {
+            checkpoint::load(path, &model.network, None)
+        }
+        .map_err(|e| e.to_string())?;
+        if !args.json {
+            let state = match (report.optimizer_iterations, stored) {
+                (Some(i), _) => format!(" (optimizer state after {i} steps)"),
+                (None, Some(other)) => {
+                    format!(" (weights only: its optimizer state is for {other})")
+                }
+                (None, None) => " (weights only)".to_string(),
+            };
+            println!(
+                "Loaded {} tensors from {}{state}",
+                report.tensors,
+                path.display()
+            );
+        }
+    }
+
+    if !args.json {
+        println!(
+            "Data: {source}: {} rows, {} features, {classes} classes; train {} / validation {} / test {}",
+            table.rows(),
+            table.cols(),
+            n_fit,
+            trainval.rows() - n_fit,
+            test.rows()
+        );
+        print!(
+            "{}",
+            model.summary(&[table.cols()]).map_err(|e| e.to_string())?
+        );
+        println!(
+            "Optimizer {} (lr {}), loss {}, batch {}, {} epochs, seed {}",
+            model.optimizer.algorithm.name(),
+            model.optimizer.lr,
+            model.loss.name(),
+            args.model.batch_size,
+            args.model.epochs,
+            args.model.seed
+        );
+    }
+
+    let reporter = Reporter {
+        json: args.json,
+        epochs: args.model.epochs,
+        bar: None,
+    };
+    let started = Instant::now();
+    let history = model
+        .fit(
+            &x_train,
+            &y_train,
+            FitConfig {
+                epochs: args.model.epochs,
+                batch_size: args.model.batch_size,
+                validation_split: args.model.validation_split,
+                shuffle: true,
+                seed: args.model.seed,
+                verbose: 0,
+                initial_epoch: 0,
+                callbacks: vec![Box::new(reporter)],
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    let steps = model.optimizer.iterations();
+
+    report_test(&args, &mut model, &test, to_xy, classes, &class_names)?;
+
+    if !args.json {
+        println!(
+            "Trained {} epochs ({} optimizer steps) in {:.2} s: {:.0} steps/s",
+            history.epochs.len(),
+            steps,
+            train_seconds,
+            steps as f64 / train_seconds.max(1e-9)
+        );
+    }
+    if let Some(path) = &args.plot {
+        plot_history(&history, path)?;
+        if !args.json {
+            println!("Wrote curves to {}", path.display());
+        }
+    }
+    if let Some(path) = &args.save {
+        model.save(path).map_err(|e| e.to_string())?;
+        if !args.json {
+            println!("Saved weights and optimizer state to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Rejects out-of-range values with a message naming the flag.
+fn check_args(a: &TrainArgs) -> Result<(), String> {
+    let fraction = |name: &str, v: f64| {
+        if (0.0..1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("{name} must be in [0, 1), got {v}"))
+        }
+    };
+    fraction("--validation-split", a.model.validation_split)?;
+    fraction("--test-split", a.model.test_split)?;
+    fraction("--dropout", a.model.dropout)?;
+    if a.model.epochs == 0 {
+        return Err("--epochs must be at least 1".into());
+    }
+    if a.model.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    match a.model.lr {
+        Some(lr) if !(lr > 0.0 && lr.is_finite()) => {
+            return Err(format!("--lr must be a positive number, got {lr}"));
+        }
+        _ => {}
+    }
+    for (name, v) in [("--l1", a.model.l1), ("--l2", a.model.l2)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(format!("{name} must be a non-negative number, got {v}"));
+        }
+    }
+    if a.threads == Some(0) {
+        return Err("--threads must be at least 1".into());
+    }
+    parse_hidden(&a.model.hidden)?;
+    parse_activation(&a.model.activation).map_err(|e| format!("--activation: {e}"))?;
+    Optimizer::by_name(&a.model.optimizer).map_err(|e| format!("--optimizer: {e}"))?;
+    Ok(())
+}
+
+/// Parses `--hidden 10,5` (an empty string means no hidden layer).
+fn parse_hidden(s: &str) -> Result<Vec<usize>, String> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|p| match p.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "--hidden: '{p}' is not a positive layer size (expected e.g. 10,5)"
+            )),
+        })
+        .collect()
+}
+
+/// `cpu` or `cuda`; cuda only if ember-core can create a tensor there.
+fn parse_device(s: &str) -> Result<Device, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => match Tensor::zeros(vec![1], DType::F32, Device::Cuda(0)) {
+            Ok(_) => Ok(Device::Cuda(0)),
+            Err(e) => Err(format!("--device cuda is not available: {e}")),
+        },
+        other => Err(format!(
+            "--device: unknown device '{other}' (expected cpu or cuda)"
+        )),
+    }
+}
+
+/// The table, a name for it in messages, and class names when known.
+fn load_table(args: &TrainArgs) -> Result<(Table, String, Vec<String>), String> {
+    let label = args
+        .target
+        .as_deref()
+        .map(LabelColumn::parse)
+        .unwrap_or(LabelColumn::Last);
+    match args.data.as_deref() {
+        None => {
+            let source = "<embedded breast_cancer.csv>".to_string();
+            let table = data::parse_csv(BREAST_CANCER_CSV.as_bytes(), &source, &label)
+                .map_err(|e| e.to_string())?;
+            Ok((table, source, vec!["malignant".into(), "benign".into()]))
+        }
+        Some("synthetic") => Ok((
+            synthetic(args.model.seed),
+            "synthetic 100x10".into(),
+            Vec::new(),
+        )),
+        Some(path) => {
+            let table = data::load_csv(Path::new(path), &label).map_err(|e| e.to_string())?;
+            Ok((table, path.to_string(), Vec::new()))
+        }
+    }
+}
+
+/// The seed program's data: 100 rows of 10 uniform [0, 1) features and random 0/1 labels.
+fn synthetic(seed: u64) -> Table {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let features: Vec<f64> = (0..100 * 10).map(|_| rng.random::<f64>()).collect();
+    let labels: Vec<f64> = (0..100).map(|_| f64::from(rng.random::<bool>())).collect();
+    Table {
+        feature_names: (0..10).map(|i| format!("x{i}")).collect(),
+        label_name: "y".into(),
+        features,
+        labels,
+        lines: (2..102).collect(),
+    }
+}
+
+/// Dense layers per the flags; a sigmoid output for two classes, logits for more.
+fn build_model(
+    args: &TrainArgs,
+    inputs: usize,
+    classes: usize,
+    device: Device,
+) -> Result<Model, String> {
+    let hidden = parse_hidden(&args.model.hidden)?;
+    let activation = parse_activation(&args.model.activation).map_err(|e| e.to_string())?;
+    let regularizer = Regularizer::l1_l2(args.model.l1, args.model.l2);
+    let mut rng = StdRng::seed_from_u64(args.model.seed);
+    let mut net = Sequential::new();
+    let mut width = inputs;
+    for (i, &h) in hidden.iter().enumerate() {
+        let opts = DenseOptions {
+            activation,
+            kernel_regularizer: regularizer,
+            device,
+            ..DenseOptions::default()
+        };
+        net.push(Dense::with_options(width, h, opts, &mut rng).map_err(|e| e.to_string())?);
+        if args.model.dropout > 0.0 {
+            let seed = args.model.seed.wrapping_add(1 + i as u64);
+            net.push(Dropout::new(args.model.dropout, seed).map_err(|e| e.to_string())?);
+        }
+        width = h;
+    }
+    let (outputs, out_act, loss) = if classes == 2 {
+        (1, Activation::Sigmoid, Loss::BinaryCrossEntropy)
+    } else {
+        (classes, Activation::None, Loss::CrossEntropy)
+    };
+    let opts = DenseOptions {
+        activation: out_act,
+        kernel_regularizer: regularizer,
+        device,
+        ..DenseOptions::default()
+    };
+    net.push(Dense::with_options(width, outputs, opts, &mut rng).map_err(|e| e.to_string())?);
+    let mut optimizer = Optimizer::by_name(&args.model.optimizer).map_err(|e| e.to_string())?;
+    if let Some(lr) = args.model.lr {
+        optimizer = optimizer.with_lr(lr);
+    }
+    Ok(net.compile(optimizer, loss, &[Metric::Accuracy]))
+}
+
+/// Prints the progress bar and one line (or JSON object) per epoch.
+struct Reporter {
+    json: bool,
+    epochs: usize,
+    bar: Option<ProgressBar>,
+}
+
+impl Callback for Reporter {
+    fn on_train_begin(&mut self, _epochs: usize, _batches: usize) {}
+
+    fn on_batch_end(&mut self, epoch: usize, batch: usize, _loss: f64) {
+        if self.json {
+            return;
+        }
+        if batch == 0 {
+            let bar = ProgressBar::new(0);
+            if let Ok(style) = ProgressStyle::with_template("Epoch {msg} [{bar:30}] {pos} batches")
+            {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(format!("{}/{}", epoch + 1, self.epochs));
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        logs: &EpochLogs,
+        _params: &[(String, Tensor)],
+    ) -> ember_nn::Result<Control> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if self.json {
+            println!(
+                "{}",
+                json_object(&[
+                    ("epoch", Value::from(logs.epoch)),
+                    ("loss", num(logs.loss)),
+                    ("accuracy", opt_num(logs.get("accuracy"))),
+                    ("val_loss", opt_num(logs.val_loss)),
+                    ("val_accuracy", opt_num(logs.get("val_accuracy"))),
+                    ("seconds", num(logs.seconds)),
+                ])
+            );
+        } else {
+            println!("Epoch {}/{} - {}", logs.epoch, self.epochs, logs.line());
+        }
+        Ok(Control::Continue)
+    }
+}
+
+/// A JSON number (null when not finite).
+fn num(v: f64) -> Value {
+    serde_json::Number::from_f64(v)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+fn opt_num(v: Option<f64>) -> Value {
+    v.map(num).unwrap_or(Value::Null)
+}
+
+/// A JSON object with the keys in the given order.
+fn json_object(fields: &[(&str, Value)]) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{}", Value::from(*k), v))
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+/// Evaluates on the test part and prints the results (text or the final JSON object).
+fn report_test(
+    args: &TrainArgs,
+    model: &mut Model,
+    test: &Table,
+    to_xy: impl Fn(&Table) -> Result<(Tensor, Tensor), String>,
+    classes: usize,
+    class_names: &[String],
+) -> Result<(), String> {
+    if test.rows() == 0 {
+        if args.json {
+            println!(
+                "{}",
+                json_object(&[
+                    ("test_loss", Value::Null),
+                    ("test_accuracy", Value::Null),
+                    ("precision", Value::Null),
+                    ("recall", Value::Null),
+                    ("f1", Value::Null),
+                    ("auc", Value::Null),
+                    ("confusion", Value::Array(Vec::new())),
+                ])
+            );
+        } else {
+            println!("No test part (--test-split 0).");
+        }
+        return Ok(());
+    }
+    let (x, y) = to_xy(test)?;
+    let eval = model
+        .evaluate(&x, &y, args.model.batch_size.max(1))
+        .map_err(|e| e.to_string())?;
+    let truth: Vec<usize> = eval.labels.iter().map(|&l| l as usize).collect();
+    let predicted = predicted_classes(&eval.scores, eval.cols);
+    let cm = ConfusionMatrix::new(&truth, &predicted, classes);
+    // Two classes: scores of the chosen positive class. More: macro averages over the classes.
+    let (precision, recall, f1, auc) = if classes == 2 {
+        let pos = args.positive_class;
+        let scores: Vec<f64> = eval
+            .scores
+            .iter()
+            .map(|&p| if pos == 1 { p } else { 1.0 - p })
+            .collect();
+        let is_pos: Vec<bool> = truth.iter().map(|&t| t == pos).collect();
+        (
+            cm.precision(pos),
+            cm.recall(pos),
+            cm.f1(pos),
+            roc_auc(&scores, &is_pos),
+        )
+    } else {
+        let k = classes as f64;
+        let mut aucs = Vec::new();
+        for c in 0..classes {
+            let s: Vec<f64> = eval
+                .scores
+                .iter()
+                .skip(c)
+                .step_by(eval.cols)
+                .copied()
+                .collect();
+            let is_pos: Vec<bool> = truth.iter().map(|&t| t == c).collect();
+            if let Some(a) = roc_auc(&s, &is_pos) {
+                aucs.push(a);
+            }
+        }
+        let auc = if aucs.is_empty() {
+            None
+        } else {
+            Some(aucs.iter().sum::<f64>() / aucs.len() as f64)
+        };
+        (
+            (0..classes).map(|c| cm.precision(c)).sum::<f64>() / k,
+            (0..classes).map(|c| cm.recall(c)).sum::<f64>() / k,
+            (0..classes).map(|c| cm.f1(c)).sum::<f64>() / k,
+            auc,
+        )
+    };
+    if args.json {
+        let confusion = Value::Array(
+            cm.counts
+                .iter()
+                .map(|row| Value::Array(row.iter().map(|&c| Value::from(c)).collect()))
+                .collect(),
+        );
+        println!(
+            "{}",
+            json_object(&[
+                ("test_loss", num(eval.loss)),
+                ("test_accuracy", num(cm.accuracy())),
+                ("precision", num(precision)),
+                ("recall", num(recall)),
+                ("f1", num(f1)),
+                ("auc", opt_num(auc)),
+                ("confusion", confusion),
+            ])
+        );
+        return Ok(());
+    }
+    let name = |c: usize| {
+        class_names
+            .get(c)
+            .map(|n| format!("{c} ({n})"))
+            .unwrap_or_else(|| c.to_string())
+    };
+    println!(
+        "Test ({} rows): loss {:.4} - accuracy {:.4} - precision {:.4} - recall {:.4} - f1 {:.4} - auc {}",
+        test.rows(),
+        eval.loss,
+        cm.accuracy(),
+        precision,
+        recall,
+        f1,
+        auc.map(|a| format!("{a:.4}"))
+            .unwrap_or_else(|| "n/a".into())
+    );
+    if classes == 2 {
+        println!("Positive class: {}", name(args.positive_class));
+    } else {
+        println!("Precision, recall and F1 are macro averages over the {classes} classes.");
+    }
+    println!("Confusion matrix (rows: true class, columns: predicted class):");
+    let width = cm
+        .counts
+        .iter()
+        .flatten()
+        .map(|c| c.to_string().len())
+        .max()
+        .unwrap_or(1)
+        .max(6)
+        + 2;
+    let label_width = (0..classes).map(|c| name(c).len() + 5).max().unwrap_or(0);
+    let mut head = " ".repeat(label_width);
+    for c in 0..classes {
+        head += &format!("{:>width$}", format!("pred {c}"));
+    }
+    println!("{head}");
+    for (t, row) in cm.counts.iter().enumerate() {
+        let mut line = format!("{:<label_width$}", format!("true {}", name(t)));
+        for c in row {
+            line += &format!("{c:>width$}");
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Writes loss and accuracy curves (train and validation) side by side as SVG.
+fn plot_history(history: &History, path: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| format!("--plot {}: {e}", path.display());
+    let root = SVGBackend::new(path, (1000, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let panels = root.split_evenly((1, 2));
+    let epochs = history.epochs.len().max(1);
+    for (panel, (title, train_key, val_key)) in panels.iter().zip([
+        ("loss", "loss", "val_loss"),
+        ("accuracy", "accuracy", "val_accuracy"),
+    ]) {
+        let train = history.series(train_key);
+        let val = history.series(val_key);
+        let finite = train.iter().chain(&val).copied().filter(|v| v.is_finite());
+        let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        let (lo, hi) = if lo.is_finite() && hi > lo {
+            (lo, hi)
+        } else {
+            (0.0, 1.0)
+        };
+        let pad = (hi - lo) * 0.05;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(1f64..epochs as f64, (lo - pad)..(hi + pad))
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (series, label, color) in [(&train, "train", BLUE), (&val, "validation", RED)] {
+            let points: Vec<(f64, f64)> = series
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, &v)| ((i + 1) as f64, v))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
 }

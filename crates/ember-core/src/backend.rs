@@ -385,19 +385,28 @@ fn matmul_typed<T: Float>(
     out
 }
 
-/// index_select on a contiguous `[outer, dim, inner]` view.
+/// index_select along `axis`, reading the source as `[outer, dim, inner]` (in place when dense).
 pub(crate) fn index_select(s: &CpuStorage, l: &Layout, axis: usize, idx: &[usize]) -> CpuStorage {
-    let s = contiguous(s, l);
+    // Read a dense source in place; gather a strided one once.
+    let dense;
+    let (s, base) = match l.strided().contiguous_range() {
+        Some(r) => (s, r.start),
+        None => {
+            dense = contiguous(s, l);
+            (&dense, 0)
+        }
+    };
     let (outer, dim, inner) = split3(l.shape(), axis);
     let n = outer * idx.len() * inner;
+    let len = outer * dim * inner;
     macro_rules! go {
         ($v:expr, $zero:expr, $variant:ident) => {{
             let mut o = vec![$zero; n];
-            ember_cpu::index::index_select($v, outer, dim, inner, idx, &mut o);
+            ember_cpu::index::index_select(&$v[base..base + len], outer, dim, inner, idx, &mut o);
             CpuStorage::$variant(o)
         }};
     }
-    match &s {
+    match s {
         CpuStorage::F32(v) => go!(v, 0f32, F32),
         CpuStorage::F64(v) => go!(v, 0f64, F64),
         CpuStorage::F16(v) => go!(v, half::f16::ZERO, F16),

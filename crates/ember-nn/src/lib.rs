@@ -1,1 +1,61 @@
-//! placeholder
+//! ember-nn: layers, losses, optimizers, metrics, a Keras-like `Sequential` + `fit`, data
+//! loading and checkpoints, on top of ember-core's public API only.
+//!
+//! The shape of a program follows the Keras script ember grew from:
+//!
+//! ```no_run
+//! use ember_nn::prelude::*;
+//! use rand::{SeedableRng, rngs::StdRng};
+//! # fn main() -> ember_nn::Result<()> {
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let mut model = Sequential::new()
+//!     .add(Dense::new(10, 10, Activation::Relu, &mut rng)?)
+//!     .add(Dense::new(10, 5, Activation::Relu, &mut rng)?)
+//!     .add(Dense::new(5, 1, Activation::Sigmoid, &mut rng)?)
+//!     .compile(Optimizer::adam(), Loss::BinaryCrossEntropy, &[Metric::Accuracy]);
+//! let x = Tensor::rand(0.0, 1.0, (100, 10), DType::F32, Device::Cpu, &mut rng)?;
+//! let y = Tensor::rand(0.0, 1.0, (100, 1), DType::F32, Device::Cpu, &mut rng)?.ge_scalar(0.5)?;
+//! let history = model.fit(&x, &y, FitConfig { epochs: 100, batch_size: 10, validation_split: 0.2, ..FitConfig::default() })?;
+//! let eval = model.evaluate(&x, &y, 32)?;
+//! let probs = model.predict(&x, 32)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`layers`] and [`module`] (the `Module` trait), [`sequential`], [`loss`],
+//! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
+//! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`].
+
+pub mod callbacks;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod init;
+pub mod layers;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod module;
+pub mod optim;
+pub mod regularizer;
+pub mod sequential;
+
+pub use error::{NnError, Result};
+
+/// The names most programs need, in one import.
+pub mod prelude {
+    pub use crate::callbacks::{Callback, Control, EarlyStopping, EpochHook};
+    pub use crate::data::{LabelColumn, Scaler, Table};
+    pub use crate::error::{NnError, Result};
+    pub use crate::init::Initializer;
+    pub use crate::layers::{
+        ActivationKind, ActivationLayer, BatchNorm1d, Dense, DenseOptions, Dropout, Flatten,
+    };
+    pub use crate::loss::Loss;
+    pub use crate::metrics::{ConfusionMatrix, Metric};
+    pub use crate::model::{EpochLogs, Evaluation, FitConfig, History, Model};
+    pub use crate::module::Module;
+    pub use crate::optim::{Algorithm, Clip, Optimizer, Schedule};
+    pub use crate::regularizer::Regularizer;
+    pub use crate::sequential::Sequential;
+    pub use ember_core::{Activation, DType, Device, Tensor};
+}

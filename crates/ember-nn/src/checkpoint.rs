@@ -1,0 +1,364 @@
+//! Checkpoints in the `.safetensors` format: weights, buffers and optimizer state.
+//!
+//! Names: `layers.{k}.weight` `[out, in]` and `layers.{k}.bias` `[out]` for the k-th Dense layer
+//! (PyTorch `nn.Linear` layout), other layers' tensors under their `Sequential` names, and the
+//! optimizer's buffers as `optimizer.{parameter}.{buffer}` (e.g. `optimizer.layers.0.weight.m`).
+//! The optimizer's name and step count go in the header's metadata (`ember.optimizer`,
+//! `ember.optimizer.iterations`).
+//!
+//! Saving writes a temporary file next to the target, flushes it to disk and renames it over
+//! the target, so a crash mid-save leaves the previous checkpoint intact. Loading checks every
+//! name, shape and dtype before it changes anything, and says which one is wrong.
+
+use crate::error::{NnError, Result};
+use crate::model::Model;
+use crate::optim::Optimizer;
+use crate::sequential::Sequential;
+use ember_core::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+const META_OPTIMIZER: &str = "ember.optimizer";
+const META_ITERATIONS: &str = "ember.optimizer.iterations";
+
+fn ck_err(path: &Path, message: impl Into<String>) -> NnError {
+    NnError::Checkpoint {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// The safetensors dtype for an ember dtype.
+fn st_dtype(d: DType) -> Dtype {
+    match d {
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+    }
+}
+
+/// A tensor's values as little-endian bytes of its own dtype.
+fn to_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    Ok(match t.dtype() {
+        DType::F32 => t
+            .to_vec::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::F64 => t
+            .to_vec::<f64>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::F16 => t
+            .to_vec::<half::f16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::BF16 => t
+            .to_vec::<half::bf16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+    })
+}
+
+/// A tensor of `dtype` and `shape` from little-endian bytes (already checked to match).
+fn from_bytes(bytes: &[u8], dtype: DType, shape: &[usize], device: Device) -> Result<Tensor> {
+    let t = match dtype {
+        DType::F32 => {
+            let v: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Tensor::from_vec(v, shape.to_vec(), Device::Cpu)?
+        }
+        DType::F64 => {
+            let v: Vec<f64> = bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect();
+            Tensor::from_vec(v, shape.to_vec(), Device::Cpu)?
+        }
+        DType::F16 => {
+            let v: Vec<half::f16> = bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            Tensor::from_vec(v, shape.to_vec(), Device::Cpu)?
+        }
+        DType::BF16 => {
+            let v: Vec<half::bf16> = bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            Tensor::from_vec(v, shape.to_vec(), Device::Cpu)?
+        }
+    };
+    Ok(if device == Device::Cpu {
+        t
+    } else {
+        t.to_device(device)?
+    })
+}
+
+/// Saves the network's parameters and buffers, and the optimizer's state if given, to `path`
+/// atomically.
+pub fn save(path: &Path, network: &Sequential, optimizer: Option<&Optimizer>) -> Result<()> {
+    let mut named = network.named_parameters();
+    named.extend(network.named_buffers());
+    let mut metadata = HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    if let Some(opt) = optimizer {
+        named.extend(opt.state_tensors());
+        metadata.insert(META_OPTIMIZER.to_string(), opt.algorithm.name().to_string());
+        metadata.insert(META_ITERATIONS.to_string(), opt.iterations().to_string());
+    }
+    let mut data = Vec::with_capacity(named.len());
+    for (name, t) in &named {
+        data.push((name.clone(), t.dtype(), t.shape().to_vec(), to_bytes(t)?));
+    }
+    let mut views = Vec::with_capacity(data.len());
+    for (name, dtype, shape, bytes) in &data {
+        let view = TensorView::new(st_dtype(*dtype), shape.clone(), bytes)
+            .map_err(|e| ck_err(path, format!("tensor '{name}': {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let bytes = safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| ck_err(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it onto `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| ck_err(path, "the path has no file name"))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let io = |e: std::io::Error| ck_err(path, e.to_string());
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// What [`load`] restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Number of parameter and buffer tensors restored.
+    pub tensors: usize,
+    /// Whether optimizer state was restored (and its step count).
+    pub optimizer_iterations: Option<u64>,
+}
+
+/// Loads weights and buffers into `network` and, if `optimizer` is given and the file holds
+/// state of the same optimizer, that state. Every name, shape and dtype is checked before any
+/// value is changed.
+pub fn load(
+    path: &Path,
+    network: &Sequential,
+    optimizer: Option<&mut Optimizer>,
+) -> Result<LoadReport> {
+    let bytes = std::fs::read(path).map_err(|e| ck_err(path, e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+
+    let mut expected = network.named_parameters();
+    expected.extend(network.named_buffers());
+    let expected_names: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+
+    // 1. Unknown names (other than optimizer state) mean a different architecture.
+    for name in st.names() {
+        if !name.starts_with("optimizer.") && !expected_names.contains(&name) {
+            return Err(ck_err(
+                path,
+                format!(
+                    "unexpected tensor '{name}': the model has no such tensor (it has {})",
+                    expected_names.join(", ")
+                ),
+            ));
+        }
+    }
+    // 2. Every model tensor must be present (checked for all names first, so a model with
+    //    more layers is reported as a missing tensor, not as a shape mismatch)...
+    let stored = st.names();
+    for (name, target) in &expected {
+        if !stored.contains(&name.as_str()) {
+            return Err(ck_err(
+                path,
+                format!("missing tensor '{name}' (shape {:?})", target.shape()),
+            ));
+        }
+    }
+    // ... with the same shape and dtype.
+    let mut loaded = Vec::with_capacity(expected.len());
+    for (name, target) in &expected {
+        let view = st
+            .tensor(name)
+            .map_err(|e| ck_err(path, format!("tensor '{name}': {e}")))?;
+        let t = check_view(
+            path,
+            name,
+            &view,
+            target.shape(),
+            target.dtype(),
+            target.device(),
+        )?;
+        loaded.push((target, t));
+    }
+    // 3. Optimizer state, if requested and present.
+    let mut restored_opt = None;
+    if let (Some(opt), Some(saved_name)) = (optimizer, meta.get(META_OPTIMIZER)) {
+        {
+            if saved_name != opt.algorithm.name() {
+                return Err(ck_err(
+                    path,
+                    format!(
+                        "optimizer state is for '{saved_name}', but the model's optimizer is '{}'",
+                        opt.algorithm.name()
+                    ),
+                ));
+            }
+            let iterations: u64 = meta
+                .get(META_ITERATIONS)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    ck_err(
+                        path,
+                        format!("metadata '{META_ITERATIONS}' is missing or not a number"),
+                    )
+                })?;
+            let buffer_names = opt.algorithm.buffer_names();
+            let mut state = BTreeMap::new();
+            for (param, target) in network.named_parameters() {
+                let mut bufs = Vec::new();
+                for b in &buffer_names {
+                    let name = format!("optimizer.{param}.{b}");
+                    if let Ok(view) = st.tensor(&name) {
+                        bufs.push(check_view(
+                            path,
+                            &name,
+                            &view,
+                            target.shape(),
+                            target.dtype(),
+                            target.device(),
+                        )?);
+                    }
+                }
+                if bufs.len() == buffer_names.len() && !bufs.is_empty() {
+                    state.insert(param.clone(), bufs);
+                } else if !bufs.is_empty() {
+                    return Err(ck_err(
+                        path,
+                        format!(
+                            "optimizer state of '{param}' is incomplete: expected buffers {}",
+                            buffer_names.join(", ")
+                        ),
+                    ));
+                }
+            }
+            for name in st.names() {
+                if let Some(rest) = name.strip_prefix("optimizer.") {
+                    let known = network
+                        .named_parameters()
+                        .iter()
+                        .any(|(p, _)| buffer_names.iter().any(|b| rest == format!("{p}.{b}")));
+                    if !known {
+                        return Err(ck_err(
+                            path,
+                            format!(
+                                "unexpected optimizer tensor '{name}' for {}",
+                                opt.algorithm.name()
+                            ),
+                        ));
+                    }
+                }
+            }
+            restored_opt = Some((opt, iterations, state));
+        }
+    }
+    // All checks passed: now write.
+    for (target, t) in &loaded {
+        target.assign(t)?;
+    }
+    let optimizer_iterations = match restored_opt {
+        Some((opt, iterations, state)) => {
+            opt.set_state(iterations, state)?;
+            Some(iterations)
+        }
+        None => None,
+    };
+    Ok(LoadReport {
+        tensors: loaded.len(),
+        optimizer_iterations,
+    })
+}
+
+/// Checks one stored tensor against the expected shape and dtype and converts it.
+fn check_view(
+    path: &Path,
+    name: &str,
+    view: &TensorView<'_>,
+    shape: &[usize],
+    dtype: DType,
+    device: Device,
+) -> Result<Tensor> {
+    if view.shape() != shape {
+        return Err(ck_err(
+            path,
+            format!(
+                "tensor '{name}' has shape {:?} in the file, the model expects {:?}",
+                view.shape(),
+                shape
+            ),
+        ));
+    }
+    if view.dtype() != st_dtype(dtype) {
+        return Err(ck_err(
+            path,
+            format!(
+                "tensor '{name}' has dtype {:?} in the file, the model expects {dtype}",
+                view.dtype()
+            ),
+        ));
+    }
+    from_bytes(view.data(), dtype, shape, device)
+}
+
+/// The name of the optimizer whose state `path` holds (`None` for a weights-only file), read
+/// from the header without loading any tensor.
+pub fn stored_optimizer(path: &Path) -> Result<Option<String>> {
+    let bytes = std::fs::read(path).map_err(|e| ck_err(path, e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+    Ok(meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_OPTIMIZER).cloned()))
+}
+
+impl Model {
+    /// Saves weights, buffers and optimizer state to `path` (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        save(path, &self.network, Some(&self.optimizer))
+    }
+
+    /// Loads weights, buffers and (when the file has it for the same optimizer) optimizer state.
+    pub fn load(&mut self, path: &Path) -> Result<LoadReport> {
+        load(path, &self.network, Some(&mut self.optimizer))
+    }
+}

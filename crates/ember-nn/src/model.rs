@@ -1,0 +1,496 @@
+//! `Model`: a compiled network with Keras's `fit`, `evaluate` and `predict`.
+//!
+//! `compile` joins a [`Sequential`] with an optimizer, a loss and metrics. `fit` follows the
+//! Keras semantics a user relies on:
+//! - `validation_split` takes the *last* fraction of the samples (before any shuffling): the
+//!   first `ceil(n · (1 − split))` rows train, the rest validate;
+//! - the training rows are shuffled at the start of every epoch (epoch `e`'s order depends only
+//!   on `seed` and `e`, so a run resumed at `initial_epoch` sees the same batches);
+//! - the last, partial batch is used;
+//! - the epoch `loss` is the mean of the batch losses weighted by batch size, including the
+//!   regularisation penalty, as Keras reports it; metrics are computed over all the epoch's
+//!   predictions (each made before that batch's update, as in Keras).
+
+use crate::callbacks::{Callback, Control};
+use crate::error::{NnError, Result, config_err};
+use crate::loss::Loss;
+use crate::metrics::Metric;
+use crate::module::Module;
+use crate::optim::Optimizer;
+use crate::sequential::Sequential;
+use ember_core::{DType, Tensor, no_grad};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use std::time::Instant;
+
+/// Settings of [`Model::fit`]. `Default` gives Keras's defaults (1 epoch, batch 32, no
+/// validation, shuffling on, verbose 1) with seed 0.
+pub struct FitConfig {
+    /// Index one past the last epoch to train (Keras's `epochs`).
+    pub epochs: usize,
+    /// Samples per batch; the last batch may be smaller.
+    pub batch_size: usize,
+    /// Fraction in `[0, 1)` of the samples, taken from the end, held out for validation.
+    pub validation_split: f64,
+    /// Shuffle the training samples each epoch.
+    pub shuffle: bool,
+    /// Seed of the shuffles.
+    pub seed: u64,
+    /// 0: silent; 1 or more: one line per epoch on stdout.
+    pub verbose: u8,
+    /// Epoch to start at (0-based), to resume a run (Keras's `initial_epoch`).
+    pub initial_epoch: usize,
+    /// Callbacks, called in order.
+    pub callbacks: Vec<Box<dyn Callback>>,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            epochs: 1,
+            batch_size: 32,
+            validation_split: 0.0,
+            shuffle: true,
+            seed: 0,
+            verbose: 1,
+            initial_epoch: 0,
+            callbacks: Vec::new(),
+        }
+    }
+}
+
+/// What one epoch produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochLogs {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Batch-size-weighted mean of the batch losses.
+    pub loss: f64,
+    /// Training metrics, by name.
+    pub metrics: Vec<(String, f64)>,
+    /// Validation loss, when there is a validation part.
+    pub val_loss: Option<f64>,
+    /// Validation metrics, by name (without the `val_` prefix).
+    pub val_metrics: Vec<(String, f64)>,
+    /// Wall-clock seconds of the epoch, validation included.
+    pub seconds: f64,
+}
+
+impl EpochLogs {
+    /// The value named `loss`, `val_loss`, a metric name or `val_` + a metric name.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        if name == "loss" {
+            return Some(self.loss);
+        }
+        if name == "val_loss" {
+            return self.val_loss;
+        }
+        if let Some(m) = name.strip_prefix("val_") {
+            return self
+                .val_metrics
+                .iter()
+                .find(|(n, _)| n == m)
+                .map(|(_, v)| *v);
+        }
+        self.metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// Every name [`EpochLogs::get`] answers.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec!["loss".to_string()];
+        names.extend(self.metrics.iter().map(|(n, _)| n.clone()));
+        if self.val_loss.is_some() {
+            names.push("val_loss".into());
+            names.extend(self.val_metrics.iter().map(|(n, _)| format!("val_{n}")));
+        }
+        names
+    }
+
+    /// A Keras-like line: `loss: 0.4321 - accuracy: 0.8750 - val_loss: ... - 0.01s`.
+    pub fn line(&self) -> String {
+        let mut parts = vec![format!("loss: {:.4}", self.loss)];
+        parts.extend(self.metrics.iter().map(|(n, v)| format!("{n}: {v:.4}")));
+        if let Some(v) = self.val_loss {
+            parts.push(format!("val_loss: {v:.4}"));
+            parts.extend(
+                self.val_metrics
+                    .iter()
+                    .map(|(n, v)| format!("val_{n}: {v:.4}")),
+            );
+        }
+        parts.push(format!("{:.3}s", self.seconds));
+        parts.join(" - ")
+    }
+}
+
+/// The per-epoch logs of a `fit` call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// One entry per trained epoch.
+    pub epochs: Vec<EpochLogs>,
+}
+
+impl History {
+    /// The series of one logged value over the epochs (missing values are NaN).
+    pub fn series(&self, name: &str) -> Vec<f64> {
+        self.epochs
+            .iter()
+            .map(|e| e.get(name).unwrap_or(f64::NAN))
+            .collect()
+    }
+
+    /// The last epoch's logs.
+    pub fn last(&self) -> Option<&EpochLogs> {
+        self.epochs.last()
+    }
+}
+
+/// The result of [`Model::evaluate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Batch-size-weighted mean loss (with the regularisation penalty, as Keras).
+    pub loss: f64,
+    /// Metrics, by name.
+    pub metrics: Vec<(String, f64)>,
+    /// The model's outputs turned into probabilities, `rows × cols`.
+    pub scores: Vec<f64>,
+    /// Columns of `scores` (1 for a binary model).
+    pub cols: usize,
+    /// The labels, one per row.
+    pub labels: Vec<f64>,
+}
+
+impl Evaluation {
+    /// The metric named `name`, or `loss`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        if name == "loss" {
+            return Some(self.loss);
+        }
+        self.metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// A network with its optimizer, loss and metrics.
+pub struct Model {
+    /// The layers.
+    pub network: Sequential,
+    /// The optimizer (holds its state between `fit` calls).
+    pub optimizer: Optimizer,
+    /// The training loss.
+    pub loss: Loss,
+    /// Metrics reported by `fit` and `evaluate`.
+    pub metrics: Vec<Metric>,
+    /// Class treated as positive by precision, recall, F1 and AUC (default 1, as Keras).
+    pub positive_class: usize,
+}
+
+impl Sequential {
+    /// Joins this network with an optimizer, a loss and metrics (Keras's `compile`).
+    pub fn compile(self, optimizer: Optimizer, loss: Loss, metrics: &[Metric]) -> Model {
+        Model {
+            network: self,
+            optimizer,
+            loss,
+            metrics: metrics.to_vec(),
+            positive_class: 1,
+        }
+    }
+}
+
+/// Rows `[start, start + len)` of a tensor's first dimension.
+fn rows(t: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    Ok(t.narrow(0, start, len)?)
+}
+
+/// The rows at `ids` (as a float index tensor on the tensor's device).
+fn gather_rows(t: &Tensor, ids: &[usize]) -> Result<Tensor> {
+    let idx: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
+    let idx = Tensor::from_vec(idx, vec![ids.len()], ember_core::Device::Cpu)?;
+    let idx = if t.device() == ember_core::Device::Cpu {
+        idx
+    } else {
+        idx.to_device(t.device())?
+    };
+    Ok(t.index_select(&idx, 0)?)
+}
+
+/// A scalar tensor's value as f64.
+fn scalar(t: &Tensor) -> Result<f64> {
+    let v = t.to_vec::<f64>()?;
+    v.first()
+        .copied()
+        .ok_or_else(|| NnError::Config(format!("expected a scalar, got shape {:?}", t.shape())))
+}
+
+/// Seed of epoch `epoch`'s shuffle: a fixed mix of the run's seed and the epoch number.
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+impl Model {
+    /// Checks that `x` and `y` have the same number of rows.
+    fn check_xy(&self, x: &Tensor, y: &Tensor) -> Result<usize> {
+        if x.rank() == 0 || y.rank() == 0 || x.shape()[0] != y.shape()[0] {
+            return config_err(format!(
+                "x {:?} and y {:?} must have the same number of rows",
+                x.shape(),
+                y.shape()
+            ));
+        }
+        Ok(x.shape()[0])
+    }
+
+    /// The loss of one batch including the regularisation penalty, as a scalar tensor.
+    fn batch_loss(&self, out: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let data = self.loss.compute(out, y)?;
+        Ok(match self.network.regularization()? {
+            Some(r) => data.add(&r.to_dtype(data.dtype())?)?,
+            None => data,
+        })
+    }
+
+    /// One optimisation step on a batch: forward, loss, backward, update. Returns the batch
+    /// loss and the outputs (detached).
+    pub fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<(f64, Tensor)> {
+        let out = self.network.forward(x)?;
+        let loss = self.batch_loss(&out, y)?;
+        let value = scalar(&loss)?;
+        if !value.is_finite() {
+            return config_err(format!(
+                "loss became {value} at optimizer step {}: lower the learning rate or scale the inputs",
+                self.optimizer.iterations() + 1
+            ));
+        }
+        let grads = loss.backward()?;
+        self.optimizer.step(self.network.parameters_ref(), &grads)?;
+        Ok((value, out.detach()))
+    }
+
+    /// Turns raw outputs into probabilities for the metrics (sigmoid or softmax for logits).
+    fn scores(&self, out: &[f64], cols: usize) -> Vec<f64> {
+        match self.loss {
+            Loss::BinaryCrossEntropyWithLogits => {
+                out.iter().map(|&z| 1.0 / (1.0 + (-z).exp())).collect()
+            }
+            Loss::CrossEntropy if cols > 1 => {
+                let mut s = Vec::with_capacity(out.len());
+                for row in out.chunks(cols) {
+                    let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    s.extend(e.iter().map(|v| v / z));
+                }
+                s
+            }
+            _ => out.to_vec(),
+        }
+    }
+
+    fn compute_metrics(&self, scores: &[f64], cols: usize, labels: &[f64]) -> Vec<(String, f64)> {
+        self.metrics
+            .iter()
+            .map(|m| {
+                (
+                    m.name().to_string(),
+                    m.compute(scores, cols, labels, self.positive_class),
+                )
+            })
+            .collect()
+    }
+
+    /// Trains the model (Keras's `fit`); see the module documentation for the semantics.
+    pub fn fit(&mut self, x: &Tensor, y: &Tensor, mut cfg: FitConfig) -> Result<History> {
+        let n = self.check_xy(x, y)?;
+        if cfg.batch_size == 0 {
+            return config_err("fit: batch_size must be at least 1");
+        }
+        if !(0.0..1.0).contains(&cfg.validation_split) {
+            return config_err(format!(
+                "fit: validation_split must be in [0, 1), got {}",
+                cfg.validation_split
+            ));
+        }
+        let n_train = if cfg.validation_split > 0.0 {
+            (n as f64 * (1.0 - cfg.validation_split)).ceil() as usize
+        } else {
+            n
+        }
+        .min(n);
+        if n_train == 0 {
+            return config_err(format!(
+                "fit: no training samples left of {n} after validation_split {}",
+                cfg.validation_split
+            ));
+        }
+        let n_val = n - n_train;
+        let (x_train, y_train) = (rows(x, 0, n_train)?, rows(y, 0, n_train)?);
+        let val = if n_val > 0 {
+            Some((rows(x, n_train, n_val)?, rows(y, n_train, n_val)?))
+        } else {
+            None
+        };
+        let batches = n_train.div_ceil(cfg.batch_size);
+        for cb in cfg.callbacks.iter_mut() {
+            cb.on_train_begin(cfg.epochs, batches);
+        }
+        let mut history = History::default();
+        for epoch in cfg.initial_epoch..cfg.epochs {
+            let start = Instant::now();
+            self.network.set_training(true);
+            let mut order: Vec<usize> = (0..n_train).collect();
+            if cfg.shuffle {
+                order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch)));
+            }
+            let (mut loss_sum, mut outs, mut labels, mut cols) = (0.0, Vec::new(), Vec::new(), 1);
+            // Gather the epoch's shuffled rows once; each batch is then a cheap view of them.
+            let (x_epoch, y_epoch) = if cfg.shuffle {
+                (
+                    gather_rows(&x_train, &order)?,
+                    gather_rows(&y_train, &order)?,
+                )
+            } else {
+                (x_train.clone(), y_train.clone())
+            };
+            for (b, ids) in order.chunks(cfg.batch_size).enumerate() {
+                let start = b * cfg.batch_size;
+                let xb = rows(&x_epoch, start, ids.len())?;
+                let yb = rows(&y_epoch, start, ids.len())?;
+                let (loss, out) = self.train_step(&xb, &yb)?;
+                loss_sum += loss * ids.len() as f64;
+                if !self.metrics.is_empty() {
+                    cols = out.elem_count() / ids.len().max(1);
+                    outs.extend(out.to_vec::<f64>()?);
+                    labels.extend(yb.to_vec::<f64>()?);
+                }
+                for cb in cfg.callbacks.iter_mut() {
+                    cb.on_batch_end(epoch, b, loss);
+                }
+            }
+            let scores = self.scores(&outs, cols);
+            let metrics = if self.metrics.is_empty() {
+                Vec::new()
+            } else {
+                self.compute_metrics(&scores, cols, &labels)
+            };
+            let (val_loss, val_metrics) = match &val {
+                Some((xv, yv)) => {
+                    let e = self.evaluate(xv, yv, cfg.batch_size)?;
+                    (Some(e.loss), e.metrics)
+                }
+                None => (None, Vec::new()),
+            };
+            let logs = EpochLogs {
+                epoch: epoch + 1,
+                loss: loss_sum / n_train as f64,
+                metrics,
+                val_loss,
+                val_metrics,
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            if cfg.verbose > 0 {
+                println!("Epoch {}/{} - {}", epoch + 1, cfg.epochs, logs.line());
+            }
+            let params = self.network.named_parameters();
+            let mut stop = false;
+            for cb in cfg.callbacks.iter_mut() {
+                if cb.on_epoch_end(&logs, &params)? == Control::Stop {
+                    stop = true;
+                }
+            }
+            history.epochs.push(logs);
+            if stop {
+                break;
+            }
+        }
+        self.network.set_training(false);
+        Ok(history)
+    }
+
+    /// Loss and metrics on `(x, y)` in evaluation mode, in batches of `batch_size`.
+    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+        let n = self.check_xy(x, y)?;
+        if batch_size == 0 {
+            return config_err("evaluate: batch_size must be at least 1");
+        }
+        self.network.set_training(false);
+        let result = no_grad(|| -> Result<Evaluation> {
+            let (mut loss_sum, mut outs, mut cols) = (0.0, Vec::new(), 1);
+            let mut start = 0;
+            while start < n {
+                let len = batch_size.min(n - start);
+                let (xb, yb) = (rows(x, start, len)?, rows(y, start, len)?);
+                let out = self.network.forward(&xb)?;
+                loss_sum += scalar(&self.batch_loss(&out, &yb)?)? * len as f64;
+                cols = out.elem_count() / len;
+                outs.extend(out.to_vec::<f64>()?);
+                start += len;
+            }
+            let labels = y.to_vec::<f64>()?;
+            let scores = self.scores(&outs, cols);
+            let metrics = self.compute_metrics(&scores, cols, &labels);
+            Ok(Evaluation {
+                loss: loss_sum / n as f64,
+                metrics,
+                scores,
+                cols,
+                labels,
+            })
+        });
+        self.network.set_training(true);
+        result
+    }
+
+    /// The model's outputs for `x` in evaluation mode, computed in batches of `batch_size`.
+    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        if x.rank() == 0 {
+            return config_err("predict: x needs a batch dimension");
+        }
+        if batch_size == 0 {
+            return config_err("predict: batch_size must be at least 1");
+        }
+        let n = x.shape()[0];
+        self.network.set_training(false);
+        let result = no_grad(|| -> Result<Tensor> {
+            let mut parts = Vec::new();
+            let mut start = 0;
+            while start < n {
+                let len = batch_size.min(n - start);
+                parts.push(self.network.forward(&rows(x, start, len)?)?);
+                start += len;
+            }
+            if parts.is_empty() {
+                return config_err("predict: x has no rows");
+            }
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            Ok(Tensor::cat(&refs, 0)?)
+        });
+        self.network.set_training(true);
+        result
+    }
+
+    /// The Keras-like summary table for inputs of `input_shape` (without the batch dimension).
+    pub fn summary(&self, input_shape: &[usize]) -> Result<String> {
+        self.network.summary(input_shape)
+    }
+
+    /// The architecture as a Mermaid flowchart.
+    pub fn to_mermaid(&self, input_shape: &[usize]) -> Result<String> {
+        self.network.to_mermaid(input_shape)
+    }
+
+    /// The element type of the first parameter (f32 for a default model).
+    pub fn dtype(&self) -> DType {
+        self.network
+            .named_parameters()
+            .first()
+            .map(|(_, t)| t.dtype())
+            .unwrap_or(DType::F32)
+    }
+}
