@@ -475,10 +475,11 @@ fn bench_loss(args: &BenchArgs, isa: Isa, threads: usize, peak: &Peak, out: &Out
 }
 
 /// The `mlp` case: one full training step (forward, backward, Adam update of every parameter)
-/// of a dense network, written on ember-core's public tensor API (ember-nn's layers were not
-/// on main when this was written; the step is the same arithmetic: `linear` with its fused
-/// bias + activation epilogue, a fused BCE, one backward walk, one fused Adam kernel per
-/// parameter).
+/// of a dense network, two ways: `"api":"nn"` through ember-nn (`Sequential` of `Dense`
+/// layers, `Model::train_step`, what a user of `fit` gets), and `"api":"core"` written directly
+/// on ember-core's tensor API (`linear` with its fused bias + activation epilogue, a fused BCE,
+/// one backward walk, one fused Adam kernel per parameter), which shows how much of a step is
+/// the nn layer's bookkeeping.
 mod mlp {
     use super::{Out, round, time_it};
     use ember_core::optim::{self, AdamConfig};
@@ -625,13 +626,60 @@ mod mlp {
             if let Some(e) = failure {
                 return Err(e);
             }
-            let sps = batch as f64 / t;
-            out.emit(
-                json!({"bench":"mlp","model":name,"batch":batch,"threads":threads,"optimizer":"adam",
-                       "step_us":round(t * 1e6),"samples_per_s":round(sps)}),
-                format!("mlp   {name:<14} batch {batch:>3}  adam  {:>10.1} us/step  {sps:>10.0} samples/s", t * 1e6),
-            );
+            emit(out, name, "core", batch, threads, t);
+
+            // The same network through ember-nn.
+            let mut model = nn_model(&dims, logits, &mut rng)?;
+            let mut failure = None;
+            let t = time_it(min_time, || {
+                if let Err(e) = model.train_step(&x, &y) {
+                    failure.get_or_insert(e);
+                }
+            });
+            if let Some(e) = failure {
+                return Err(format!("bench mlp: {e}"));
+            }
+            emit(out, name, "nn", batch, threads, t);
         }
         Ok(())
+    }
+
+    fn emit(out: &Out, name: &str, api: &str, batch: usize, threads: usize, t: f64) {
+        let sps = batch as f64 / t;
+        out.emit(
+            json!({"bench":"mlp","model":name,"api":api,"batch":batch,"threads":threads,
+                   "optimizer":"adam","step_us":round(t * 1e6),"samples_per_s":round(sps)}),
+            format!(
+                "mlp   {name:<14} {api:<4} batch {batch:>3}  adam  {:>10.1} us/step  {sps:>10.0} samples/s",
+                t * 1e6
+            ),
+        );
+    }
+
+    /// `dims` as a `Sequential` of `Dense` layers (ReLU inside; sigmoid or logits at the end),
+    /// compiled with Adam and the matching BCE.
+    fn nn_model(
+        dims: &[usize],
+        logits: bool,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<ember_nn::model::Model, String> {
+        use ember_nn::prelude::{Dense, Loss, Optimizer, Sequential};
+        let nerr = |e: ember_nn::NnError| format!("bench mlp: {e}");
+        let mut net = Sequential::new();
+        let last = dims.len() - 2;
+        for (i, win) in dims.windows(2).enumerate() {
+            let act = match (i == last, logits) {
+                (false, _) => Activation::Relu,
+                (true, true) => Activation::None,
+                (true, false) => Activation::Sigmoid,
+            };
+            net.push(Dense::new(win[0], win[1], act, rng).map_err(nerr)?);
+        }
+        let loss = if logits {
+            Loss::BinaryCrossEntropyWithLogits
+        } else {
+            Loss::BinaryCrossEntropy
+        };
+        Ok(net.compile(Optimizer::adam(), loss, &[]))
     }
 }
