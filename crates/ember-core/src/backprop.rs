@@ -24,10 +24,34 @@ use ember_cpu::binary::BinaryOp;
 use ember_cpu::gemm::Activation;
 use ember_cpu::unary::UnaryOp;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Tensor ids are unique counters: SipHash (the default) is wasted work on them in the backward
+/// walk, so one multiply by a large odd constant (Fibonacci hashing) spreads an id over all 64
+/// bits, which the hash table's tag bits need.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type IdMap<V> = HashMap<TensorId, V, BuildHasherDefault<IdHasher>>;
+type IdSet = HashSet<TensorId, BuildHasherDefault<IdHasher>>;
 
 /// Gradients from one `backward` call, keyed by tensor.
 #[derive(Debug, Default)]
-pub struct GradStore(HashMap<TensorId, Tensor>);
+pub struct GradStore(IdMap<Tensor>);
 
 impl GradStore {
     /// An empty store.
@@ -71,7 +95,7 @@ impl GradStore {
 /// as this walk's list is dropped; a node found already consumed is an error, not a silent zero.
 fn topo_order(root: &Tensor, retain: bool) -> Result<Vec<(Tensor, Op)>> {
     let mut order = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = IdSet::default();
     // Iterative post-order DFS (deep graphs must not overflow the stack).
     let mut stack: Vec<(Tensor, Option<Op>)> = vec![(root.clone(), None)];
     while let Some((t, op)) = stack.pop() {
@@ -174,7 +198,7 @@ impl Tensor {
             });
         }
         let _no_grad = NoGradGuard::new();
-        let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
+        let mut grads: IdMap<Tensor> = IdMap::default();
         grads.insert(self.id(), grad.detach());
         for (node, op) in topo_order(self, retain)?.iter().rev() {
             let Some(g) = grads.get(&node.id()).cloned() else {
