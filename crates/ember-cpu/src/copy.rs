@@ -51,6 +51,19 @@ cast_via!(bf16 => f64; bf16::to_f64);
 cast_via!(bf16 => bf16; |v| v);
 cast_via!(bf16 => f16; |v| f16::from_f32(v.to_f32()));
 
+/// Concatenation along one axis: each part is a contiguous `[outer, extent_k, inner]` block
+/// given as `(data, extent_k * inner)`; `dst` (`[outer, Σ extent_k, inner]`) receives, for each
+/// outer index, the parts' rows one after another.
+pub fn concat<T: Copy>(parts: &[(&[T], usize)], outer: usize, dst: &mut [T]) {
+    let mut pos = 0;
+    for o in 0..outer {
+        for &(data, row) in parts {
+            dst[pos..pos + row].copy_from_slice(&data[o * row..(o + 1) * row]);
+            pos += row;
+        }
+    }
+}
+
 /// dst[i] = cast(src[view element i]).
 pub fn cast_strided<S: Copy + Cast<D>, D: Copy>(src: &[S], sv: Strided<'_>, dst: &mut [D]) {
     debug_assert_eq!(dst.len(), sv.elem_count());
@@ -67,6 +80,15 @@ mod tests {
         let mut dst = [0; 6];
         copy_strided(&src, Strided::new(&[3, 2], &[1, 3], 0), &mut dst);
         assert_eq!(dst, [1, 4, 2, 5, 3, 6]);
+    }
+
+    #[test]
+    fn concat_interleaves_rows() {
+        // [2, 1] and [2, 2] joined along axis 1.
+        let (a, b) = ([1, 2], [3, 4, 5, 6]);
+        let mut dst = [0; 6];
+        concat(&[(&a[..], 1), (&b[..], 2)], 2, &mut dst);
+        assert_eq!(dst, [1, 3, 4, 2, 5, 6]);
     }
 
     #[test]

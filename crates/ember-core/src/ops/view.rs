@@ -248,7 +248,7 @@ impl Tensor {
     }
 }
 
-/// Interleaves contiguous parts along `dim` (a copy loop over whole rows of `inner` elements).
+/// Joins contiguous parts along `dim` with ember-cpu's concat kernel.
 fn concat_parts(
     parts: &[CpuStorage],
     tensors: &[&Tensor],
@@ -259,19 +259,17 @@ fn concat_parts(
 ) -> CpuStorage {
     macro_rules! go {
         ($variant:ident, $zero:expr) => {{
+            let slices: Vec<(&[_], usize)> = parts
+                .iter()
+                .zip(tensors)
+                .map(|(p, t)| match p {
+                    CpuStorage::$variant(v) => (v.as_slice(), t.shape()[dim] * inner),
+                    _ => unreachable!("cat parts share a dtype"),
+                })
+                .collect();
             let total: usize = parts.iter().map(|p| p.len()).sum();
             let mut out = vec![$zero; total];
-            let mut pos = 0;
-            for o in 0..outer {
-                for (p, t) in parts.iter().zip(tensors) {
-                    let CpuStorage::$variant(v) = p else {
-                        unreachable!("cat parts share a dtype")
-                    };
-                    let rows = t.shape()[dim] * inner;
-                    out[pos..pos + rows].copy_from_slice(&v[o * rows..(o + 1) * rows]);
-                    pos += rows;
-                }
-            }
+            ember_cpu::copy::concat(&slices, outer, &mut out);
             CpuStorage::$variant(out)
         }};
     }
