@@ -98,6 +98,7 @@ fn topo_order(root: &Tensor, retain: bool) -> Result<Vec<(Tensor, Op)>> {
     let mut seen = IdSet::default();
     // Iterative post-order DFS (deep graphs must not overflow the stack).
     let mut stack: Vec<(Tensor, Option<Op>)> = vec![(root.clone(), None)];
+    let mut inputs: Vec<Tensor> = Vec::new();
     while let Some((t, op)) = stack.pop() {
         if let Some(op) = op {
             order.push((t, op));
@@ -131,14 +132,14 @@ fn topo_order(root: &Tensor, retain: bool) -> Result<Vec<(Tensor, Op)>> {
         };
         if let Some(op) = op {
             // The node goes below its inputs on the stack, so it is emitted after them.
-            let mut inputs = Vec::new();
+            // (`inputs` is one scratch buffer reused for every node.)
             op.visit_inputs(|input| {
                 if input.requires_grad() && !seen.contains(&input.id()) {
                     inputs.push(input.clone());
                 }
             });
             stack.push((t, Some(op)));
-            stack.extend(inputs.into_iter().map(|i| (i, None)));
+            stack.extend(inputs.drain(..).map(|i| (i, None)));
         }
     }
     Ok(order)

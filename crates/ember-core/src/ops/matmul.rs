@@ -62,8 +62,15 @@ impl Tensor {
                     ),
                 )
             })?;
-        let a = self.broadcast_to([batch.as_slice(), &[m, k]].concat())?;
-        let b = rhs.broadcast_to([batch.as_slice(), &[k, n]].concat())?;
+        // Plain 2-D products (the common case) need no batch broadcasting at all.
+        let (a, b) = if batch.is_empty() && ra == 2 && rb == 2 {
+            (self.clone(), rhs.clone())
+        } else {
+            (
+                self.broadcast_to([batch.as_slice(), &[m, k]].concat())?,
+                rhs.broadcast_to([batch.as_slice(), &[k, n]].concat())?,
+            )
+        };
         let spec = MatmulSpec {
             batch: &batch,
             m,
@@ -81,7 +88,11 @@ impl Tensor {
                 cuda_backend::matmul(&batch, (m, n, k), ca, la, cb, lb, None, Activation::None)
             },
         )?;
-        let shape = [batch.as_slice(), &[m, n]].concat();
+        let shape = if batch.is_empty() {
+            vec![m, n]
+        } else {
+            [batch.as_slice(), &[m, n]].concat()
+        };
         Ok(Tensor::from_storage(
             data,
             &shape,
