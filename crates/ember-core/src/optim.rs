@@ -76,8 +76,12 @@ fn fused_update(
     for (slot, s) in owners[1..].iter_mut().zip(states) {
         *slot = Some(s);
     }
-    let owners: Vec<&Tensor> = owners.into_iter().flatten().collect();
-    for (i, t) in owners.iter().enumerate() {
+    // The filled slots, without a heap allocation (this runs per parameter per step).
+    let owners = &owners[..1 + states.len()];
+    let owners = owners
+        .iter()
+        .map(|o| o.expect("slots 0..=states.len() are filled"));
+    for (i, t) in owners.clone().enumerate() {
         if !t.is_contiguous() {
             return Err(Error::invalid(
                 op,
@@ -87,8 +91,9 @@ fn fused_update(
                 ),
             ));
         }
-        if owners[..i]
-            .iter()
+        if owners
+            .clone()
+            .take(i)
             .any(|o| Arc::ptr_eq(&o.0.storage, &t.0.storage))
         {
             return Err(Error::invalid(
@@ -100,7 +105,7 @@ fn fused_update(
     // The gradient is read through a contiguous buffer that no writer below shares: the
     // gradient itself when it is already dense and separate, else a fresh copy.
     let aliased = owners
-        .iter()
+        .clone()
         .any(|o| Arc::ptr_eq(&o.0.storage, &grad.0.storage));
     let grad_copy;
     let grad = if grad.is_contiguous() && !aliased {
@@ -112,30 +117,29 @@ fn fused_update(
     };
     let n = param.elem_count();
     let gguard = grad.storage();
-    let mut guards: Vec<_> = owners
-        .iter()
-        .map(|t| (t.storage_mut(), t.layout().offset()))
-        .collect();
+    // Write guards for the parameter and its states, in a fixed-size array (no allocation).
+    let mut guard_slots: [Option<_>; 4] = [None, None, None, None];
+    for (slot, t) in guard_slots.iter_mut().zip(owners) {
+        *slot = Some((t.storage_mut(), t.layout().offset()));
+    }
+    let guards = &mut guard_slots[..1 + states.len()];
+    let mut guards = guards.iter_mut().flatten();
     match gguard.data() {
         StorageData::Cpu(CpuStorage::F32(g)) => {
             let goff = grad.layout().offset();
-            let mut typed = guards
-                .iter_mut()
-                .map(|(guard, off)| match guard.data_mut() {
-                    StorageData::Cpu(CpuStorage::F32(v)) => &mut v[*off..*off + n],
-                    _ => unreachable!("dtypes and devices checked above"),
-                });
+            let mut typed = guards.by_ref().map(|(guard, off)| match guard.data_mut() {
+                StorageData::Cpu(CpuStorage::F32(v)) => &mut v[*off..*off + n],
+                _ => unreachable!("dtypes and devices checked above"),
+            });
             let p = typed.next().expect("the parameter is always first");
             cpu(Buffers::F32(p, &g[goff..goff + n], typed.collect()));
         }
         StorageData::Cpu(CpuStorage::F64(g)) => {
             let goff = grad.layout().offset();
-            let mut typed = guards
-                .iter_mut()
-                .map(|(guard, off)| match guard.data_mut() {
-                    StorageData::Cpu(CpuStorage::F64(v)) => &mut v[*off..*off + n],
-                    _ => unreachable!("dtypes and devices checked above"),
-                });
+            let mut typed = guards.by_ref().map(|(guard, off)| match guard.data_mut() {
+                StorageData::Cpu(CpuStorage::F64(v)) => &mut v[*off..*off + n],
+                _ => unreachable!("dtypes and devices checked above"),
+            });
             let p = typed.next().expect("the parameter is always first");
             cpu(Buffers::F64(p, &g[goff..goff + n], typed.collect()));
         }
@@ -146,8 +150,8 @@ fn fused_update(
             match gs {
                 CudaStorage::F32(g) => {
                     let gv = g.slice(goff..goff + n).map_err(e())?;
-                    let mut typed = Vec::with_capacity(guards.len());
-                    for (guard, off) in guards.iter_mut() {
+                    let mut typed = Vec::with_capacity(1 + states.len());
+                    for (guard, off) in guards.by_ref() {
                         match guard.data_mut() {
                             StorageData::Cuda(CudaStorage::F32(v)) => {
                                 typed.push(v.slice_mut(*off..*off + n).map_err(e())?)
@@ -160,8 +164,8 @@ fn fused_update(
                 }
                 CudaStorage::F64(g) => {
                     let gv = g.slice(goff..goff + n).map_err(e())?;
-                    let mut typed = Vec::with_capacity(guards.len());
-                    for (guard, off) in guards.iter_mut() {
+                    let mut typed = Vec::with_capacity(1 + states.len());
+                    for (guard, off) in guards.by_ref() {
                         match guard.data_mut() {
                             StorageData::Cuda(CudaStorage::F64(v)) => {
                                 typed.push(v.slice_mut(*off..*off + n).map_err(e())?)

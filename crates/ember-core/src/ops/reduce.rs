@@ -88,6 +88,17 @@ impl Tensor {
             }
             ReduceOp::ArgMax | ReduceOp::ArgMin => None,
         };
+        // Reducing leading axes without keepdim (a bias gradient's sum over the batch) can
+        // build the final shape directly: the result still broadcasts back onto the input,
+        // which is all the Sum and Extremum rules need, and no reshape view is made.
+        let leading = !keepdim && axes.iter().enumerate().all(|(i, &a)| i == a);
+        if leading {
+            return Ok(Tensor::from_storage(
+                data,
+                &self.shape()[axes.len()..],
+                record,
+            ));
+        }
         let t = Tensor::from_storage(data, &self.keep_shape(&axes), record);
         Self::drop_axes(t, &axes, keepdim)
     }

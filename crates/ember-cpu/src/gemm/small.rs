@@ -33,12 +33,154 @@ pub(super) fn small<T: Float>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 && isa.is_supported() {
+        if let (Some(ad), Some(bd)) = (T::as_f32_slice(a.data), T::as_f32_slice(b.data))
+            && k <= KMAX
+        {
+            let a32 = MatRef {
+                data: ad,
+                rs: a.rs,
+                cs: a.cs,
+            };
+            let b32 = MatRef {
+                data: bd,
+                rs: b.rs,
+                cs: b.cs,
+            };
+            // T is f32 here (its slices converted), so C's pointer is an f32 pointer.
+            let c32 = CPtr {
+                ptr: c.ptr.cast::<f32>(),
+                rs: c.rs,
+                cs: c.cs,
+            };
+            let (al, be) = (alpha.to_f64() as f32, beta.to_f64() as f32);
+            // SAFETY: AVX2 and FMA are present (checked just above); C's bounds were checked
+            // in `gemm`, and k <= KMAX.
+            unsafe { small_f32_avx2(m, n, k, al, &a32, &b32, be, c32) };
+            return;
+        }
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { small_avx2(m, n, k, alpha, a, b, beta, c) };
         return;
     }
     let _ = isa;
     small_body(m, n, k, alpha, a, b, beta, c);
+}
+
+/// Deepest K whose B strip is packed into the stack buffer (deeper products read B in place).
+const KMAX: usize = 32;
+
+/// The f32 small product with explicit AVX2 intrinsics: per 16-column strip of B (packed,
+/// zero-padded, into a stack buffer), each row of C is two 8-lane FMA accumulators fed by a
+/// broadcast of A's element; the strip is then scaled and written, with full-vector stores
+/// when C's row is contiguous and wide enough. Each C element sums its k products in order,
+/// as the generic loop does (with one rounding per step, being fused).
+///
+/// # Safety
+/// AVX2 and FMA are present; every addressed element of A, B and C lies inside its slice
+/// (checked by `gemm`); `k <= KMAX`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_f32_avx2(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &MatRef<'_, f32>,
+    b: &MatRef<'_, f32>,
+    beta: f32,
+    c: CPtr<f32>,
+) {
+    use std::arch::x86_64::*;
+    let mut bpad = [0.0f32; STRIP * KMAX];
+    let valpha = _mm256_set1_ps(alpha);
+    let vbeta = _mm256_set1_ps(beta);
+    // Lane masks for a strip `w` columns wide: lane l of the pair is on when l < w.
+    let masks = |w: usize| {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let w = w as i32;
+        (
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane),
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(w - 8), lane),
+        )
+    };
+    let (ap, bsrc) = (a.data.as_ptr(), b.data.as_ptr());
+    let bp = bpad.as_mut_ptr();
+    for j0 in (0..n).step_by(STRIP) {
+        let w = STRIP.min(n - j0);
+        let (m0, m1) = masks(w);
+        for p in 0..k {
+            // SAFETY: p < k <= KMAX keeps the stores inside `bpad`; the B elements read are
+            // (p, j0..j0 + w), inside B (checked by `gemm`); masked-off lanes are not read
+            // (hence wrapping_add for the second half, which may start past B when w <= 8).
+            unsafe {
+                let dst = bp.add(p * STRIP);
+                if b.cs == 1 {
+                    let src = bsrc.add(p * b.rs + j0);
+                    _mm256_storeu_ps(dst, _mm256_maskload_ps(src, m0));
+                    _mm256_storeu_ps(dst.add(8), _mm256_maskload_ps(src.wrapping_add(8), m1));
+                } else {
+                    for q in 0..STRIP {
+                        *dst.add(q) = if q < w {
+                            *bsrc.add(p * b.rs + (j0 + q) * b.cs)
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+        for i in 0..m {
+            let mut acc0 = _mm256_setzero_ps();
+            let mut acc1 = _mm256_setzero_ps();
+            for p in 0..k {
+                // SAFETY: (i, p) lies inside A (checked by `gemm`); p < k <= KMAX keeps both
+                // 8-lane loads inside `bpad`.
+                unsafe {
+                    let av = _mm256_broadcast_ss(&*ap.add(i * a.rs + p * a.cs));
+                    acc0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp.add(p * STRIP)), acc0);
+                    acc1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp.add(p * STRIP + 8)), acc1);
+                }
+            }
+            acc0 = _mm256_mul_ps(acc0, valpha);
+            acc1 = _mm256_mul_ps(acc1, valpha);
+            // SAFETY: (i, j0) lies inside C (checked in `gemm`).
+            let row = unsafe { c.at(i, j0) };
+            if c.cs == 1 {
+                // SAFETY: (i, j0..j0 + w) are contiguous and inside C; masked-off lanes are
+                // neither read nor written (the second half's pointer is formed with
+                // wrapping_add because it may lie past C when w <= 8 and its mask is all off).
+                unsafe {
+                    if beta != 0.0 {
+                        acc0 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row, m0), acc0);
+                        acc1 = _mm256_fmadd_ps(
+                            vbeta,
+                            _mm256_maskload_ps(row.wrapping_add(8), m1),
+                            acc1,
+                        );
+                    }
+                    _mm256_maskstore_ps(row, m0, acc0);
+                    _mm256_maskstore_ps(row.wrapping_add(8), m1, acc1);
+                }
+            } else {
+                let mut lanes = [0.0f32; STRIP];
+                // SAFETY: `lanes` holds 16 floats.
+                unsafe {
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), acc0);
+                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc1);
+                }
+                for (q, &v) in lanes[..w].iter().enumerate() {
+                    // SAFETY: (i, j0 + q) lies inside C (checked in `gemm`).
+                    let cij = unsafe { &mut *row.add(q * c.cs) };
+                    *cij = if beta == 0.0 {
+                        v
+                    } else {
+                        beta.mul_add(*cij, v)
+                    };
+                }
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -71,7 +213,6 @@ fn small_body<T: Float>(
 ) {
     // Strip j0..j0+16 of B, zero-padded into a stack buffer so every row's inner loop is a full
     // 16-lane multiply-add (two AVX2 vectors) however narrow the matrix is.
-    const KMAX: usize = 32;
     let mut bpad = [T::ZERO; STRIP * KMAX];
     for j0 in (0..n).step_by(STRIP) {
         let w = STRIP.min(n - j0);
@@ -136,8 +277,13 @@ pub(super) fn gemv<T: Float>(
     ys: usize,
     parallel: bool,
 ) {
-    // A contiguous copy of x makes every dot product unit-stride.
-    let xv: Vec<T> = (0..k).map(|p| x[p * xs]).collect();
+    // A contiguous x makes every dot product unit-stride: borrowed when it already is, else
+    // copied once.
+    let xv: std::borrow::Cow<'_, [T]> = if xs == 1 || k <= 1 {
+        std::borrow::Cow::Borrowed(&x[..k])
+    } else {
+        std::borrow::Cow::Owned((0..k).map(|p| x[p * xs]).collect())
+    };
     let y = CPtr {
         ptr: c.ptr,
         rs: ys,

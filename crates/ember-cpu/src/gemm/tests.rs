@@ -182,8 +182,12 @@ fn check<T: Float>(
             );
         }
     }
-    // Nothing outside C's elements was written.
+    // Nothing outside C's elements was written (before it, or in the slack after its end).
     assert!(c.buf[c.off - 1].to_f64().is_nan() && untouched_before.to_f64().is_nan());
+    assert!(
+        c.buf[c.buf.len() - 4..].iter().all(|v| v.to_f64().is_nan()),
+        "m={m} n={n} k={k} {lays:?}: the slack after C's last element was written"
+    );
     if lays.2.is_strided() {
         for i in 0..m {
             for j in 0..n {
@@ -257,6 +261,49 @@ fn sampled_sizes_all_layouts_f32() {
                     Activation::None,
                     (t * 31 + l) as u64,
                 );
+            }
+        }
+    });
+}
+
+#[test]
+fn small_path_every_width_and_depth() {
+    // The unpacked small-matrix path (m·n·k <= SMALL_MAX_MNK): strips narrower than, equal to
+    // and wider than 16 columns, depths on both sides of the packed-strip limit (32), every
+    // layout, alpha/beta combinations and the Dense epilogue, f32 and f64, on every ISA.
+    let mut cases = Vec::new();
+    for &(m, n, k) in &[
+        (10, 10, 10),
+        (10, 5, 10),
+        (10, 10, 5),
+        (5, 10, 10),
+        (2, 16, 16),
+        (3, 17, 8),
+        (2, 8, 33),
+        (4, 9, 31),
+        (16, 16, 16),
+        (1, 2, 3),
+        (2, 1, 3),
+        (7, 24, 20),
+    ] {
+        assert!(m * n * k <= super::SMALL_MAX_MNK);
+        cases.push((m, n, k));
+    }
+    on_every_isa(|| {
+        for (t, &(m, n, k)) in cases.iter().enumerate() {
+            for (l, lays) in LAYS
+                .iter()
+                .flat_map(|&a| {
+                    LAYS.iter()
+                        .flat_map(move |&b| LAYS.iter().map(move |&c| (a, b, c)))
+                })
+                .enumerate()
+            {
+                let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][(t + l) % 3];
+                let act = [Activation::None, Activation::Relu, Activation::Sigmoid][l % 3];
+                let seed = (t * 97 + l) as u64;
+                check::<f32>(m, n, k, lays, alpha, beta, l % 2 == 0, act, seed);
+                check::<f64>(m, n, k, lays, alpha, beta, l % 2 == 1, act, seed);
             }
         }
     });
