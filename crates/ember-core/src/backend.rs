@@ -385,6 +385,176 @@ fn matmul_typed<T: Float>(
     out
 }
 
+/// The gradients of one Dense layer, from [`linear_backward`].
+pub(crate) struct LinearGrads {
+    /// dL/dx, `[m, k]`, when asked for.
+    pub dx: Option<CpuStorage>,
+    /// dL/dw, `[n, k]`.
+    pub dw: CpuStorage,
+    /// dL/db, `[n]`, when the layer has a bias.
+    pub db: Option<CpuStorage>,
+}
+
+/// The backward of y = act(x·wᵀ + b) in one call, given g = dL/dy (x `[m, k]`, w `[n, k]`,
+/// y and g `[m, n]`): dz = g·act'(y) goes to a scratch buffer instead of a tensor, then
+/// dx = dz·w, dw = dzᵀ·x (dzᵀ read through strides) and db = Σ_rows dz. These are the same
+/// kernels, in the same order, as the composed rule, so the results are identical; a tiny
+/// layer just skips three tensor nodes and their dispatch.
+pub(crate) fn linear_backward(
+    act: Option<UnaryOp>,
+    (x, xl): (&CpuStorage, &Layout),
+    (w, wl): (&CpuStorage, &Layout),
+    (y, yl): (&CpuStorage, &Layout),
+    (g, gl): (&CpuStorage, &Layout),
+    want_dx: bool,
+    want_db: bool,
+) -> LinearGrads {
+    let dtype = x.dtype();
+    let wrap = |o: Output| o.into_storage(dtype);
+    match (
+        operand(x, xl),
+        operand(w, wl),
+        operand(y, yl),
+        operand(g, gl),
+    ) {
+        (Operand::F32(x, xl), Operand::F32(w, wl), Operand::F32(y, yl), Operand::F32(g, gl)) => {
+            let (dx, dw, db) = linear_backward_typed(
+                act,
+                (&x, &xl),
+                (&w, &wl),
+                (&y, &yl),
+                (&g, &gl),
+                want_dx,
+                want_db,
+            );
+            LinearGrads {
+                dx: dx.map(|v| wrap(Output::F32(v))),
+                dw: wrap(Output::F32(dw)),
+                db: db.map(|v| wrap(Output::F32(v))),
+            }
+        }
+        (Operand::F64(x, xl), Operand::F64(w, wl), Operand::F64(y, yl), Operand::F64(g, gl)) => {
+            let (dx, dw, db) = linear_backward_typed(
+                act,
+                (x, &xl),
+                (w, &wl),
+                (y, &yl),
+                (g, &gl),
+                want_dx,
+                want_db,
+            );
+            LinearGrads {
+                dx: dx.map(|v| wrap(Output::F64(v))),
+                dw: wrap(Output::F64(dw)),
+                db: db.map(|v| wrap(Output::F64(v))),
+            }
+        }
+        _ => unreachable!("linear operands share a dtype"),
+    }
+}
+
+/// dx (when wanted), dw, db (when wanted) as plain vectors.
+type Grads3<T> = (Option<Vec<T>>, Vec<T>, Option<Vec<T>>);
+
+fn linear_backward_typed<T: Float>(
+    act: Option<UnaryOp>,
+    (x, xl): (&[T], &Layout),
+    (w, wl): (&[T], &Layout),
+    (y, yl): (&[T], &Layout),
+    (g, gl): (&[T], &Layout),
+    want_dx: bool,
+    want_db: bool,
+) -> Grads3<T> {
+    let (m, k, n) = (xl.shape()[0], xl.shape()[1], wl.shape()[0]);
+    let g = contiguous_slice(g, gl);
+    let dz: Cow<'_, [T]> = match act {
+        None => g,
+        Some(op) => {
+            let y = contiguous_slice(y, yl);
+            Cow::Owned(fill(m * n, |o| {
+                ember_cpu::unary::unary_backward(op, &y, &y, &g, o)
+            }))
+        }
+    };
+    // C (mm×nn) = A·B, fresh and contiguous.
+    let gemm = |mm: usize, nn: usize, kk: usize, a: MatRef<'_, T>, b: MatRef<'_, T>| {
+        let mut out = vec![T::ZERO; mm * nn];
+        if mm * nn > 0 {
+            // With kk == 0 the operands may be empty; the product is then all zeros.
+            let (a, b) = if kk == 0 {
+                (
+                    MatRef {
+                        data: &a.data[..0],
+                        ..a
+                    },
+                    MatRef {
+                        data: &b.data[..0],
+                        ..b
+                    },
+                )
+            } else {
+                (a, b)
+            };
+            ember_cpu::gemm::gemm(
+                mm,
+                nn,
+                kk,
+                T::ONE,
+                a,
+                b,
+                T::ZERO,
+                MatMut {
+                    data: &mut out,
+                    rs: nn,
+                    cs: 1,
+                },
+                Epilogue::default(),
+            );
+        }
+        out
+    };
+    // Each operand's offset and its row and column strides.
+    let place = |l: &Layout| (l.offset(), l.strides()[0], l.strides()[1]);
+    let (xo, xrs, xcs) = place(xl);
+    let (wo, wrs, wcs) = place(wl);
+    let dzr = MatRef {
+        data: &dz[..],
+        rs: n,
+        cs: 1,
+    };
+    let dzt = MatRef {
+        data: &dz[..],
+        rs: 1,
+        cs: n,
+    };
+    let xr = MatRef {
+        data: &x[xo.min(x.len())..],
+        rs: xrs,
+        cs: xcs,
+    };
+    let wr = MatRef {
+        data: &w[wo.min(w.len())..],
+        rs: wrs,
+        cs: wcs,
+    };
+    let dx = want_dx.then(|| gemm(m, k, n, dzr, wr));
+    let dw = gemm(n, k, m, dzt, xr);
+    let db = want_db.then(|| {
+        let shape = [m, n];
+        let strides = [n, 1];
+        fill(n, |o| {
+            ember_cpu::reduce::reduce(
+                ReduceOp::Sum,
+                &dz,
+                ember_cpu::strided::Strided::new(&shape, &strides, 0),
+                &[0],
+                o,
+            )
+        })
+    });
+    (dx, dw, db)
+}
+
 /// index_select along `axis`, reading the source as `[outer, dim, inner]` (in place when dense).
 pub(crate) fn index_select(s: &CpuStorage, l: &Layout, axis: usize, idx: &[usize]) -> CpuStorage {
     // Read a dense source in place; gather a strided one once.

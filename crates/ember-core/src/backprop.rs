@@ -280,6 +280,9 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
         ],
         // y = act(x·wᵀ + b): dz = g·act'(z) (from y), dx = dz·w, dw = dzᵀ·x, db = Σ_rows dz.
         Op::Linear { x, w, b, act } => {
+            if let Some(v) = linear_grads_cpu(x, w, b.as_ref(), *act, y, g) {
+                return Ok(v);
+            }
             let dz = match act.as_unary() {
                 None => g.clone(),
                 // For relu, sigmoid and tanh the slope is a function of y alone; relu's
@@ -407,6 +410,42 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             v
         }
     })
+}
+
+/// The Linear rule on the CPU as one backend call (dz stays a scratch buffer, dx is computed
+/// only when x needs it); `None` when any operand lives on a GPU, which takes the composed rule.
+fn linear_grads_cpu(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: Activation,
+    y: &Tensor,
+    g: &Tensor,
+) -> Option<Vec<(Tensor, Tensor)>> {
+    let (sx, sw, sy, sg) = (x.storage(), w.storage(), y.storage(), g.storage());
+    let (StorageData::Cpu(cx), StorageData::Cpu(cw), StorageData::Cpu(cy), StorageData::Cpu(cg)) =
+        (sx.data(), sw.data(), sy.data(), sg.data())
+    else {
+        return None;
+    };
+    let r = backend::linear_backward(
+        act.as_unary(),
+        (cx, x.layout()),
+        (cw, w.layout()),
+        (cy, y.layout()),
+        (cg, g.layout()),
+        x.requires_grad(),
+        b.is_some(),
+    );
+    let mut v = Vec::with_capacity(3);
+    if let Some(dx) = r.dx {
+        v.push((x.clone(), Tensor::from_storage(dx, x.shape(), None)));
+    }
+    v.push((w.clone(), Tensor::from_storage(r.dw, w.shape(), None)));
+    if let (Some(b), Some(db)) = (b, r.db) {
+        v.push((b.clone(), Tensor::from_storage(db, b.shape(), None)));
+    }
+    Some(v)
 }
 
 /// Rules for the differentiable binary ops (operands already share the output's shape).

@@ -162,6 +162,31 @@ fn matmul_and_linear() {
         };
         check(&format!("linear {act:?}"), f, &[x, w, b]);
     }
+    // The CPU's fused Linear backward reads strided operands and skips dx for constants.
+    check(
+        "linear strided x and w, no bias",
+        |x| x[0].t()?.linear(&x[1].t()?, None, Activation::Relu),
+        &[away_from_kinks(&[3, 5], 23), away_from_kinks(&[3, 2], 24)],
+    );
+    let constant_x = away_from_kinks(&[4, 3], 25);
+    check(
+        "linear of a constant input",
+        |x| constant_x.linear(&x[0], Some(&x[1]), Activation::Sigmoid),
+        &[away_from_kinks(&[2, 3], 26), away_from_kinks(&[2], 27)],
+    );
+    check(
+        "linear after a broadcast gradient",
+        |x| {
+            x[0].linear(&x[1], Some(&x[2]), Activation::Tanh)?
+                .sum(&[0], true)?
+                .broadcast_to((3, 2))
+        },
+        &[
+            away_from_kinks(&[5, 3], 28),
+            away_from_kinks(&[2, 3], 29),
+            away_from_kinks(&[2], 30),
+        ],
+    );
 }
 
 #[test]
