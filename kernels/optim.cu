@@ -1,4 +1,5 @@
-// optim.cu: fused optimizer steps, SGD (with momentum / Nesterov) and Adam / AdamW.
+// optim.cu: fused optimizer steps, SGD (with momentum / Nesterov), Adam / AdamW, AdaGrad and
+// RMSProp (plain, with momentum, centered).
 //
 // One launch updates a whole parameter and its state buffers in a single pass: each element is
 // read once and written once, with no temporaries. The update rules are Keras 3's, exactly as in
@@ -58,6 +59,54 @@ __device__ __forceinline__ void adam_step(T* __restrict__ p, const T* __restrict
     }
 }
 
+// AdaGrad: acc += g^2; p -= lr * g / sqrt(acc + eps).
+template <typename T>
+__device__ __forceinline__ void adagrad_step(T* __restrict__ p, const T* __restrict__ g,
+                                             T* __restrict__ acc, i64 n, T lr, T eps, T decay,
+                                             int use_wd) {
+    i64 step = (i64)gridDim.x * blockDim.x;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += step) {
+        T pi = p[i], gi = g[i];
+        if (use_wd) pi = r_sub(pi, r_mul(decay, pi));
+        T a = r_add(acc[i], r_mul(gi, gi));
+        acc[i] = a;
+        p[i] = r_sub(pi, r_div(r_mul(lr, gi), r_sqrt(r_add(a, eps))));
+    }
+}
+
+// RMSProp (Keras form): s = rho*s + (1-rho)*g*g; centered: a = rho*a + (1-rho)*g, s' = s - a*a;
+// inc = lr*g / sqrt(s' + eps); with momentum b = mom*b + inc, p -= b; else p -= inc.
+// `mb` is touched only when has_mom, `ga` only when centered.
+template <typename T>
+__device__ __forceinline__ void rmsprop_step(T* __restrict__ p, const T* __restrict__ g,
+                                             T* __restrict__ sq, T* __restrict__ mb,
+                                             T* __restrict__ ga, i64 n, T lr, T rho, T one_rho,
+                                             T eps, T mom, T decay, int use_wd, int has_mom,
+                                             int centered) {
+    i64 step = (i64)gridDim.x * blockDim.x;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += step) {
+        T pi = p[i], gi = g[i];
+        if (use_wd) pi = r_sub(pi, r_mul(decay, pi));
+        T s = r_add(r_mul(rho, sq[i]), r_mul(r_mul(one_rho, gi), gi));
+        sq[i] = s;
+        T denom = s;
+        if (centered) {
+            T a = r_add(r_mul(rho, ga[i]), r_mul(one_rho, gi));
+            ga[i] = a;
+            denom = r_sub(denom, r_mul(a, a));
+        }
+        T inc = r_div(r_mul(lr, gi), r_sqrt(r_add(denom, eps)));
+        if (has_mom) {
+            T b = r_add(r_mul(mom, mb[i]), inc);
+            mb[i] = b;
+            pi = r_sub(pi, b);
+        } else {
+            pi = r_sub(pi, inc);
+        }
+        p[i] = pi;
+    }
+}
+
 #define EMBER_OPTIM(T, S)                                                                          \
     extern "C" __global__ void sgd_step_##S(T* p, const T* g, T* vel, i64 n, T lr, T mom, T decay, \
                                             int use_wd, int has_mom, int nesterov) {               \
@@ -66,6 +115,16 @@ __device__ __forceinline__ void adam_step(T* __restrict__ p, const T* __restrict
     extern "C" __global__ void adam_step_##S(T* p, const T* g, T* m, T* v, i64 n, T lr_t,          \
                                              T one_b1, T one_b2, T eps, T decay, int use_wd) {     \
         adam_step<T>(p, g, m, v, n, lr_t, one_b1, one_b2, eps, decay, use_wd);                     \
+    }                                                                                              \
+    extern "C" __global__ void adagrad_step_##S(T* p, const T* g, T* acc, i64 n, T lr, T eps,      \
+                                                T decay, int use_wd) {                             \
+        adagrad_step<T>(p, g, acc, n, lr, eps, decay, use_wd);                                     \
+    }                                                                                              \
+    extern "C" __global__ void rmsprop_step_##S(T* p, const T* g, T* sq, T* mb, T* ga, i64 n,      \
+                                                T lr, T rho, T one_rho, T eps, T mom, T decay,     \
+                                                int use_wd, int has_mom, int centered) {           \
+        rmsprop_step<T>(p, g, sq, mb, ga, n, lr, rho, one_rho, eps, mom, decay, use_wd, has_mom,   \
+                        centered);                                                                 \
     }
 
 EMBER_OPTIM(float, f32)

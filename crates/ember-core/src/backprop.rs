@@ -349,15 +349,17 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
         }
         // Picked rows send their gradients back to where they came from (summed on repeats).
         Op::IndexSelect(x, idx, dim) => {
-            let data = g.with_cpu("backward", |s, l| {
-                backend::index_add(s, l, x.shape(), *dim, idx)
-            })?;
+            let data = g.map_data(
+                |s, l| backend::index_add(s, l, x.shape(), *dim, idx),
+                |c, l| cuda_backend::index_add(c, l, x.shape(), *dim, idx),
+            )?;
             vec![(x.clone(), Tensor::from_storage(data, x.shape(), None))]
         }
         Op::Gather(x, idx, dim) => {
-            let data = g.with_cpu("backward", |s, l| {
-                backend::scatter_add(s, l, x.shape(), *dim, idx)
-            })?;
+            let data = g.map_data(
+                |s, l| backend::scatter_add(s, l, x.shape(), *dim, idx),
+                |c, l| cuda_backend::scatter_add(c, l, x.shape(), *dim, idx),
+            )?;
             vec![(x.clone(), Tensor::from_storage(data, x.shape(), None))]
         }
         // The chosen branch gets g, the other zeros.

@@ -2,9 +2,10 @@
 //!
 //! Each function takes device storages with their layouts, allocates the output on the same
 //! device and calls one ember-cuda kernel; nothing is copied to the host except where an op
-//! says so (`to_host`). CUDA tensors are f32 or f64; ops ember-cuda has no kernel for (index
-//! ops, `where_cond`, 16-bit casts, f64 GEMM, AdaGrad/RMSProp) return a clear error naming the op
-//! rather than silently falling back to the host.
+//! says so (`to_host`). CUDA tensors are f32 or f64; what ember-cuda has no kernel for (16-bit
+//! storage, f64 GEMM) returns a clear error naming the op rather than silently falling back to
+//! the host. Index ops take indices the caller already validated on the host (`Tensor::indices`
+//! reads the small float index tensor back to check every value is a whole number in range).
 //!
 //! Kernels run asynchronously on the device's stream; errors from a launch surface at the next
 //! synchronising call (a download), as with any CUDA program.
@@ -417,5 +418,179 @@ pub(crate) fn bce_grad(
             })?)
         }
         _ => unreachable!("operands share a dtype"),
+    })
+}
+
+/// (product before `axis`, extent of `axis`, product after `axis`).
+fn split3(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    crate::backend::split3(shape, axis)
+}
+
+/// index_select along `axis` with indices the caller has checked (`Tensor::indices`).
+pub(crate) fn index_select(
+    s: &CudaStorage,
+    l: &Layout,
+    axis: usize,
+    idx: &[usize],
+) -> Result<CudaStorage> {
+    let (outer, _, inner) = split3(l.shape(), axis);
+    Ok(produce!(
+        "index_select",
+        s,
+        outer * idx.len() * inner,
+        |out, x| { ember_cuda::index::index_select(x.view(), view(l), axis, idx, out.view_mut()) }
+    ))
+}
+
+/// The adjoint of index_select: `grad` summed into zeros of `shape` at the picked positions.
+pub(crate) fn index_add(
+    g: &CudaStorage,
+    gl: &Layout,
+    shape: &[usize],
+    axis: usize,
+    idx: &[usize],
+) -> Result<CudaStorage> {
+    let n = shape.iter().product();
+    Ok(produce!("index_add", g, n, |out, x| {
+        ember_cuda::index::index_add(x.view(), view(gl), axis, idx, shape, out.view_mut())
+    }))
+}
+
+/// gather along `axis` with an index array shaped like the output (checked by the caller).
+pub(crate) fn gather(
+    s: &CudaStorage,
+    l: &Layout,
+    axis: usize,
+    idx: &[usize],
+    out_shape: &[usize],
+) -> Result<CudaStorage> {
+    Ok(produce!("gather", s, idx.len(), |out, x| {
+        ember_cuda::index::gather(x.view(), view(l), axis, idx, out_shape, out.view_mut())
+    }))
+}
+
+/// The adjoint of gather: `grad` scatter-added into zeros of `shape`.
+pub(crate) fn scatter_add(
+    g: &CudaStorage,
+    gl: &Layout,
+    shape: &[usize],
+    axis: usize,
+    idx: &[usize],
+) -> Result<CudaStorage> {
+    let n = shape.iter().product();
+    Ok(produce!("scatter_add", g, n, |out, x| {
+        ember_cuda::index::scatter_add(x.view(), view(gl), axis, idx, shape, out.view_mut())
+    }))
+}
+
+/// out = cond ? a : b, all three layouts with the output's shape.
+pub(crate) fn where_cond(
+    c: &CudaStorage,
+    cl: &Layout,
+    a: &CudaStorage,
+    al: &Layout,
+    b: &CudaStorage,
+    bl: &Layout,
+) -> Result<CudaStorage> {
+    use ember_cuda::index::where_cond as kernel;
+    let n = al.elem_count();
+    Ok(match (c, a, b) {
+        (CudaStorage::F32(cb), CudaStorage::F32(ab), CudaStorage::F32(bb)) => {
+            CudaStorage::F32(fill("where_cond", ab, n, |o| {
+                kernel(
+                    cb.view(),
+                    view(cl),
+                    ab.view(),
+                    view(al),
+                    bb.view(),
+                    view(bl),
+                    o,
+                )
+            })?)
+        }
+        (CudaStorage::F64(cb), CudaStorage::F64(ab), CudaStorage::F64(bb)) => {
+            CudaStorage::F64(fill("where_cond", ab, n, |o| {
+                kernel(
+                    cb.view(),
+                    view(cl),
+                    ab.view(),
+                    view(al),
+                    bb.view(),
+                    view(bl),
+                    o,
+                )
+            })?)
+        }
+        _ => unreachable!("operands share a dtype"),
+    })
+}
+
+/// The view converted to `dtype`, contiguous. CUDA tensors hold f32 or f64, so a 16-bit target
+/// is an error naming the dtype (convert on the host instead).
+pub(crate) fn cast(s: &CudaStorage, l: &Layout, dtype: DType) -> Result<CudaStorage> {
+    use ember_cuda::index::cast as kernel;
+    let ord = s.ordinal();
+    let n = l.elem_count();
+    let e = || err("to_dtype", ord);
+    Ok(match (s, dtype) {
+        (CudaStorage::F32(x), DType::F32) => {
+            CudaStorage::F32(fill("to_dtype", x, n, |o| kernel(x.view(), view(l), o))?)
+        }
+        (CudaStorage::F64(x), DType::F64) => {
+            CudaStorage::F64(fill("to_dtype", x, n, |o| kernel(x.view(), view(l), o))?)
+        }
+        (CudaStorage::F32(x), DType::F64) => {
+            let mut out = alloc::<f64>(x.device(), "to_dtype", n)?;
+            kernel(x.view(), view(l), out.view_mut()).map_err(e())?;
+            CudaStorage::F64(out)
+        }
+        (CudaStorage::F64(x), DType::F32) => {
+            let mut out = alloc::<f32>(x.device(), "to_dtype", n)?;
+            kernel(x.view(), view(l), out.view_mut()).map_err(e())?;
+            CudaStorage::F32(out)
+        }
+        (_, DType::F16 | DType::BF16) => {
+            return Err(Error::Device {
+                op: "to_dtype",
+                device: Device::Cuda(ord),
+                reason: format!(
+                    "{dtype} storage is not supported on CUDA (CUDA tensors hold f32 or f64); \
+                     move the tensor to the CPU before converting it to {dtype}"
+                ),
+            });
+        }
+    })
+}
+
+/// Joins `parts` (same dtype and device, equal extents outside `axis`) along `axis`.
+pub(crate) fn concat(parts: &[(&CudaStorage, &Layout)], axis: usize) -> Result<CudaStorage> {
+    let Some(&(first, fl)) = parts.first() else {
+        return Err(Error::invalid("cat", "needs at least one tensor"));
+    };
+    let ord = first.ordinal();
+    let total: usize = parts.iter().map(|(_, l)| l.shape()[axis]).sum();
+    let (outer, _, inner) = split3(fl.shape(), axis);
+    let n = outer * total * inner;
+    macro_rules! go {
+        ($variant:ident, $t:ty) => {{
+            let views: Vec<(ember_cuda::DevSlice<'_, $t>, Strided<'_>)> = parts
+                .iter()
+                .map(|(s, l)| match s {
+                    CudaStorage::$variant(b) => (b.view(), view(l)),
+                    _ => unreachable!("cat parts share a dtype"),
+                })
+                .collect();
+            let dev = match first {
+                CudaStorage::$variant(b) => b.device().clone(),
+                _ => unreachable!("matched just above"),
+            };
+            let mut out = alloc::<$t>(&dev, "cat", n)?;
+            ember_cuda::index::concat(&views, axis, out.view_mut()).map_err(err("cat", ord))?;
+            CudaStorage::$variant(out)
+        }};
+    }
+    Ok(match first {
+        CudaStorage::F32(_) => go!(F32, f32),
+        CudaStorage::F64(_) => go!(F64, f64),
     })
 }

@@ -289,13 +289,11 @@ pub fn adagrad_step(
     acc: &Tensor,
     cfg: &AdagradConfig,
 ) -> Result<()> {
-    if let crate::Device::Cuda(i) = param.device() {
-        return Err(cuda_backend::unsupported(
-            "adagrad_step",
-            i,
-            "the AdaGrad update",
-        ));
-    }
+    let ccfg = ember_cuda::optim::AdagradConfig {
+        lr: cfg.lr,
+        eps: cfg.eps,
+        weight_decay: cfg.weight_decay,
+    };
     fused_update(
         "adagrad_step",
         param,
@@ -305,7 +303,14 @@ pub fn adagrad_step(
             Buffers::F32(p, g, mut s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
             Buffers::F64(p, g, mut s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
         },
-        |_| unreachable!("rejected above"),
+        |b| match b {
+            CudaBuffers::F32(p, g, mut s) => {
+                ember_cuda::optim::adagrad_step(&ccfg, p, g, s.remove(0))
+            }
+            CudaBuffers::F64(p, g, mut s) => {
+                ember_cuda::optim::adagrad_step(&ccfg, p, g, s.remove(0))
+            }
+        },
     )
 }
 
@@ -362,12 +367,32 @@ pub fn rmsprop_step(
             );
         }
     }
-    if let crate::Device::Cuda(i) = param.device() {
-        return Err(cuda_backend::unsupported(
-            "rmsprop_step",
-            i,
-            "the RMSProp update",
-        ));
+    let ccfg = ember_cuda::optim::RmspropConfig {
+        lr: cfg.lr,
+        rho: cfg.rho,
+        momentum: cfg.momentum,
+        eps: cfg.eps,
+        centered: cfg.centered,
+        weight_decay: cfg.weight_decay,
+    };
+    // The states arrive in the order sq_avg, [mom], [grad_avg], as pushed above.
+    fn gpu<T: ember_cuda::FloatElem>(
+        cfg: &ember_cuda::optim::RmspropConfig,
+        p: DevSliceMut<'_, T>,
+        g: DevSlice<'_, T>,
+        s: Vec<DevSliceMut<'_, T>>,
+        has_mom: bool,
+    ) -> std::result::Result<(), ember_cuda::CudaError> {
+        let mut it = s.into_iter();
+        let Some(sq) = it.next() else {
+            return Err(ember_cuda::CudaError::InvalidArgument {
+                op: "rmsprop_step",
+                msg: "the sq_avg state is missing".into(),
+            });
+        };
+        let mom = if has_mom { it.next() } else { None };
+        let ga = it.next();
+        ember_cuda::optim::rmsprop_step(cfg, p, g, sq, mom, ga)
     }
     fused_update(
         "rmsprop_step",
@@ -378,6 +403,9 @@ pub fn rmsprop_step(
             Buffers::F32(p, g, s) => run(cfg, p, g, s, has_mom),
             Buffers::F64(p, g, s) => run(cfg, p, g, s, has_mom),
         },
-        |_| unreachable!("rejected above"),
+        |b| match b {
+            CudaBuffers::F32(p, g, s) => gpu(&ccfg, p, g, s, has_mom),
+            CudaBuffers::F64(p, g, s) => gpu(&ccfg, p, g, s, has_mom),
+        },
     )
 }

@@ -1,5 +1,7 @@
-//! ember-core on a GPU: every op with a CUDA path against the same op on the CPU, and a small
-//! MLP's training steps (forward, backward, fused Adam) matching the CPU's.
+//! ember-core on a GPU: every op with a CUDA path against the same op on the CPU, a small
+//! MLP's training steps (forward, backward, fused Adam) matching the CPU's, an autograd graph
+//! through the index ops (index_select, gather, cat, where, to_dtype, one_hot, BCE) matching the
+//! CPU's values and gradients, and AdaGrad / RMSProp steps matching the CPU's bit for bit.
 //!
 //! Without a usable GPU each test prints one `SKIPPED: <reason>` line and passes, unless
 //! `EMBER_REQUIRE_GPU=1` is set (as scripts/gpu-check.sh does), which turns the skip into a
@@ -22,9 +24,19 @@ fn gpu() -> Option<Device> {
     }
 }
 
-fn close(a: &Tensor, b: &Tensor, tol: f32, what: &str) {
+/// A copy of `t` on `device` with storage of its own. (`to_device` to the tensor's own device
+/// and `contiguous` on a dense tensor return the same storage, and `as_variable` shares it, so
+/// without a copy the CPU run's in-place optimizer steps would also move the initial values the
+/// GPU run starts from.) Multiplying by 1 is exact.
+fn private_copy(t: &Tensor, device: Device) -> Tensor {
+    t.to_device(device).unwrap().mul_scalar(1.0).unwrap()
+}
+
+/// |gpu - cpu| <= tol (1 + |cpu|) elementwise, compared in f64 (so f64 results are not
+/// rounded to f32 first).
+fn close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
     assert_eq!(a.shape(), b.shape(), "{what}: shapes");
-    let (x, y) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    let (x, y) = (a.to_vec::<f64>().unwrap(), b.to_vec::<f64>().unwrap());
     for (i, (p, q)) in x.iter().zip(&y).enumerate() {
         let ok = (p.is_nan() && q.is_nan()) || (p - q).abs() <= tol * (1.0 + q.abs());
         assert!(ok, "{what}: element {i}: gpu {p} vs cpu {q}");
@@ -104,13 +116,7 @@ fn training_steps_match_the_cpu() {
     let run = |device: Device| -> Vec<Vec<f32>> {
         let params: Vec<Tensor> = init
             .iter()
-            .map(|t| {
-                t.to_device(device)
-                    .unwrap()
-                    .contiguous()
-                    .unwrap()
-                    .as_variable()
-            })
+            .map(|t| private_copy(t, device).as_variable())
             .collect();
         let state: Vec<(Tensor, Tensor)> = params
             .iter()
@@ -150,6 +156,189 @@ fn training_steps_match_the_cpu() {
                 (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
                 "param {k}: cpu {a} vs gpu {b}"
             );
+        }
+    }
+}
+
+/// The inputs of [`index_graph`]: x [7, 5], w [5, 4] and 0/1 targets [5, 4], as f64 on the CPU.
+fn index_graph_inputs() -> (Tensor, Tensor, Tensor) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let x = Tensor::randn(0.0, 1.0, (7, 5), DType::F64, Device::Cpu, &mut rng).unwrap();
+    let w = Tensor::randn(0.0, 1.0, (5, 4), DType::F64, Device::Cpu, &mut rng).unwrap();
+    let y = Tensor::rand(0.0, 1.0, (5, 4), DType::F64, Device::Cpu, &mut rng)
+        .unwrap()
+        .gt_scalar(0.5)
+        .unwrap();
+    (x, w, y)
+}
+
+/// x → index_select rows (with a repeat) → gather along columns → cat with a strided narrow
+/// view → where (a leaky ReLU) → to_dtype round trip → times w → plus a one-hot → sigmoid → BCE.
+/// Returns the loss, the probabilities, and the gradients of x and w.
+fn index_graph(device: Device, dtype: DType) -> (Tensor, Tensor, Tensor, Tensor) {
+    let (x0, w0, y0) = index_graph_inputs();
+    let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(device).unwrap();
+    let (x, w, y) = (on(&x0).as_variable(), on(&w0).as_variable(), on(&y0));
+    let rows = Tensor::from_slice(&[0.0, 3.0, 3.0, 6.0, 1.0], 5, device).unwrap();
+    let cols = [4.0, 0.0, 2.0, 2.0, 1.0, 1.0, 3.0, 0.0, 4.0, 4.0];
+    let cols = Tensor::from_slice(&cols, (5, 2), device).unwrap();
+    let labels = Tensor::from_slice(&[3.0, 0.0, 1.0, 3.0, 2.0], 5, device).unwrap();
+    let s = x.index_select(&rows, 0).unwrap(); // [5, 5]
+    let g = s.gather(1, &cols).unwrap(); // [5, 2], columns repeat
+    let v = s.t().unwrap().narrow(0, 1, 2).unwrap().t().unwrap(); // [5, 2], strided
+    let c = Tensor::cat(&[&g, &v], 1).unwrap(); // [5, 4]
+    let h = c
+        .gt_scalar(0.0)
+        .unwrap()
+        .where_cond(&c, &c.mul_scalar(0.1).unwrap())
+        .unwrap();
+    let h = h
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+        .mul(&w)
+        .unwrap();
+    let onehot = Tensor::one_hot(&labels, 4, dtype).unwrap();
+    let p = h.add(&onehot).unwrap().sigmoid().unwrap();
+    let l = loss::binary_cross_entropy(&p, &y, Reduction::Mean).unwrap();
+    let grads = l.backward().unwrap();
+    let gx = grads.get(&x).unwrap().clone();
+    let gw = grads.get(&w).unwrap().clone();
+    assert_eq!(gx.device(), device, "gradients stay on the device");
+    (l, p, gx, gw)
+}
+
+/// The graph the GPU test below runs, on the CPU alone: it builds, and every row of x that
+/// index_select picked (0, 1, 3, 6) gets a gradient while the others get exact zeros.
+#[test]
+fn index_graph_runs_on_the_cpu() {
+    let (l, _, gx, gw) = index_graph(Device::Cpu, DType::F64);
+    assert!(l.to_scalar::<f64>().unwrap().is_finite());
+    let gx = gx.to_vec2::<f64>().unwrap();
+    for (r, row) in gx.iter().enumerate() {
+        let picked = [0, 1, 3, 6].contains(&r);
+        assert_eq!(row.iter().any(|&v| v != 0.0), picked, "row {r}: {row:?}");
+    }
+    assert_eq!(gw.shape(), &[5, 4]);
+}
+
+/// [`index_graph`] on the GPU: loss, forward values and both gradients equal the CPU's, in f32
+/// and f64 (every op on the way runs on the device).
+#[test]
+fn autograd_through_index_ops_matches_the_cpu() {
+    let Some(dev) = gpu() else { return };
+    for dtype in [DType::F32, DType::F64] {
+        let (lc, pc, gxc, gwc) = index_graph(Device::Cpu, dtype);
+        let (lg, pg, gxg, gwg) = index_graph(dev, dtype);
+        // f32: a few ulp per op, amplified by BCE's 1/(p(1-p)) (the tolerance the other
+        // GPU-vs-CPU tests here use); f64: the same argument at 2^-52.
+        let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+        close(&lg, &lc, tol, &format!("{dtype} loss"));
+        close(&pg, &pc, tol, &format!("{dtype} forward"));
+        close(&gxg, &gxc, tol, &format!("{dtype} grad x"));
+        close(&gwg, &gwc, tol, &format!("{dtype} grad w"));
+    }
+}
+
+/// Index and cast errors on a GPU are `Err`s naming the op and the offending value.
+#[test]
+fn index_and_dtype_errors_on_the_gpu() {
+    let Some(dev) = gpu() else { return };
+    let x = Tensor::zeros((5, 3), DType::F32, dev).unwrap();
+    let bad = Tensor::from_slice(&[1.0f32, 5.0], 2, dev).unwrap();
+    let e = x.index_select(&bad, 0).unwrap_err().to_string();
+    assert!(e.contains("index_select") && e.contains('5'), "{e}");
+    let frac = Tensor::from_slice(&[0.5f32; 5], (5, 1), dev).unwrap();
+    let e = x.gather(1, &frac).unwrap_err().to_string();
+    assert!(e.contains("gather") && e.contains("0.5"), "{e}");
+    let e = x.to_dtype(DType::F16).unwrap_err().to_string();
+    assert!(e.contains("f16") && e.contains("cuda:0"), "{e}");
+    let e = x.to_dtype(DType::BF16).unwrap_err().to_string();
+    assert!(e.contains("bf16"), "{e}");
+    let c = Tensor::zeros((5, 3), DType::F32, Device::Cpu).unwrap();
+    assert!(Tensor::cat(&[&x, &c], 0).is_err());
+    assert!(c.where_cond(&x, &x).is_err());
+}
+
+/// AdaGrad and RMSProp (every momentum/centered form) through ember-core on the GPU: the
+/// device kernels round each operation like the CPU loops, so parameters and states match the
+/// CPU's bit for bit after several steps, in f32 and f64.
+#[test]
+fn adagrad_and_rmsprop_steps_match_the_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for dtype in [DType::F32, DType::F64] {
+        let p0 = Tensor::randn(0.0, 1.0, (67, 3), dtype, Device::Cpu, &mut rng).unwrap();
+        let grads: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::randn(0.0, 1.0, (67, 3), dtype, Device::Cpu, &mut rng).unwrap())
+            .collect();
+        let fresh = |device: Device, t: &Tensor| private_copy(t, device).as_variable();
+        let same = |a: &Tensor, b: &Tensor, what: &str| {
+            let (x, y) = (a.to_vec::<f64>().unwrap(), b.to_vec::<f64>().unwrap());
+            for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+                assert!(
+                    p.to_bits() == q.to_bits(),
+                    "{what}[{i}]: gpu {p} vs cpu {q}"
+                );
+            }
+        };
+        // AdaGrad.
+        let cfg = optim::AdagradConfig {
+            lr: 0.05,
+            eps: 1e-7,
+            weight_decay: 1e-2,
+        };
+        let run = |device: Device| {
+            let p = fresh(device, &p0);
+            let acc = fresh(device, &p0.zeros_like().unwrap());
+            for g in &grads {
+                optim::adagrad_step(&p, &g.to_device(device).unwrap(), &acc, &cfg).unwrap();
+            }
+            (p, acc)
+        };
+        let ((pc, ac), (pg, ag)) = (run(Device::Cpu), run(dev));
+        same(&pg, &pc, &format!("adagrad {dtype} param"));
+        same(&ag, &ac, &format!("adagrad {dtype} acc"));
+        // RMSProp.
+        for (momentum, centered) in [(0.0, false), (0.9, false), (0.0, true), (0.9, true)] {
+            let cfg = optim::RmspropConfig {
+                lr: 1e-2,
+                rho: 0.9,
+                momentum,
+                eps: 1e-7,
+                centered,
+                weight_decay: 0.0,
+            };
+            let run = |device: Device| {
+                let p = fresh(device, &p0);
+                let sq = fresh(device, &p0.zeros_like().unwrap());
+                let mom = fresh(device, &p0.zeros_like().unwrap());
+                let ga = fresh(device, &p0.zeros_like().unwrap());
+                for g in &grads {
+                    optim::rmsprop_step(
+                        &p,
+                        &g.to_device(device).unwrap(),
+                        &sq,
+                        (momentum > 0.0).then_some(&mom),
+                        centered.then_some(&ga),
+                        &cfg,
+                    )
+                    .unwrap();
+                }
+                vec![p, sq, mom, ga]
+            };
+            let (c, g) = (run(Device::Cpu), run(dev));
+            for (k, name) in ["param", "sq_avg", "momentum", "grad_avg"]
+                .iter()
+                .enumerate()
+            {
+                same(
+                    &g[k],
+                    &c[k],
+                    &format!("rmsprop {dtype} momentum={momentum} centered={centered} {name}"),
+                );
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ pub const MODULES: &[(&str, &str)] = &[
         "elementwise",
         include_str!("../../../kernels/elementwise.cu"),
     ),
+    ("index", include_str!("../../../kernels/index.cu")),
     ("reduce", include_str!("../../../kernels/reduce.cu")),
     ("loss", include_str!("../../../kernels/loss.cu")),
     ("optim", include_str!("../../../kernels/optim.cu")),

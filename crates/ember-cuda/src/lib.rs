@@ -16,7 +16,8 @@
 //! - [`compile`]: NVRTC compilation of the embedded modules ([`compile_module`]), usable with no
 //!   GPU, and the ptxas resource report.
 //! - [`view`]: [`Strided`] views and their checked kernel form.
-//! - [`elementwise`], [`reduce`], [`loss`], [`optim`], [`gemm`]: the kernel families.
+//! - [`elementwise`], [`index`], [`reduce`], [`loss`], [`optim`], [`gemm`]: the kernel families
+//!   ([`index`]: index_select, gather and their adjoints, where, f32/f64 casts, concatenation).
 //! - [`bench`]: the kernel lab (timings against a device copy and cuBLAS).
 //! - [`error`]: the error type, [`CudaError`].
 
@@ -28,6 +29,7 @@ pub mod device;
 pub mod elementwise;
 pub mod error;
 pub mod gemm;
+pub mod index;
 mod launch;
 pub mod loss;
 pub mod optim;

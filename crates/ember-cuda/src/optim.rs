@@ -1,4 +1,4 @@
-//! Fused optimizer steps on the device (kernels/optim.cu).
+//! Fused optimizer steps on the device (kernels/optim.cu): SGD, Adam / AdamW, AdaGrad, RMSProp.
 //!
 //! One launch per parameter updates the parameter and its state in place. The rules and the
 //! order of every rounding are ember-cpu's (Keras 3 forms; see ember-cpu/src/optim.rs): the
@@ -143,6 +143,144 @@ pub fn adam_step<T: FloatElem>(
         .arg(&decay)
         .arg(&use_wd);
     // SAFETY: p, g, m and v hold n elements each on this device (checked above).
+    unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
+    Ok(())
+}
+
+/// Hyperparameters of AdaGrad.
+#[derive(Debug, Clone, Copy)]
+pub struct AdagradConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Added to the accumulator inside the square root.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+/// AdaGrad: `acc += g²; p -= lr g / sqrt(acc + eps)`, after decoupled weight decay.
+pub fn adagrad_step<T: FloatElem>(
+    cfg: &AdagradConfig,
+    p: DevSliceMut<'_, T>,
+    g: DevSlice<'_, T>,
+    acc: DevSliceMut<'_, T>,
+) -> Result<(), CudaError> {
+    const OP: &str = "adagrad_step";
+    let dev = p.dev;
+    let n = p.len;
+    check_in(OP, "grad", dev, &g, n)?;
+    same_device(OP, "accumulator", dev, acc.dev)?;
+    check_out(OP, "accumulator", &acc, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let n64 = to_i64(OP, n)?;
+    let lr = T::from_f64(cfg.lr);
+    let eps = T::from_f64(cfg.eps);
+    let decay = T::from_f64(cfg.lr * cfg.weight_decay);
+    let use_wd = (cfg.weight_decay != 0.0) as i32;
+    let name = format!("adagrad_step_{}", T::DTYPE.suffix());
+    let f = dev.function("optim", &name)?;
+    let mut l = dev.stream().launch_builder(&f);
+    l.arg(&p.ptr)
+        .arg(&g.ptr)
+        .arg(&acc.ptr)
+        .arg(&n64)
+        .arg(&lr)
+        .arg(&eps)
+        .arg(&decay)
+        .arg(&use_wd);
+    // SAFETY: p, g and acc hold n elements each on this device (checked above).
+    unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
+    Ok(())
+}
+
+/// Hyperparameters of RMSProp.
+#[derive(Debug, Clone, Copy)]
+pub struct RmspropConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decay of the squared-gradient average.
+    pub rho: f64,
+    /// Momentum factor (0 disables the momentum buffer).
+    pub momentum: f64,
+    /// Added inside the square root.
+    pub eps: f64,
+    /// Subtract the squared mean gradient (centered RMSProp).
+    pub centered: bool,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+/// RMSProp (Keras form): `s = rho s + (1-rho) g²; [a = rho a + (1-rho) g; s' = s - a²];
+/// inc = lr g / sqrt(s' + eps)`; with momentum `b = momentum b + inc; p -= b`, else `p -= inc`.
+/// `mom_buf` is read only when momentum > 0 and `grad_avg` only when centered; an unused one may
+/// be `None`.
+pub fn rmsprop_step<T: FloatElem>(
+    cfg: &RmspropConfig,
+    p: DevSliceMut<'_, T>,
+    g: DevSlice<'_, T>,
+    sq_avg: DevSliceMut<'_, T>,
+    mom_buf: Option<DevSliceMut<'_, T>>,
+    grad_avg: Option<DevSliceMut<'_, T>>,
+) -> Result<(), CudaError> {
+    const OP: &str = "rmsprop_step";
+    let dev = p.dev;
+    let n = p.len;
+    check_in(OP, "grad", dev, &g, n)?;
+    same_device(OP, "sq_avg", dev, sq_avg.dev)?;
+    check_out(OP, "sq_avg", &sq_avg, n)?;
+    let has_mom = cfg.momentum > 0.0;
+    // An unused state is never touched by the kernel; p's address stands in for it.
+    let state = |what: &str, used: bool, s: Option<DevSliceMut<'_, T>>| match (used, s) {
+        (false, _) => Ok(p.ptr),
+        (true, Some(s)) => {
+            same_device(OP, what, dev, s.dev)?;
+            check_out(OP, what, &s, n)?;
+            Ok(s.ptr)
+        }
+        (true, None) => Err(invalid(
+            OP,
+            format!("{what} buffer is required but missing"),
+        )),
+    };
+    let mb = state("momentum", has_mom, mom_buf)?;
+    let ga = state("grad_avg", cfg.centered, grad_avg)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let n64 = to_i64(OP, n)?;
+    let lr = T::from_f64(cfg.lr);
+    let rho = T::from_f64(cfg.rho);
+    let one_rho = T::from_f64(1.0 - cfg.rho);
+    let eps = T::from_f64(cfg.eps);
+    let mom = T::from_f64(cfg.momentum);
+    let decay = T::from_f64(cfg.lr * cfg.weight_decay);
+    let (use_wd, hm, centered) = (
+        (cfg.weight_decay != 0.0) as i32,
+        has_mom as i32,
+        cfg.centered as i32,
+    );
+    let name = format!("rmsprop_step_{}", T::DTYPE.suffix());
+    let f = dev.function("optim", &name)?;
+    let mut l = dev.stream().launch_builder(&f);
+    l.arg(&p.ptr)
+        .arg(&g.ptr)
+        .arg(&sq_avg.ptr)
+        .arg(&mb)
+        .arg(&ga)
+        .arg(&n64)
+        .arg(&lr)
+        .arg(&rho)
+        .arg(&one_rho)
+        .arg(&eps)
+        .arg(&mom)
+        .arg(&decay)
+        .arg(&use_wd)
+        .arg(&hm)
+        .arg(&centered);
+    // SAFETY: p, g, sq_avg (and the momentum / grad_avg buffers when used) hold n elements each
+    // on this device (checked above); unused buffers are never dereferenced.
     unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
     Ok(())
 }

@@ -7,14 +7,20 @@
 //! bit-identical repeats (deterministic reduction).
 //!
 //! Optimizers: the kernels round every operation exactly like the CPU code (no FMA
-//! contraction, IEEE division and square root), so they are compared with an f32/f64 twin of
-//! ember-cpu's update written here, bit for bit, over several steps.
+//! contraction, IEEE division and square root), so they are compared bit for bit, over several
+//! steps, with an f32 twin of ember-cpu's update written here (SGD, Adam) or with ember-cpu's
+//! own update in f32 and f64 (AdaGrad, RMSProp in all four momentum/centered forms). State and
+//! parameter buffers start from random values, and every state the kernel must write is checked.
 
 mod common;
 
 use common::*;
+use ember_cuda::FloatElem;
 use ember_cuda::loss::{bce_logits_grad, bce_logits_sum, bce_probs_grad, bce_probs_sum};
-use ember_cuda::optim::{AdamConfig, SgdConfig, adam_step, sgd_step};
+use ember_cuda::optim::{
+    AdagradConfig, AdamConfig, RmspropConfig, SgdConfig, adagrad_step, adam_step, rmsprop_step,
+    sgd_step,
+};
 
 fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
@@ -289,4 +295,148 @@ fn optimizer_rejects_mismatched_state() {
         weight_decay: 0.0,
     };
     assert!(sgd_step(&cfg, p.view_mut(), g.view(), v.view_mut()).is_err());
+}
+
+/// Bit patterns of f32 or f64 values, widened to u64 for comparison.
+fn bits64<T: Into<f64> + Copy>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|&x| Into::<f64>::into(x).to_bits()).collect()
+}
+
+fn random_vec<T: FloatElem>(r: &mut rand::rngs::StdRng, n: usize, lo: f64, hi: f64) -> Vec<T> {
+    uniform(r, n, lo, hi)
+        .into_iter()
+        .map(<T as FloatElem>::from_f64)
+        .collect()
+}
+
+fn adagrad_and_rmsprop<T: FloatElem + ember_cpu::Float + Into<f64>>(
+    dev: &std::sync::Arc<ember_cuda::CudaDevice>,
+    r: &mut rand::rngs::StdRng,
+) {
+    let ty = T::DTYPE.suffix();
+    for n in SIZES {
+        for wd in [0.0, 1e-2] {
+            let cfg = ember_cpu::optim::AdagradConfig {
+                lr: 0.05,
+                eps: 1e-7,
+                weight_decay: wd,
+            };
+            let ccfg = AdagradConfig {
+                lr: cfg.lr,
+                eps: cfg.eps,
+                weight_decay: cfg.weight_decay,
+            };
+            let mut hp: Vec<T> = random_vec(r, n, -1.0, 1.0);
+            let mut ha: Vec<T> = random_vec(r, n, 0.0, 0.5);
+            let mut p = dev.upload(&hp).unwrap();
+            let mut a = dev.upload(&ha).unwrap();
+            for _ in 0..3 {
+                let hg: Vec<T> = random_vec(r, n, -1.0, 1.0);
+                let g = dev.upload(&hg).unwrap();
+                adagrad_step(&ccfg, p.view_mut(), g.view(), a.view_mut()).unwrap();
+                ember_cpu::optim::adagrad_step(&cfg, &mut hp, &hg, &mut ha);
+            }
+            let what = format!("adagrad {ty} wd={wd} n={n}");
+            assert_eq!(bits64(&p.to_host().unwrap()), bits64(&hp), "{what}");
+            assert_eq!(bits64(&a.to_host().unwrap()), bits64(&ha), "{what} acc");
+        }
+        for (momentum, centered, wd) in [
+            (0.0, false, 0.0),
+            (0.9, false, 0.0),
+            (0.0, true, 1e-2),
+            (0.9, true, 1e-2),
+        ] {
+            let cfg = ember_cpu::optim::RmspropConfig {
+                lr: 1e-2,
+                rho: 0.9,
+                momentum,
+                eps: 1e-7,
+                centered,
+                weight_decay: wd,
+            };
+            let ccfg = RmspropConfig {
+                lr: cfg.lr,
+                rho: cfg.rho,
+                momentum: cfg.momentum,
+                eps: cfg.eps,
+                centered: cfg.centered,
+                weight_decay: cfg.weight_decay,
+            };
+            let mut hp: Vec<T> = random_vec(r, n, -1.0, 1.0);
+            let mut hs: Vec<T> = random_vec(r, n, 0.5, 1.0);
+            let mut hm: Vec<T> = random_vec(r, n, -0.1, 0.1);
+            let mut hga: Vec<T> = random_vec(r, n, -0.1, 0.1);
+            let mut p = dev.upload(&hp).unwrap();
+            let mut s = dev.upload(&hs).unwrap();
+            let mut m = dev.upload(&hm).unwrap();
+            let mut ga = dev.upload(&hga).unwrap();
+            for _ in 0..3 {
+                let hg: Vec<T> = random_vec(r, n, -1.0, 1.0);
+                let g = dev.upload(&hg).unwrap();
+                rmsprop_step(
+                    &ccfg,
+                    p.view_mut(),
+                    g.view(),
+                    s.view_mut(),
+                    Some(m.view_mut()),
+                    Some(ga.view_mut()),
+                )
+                .unwrap();
+                ember_cpu::optim::rmsprop_step(&cfg, &mut hp, &hg, &mut hs, &mut hm, &mut hga);
+            }
+            let what = format!("rmsprop {ty} momentum={momentum} centered={centered} n={n}");
+            assert_eq!(bits64(&p.to_host().unwrap()), bits64(&hp), "{what}");
+            assert_eq!(bits64(&s.to_host().unwrap()), bits64(&hs), "{what} sq_avg");
+            // Unused states must be left alone, used ones must match.
+            assert_eq!(
+                bits64(&m.to_host().unwrap()),
+                bits64(&hm),
+                "{what} momentum"
+            );
+            assert_eq!(
+                bits64(&ga.to_host().unwrap()),
+                bits64(&hga),
+                "{what} grad_avg"
+            );
+        }
+    }
+}
+
+#[test]
+fn adagrad_and_rmsprop_are_bit_identical_to_ember_cpu() {
+    let Some(dev) = gpu_or_skip("gpu_optim::adagrad_rmsprop") else {
+        return;
+    };
+    let mut r = rng("adagrad_rmsprop");
+    adagrad_and_rmsprop::<f32>(&dev, &mut r);
+    adagrad_and_rmsprop::<f64>(&dev, &mut r);
+}
+
+#[test]
+fn rmsprop_rejects_a_missing_state() {
+    let Some(dev) = gpu_or_skip("gpu_optim::rmsprop_errors") else {
+        return;
+    };
+    let mut p = dev.upload(&[1.0f32; 4]).unwrap();
+    let g = dev.upload(&[1.0f32; 4]).unwrap();
+    let mut s = dev.upload(&[0.0f32; 4]).unwrap();
+    let cfg = RmspropConfig {
+        lr: 0.1,
+        rho: 0.9,
+        momentum: 0.9,
+        eps: 1e-7,
+        centered: false,
+        weight_decay: 0.0,
+    };
+    let e = rmsprop_step(&cfg, p.view_mut(), g.view(), s.view_mut(), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("momentum"), "{e}");
+    let mut acc = dev.upload(&[0.0f32; 3]).unwrap();
+    let ac = AdagradConfig {
+        lr: 0.1,
+        eps: 1e-7,
+        weight_decay: 0.0,
+    };
+    assert!(adagrad_step(&ac, p.view_mut(), g.view(), acc.view_mut()).is_err());
 }

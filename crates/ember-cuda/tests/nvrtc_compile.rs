@@ -61,7 +61,27 @@ fn expected(module: &str) -> Vec<String> {
             "bce_probs_grad",
             "bce_logits_grad",
         ]),
-        "optim" => typed(&["sgd_step", "adam_step"]),
+        "optim" => typed(&["sgd_step", "adam_step", "adagrad_step", "rmsprop_step"]),
+        "index" => {
+            let mut v = typed(&[
+                "index_select",
+                "index_add",
+                "gather",
+                "scatter_add",
+                "where",
+                "concat_part",
+            ]);
+            v.extend(
+                [
+                    "cast_f32_to_f64",
+                    "cast_f64_to_f32",
+                    "cast_f32_to_f32",
+                    "cast_f64_to_f64",
+                ]
+                .map(String::from),
+            );
+            v
+        }
         "sgemm" => [
             "sgemm_naive",
             "sgemm_tiled",

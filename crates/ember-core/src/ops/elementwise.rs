@@ -8,9 +8,10 @@
 use super::check_same;
 use crate::backend;
 use crate::cuda_backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::shape::broadcast_shapes;
+use crate::storage::StorageData;
 use crate::tensor::Tensor;
 use ember_cpu::binary::BinaryOp;
 use ember_cpu::unary::UnaryOp;
@@ -237,13 +238,24 @@ impl Tensor {
         let c = self.detach().broadcast_to(&shape)?;
         let a = on_true.broadcast_to(&shape)?;
         let b = on_false.broadcast_to(&shape)?;
-        let data = c.with_cpu("where_cond", |sc, lc| {
-            a.with_cpu("where_cond", |sa, la| {
-                b.with_cpu("where_cond", |sb, lb| {
-                    backend::where_cond(sc, lc, sa, la, sb, lb)
-                })
-            })
-        })???;
+        let data: StorageData = {
+            let (gc, ga, gb) = (c.storage(), a.storage(), b.storage());
+            match (gc.data(), ga.data(), gb.data()) {
+                (StorageData::Cpu(sc), StorageData::Cpu(sa), StorageData::Cpu(sb)) => {
+                    backend::where_cond(sc, c.layout(), sa, a.layout(), sb, b.layout()).into()
+                }
+                (StorageData::Cuda(sc), StorageData::Cuda(sa), StorageData::Cuda(sb)) => {
+                    cuda_backend::where_cond(sc, c.layout(), sa, a.layout(), sb, b.layout())?.into()
+                }
+                _ => {
+                    return Err(Error::DeviceMismatch {
+                        op: "where_cond",
+                        lhs: self.device(),
+                        rhs: on_true.device(),
+                    });
+                }
+            }
+        };
         Ok(Tensor::from_storage(
             data,
             &shape,

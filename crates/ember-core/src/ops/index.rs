@@ -2,9 +2,12 @@
 //!
 //! ember's dtypes are all floating point, so indices are passed as float tensors holding whole
 //! numbers (as class labels usually arrive from a CSV). Every index is checked to be a
-//! non-negative integer inside the indexed dimension before any kernel runs.
+//! non-negative integer inside the indexed dimension before any kernel runs: the index tensor is
+//! read to the host for that (a download when it lives on a GPU), and the checked indices are
+//! what both the CPU and the CUDA kernels receive, and what the backward rules reuse.
 
 use crate::backend;
+use crate::cuda_backend;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::op::Op;
@@ -42,9 +45,10 @@ impl Tensor {
             ));
         }
         let idx = indices.indices("index_select", self.shape()[dim])?;
-        let data = self.with_cpu("index_select", |s, l| {
-            backend::index_select(s, l, dim, &idx)
-        })?;
+        let data = self.map_data(
+            |s, l| backend::index_select(s, l, dim, &idx),
+            |c, l| cuda_backend::index_select(c, l, dim, &idx),
+        )?;
         let mut shape = self.shape().to_vec();
         shape[dim] = idx.len();
         Ok(Tensor::from_storage(
@@ -83,9 +87,10 @@ impl Tensor {
         }
         let idx = indices.indices("gather", self.shape()[dim])?;
         let out_shape = indices.shape().to_vec();
-        let data = self.with_cpu("gather", |s, l| {
-            backend::gather(s, l, dim, &idx, &out_shape)
-        })?;
+        let data = self.map_data(
+            |s, l| backend::gather(s, l, dim, &idx, &out_shape),
+            |c, l| cuda_backend::gather(c, l, dim, &idx, &out_shape),
+        )?;
         Ok(Tensor::from_storage(
             data,
             &out_shape,

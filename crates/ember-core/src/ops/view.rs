@@ -145,11 +145,15 @@ impl Tensor {
     }
 
     /// The values converted to `dtype` (round to nearest even). Gradients flow back converted.
+    /// On a GPU only f32 and f64 exist: converting a CUDA tensor to f16 or bf16 is an error.
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let data = self.with_cpu("to_dtype", |s, l| backend::cast(s, l, dtype))?;
+        let data = self.map_data(
+            |s, l| backend::cast(s, l, dtype),
+            |c, l| cuda_backend::cast(c, l, dtype),
+        )?;
         Ok(Tensor::from_storage(
             data,
             self.shape(),
@@ -224,11 +228,32 @@ impl Tensor {
         // Gather each input as [outer, extent, inner] and interleave rows per outer index.
         let outer: usize = shape[..dim].iter().product();
         let inner: usize = shape[dim + 1..].iter().product();
-        let parts: Vec<CpuStorage> = tensors
-            .iter()
-            .map(|t| t.with_cpu("cat", backend::contiguous))
-            .collect::<Result<_>>()?;
-        let data = concat_parts(&parts, tensors, dim, outer, inner, first.dtype());
+        let data: StorageData = match first.device() {
+            Device::Cpu => {
+                let parts: Vec<CpuStorage> = tensors
+                    .iter()
+                    .map(|t| t.with_cpu("cat", backend::contiguous))
+                    .collect::<Result<_>>()?;
+                concat_parts(&parts, tensors, dim, outer, inner, first.dtype()).into()
+            }
+            // The CUDA kernel reads each part through its own view: no contiguous copies.
+            Device::Cuda(_) => {
+                let guards: Vec<_> = tensors.iter().map(|t| t.storage()).collect();
+                let parts = guards
+                    .iter()
+                    .zip(tensors)
+                    .map(|(g, t)| match g.data() {
+                        StorageData::Cuda(c) => Ok((c, t.layout())),
+                        StorageData::Cpu(_) => Err(Error::DeviceMismatch {
+                            op: "cat",
+                            lhs: first.device(),
+                            rhs: t.device(),
+                        }),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                cuda_backend::concat(&parts, dim)?.into()
+            }
+        };
         let inputs = tensors.iter().map(|t| (*t).clone()).collect();
         Ok(Tensor::from_storage(
             data,
