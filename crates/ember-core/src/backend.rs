@@ -121,6 +121,16 @@ pub(crate) fn from_f64(values: &[f64], dtype: DType) -> CpuStorage {
     cast(&src, &Layout::contiguous(&[values.len()]), dtype)
 }
 
+/// `n` copies of `value` (rounded once to `dtype`).
+pub(crate) fn filled(value: f64, n: usize, dtype: DType) -> CpuStorage {
+    match dtype {
+        DType::F32 => CpuStorage::F32(vec![value as f32; n]),
+        DType::F64 => CpuStorage::F64(vec![value; n]),
+        DType::F16 => CpuStorage::F16(vec![half::f16::from_f64(value); n]),
+        DType::BF16 => CpuStorage::BF16(vec![half::bf16::from_f64(value); n]),
+    }
+}
+
 /// y = op(x), contiguous.
 pub(crate) fn unary(s: &CpuStorage, l: &Layout, op: UnaryOp) -> CpuStorage {
     let n = l.elem_count();
@@ -539,18 +549,16 @@ fn linear_backward_typed<T: Float>(
     };
     let dx = want_dx.then(|| gemm(m, k, n, dzr, wr));
     let dw = gemm(n, k, m, dzt, xr);
+    // Column sums of dz, rows added in order from zero (the order ember-cpu's leading-axis sum
+    // uses, so the result matches `dz.sum(&[0])` bit for bit).
     let db = want_db.then(|| {
-        let shape = [m, n];
-        let strides = [n, 1];
-        fill(n, |o| {
-            ember_cpu::reduce::reduce(
-                ReduceOp::Sum,
-                &dz,
-                ember_cpu::strided::Strided::new(&shape, &strides, 0),
-                &[0],
-                o,
-            )
-        })
+        let mut out = vec![T::ZERO; n];
+        for row in dz.chunks_exact(n.max(1)).take(m) {
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+        out
     });
     (dx, dw, db)
 }

@@ -94,11 +94,13 @@ impl GradStore {
 /// ops. With `retain == false` the ops are taken out of the nodes, which frees the graph as soon
 /// as this walk's list is dropped; a node found already consumed is an error, not a silent zero.
 fn topo_order(root: &Tensor, retain: bool) -> Result<Vec<(Tensor, Op)>> {
-    let mut order = Vec::new();
-    let mut seen = IdSet::default();
+    // Room for a small network's graph up front, so a training step does not regrow these.
+    let mut order = Vec::with_capacity(16);
+    let mut seen = IdSet::with_capacity_and_hasher(32, Default::default());
     // Iterative post-order DFS (deep graphs must not overflow the stack).
-    let mut stack: Vec<(Tensor, Option<Op>)> = vec![(root.clone(), None)];
-    let mut inputs: Vec<Tensor> = Vec::new();
+    let mut stack: Vec<(Tensor, Option<Op>)> = Vec::with_capacity(32);
+    stack.push((root.clone(), None));
+    let mut inputs: Vec<Tensor> = Vec::with_capacity(4);
     while let Some((t, op)) = stack.pop() {
         if let Some(op) = op {
             order.push((t, op));
@@ -178,7 +180,7 @@ impl Tensor {
                         ),
                     ));
                 }
-                self.detach().ones_like()?
+                Tensor::ones(self.shape().to_vec(), self.dtype(), self.device())?
             }
         };
         if grad.shape() != self.shape() {
@@ -199,9 +201,12 @@ impl Tensor {
             });
         }
         let _no_grad = NoGradGuard::new();
-        let mut grads: IdMap<Tensor> = IdMap::default();
+        let order = topo_order(self, retain)?;
+        // Sized up front: every recorded node and each of its inputs may get an entry.
+        let mut grads: IdMap<Tensor> =
+            IdMap::with_capacity_and_hasher(3 * order.len() + 1, Default::default());
         grads.insert(self.id(), grad.detach());
-        for (node, op) in topo_order(self, retain)?.iter().rev() {
+        for (node, op) in order.iter().rev() {
             let Some(g) = grads.get(&node.id()).cloned() else {
                 continue;
             };

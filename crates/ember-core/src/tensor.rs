@@ -222,7 +222,7 @@ impl Tensor {
         device: Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        let data = backend::from_f64(&vec![value; shape.elem_count()], dtype);
+        let data = backend::filled(value, shape.elem_count(), dtype);
         Tensor::from_storage(data, shape.dims(), None).to_device(device)
     }
 
@@ -455,6 +455,22 @@ impl Tensor {
                 "to_scalar",
                 format!("needs exactly one element, got shape {:?}", self.shape()),
             ));
+        }
+        // On the CPU the one element is read in place (a loss read every step should not
+        // allocate); converting through f64 is exact for every ember dtype, so this equals the
+        // cast `to_vec` does.
+        {
+            let st = self.storage();
+            if let StorageData::Cpu(c) = st.data() {
+                let at = self.0.layout.offset();
+                let v = match c {
+                    CpuStorage::F32(v) => v[at] as f64,
+                    CpuStorage::F64(v) => v[at],
+                    CpuStorage::F16(v) => v[at].to_f64(),
+                    CpuStorage::BF16(v) => v[at].to_f64(),
+                };
+                return Ok(T::from_f64(v));
+            }
         }
         Ok(self.to_vec::<T>()?[0])
     }
