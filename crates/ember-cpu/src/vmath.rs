@@ -12,24 +12,32 @@
 //! a dense sweep of each function's whole range, including ±0, subnormals, ±inf, NaN and the
 //! overflow edges; "ulp" is relative to the correctly rounded f32 result):
 //! - `exp`: x = n·ln2 + r with |r| ≤ ln2/2 (n by magic-number rounding, ln2 split in two),
-//!   e^r by its degree-7 Taylor polynomial (truncation 5e-9), scaled by 2^n in two exact steps so
-//!   subnormal results round once. ≤ 2 ulp (measured 1); overflows to +inf above ln(f32::MAX), 0 below -104.
-//! - `ln`: x = m·2^e with m in [√½, √2); ln m = 2 atanh(s), s = (m-1)/(m+1), odd series to s¹¹.
-//!   Subnormal inputs are rescaled by 2^23 first. ≤ 2 ulp (measured 2); ln 0 = -inf, ln(x<0) = NaN.
-//! - `tanh`: |x| < 0.625: x + x³·P(x²), P a degree-4 least-squares fit of our own (relative
-//!   error 1e-8); above: 1 - 2/(e^{2|x|} + 1); sign restored last (so tanh(-0) = -0).
-//!   ≤ 3 ulp (measured 1).
-//! - `sigmoid`: with e = exp(-|x|): 1/(1+e) for x ≥ 0, e/(1+e) below, so nothing overflows;
-//!   sigmoid(1000) = 1 and sigmoid(-1000) = 0 exactly. ≤ 3 ulp (measured 2) (absolute ≤ 1e-45 where the
-//!   result is subnormal).
-//! - `gelu` (tanh form): 0.5x(1 + tanh u) rewritten as x·sigmoid(2u), u = √(2/π)(x + 0.044715x³),
-//!   which keeps relative accuracy in the negative tail where 1 + tanh u cancels. ≤ 4 + 6|u|
-//!   ulp against the same formula in f64: where GELU is e^{2u}-small its condition number is
-//!   |2u|, so the few-ulp rounding of u is amplified (measured worst: 126 ulp, 8e-6 relative,
-//!   near x = -8).
+//!   e^r = 1 + r + r²h(r), h a degree-4 Chebyshev fit of our own (9e-9 of e^r), scaled by 2^n
+//!   in two exact steps so subnormal results round once (e^x for x ≤ 0 inside sigmoid and
+//!   softplus: one exact step to 2^(n+64), then ×2^-64). ≤ 2 ulp (measured 1); overflows to
+//!   +inf above ln(f32::MAX), 0 below -104.
+//! - `ln`: x = m·2^e with m in [√½, √2) split off the bits in one integer step; ln m =
+//!   2 atanh(s), s = (m-1)/(m+1), as 2s + 2s·s²·P(s²), P a degree-2 fit of our own. Subnormal
+//!   inputs are rescaled by 2^23 first. ≤ 2 ulp (measured 2); ln 0 = -inf, ln(x<0) = NaN.
+//! - `tanh`: one formula for every x, no branch to select: E = 1 - e^{-2|x|} as an expm1
+//!   (same reduction and h as exp, no cancellation for small |x|), tanh|x| = E/(2 - E), |x|
+//!   clamped to 9.5 (where tanh is 1 in f32); sign restored last (so tanh(-0) = -0).
+//!   ≤ 3 ulp (measured 2).
+//! - `sigmoid`: with e = exp(-|x|): (x ≥ 0 ? 1 : e)/(1 + e), so nothing overflows;
+//!   sigmoid(1000) = 1 and sigmoid(-1000) = 0 exactly. ≤ 3 ulp (measured 2) (absolute ≤ 1e-45
+//!   where the result is subnormal).
+//! - `gelu` (tanh form): 0.5x(1 + tanh u) rewritten as x·sigmoid(2u) = x/(1 + e^{-2u}),
+//!   u = √(2/π)(x + 0.044715x³), which keeps relative accuracy in the negative tail where
+//!   1 + tanh u cancels. ≤ 4 + 6|u| ulp against the same formula in f64: where GELU is
+//!   e^{2u}-small its condition number is |2u|, so the few-ulp rounding of u is amplified
+//!   (measured worst: 125 ulp, 8e-6 relative, near x = -9.8); results below 1e-37 in magnitude
+//!   (x below about -10) may flush to -0.
 //! - `softplus`: max(x, 0) + log1p(e^-|x|), log1p(u) for u in [0, 1] as 2 atanh(u/(2+u)) by
-//!   its odd series (one division, no range reduction). ≤ 3 ulp
-//!   (measured 2).
+//!   a degree-3 fit in its square (one division, no range reduction). ≤ 3 ulp (measured 2).
+//!
+//! Speed: the loops over these functions are limited by the FMA/multiply pipes (two on Zen 3),
+//! not by latency, so the forms above are chosen for the fewest vector operations per element:
+//! no function evaluates two branches, polynomial degrees are the lowest that keep the bounds.
 
 /// How `a·b + c` is evaluated: fused on FMA hardware, two roundings elsewhere.
 pub trait MulAdd {
@@ -61,62 +69,106 @@ fn select(c: bool, a: f32, b: f32) -> f32 {
     if c { a } else { b }
 }
 
-/// e^x.
+/// Cody–Waite reduction for the exp family: x = n·ln2 + r with |r| ≤ ln2/2 (n by magic-number
+/// rounding, ln2 split in two so n·LN2_HI is exact). `x` must lie in [-104, 89] or be NaN.
 #[inline(always)]
-pub fn exp<F: MulAdd>(x: f32) -> f32 {
+fn exp_reduce<F: MulAdd>(x: f32) -> (f32, i32) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 = LN2_HI + LN2_LO, LN2_HI with few mantissa bits so n·LN2_HI is exact.
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const MAGIC: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
+    let t = F::mul_add(x, LOG2E, MAGIC);
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let r = F::mul_add(n, -LN2_HI, x);
+    (F::mul_add(n, -LN2_LO, r), ni)
+}
+
+/// h(r) ≈ (e^r - 1 - r)/r² on |r| ≤ ln2/2: degree-4 Chebyshev fit of our own (relative error
+/// 1.4e-7 with the f32 coefficients, which is 9e-9 of e^r since r²h ≤ 0.07·e^r).
+#[inline(always)]
+fn exp_h<F: MulAdd>(r: f32) -> f32 {
+    let mut h = 1.392_617_6e-3;
+    h = F::mul_add(h, r, 8.363_173e-3);
+    h = F::mul_add(h, r, 4.166_655_6e-2);
+    h = F::mul_add(h, r, 1.666_657_8e-1);
+    F::mul_add(h, r, 0.5)
+}
+
+/// e^r = 1 + r + r²h(r) for the reduced argument, in [√½, √2].
+#[inline(always)]
+fn exp_poly<F: MulAdd>(r: f32) -> f32 {
+    F::mul_add(F::mul_add(exp_h::<F>(r), r, 1.0), r, 1.0)
+}
+
+/// 2^n as an f32, for n in [-126, 128] (128 gives +inf).
+#[inline(always)]
+fn pow2i(n: i32) -> f32 {
+    f32::from_bits((n.wrapping_add(127) as u32) << 23)
+}
+
+/// p·2^n in two exact steps, so a subnormal result rounds once and n = 128 overflows to +inf.
+#[inline(always)]
+fn scale2(p: f32, n: i32) -> f32 {
+    let n1 = n >> 1;
+    p * pow2i(n1) * pow2i(n.wrapping_sub(n1))
+}
+
+/// e^x: [`exp_reduce`], e^r by 1 + r + r²h(r) ([`exp_h`], 6 multiply-adds in all), scaled by
+/// 2^n in two exact steps so subnormal results round once.
+#[inline(always)]
+pub fn exp<F: MulAdd>(x: f32) -> f32 {
     // Clamp so n stays in [-150, 128]; NaN fails both tests and flows through.
     let xc = select(x < -104.0, -104.0, x);
     let xc = select(xc > 89.0, 89.0, xc);
-    let t = F::mul_add(xc, LOG2E, MAGIC);
-    let n = t - MAGIC;
-    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    let r = F::mul_add(n, -LN2_HI, xc);
-    let r = F::mul_add(n, -LN2_LO, r);
-    // Taylor polynomial of e^r to degree 7, Horner form.
-    let mut p = 1.0 / 5040.0;
-    p = F::mul_add(p, r, 1.0 / 720.0);
-    p = F::mul_add(p, r, 1.0 / 120.0);
-    p = F::mul_add(p, r, 1.0 / 24.0);
-    p = F::mul_add(p, r, 1.0 / 6.0);
-    p = F::mul_add(p, r, 0.5);
-    p = F::mul_add(p, r, 1.0);
-    p = F::mul_add(p, r, 1.0);
-    // 2^n = 2^n1 · 2^n2 with both halves normal numbers, so the first product is exact and the
-    // second rounds once (subnormal results) or overflows to +inf (n = 128).
-    let n1 = ni >> 1;
-    let n2 = ni.wrapping_sub(n1);
-    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
-    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
-    p * s1 * s2
+    let (r, n) = exp_reduce::<F>(xc);
+    scale2(exp_poly::<F>(r), n)
 }
 
-/// Natural logarithm.
+/// e^x for x ≤ 0 or NaN, as [`exp`] but cheaper: no upper clamp, and since n is in
+/// [-150, 0] the scaling is p·2^(n+64) (exact, a normal number) times the constant 2^-64,
+/// which rounds a subnormal result once.
+#[inline(always)]
+fn exp_nonpos<F: MulAdd>(x: f32) -> f32 {
+    const TWO_M64: f32 = 5.421_011e-20; // 2^-64
+    let xc = select(x < -104.0, -104.0, x);
+    let (r, n) = exp_reduce::<F>(xc);
+    exp_poly::<F>(r) * pow2i(n.wrapping_add(64)) * TWO_M64
+}
+
+/// e^x where only normal results matter: x is clamped to [-87, 89] and scaled in one step
+/// (e^-87 stands in for anything smaller, e^89 = +inf for anything larger).
+#[inline(always)]
+fn exp_normal<F: MulAdd>(x: f32) -> f32 {
+    let xc = select(x < -87.0, -87.0, x);
+    let xc = select(xc > 89.0, 89.0, xc);
+    let (r, n) = exp_reduce::<F>(xc);
+    exp_poly::<F>(r) * pow2i(n)
+}
+
+/// Natural logarithm: x = m·2^e with m in [√½, √2) taken from the bits in one integer step
+/// (subnormal inputs rescaled by 2^23 first); ln m = 2 atanh(s), s = (m-1)/(m+1), |s| ≤ 0.172,
+/// as 2s + 2s·z·P(z), z = s², P a degree-2 Chebyshev fit of our own (relative error of the
+/// result below 3e-9). ln 0 = -inf, ln(+inf) = +inf, ln(x<0) = ln(NaN) = NaN.
 #[inline(always)]
 pub fn ln<F: MulAdd>(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    const SQRT_HALF_BITS: i32 = 0x3f35_04f3; // f32 bits of √½
     let sub = x < f32::MIN_POSITIVE;
     let xs = select(sub, x * 8_388_608.0, x); // 2^23 lifts subnormals into the normal range
-    let bits = xs.to_bits();
-    let e = ((bits >> 23) & 0xff) as i32 - 127 - if sub { 23 } else { 0 };
-    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // in [1, 2)
-    let big = m > std::f32::consts::SQRT_2;
-    let m = select(big, m * 0.5, m);
-    let e = (e + big as i32) as f32;
+    // Subtracting the bits of √½ moves the exponent boundary from 1 to √½.
+    let ix = (xs.to_bits() as i32).wrapping_sub(SQRT_HALF_BITS);
+    let e = (ix >> 23) as f32 - select(sub, 23.0, 0.0);
+    let m = f32::from_bits(((ix & 0x007f_ffff) + SQRT_HALF_BITS) as u32);
     let f = m - 1.0;
     let s = f / (2.0 + f);
     let z = s * s;
-    // 2 atanh(s) = 2s (1 + z/3 + z²/5 + z³/7 + z⁴/9 + z⁵/11)
-    let mut p = 1.0 / 11.0;
-    p = F::mul_add(p, z, 1.0 / 9.0);
-    p = F::mul_add(p, z, 1.0 / 7.0);
-    p = F::mul_add(p, z, 1.0 / 5.0);
-    p = F::mul_add(p, z, 1.0 / 3.0);
+    let p = F::mul_add(
+        F::mul_add(1.478_997_5e-1, z, 1.999_439e-1),
+        z,
+        3.333_334_3e-1,
+    );
     let s2 = s + s;
     let lnm = F::mul_add(s2 * z, p, s2);
     let r = F::mul_add(e, LN2_HI, F::mul_add(e, LN2_LO, lnm));
@@ -125,40 +177,39 @@ pub fn ln<F: MulAdd>(x: f32) -> f32 {
     select(x < 0.0 || x.is_nan(), f32::NAN, r)
 }
 
-/// Hyperbolic tangent.
+/// Hyperbolic tangent, one formula for all x: with a = min(|x|, 9.5) and E = 1 - e^{-2a}
+/// (computed as an expm1, without cancellation: -2a = n·ln2 + r, e^r - 1 = r(1 + r·h(r)),
+/// E = (1 - 2^n) - 2^n(e^r - 1)), tanh a = E/(2 - E); the sign is restored last (so
+/// tanh(-0) = -0; tanh = 1 exactly from |x| ≈ 9.01 up). ≤ 3 ulp (measured 2).
 #[inline(always)]
 pub fn tanh<F: MulAdd>(x: f32) -> f32 {
-    let ax = x.abs();
-    // Small |x|: x + x³ P(x²).
-    let z = ax * ax;
-    let mut p = -5.718_962_8e-3;
-    p = F::mul_add(p, z, 2.065_312_5e-2);
-    p = F::mul_add(p, z, -5.374_466e-2);
-    p = F::mul_add(p, z, 1.333_151_3e-1);
-    p = F::mul_add(p, z, -3.333_328_7e-1);
-    let small = F::mul_add(p * z, ax, ax);
-    // Larger |x|: 1 - 2/(e^{2|x|} + 1); e^{2|x|} = inf gives exactly 1.
-    let large = 1.0 - 2.0 / (exp::<F>(ax + ax) + 1.0);
-    let r = select(ax < 0.625, small, large);
-    // Restore the sign (also makes tanh(-0) = -0); NaN stays NaN.
-    f32::from_bits(r.to_bits() | (x.to_bits() & 0x8000_0000))
+    let a = x.abs();
+    let a = select(a > 9.5, 9.5, a); // NaN passes
+    let (r, n) = exp_reduce::<F>(-2.0 * a);
+    let em1 = F::mul_add(exp_h::<F>(r), r, 1.0) * r; // e^r - 1
+    let s = pow2i(n); // n in [-28, 0]
+    let big_e = F::mul_add(-em1, s, 1.0 - s); // 1 - e^{-2a}, in [0, 1)
+    let t = big_e / (2.0 - big_e);
+    f32::from_bits(t.to_bits() | (x.to_bits() & 0x8000_0000))
 }
 
-/// Logistic sigmoid 1/(1 + e^-x).
+/// Logistic sigmoid: with e = e^-|x|, (x ≥ 0 ? 1 : e)/(1 + e), so nothing overflows;
+/// sigmoid(1000) = 1 and sigmoid(-1000) = 0 exactly.
 #[inline(always)]
 pub fn sigmoid<F: MulAdd>(x: f32) -> f32 {
-    let e = exp::<F>(-x.abs());
-    let r = 1.0 / (1.0 + e);
-    select(x >= 0.0, r, e * r)
+    let e = exp_nonpos::<F>(-x.abs());
+    select(x >= 0.0, 1.0, e) / (1.0 + e)
 }
 
-/// GELU, tanh approximation: 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))).
+/// GELU, tanh approximation: 0.5x(1 + tanh u) = x·sigmoid(2u) = x/(1 + e^{-2u}),
+/// u = √(2/π)(x + 0.044715x³). e^{-2u} is clamped to [e^-87, +inf], so the far negative tail
+/// gives x/inf = -0 where GELU is below 1e-37 in magnitude.
 #[inline(always)]
 pub fn gelu<F: MulAdd>(x: f32) -> f32 {
-    const C: f32 = 0.797_884_6; // √(2/π)
+    const C2: f32 = 1.595_769_2; // 2√(2/π), nearest f32 (= 2·f32(√(2/π)))
     const K: f32 = 0.044_715;
-    let u = C * x * F::mul_add(K * x, x, 1.0);
-    x * sigmoid::<F>(u + u)
+    let u2 = (C2 * x) * F::mul_add(K * x, x, 1.0);
+    x / (1.0 + exp_normal::<F>(-u2))
 }
 
 /// ln(1 + u) for u ≥ 0, accurate near 0 (the error of forming 1 + u is corrected).
@@ -170,27 +221,24 @@ pub fn log1p<F: MulAdd>(u: f32) -> f32 {
 }
 
 /// ln(1 + u) for u in [0, 1] with one division: ln(1 + u) = 2 atanh(s), s = u/(2 + u) ≤ 1/3,
-/// by its odd series to s¹⁵ (the next term is below 2e-9 relative).
+/// evaluated as t + t·w·Q(w) with t = 2s = u/(1 + u/2) and w = t², Q a degree-3 Chebyshev fit
+/// of our own to (atanh(s)/s - 1)/w on w in [0, 4/9] (relative error of the result below 2e-8).
 #[inline(always)]
 fn log1p_unit<F: MulAdd>(u: f32) -> f32 {
-    let s = u / (2.0 + u);
-    let z = s * s;
-    let mut p = 1.0 / 15.0;
-    p = F::mul_add(p, z, 1.0 / 13.0);
-    p = F::mul_add(p, z, 1.0 / 11.0);
-    p = F::mul_add(p, z, 1.0 / 9.0);
-    p = F::mul_add(p, z, 1.0 / 7.0);
-    p = F::mul_add(p, z, 1.0 / 5.0);
-    p = F::mul_add(p, z, 1.0 / 3.0);
-    let s2 = s + s;
-    F::mul_add(s2 * z, p, s2)
+    let t = u / F::mul_add(u, 0.5, 1.0);
+    let w = t * t;
+    let mut q = 5.244_433_4e-4;
+    q = F::mul_add(q, w, 2.205_985_8e-3);
+    q = F::mul_add(q, w, 1.250_236_3e-2);
+    q = F::mul_add(q, w, 8.333_33e-2);
+    F::mul_add(t * w, q, t)
 }
 
 /// Softplus ln(1 + e^x) = max(x, 0) + log1p(e^-|x|).
 #[inline(always)]
 pub fn softplus<F: MulAdd>(x: f32) -> f32 {
     let pos = select(x > 0.0, x, 0.0);
-    pos + log1p_unit::<F>(exp::<F>(-x.abs()))
+    pos + log1p_unit::<F>(exp_nonpos::<F>(-x.abs()))
 }
 
 #[cfg(test)]
