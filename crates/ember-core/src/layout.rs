@@ -131,6 +131,22 @@ pub struct Layout {
 impl Layout {
     /// The row-major layout of a fresh tensor of `shape`.
     pub fn contiguous(shape: &[usize]) -> Self {
+        // Every fresh tensor comes through here: fill both inline arrays in one pass.
+        if shape.len() <= INLINE_DIMS {
+            let (mut sv, mut st) = ([0; INLINE_DIMS], [0; INLINE_DIMS]);
+            let mut acc = 1usize;
+            for i in (0..shape.len()).rev() {
+                sv[i] = shape[i];
+                st[i] = acc;
+                acc = acc.wrapping_mul(shape[i]);
+            }
+            let len = shape.len() as u8;
+            return Layout {
+                shape: Dims::Inline { len, v: sv },
+                strides: Dims::Inline { len, v: st },
+                offset: 0,
+            };
+        }
         Layout {
             shape: Dims::from_slice(shape),
             strides: Dims::contiguous_strides(shape),

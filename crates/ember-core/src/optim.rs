@@ -16,10 +16,11 @@ pub use ember_cpu::optim::{AdagradConfig, AdamConfig, RmspropConfig, SgdConfig};
 use ember_cuda::{DevSlice, DevSliceMut};
 use std::sync::Arc;
 
-/// The typed buffers of one update: the parameter's, the gradient's and each state's.
-enum Buffers<'a> {
-    F32(&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>),
-    F64(&'a mut [f64], &'a [f64], Vec<&'a mut [f64]>),
+/// The typed buffers of one update: the parameter's, the gradient's and each state's (the
+/// states in a stack array owned by `fused_update`, so an update allocates nothing).
+enum Buffers<'a, 'b> {
+    F32(&'a mut [f32], &'a [f32], &'b mut [&'a mut [f32]]),
+    F64(&'a mut [f64], &'a [f64], &'b mut [&'a mut [f64]]),
 }
 
 /// The device buffers of one update on a GPU, like [`Buffers`].
@@ -44,7 +45,7 @@ fn fused_update(
     param: &Tensor,
     grad: &Tensor,
     states: &[&Tensor],
-    cpu: impl FnOnce(Buffers<'_>),
+    cpu: impl FnOnce(Buffers<'_, '_>),
     cuda: impl FnOnce(CudaBuffers<'_>) -> std::result::Result<(), ember_cuda::CudaError>,
 ) -> Result<()> {
     for t in std::iter::once(grad).chain(states.iter().copied()) {
@@ -132,7 +133,9 @@ fn fused_update(
                 _ => unreachable!("dtypes and devices checked above"),
             });
             let p = typed.next().expect("the parameter is always first");
-            cpu(Buffers::F32(p, &g[goff..goff + n], typed.collect()));
+            let mut slots: [&mut [f32]; 3] = [&mut [], &mut [], &mut []];
+            let count = fill_slots(&mut slots, typed);
+            cpu(Buffers::F32(p, &g[goff..goff + n], &mut slots[..count]));
         }
         StorageData::Cpu(CpuStorage::F64(g)) => {
             let goff = grad.layout().offset();
@@ -141,7 +144,9 @@ fn fused_update(
                 _ => unreachable!("dtypes and devices checked above"),
             });
             let p = typed.next().expect("the parameter is always first");
-            cpu(Buffers::F64(p, &g[goff..goff + n], typed.collect()));
+            let mut slots: [&mut [f64]; 3] = [&mut [], &mut [], &mut []];
+            let count = fill_slots(&mut slots, typed);
+            cpu(Buffers::F64(p, &g[goff..goff + n], &mut slots[..count]));
         }
         StorageData::Cpu(_) => unreachable!("dtype checked above"),
         StorageData::Cuda(gs) => {
@@ -180,6 +185,19 @@ fn fused_update(
         }
     }
     Ok(())
+}
+
+/// Moves the state slices into the stack array `slots`; returns how many there were.
+fn fill_slots<'a, T>(
+    slots: &mut [&'a mut [T]; 3],
+    states: impl Iterator<Item = &'a mut [T]>,
+) -> usize {
+    let mut count = 0;
+    for (slot, s) in slots.iter_mut().zip(states) {
+        *slot = s;
+        count += 1;
+    }
+    count
 }
 
 /// SGD with optional (Nesterov) momentum; `velocity` is required when momentum > 0.
@@ -224,10 +242,10 @@ pub fn sgd_step(
         grad,
         &states,
         |b| match b {
-            Buffers::F32(p, g, mut s) => {
+            Buffers::F32(p, g, s) => {
                 ember_cpu::optim::sgd_step(cfg, p, g, s.first_mut().map_or(&mut [], |v| &mut **v))
             }
-            Buffers::F64(p, g, mut s) => {
+            Buffers::F64(p, g, s) => {
                 ember_cpu::optim::sgd_step(cfg, p, g, s.first_mut().map_or(&mut [], |v| &mut **v))
             }
         },
@@ -260,11 +278,11 @@ pub fn adam_step(
         grad,
         &[m, v],
         |b| match b {
-            Buffers::F32(p, g, mut s) => {
+            Buffers::F32(p, g, s) => {
                 let (m, v) = s.split_at_mut(1);
                 ember_cpu::optim::adam_step(cfg, p, g, &mut *m[0], &mut *v[0])
             }
-            Buffers::F64(p, g, mut s) => {
+            Buffers::F64(p, g, s) => {
                 let (m, v) = s.split_at_mut(1);
                 ember_cpu::optim::adam_step(cfg, p, g, &mut *m[0], &mut *v[0])
             }
@@ -300,8 +318,8 @@ pub fn adagrad_step(
         grad,
         &[acc],
         |b| match b {
-            Buffers::F32(p, g, mut s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
-            Buffers::F64(p, g, mut s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
+            Buffers::F32(p, g, s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
+            Buffers::F64(p, g, s) => ember_cpu::optim::adagrad_step(cfg, p, g, &mut *s[0]),
         },
         |b| match b {
             CudaBuffers::F32(p, g, mut s) => {
@@ -343,7 +361,7 @@ pub fn rmsprop_step(
         cfg: &RmspropConfig,
         p: &mut [T],
         g: &[T],
-        mut s: Vec<&mut [T]>,
+        s: &mut [&mut [T]],
         has_mom: bool,
     ) {
         let mut it = s.iter_mut();

@@ -94,7 +94,6 @@ unsafe fn small_f32_avx2(
     use std::arch::x86_64::*;
     let mut bpad = [0.0f32; STRIP * KMAX];
     let valpha = _mm256_set1_ps(alpha);
-    let vbeta = _mm256_set1_ps(beta);
     // Lane masks for a strip `w` columns wide: lane l of the pair is on when l < w.
     let masks = |w: usize| {
         let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -130,55 +129,91 @@ unsafe fn small_f32_avx2(
                 }
             }
         }
-        for i in 0..m {
-            let mut acc0 = _mm256_setzero_ps();
-            let mut acc1 = _mm256_setzero_ps();
+        // Four rows at a time: each B vector loaded once feeds eight independent FMA chains,
+        // enough to cover the FMA latency that a single row's two chains would wait on. The
+        // rows past m in the last block repeat row m-1 (in bounds) and are not stored.
+        for i0 in (0..m).step_by(ROWS) {
+            let rows = ROWS.min(m - i0);
+            let arow: [*const f32; ROWS] =
+                std::array::from_fn(|t| ap.wrapping_add((i0 + t.min(rows - 1)) * a.rs));
+            let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
             for p in 0..k {
-                // SAFETY: (i, p) lies inside A (checked by `gemm`); p < k <= KMAX keeps both
-                // 8-lane loads inside `bpad`.
+                // SAFETY: p < k <= KMAX keeps both 8-lane loads inside `bpad`; each
+                // (row, p) read lies inside A (rows clamped to m-1; checked by `gemm`).
                 unsafe {
-                    let av = _mm256_broadcast_ss(&*ap.add(i * a.rs + p * a.cs));
-                    acc0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp.add(p * STRIP)), acc0);
-                    acc1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp.add(p * STRIP + 8)), acc1);
-                }
-            }
-            acc0 = _mm256_mul_ps(acc0, valpha);
-            acc1 = _mm256_mul_ps(acc1, valpha);
-            // SAFETY: (i, j0) lies inside C (checked in `gemm`).
-            let row = unsafe { c.at(i, j0) };
-            if c.cs == 1 {
-                // SAFETY: (i, j0..j0 + w) are contiguous and inside C; masked-off lanes are
-                // neither read nor written (the second half's pointer is formed with
-                // wrapping_add because it may lie past C when w <= 8 and its mask is all off).
-                unsafe {
-                    if beta != 0.0 {
-                        acc0 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row, m0), acc0);
-                        acc1 = _mm256_fmadd_ps(
-                            vbeta,
-                            _mm256_maskload_ps(row.wrapping_add(8), m1),
-                            acc1,
-                        );
+                    let b0 = _mm256_loadu_ps(bp.add(p * STRIP));
+                    let b1 = _mm256_loadu_ps(bp.add(p * STRIP + 8));
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm256_broadcast_ss(&*arow[t].add(p * a.cs));
+                        acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
                     }
-                    _mm256_maskstore_ps(row, m0, acc0);
-                    _mm256_maskstore_ps(row.wrapping_add(8), m1, acc1);
-                }
-            } else {
-                let mut lanes = [0.0f32; STRIP];
-                // SAFETY: `lanes` holds 16 floats.
-                unsafe {
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), acc0);
-                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc1);
-                }
-                for (q, &v) in lanes[..w].iter().enumerate() {
-                    // SAFETY: (i, j0 + q) lies inside C (checked in `gemm`).
-                    let cij = unsafe { &mut *row.add(q * c.cs) };
-                    *cij = if beta == 0.0 {
-                        v
-                    } else {
-                        beta.mul_add(*cij, v)
-                    };
                 }
             }
+            for (t, acc) in acc.iter().enumerate().take(rows) {
+                let acc0 = _mm256_mul_ps(acc[0], valpha);
+                let acc1 = _mm256_mul_ps(acc[1], valpha);
+                // SAFETY: (i0 + t, j0..j0 + w) lies inside C (checked in `gemm`); see
+                // `store_strip`.
+                unsafe { store_strip(c, i0 + t, j0, w, (m0, m1), acc0, acc1, beta) };
+            }
+        }
+    }
+}
+
+/// Rows of C computed together by [`small_f32_avx2`].
+#[cfg(target_arch = "x86_64")]
+const ROWS: usize = 4;
+
+/// Writes one strip (C[i, j0..j0 + w] = acc + beta·C) from two 8-lane registers: masked
+/// vector loads and stores when the row is contiguous, element by element otherwise.
+///
+/// # Safety
+/// AVX2 is present; C[i, j0..j0 + w] lies inside C; `masks` enable exactly the first w lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_strip(
+    c: CPtr<f32>,
+    i: usize,
+    j0: usize,
+    w: usize,
+    (m0, m1): (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i),
+    mut acc0: std::arch::x86_64::__m256,
+    mut acc1: std::arch::x86_64::__m256,
+    beta: f32,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: (i, j0) lies inside C (the caller's contract).
+    let row = unsafe { c.at(i, j0) };
+    if c.cs == 1 {
+        // SAFETY: (i, j0..j0 + w) are contiguous and inside C; masked-off lanes are neither
+        // read nor written (the second half's pointer is formed with wrapping_add because it
+        // may lie past C when w <= 8 and its mask is all off).
+        unsafe {
+            if beta != 0.0 {
+                let vbeta = _mm256_set1_ps(beta);
+                acc0 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row, m0), acc0);
+                acc1 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row.wrapping_add(8), m1), acc1);
+            }
+            _mm256_maskstore_ps(row, m0, acc0);
+            _mm256_maskstore_ps(row.wrapping_add(8), m1, acc1);
+        }
+    } else {
+        let mut lanes = [0.0f32; STRIP];
+        // SAFETY: `lanes` holds 16 floats.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc0);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc1);
+        }
+        for (q, &v) in lanes[..w].iter().enumerate() {
+            // SAFETY: (i, j0 + q) lies inside C (the caller's contract).
+            let cij = unsafe { &mut *row.add(q * c.cs) };
+            *cij = if beta == 0.0 {
+                v
+            } else {
+                beta.mul_add(*cij, v)
+            };
         }
     }
 }
