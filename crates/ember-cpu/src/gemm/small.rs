@@ -187,6 +187,9 @@ unsafe fn store_strip(
     // SAFETY: (i, j0) lies inside C (the caller's contract).
     let row = unsafe { c.at(i, j0) };
     if c.cs == 1 {
+        // Whole 8-lane halves are stored with plain vector stores and a partial half through a
+        // stack buffer: AMD cores microcode masked *stores* (vmaskmovps to memory costs more
+        // than the whole row's arithmetic), while masked *loads* are cheap.
         // SAFETY: (i, j0..j0 + w) are contiguous and inside C; masked-off lanes are neither
         // read nor written (the second half's pointer is formed with wrapping_add because it
         // may lie past C when w <= 8 and its mask is all off).
@@ -196,8 +199,19 @@ unsafe fn store_strip(
                 acc0 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row, m0), acc0);
                 acc1 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row.wrapping_add(8), m1), acc1);
             }
-            _mm256_maskstore_ps(row, m0, acc0);
-            _mm256_maskstore_ps(row.wrapping_add(8), m1, acc1);
+            let mut rest = [0.0f32; 8];
+            let (tail, tail_at) = if w >= 8 {
+                _mm256_storeu_ps(row, acc0);
+                if w == STRIP {
+                    _mm256_storeu_ps(row.add(8), acc1);
+                    return;
+                }
+                (acc1, 8)
+            } else {
+                (acc0, 0)
+            };
+            _mm256_storeu_ps(rest.as_mut_ptr(), tail);
+            std::ptr::copy_nonoverlapping(rest.as_ptr(), row.add(tail_at), w - tail_at);
         }
     } else {
         let mut lanes = [0.0f32; STRIP];
