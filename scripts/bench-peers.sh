@@ -8,7 +8,7 @@
 #   numpy is a benchmark aid, not a dependency.
 # - Runs the numpy peer with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they can pin a
 #   slower kernel) and records the OpenBLAS kernel it reports (`blas_core`).
-# - Rounds alternate ember and numpy so machine noise hits both alike; also runs
+# - Each shape runs ember then numpy back to back, so machine noise hits both alike; also runs
 #   `ember bench peak` each round. Raw JSON lines go to $OUT (default target/bench-peers.jsonl)
 #   and a table of medians is printed at the end.
 set -euo pipefail
@@ -32,11 +32,14 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "round $r/$ROUNDS, $t thread(s)" >&2
     ./target/release/ember bench peak --threads "$t" --json --min-time 0.3 \
       | sed "s/^{/{\"round\":$r,\"impl\":\"ember\",/" >> "$OUT"
-    ./target/release/ember bench gemm --threads "$t" --json --min-time 0.3 --sizes "$SHAPES" \
-      | sed "s/^{/{\"round\":$r,\"impl\":\"ember\",/" >> "$OUT"
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$NP_VENV/bin/python" "$PEER" \
-      --impl numpy --threads "$t" --shapes "$SHAPES" --min-time 0.3 \
-      | sed "s/^{/{\"round\":$r,/" >> "$OUT"
+    # Shape by shape, ember then numpy, so a slow spell of the shared machine hits both.
+    for shape in ${SHAPES//,/ }; do
+      ./target/release/ember bench gemm --threads "$t" --json --min-time 0.3 --sizes "$shape" \
+        | sed "s/^{/{\"round\":$r,\"impl\":\"ember\",/" >> "$OUT"
+      env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$NP_VENV/bin/python" "$PEER" \
+        --impl numpy --threads "$t" --shapes "$shape" --min-time 0.3 \
+        | sed "s/^{/{\"round\":$r,/" >> "$OUT"
+    done
   done
 done
 "$NP_VENV/bin/python" - "$OUT" <<'PY'
