@@ -119,6 +119,50 @@ fn addr(dev: &CudaDevice, s: &CudaSlice<i64>) -> u64 {
     p
 }
 
+/// Uploads `idx` and launches `{kernel}_{dtype}` of the index module over `sizes[0]` outputs
+/// with the argument list index_select, gather and scatter_add share:
+/// (src, view, indices, out, n, dim, count along the axis, inner).
+///
+/// # Safety
+/// The caller has checked that `view` stays inside the source buffer, that every index is
+/// below `dim`, and that `out` holds exactly `n` elements: the kernel reads and writes
+/// without further checks.
+#[allow(clippy::too_many_arguments)]
+unsafe fn launch_indexed<T: FloatElem>(
+    op: &'static str,
+    kernel: &str,
+    src: u64,
+    view: &DevView,
+    idx: &[usize],
+    out: u64,
+    dev: &Arc<CudaDevice>,
+    sizes: [usize; 4],
+) -> Result<(), CudaError> {
+    let d_idx = upload_i64(op, dev, idx.iter().copied())?;
+    let [n, dim, count, inner] = sizes;
+    let (n64, dim64, count64, inner64) = (
+        to_i64(op, n)?,
+        to_i64(op, dim)?,
+        to_i64(op, count)?,
+        to_i64(op, inner)?,
+    );
+    let name = format!("{kernel}_{}", T::DTYPE.suffix());
+    let f = dev.function("index", &name)?;
+    let ip = addr(dev, &d_idx);
+    let mut l = dev.stream().launch_builder(&f);
+    l.arg(&src)
+        .arg(view)
+        .arg(&ip)
+        .arg(&out)
+        .arg(&n64)
+        .arg(&dim64)
+        .arg(&count64)
+        .arg(&inner64);
+    // SAFETY: forwarded to the caller (see above).
+    unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
+    Ok(())
+}
+
 /// out\[o, j, i\] = x\[o, idx\[j\], i\]: picks entries `idx` along `axis` of the view `xv`.
 /// `out` is contiguous with shape `xv.shape` with `axis` replaced by `idx.len()`.
 pub fn index_select<T: FloatElem>(
@@ -140,29 +184,20 @@ pub fn index_select<T: FloatElem>(
     if n == 0 {
         return Ok(());
     }
-    let d_idx = upload_i64(OP, dev, idx.iter().copied())?;
-    let (n64, dim64, nidx64, inner64) = (
-        to_i64(OP, n)?,
-        to_i64(OP, dim)?,
-        to_i64(OP, idx.len())?,
-        to_i64(OP, inner)?,
-    );
-    let name = format!("index_select_{}", T::DTYPE.suffix());
-    let f = dev.function("index", &name)?;
-    let ip = addr(dev, &d_idx);
-    let mut l = dev.stream().launch_builder(&f);
-    l.arg(&x.ptr)
-        .arg(&view)
-        .arg(&ip)
-        .arg(&out.ptr)
-        .arg(&n64)
-        .arg(&dim64)
-        .arg(&nidx64)
-        .arg(&inner64);
     // SAFETY: the view is checked to stay inside x; every index is < dim (checked above), so
     // every position read lies in the view; out holds exactly n elements; idx holds n_idx.
-    unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
-    Ok(())
+    unsafe {
+        launch_indexed::<T>(
+            OP,
+            "index_select",
+            x.ptr,
+            &view,
+            idx,
+            out.ptr,
+            dev,
+            [n, dim, idx.len(), inner],
+        )
+    }
 }
 
 /// The adjoint of [`index_select`]: out\[o, d, i\] = Σ over j with idx\[j\] = d of g\[o, j, i\].
@@ -274,29 +309,20 @@ pub fn gather<T: FloatElem>(
     if n == 0 {
         return Ok(());
     }
-    let d_idx = upload_i64(OP, dev, idx.iter().copied())?;
-    let (n64, dim64, nax64, inner64) = (
-        to_i64(OP, n)?,
-        to_i64(OP, dim)?,
-        to_i64(OP, idx_shape[axis])?,
-        to_i64(OP, inner)?,
-    );
-    let name = format!("gather_{}", T::DTYPE.suffix());
-    let f = dev.function("index", &name)?;
-    let ip = addr(dev, &d_idx);
-    let mut l = dev.stream().launch_builder(&f);
-    l.arg(&x.ptr)
-        .arg(&view)
-        .arg(&ip)
-        .arg(&out.ptr)
-        .arg(&n64)
-        .arg(&dim64)
-        .arg(&nax64)
-        .arg(&inner64);
     // SAFETY: every index is < dim (checked), so each position read lies in the checked view;
     // idx and out hold exactly n elements.
-    unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
-    Ok(())
+    unsafe {
+        launch_indexed::<T>(
+            OP,
+            "gather",
+            x.ptr,
+            &view,
+            idx,
+            out.ptr,
+            dev,
+            [n, dim, idx_shape[axis], inner],
+        )
+    }
 }
 
 /// The adjoint of [`gather`]: out\[o, d, i\] = Σ over j with idx\[o, j, i\] = d of g\[o, j, i\].
@@ -330,29 +356,20 @@ pub fn scatter_add<T: FloatElem>(
     if n == 0 {
         return Ok(());
     }
-    let d_idx = upload_i64(OP, dev, idx.iter().copied())?;
-    let (n64, dim64, nax64, inner64) = (
-        to_i64(OP, n)?,
-        to_i64(OP, dim)?,
-        to_i64(OP, gv.shape[axis])?,
-        to_i64(OP, inner)?,
-    );
-    let name = format!("scatter_add_{}", T::DTYPE.suffix());
-    let f = dev.function("index", &name)?;
-    let ip = addr(dev, &d_idx);
-    let mut l = dev.stream().launch_builder(&f);
-    l.arg(&g.ptr)
-        .arg(&view)
-        .arg(&ip)
-        .arg(&out.ptr)
-        .arg(&n64)
-        .arg(&dim64)
-        .arg(&nax64)
-        .arg(&inner64);
     // SAFETY: idx and the grad view cover outer * n_ax * inner positions (checked); the view is
     // checked to stay inside g; out holds exactly n elements.
-    unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
-    Ok(())
+    unsafe {
+        launch_indexed::<T>(
+            OP,
+            "scatter_add",
+            g.ptr,
+            &view,
+            idx,
+            out.ptr,
+            dev,
+            [n, dim, gv.shape[axis], inner],
+        )
+    }
 }
 
 /// out\[k\] = c\[k\] != 0 ? a\[k\] : b\[k\] over three views of one shape (stride 0 along
