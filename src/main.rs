@@ -28,6 +28,20 @@ enum Command {
 }
 
 fn main() {
+    // A closed stdout (`ember bench | head`) makes `println!` panic; end quietly, with the
+    // status a Unix tool stopped by SIGPIPE has, instead of printing a panic trace.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     // Bad flags get one line and exit status 2; --help and --version print as usual.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -42,7 +42,7 @@ pub struct BenchArgs {
     /// for mlp the model names (`seed`, `784-512-512-1`).
     #[arg(long, value_delimiter = ',')]
     pub sizes: Vec<String>,
-    /// Kernel path: avx2 or portable (default: the best this CPU runs).
+    /// Kernel path: avx512 (opt-in), avx2 or portable (default: avx2 where the CPU has it).
     #[arg(long)]
     pub isa: Option<String>,
     /// Print one JSON object per case instead of a table.
@@ -71,7 +71,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         None => isa::active(),
         Some(s) => {
             let isa = Isa::parse(s).ok_or_else(|| {
-                format!("bench: unknown ISA '{s}' (expected avx2 or portable; ember has no AVX-512 path)")
+                format!("bench: unknown ISA '{s}' (expected avx512, avx2 or portable)")
             })?;
             if !isa.is_supported() {
                 return Err(format!("bench: this CPU cannot run the {isa} kernels"));

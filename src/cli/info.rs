@@ -15,10 +15,22 @@ pub fn run() -> Result<(), String> {
     );
     println!("isa:      {}", extensions().join(" "));
     if let Ok(v) = std::env::var("EMBER_CPU_ISA") {
-        println!("override: EMBER_CPU_ISA={v}");
+        let note = match Isa::parse(&v) {
+            None => " (not a known path: ignored)",
+            Some(i) if !i.is_supported() => " (not supported by this CPU: ignored)",
+            Some(_) => "",
+        };
+        println!("override: EMBER_CPU_ISA={v}{note}");
     }
     let active = isa::active();
-    println!("kernels:  (chosen at run time; AVX-512 path absent: not built, see BENCHMARKS.md)");
+    println!(
+        "kernels:  (chosen at run time; the avx512 GEMM path is opt-in: EMBER_CPU_ISA=avx512{})",
+        if Isa::Avx512.is_supported() {
+            ", supported here"
+        } else {
+            ", not supported by this CPU"
+        }
+    );
     for (family, what) in paths(active) {
         println!("  {family:<12} {what}");
     }
@@ -34,6 +46,7 @@ fn paths(isa: Isa) -> Vec<(&'static str, String)> {
     let k32 = ember_cpu::gemm::kernel::kernel_f32(isa);
     let k64 = ember_cpu::gemm::kernel::kernel_f64(isa);
     let simd = match isa {
+        Isa::Avx512 => "avx2+fma, 8 x f32 lanes (the avx512 path changes only the f32 GEMM)",
         Isa::Avx2 => "avx2+fma, 8 x f32 lanes",
         Isa::Portable => "portable (baseline SSE2 on x86-64)",
     };

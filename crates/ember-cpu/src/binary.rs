@@ -155,7 +155,7 @@ pub fn binary<T: Float>(
 /// One output row: `out[j] = op(a[j * sa], b[j * sb])`.
 fn row<T: Float>(isa: Isa, op: BinaryOp, a: &[T], sa: usize, b: &[T], sb: usize, out: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { row_avx2(op, a, sa, b, sb, out) };
         return;

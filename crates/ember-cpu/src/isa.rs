@@ -4,15 +4,19 @@
 //! compile-time CPU features. Each hot kernel has a variant compiled with
 //! `#[target_feature(enable = "avx2,fma")]` and a portable variant, and [`active`] says which one
 //! runs. The choice is made once per process: from the `EMBER_CPU_ISA` environment variable
-//! (`avx2` or `portable`) when it is set, otherwise from `is_x86_feature_detected!`.
+//! (`avx512`, `avx2` or `portable`) when it is set, otherwise from `is_x86_feature_detected!`.
+//!
+//! `avx512` is the AVX2 path everywhere plus a 512-bit f32 GEMM microkernel. It is **opt-in**
+//! (`EMBER_CPU_ISA=avx512`, [`force`], [`with`], `ember bench --isa avx512`), not chosen by
+//! detection: the development machine has no AVX-512, so that microkernel's logic is tested
+//! here through an AVX2 emulation of its 16-lane vectors, but its instructions have not yet run
+//! on AVX-512 hardware. On a machine that has AVX-512, [`supported`] lists it, so the test
+//! suite runs every kernel on it there.
 //!
 //! Tests and benchmarks can change it: [`force`] for the whole process, [`with`] for the calls
 //! made by one closure on the current thread (every kernel reads the ISA once on entry, on the
 //! calling thread, and hands it to its workers, so a scoped override also covers the parallel
 //! parts of that call).
-//!
-//! There is no AVX-512 path: the development machine has none, and a kernel that cannot be run
-//! and tested here is not shipped.
 
 use std::cell::Cell;
 use std::fmt;
@@ -21,6 +25,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// An instruction-set family a kernel can be compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
+    /// x86-64 with AVX-512F as well: the AVX2 kernels plus a 512-bit f32 GEMM microkernel
+    /// (opt-in; see the module docs).
+    Avx512,
     /// x86-64 with AVX2 and FMA (256-bit vectors, fused multiply-add).
     Avx2,
     /// Plain Rust compiled for the target's baseline (SSE2 on x86-64); runs everywhere.
@@ -31,6 +38,7 @@ impl Isa {
     /// The lowercase name used by `EMBER_CPU_ISA`, `ember bench --isa` and `ember info`.
     pub fn name(self) -> &'static str {
         match self {
+            Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
             Isa::Portable => "portable",
         }
@@ -39,6 +47,7 @@ impl Isa {
     /// Parses a name as written by [`Isa::name`] (case-insensitive).
     pub fn parse(s: &str) -> Option<Isa> {
         match s.trim().to_ascii_lowercase().as_str() {
+            "avx512" => Some(Isa::Avx512),
             "avx2" => Some(Isa::Avx2),
             "portable" => Some(Isa::Portable),
             _ => None,
@@ -50,12 +59,21 @@ impl Isa {
         match self {
             Isa::Portable => true,
             Isa::Avx2 => avx2_fma_detected(),
+            Isa::Avx512 => avx2_fma_detected() && avx512f_detected(),
         }
+    }
+
+    /// True when this path runs the AVX2+FMA kernels (AVX2 itself, and AVX-512, which keeps
+    /// them for everything but its own GEMM microkernel) and the CPU supports it.
+    #[inline]
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512) && self.is_supported()
     }
 
     /// Width of one vector register in bytes for this path (for peak estimates and reports).
     pub fn vector_bytes(self) -> usize {
         match self {
+            Isa::Avx512 => 64,
             Isa::Avx2 => 32,
             Isa::Portable => 16,
         }
@@ -92,7 +110,20 @@ pub fn avx2_fma_detected() -> bool {
     }
 }
 
-/// The best path this CPU supports, ignoring any override.
+/// True when the CPU (and the operating system's saved state) supports AVX-512F.
+pub fn avx512f_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The path used when nothing overrides it: AVX2 where the CPU has it (also on AVX-512 CPUs,
+/// until the 512-bit kernel has run on one; see the module docs), else portable.
 pub fn detected() -> Isa {
     if avx2_fma_detected() {
         Isa::Avx2
@@ -104,6 +135,7 @@ pub fn detected() -> Isa {
 const UNSET: u8 = 0;
 const AVX2: u8 = 1;
 const PORTABLE: u8 = 2;
+const AVX512: u8 = 3;
 
 static GLOBAL: AtomicU8 = AtomicU8::new(UNSET);
 
@@ -115,6 +147,7 @@ fn encode(isa: Isa) -> u8 {
     match isa {
         Isa::Avx2 => AVX2,
         Isa::Portable => PORTABLE,
+        Isa::Avx512 => AVX512,
     }
 }
 
@@ -138,6 +171,7 @@ pub fn active() -> Isa {
     match GLOBAL.load(Ordering::Relaxed) {
         AVX2 => Isa::Avx2,
         PORTABLE => Isa::Portable,
+        AVX512 => Isa::Avx512,
         _ => {
             let isa = initial();
             GLOBAL.store(encode(isa), Ordering::Relaxed);
@@ -172,7 +206,7 @@ pub fn with<R>(isa: Isa, f: impl FnOnce() -> R) -> Result<R, UnsupportedIsa> {
 
 /// Every path this CPU can run, best first (tests iterate over it).
 pub fn supported() -> Vec<Isa> {
-    [Isa::Avx2, Isa::Portable]
+    [Isa::Avx512, Isa::Avx2, Isa::Portable]
         .into_iter()
         .filter(|i| i.is_supported())
         .collect()
@@ -192,9 +226,9 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for isa in [Isa::Avx2, Isa::Portable] {
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
             assert_eq!(Isa::parse(isa.name()), Some(isa));
         }
-        assert_eq!(Isa::parse("avx512"), None);
+        assert_eq!(Isa::parse("avx1024"), None);
     }
 }

@@ -108,7 +108,7 @@ pub fn bce_probs_grad<T: Float>(p: &[T], y: &[T], eps: f64, scale: f64, dp: &mut
 
 fn probs_grad<T: Float>(isa: Isa, p: &[T], y: &[T], eps: f64, scale: f64, dp: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { probs_grad_avx2(p, y, eps, scale, dp) };
         return;
@@ -158,7 +158,7 @@ pub fn bce_logits_sum<T: Float>(x: &[T], y: &[T]) -> f64 {
 
 fn logits_sum_f32(isa: Isa, x: &[f32], y: &[f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
         return unsafe { logits_sum_avx2(x, y) };
     }
@@ -235,7 +235,7 @@ pub fn bce_logits_grad<T: Float>(x: &[T], y: &[T], scale: f64, dx: &mut [T]) {
 
 fn logits_grad_f32(isa: Isa, x: &[f32], y: &[f32], scale: f32, dx: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { logits_grad_avx2(x, y, scale, dx) };
         return;

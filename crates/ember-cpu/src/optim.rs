@@ -13,7 +13,7 @@
 //! split into the fixed chunks of [`crate::par`] across rayon threads.
 
 use crate::element::Float;
-use crate::isa::{self, Isa};
+use crate::isa;
 use crate::par::{CHUNK, parallel};
 use rayon::prelude::*;
 
@@ -58,7 +58,7 @@ fn for_chunks<T: Float>(
 macro_rules! dispatch {
     ($isa:expr, $avx2:ident, $body:ident, ($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
-        if $isa == Isa::Avx2 && $isa.is_supported() {
+        if $isa.has_avx2() {
             // SAFETY: AVX2 and FMA are present (checked just above).
             unsafe { $avx2($($arg),*) };
             return;

@@ -12,11 +12,19 @@ use crate::isa::Isa;
 /// Runs `iters` rounds of the f32 multiply-add loop for `isa` on the calling thread and returns
 /// the number of floating-point operations performed (a multiply-add counts as 2).
 ///
-/// AVX2: 12 chains of 256-bit FMAs (16 flops each). Portable: 12 chains of 4-wide multiply and
+/// AVX-512: 12 chains of 512-bit FMAs (32 flops each). AVX2: 12 chains of 256-bit FMAs (16
+/// flops each). Portable: 12 chains of 4-wide multiply and
 /// add (what a baseline SSE2 build issues: 8 flops per pair of instructions).
 pub fn fma_flops(isa: Isa, iters: u64) -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa == Isa::Avx512 && isa.is_supported() {
+        // SAFETY: AVX-512F is present (checked just above).
+        let sink = unsafe { fma_avx512(iters) };
+        std::hint::black_box(sink);
+        return iters as f64 * 12.0 * 32.0;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
         let sink = unsafe { fma_avx2(iters) };
         std::hint::black_box(sink);
@@ -51,6 +59,26 @@ fn fma_avx2(iters: u64) -> f32 {
     out.iter().sum()
 }
 
+/// The AVX-512 probe: 12 chains of 512-bit FMAs (32 flops each).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_avx512(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(0.0); 12];
+    let x = _mm512_set1_ps(std::hint::black_box(0.999_999));
+    let y = _mm512_set1_ps(std::hint::black_box(1e-7));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, x, y);
+        }
+    }
+    let mut s = acc[0];
+    for a in &acc[1..] {
+        s = _mm512_add_ps(s, *a);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
 fn mul_add_portable(iters: u64) -> f32 {
     use wide::f32x4;
     let mut acc = [f32x4::splat(0.0); 12];
@@ -66,7 +94,9 @@ fn mul_add_portable(iters: u64) -> f32 {
 
 /// The operations [`fma_flops`] performs for `iters` rounds, without running it.
 pub fn fma_flops_per_call(isa: Isa, iters: u64) -> f64 {
-    let per_round = if isa == Isa::Avx2 && isa.is_supported() {
+    let per_round = if isa == Isa::Avx512 && isa.is_supported() {
+        32.0
+    } else if isa.has_avx2() {
         16.0
     } else {
         8.0

@@ -198,7 +198,7 @@ fn reduce_fast<T: Float>(
 /// out[j] = op over rows r of x[r * inner + j0 + j], rows in order.
 fn fold_rows<T: Float>(isa: Isa, op: ReduceOp, x: &[T], inner: usize, j0: usize, out: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 is present (checked just above).
         unsafe { fold_rows_avx2(op, x, inner, j0, out) };
         return;
@@ -279,7 +279,7 @@ fn pairwise<T: Float>(v: &[T]) -> T {
 
 fn sum_chunk<T: Float>(isa: Isa, x: &[T]) -> T {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 is present (checked just above).
         return unsafe { sum_chunk_avx2(x) };
     }
@@ -336,7 +336,7 @@ pub fn max_slice<T: Float>(x: &[T], is_max: bool) -> T {
 
 fn max_slice_isa<T: Float>(isa: Isa, x: &[T], is_max: bool) -> T {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 is present (checked just above).
         return unsafe { max_avx2(x, is_max) };
     }
@@ -454,7 +454,7 @@ fn softmax_row_scalar<T: Float>(xr: &[T], or: &mut [T], log: bool) {
 
 fn softmax_row_f32(isa: Isa, xr: &[f32], or: &mut [f32], log: bool) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { softmax_row_avx2(xr, or, log) };
         return;

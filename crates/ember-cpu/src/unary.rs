@@ -413,7 +413,7 @@ fn map_in_place_avx2(op: UnaryOp, v: &mut [f32]) {
 /// The vectorised f32 map on one chunk, on the path `isa` names.
 pub fn map_f32(isa: Isa, op: UnaryOp, x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { map_avx2(op, x, out) };
         return;
@@ -424,7 +424,7 @@ pub fn map_f32(isa: Isa, op: UnaryOp, x: &[f32], out: &mut [f32]) {
 
 fn map_f32_in_place(isa: Isa, op: UnaryOp, v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { map_in_place_avx2(op, v) };
         return;
@@ -514,7 +514,7 @@ fn backward_avx2(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) 
 
 fn backward_f32(isa: Isa, op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { backward_avx2(op, x, y, dy, dx) };
         return;

@@ -12,6 +12,12 @@
 //! - AVX2+FMA: 6×16 for f32 (12 ymm accumulators, 2 loads of B, 6 broadcasts of A per step)
 //!   and 6×8 for f64 (the same shape in doubles). 12 accumulators + 2 B registers + 1
 //!   broadcast register = 15 of the 16 ymm registers.
+//! - AVX-512F (opt-in, see `isa`): 12×32 for f32 (24 zmm accumulators, 2 loads of B, 12
+//!   broadcasts of A per step: 27 of the 32 zmm registers); f64 keeps the AVX2 6×8 kernel.
+//!   Its body is one macro instantiated twice: with the real 512-bit intrinsics, and (in tests)
+//!   with an emulation of a 16-lane vector by two AVX2 registers, so the tile logic, the edges
+//!   and the stores are tested on a machine without AVX-512. Block sizes (MC 480, KC 192,
+//!   NC 3072) follow a 32 KiB L1d / 1 MiB L2 core and are not yet tuned by measurement.
 //! - portable: a 4×8 (f32) / 4×4 (f64) tile in `wide` vectors (8 accumulators of 128 bits), which
 //!   compile to SSE2 on x86-64 and NEON on aarch64; multiply and add are separate instructions.
 //!
@@ -48,9 +54,29 @@ const KC_F64: usize = 256;
 const MC_F64: usize = 96;
 const NC_F64: usize = 2040;
 
+/// f32 block sizes of the AVX-512 kernel (12×32 tile): a 192-deep B sliver is 24 KiB, an
+/// MC×KC block of A 360 KiB.
+const KC_F32_512: usize = 192;
+const MC_F32_512: usize = 480;
+const NC_F32_512: usize = 3072;
+
 /// The f32 kernel for `isa`.
 pub fn kernel_f32(isa: Isa) -> Kernel<f32> {
+    #[cfg(test)]
+    if let Some(k) = test_override::get() {
+        return k;
+    }
     match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_supported() => Kernel {
+            isa: Isa::Avx512,
+            mr: 12,
+            nr: 32,
+            mc: MC_F32_512,
+            kc: KC_F32_512,
+            nc: NC_F32_512,
+            ukr: avx512::ukr_f32_12x32,
+        },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if isa.is_supported() => Kernel {
             isa: Isa::Avx2,
@@ -73,11 +99,11 @@ pub fn kernel_f32(isa: Isa) -> Kernel<f32> {
     }
 }
 
-/// The f64 kernel for `isa`.
+/// The f64 kernel for `isa` (the AVX-512 path keeps the AVX2 one).
 pub fn kernel_f64(isa: Isa) -> Kernel<f64> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => Kernel {
+        Isa::Avx2 | Isa::Avx512 if isa.is_supported() => Kernel {
             isa: Isa::Avx2,
             mr: 6,
             nr: 8,
@@ -207,6 +233,203 @@ unsafe fn portable_f64_4x4(
     }
     // SAFETY: forwarded from the caller.
     unsafe { store_tile(&tile, alpha, beta, c, rs_c, cs_c) }
+}
+
+/// The 12×32 f32 microkernel body over a 16-lane vector type, given as the paths of its
+/// operations: `$zero` (an expression), `$splat(f32)`, `$load(ptr)`, `$store(ptr, v)`,
+/// `$fma(a, b, c)` = a·b + c, `$mul(a, b)`. Each C element sums its kc products in order with
+/// one accumulator, as the AVX2 kernel does.
+#[cfg(target_arch = "x86_64")]
+macro_rules! ukr_f32_12x32 {
+    ($(#[$meta:meta])* $name:ident, $feature:literal,
+     $zero:expr, $splat:path, $load:path, $store:path, $fma:path, $mul:path) => {
+        $(#[$meta])*
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn $name(
+            kc: usize,
+            alpha: f32,
+            mut a: *const f32,
+            mut b: *const f32,
+            beta: f32,
+            c: *mut f32,
+            rs_c: usize,
+            cs_c: usize,
+        ) {
+            let mut acc = [[$zero; 2]; 12];
+            for _ in 0..kc {
+                // SAFETY: a and b advance by 12 and 32 per step over kc steps, inside the
+                // packed slivers (the MicroKernel contract).
+                unsafe {
+                    let b0 = $load(b);
+                    let b1 = $load(b.add(16));
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let ai = $splat(*a.add(i));
+                        row[0] = $fma(ai, b0, row[0]);
+                        row[1] = $fma(ai, b1, row[1]);
+                    }
+                    a = a.add(12);
+                    b = b.add(32);
+                }
+            }
+            let va = $splat(alpha);
+            let vb = $splat(beta);
+            if cs_c == 1 {
+                for (i, row) in acc.iter().enumerate() {
+                    for (h, &v) in row.iter().enumerate() {
+                        // SAFETY: row i of the tile holds 32 contiguous writable floats.
+                        unsafe {
+                            let p = c.add(i * rs_c + 16 * h);
+                            let r = if beta == 0.0 {
+                                $mul(va, v)
+                            } else {
+                                $fma(vb, $load(p), $mul(va, v))
+                            };
+                            $store(p, r);
+                        }
+                    }
+                }
+            } else {
+                let mut tile = [0.0f32; 12 * 32];
+                for (i, row) in acc.iter().enumerate() {
+                    for (h, &v) in row.iter().enumerate() {
+                        // SAFETY: 16 floats fit at offset 32i + 16h < 384.
+                        unsafe { $store(tile.as_mut_ptr().add(32 * i + 16 * h), v) };
+                    }
+                }
+                for i in 0..12 {
+                    for j in 0..32 {
+                        // SAFETY: (i, j) lies inside the writable tile.
+                        let cij = unsafe { &mut *c.add(i * rs_c + j * cs_c) };
+                        let v = alpha * tile[32 * i + j];
+                        *cij = if beta == 0.0 {
+                            v
+                        } else {
+                            beta.mul_add(*cij, v)
+                        };
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    ukr_f32_12x32!(
+        /// AVX-512F 12×32 f32 microkernel (see the module docs for the register plan).
+        ///
+        /// # Safety
+        /// The CPU supports AVX-512F (checked by `kernel_f32`), and the
+        /// [`super::MicroKernel`] contract holds.
+        ukr_f32_12x32,
+        "avx512f",
+        _mm512_setzero_ps(),
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps,
+        _mm512_mul_ps
+    );
+}
+
+/// A 16-lane f32 vector emulated by two AVX2 registers, so the 12×32 kernel's logic runs (and
+/// is tested) on CPUs without AVX-512. Test-only: it is slower than the 6×16 AVX2 kernel.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) mod emulated512 {
+    use std::arch::x86_64::*;
+
+    /// Lanes 0..8 and 8..16.
+    #[derive(Clone, Copy)]
+    pub(crate) struct V16(__m256, __m256);
+
+    #[target_feature(enable = "avx2,fma")]
+    fn zero() -> V16 {
+        V16(_mm256_setzero_ps(), _mm256_setzero_ps())
+    }
+    #[target_feature(enable = "avx2,fma")]
+    fn splat(x: f32) -> V16 {
+        V16(_mm256_set1_ps(x), _mm256_set1_ps(x))
+    }
+    /// # Safety
+    /// 16 floats are readable at `p`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load(p: *const f32) -> V16 {
+        // SAFETY: forwarded to the caller.
+        unsafe { V16(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
+    }
+    /// # Safety
+    /// 16 floats are writable at `p`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store(p: *mut f32, v: V16) {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            _mm256_storeu_ps(p, v.0);
+            _mm256_storeu_ps(p.add(8), v.1);
+        }
+    }
+    #[target_feature(enable = "avx2,fma")]
+    fn fma(a: V16, b: V16, c: V16) -> V16 {
+        V16(
+            _mm256_fmadd_ps(a.0, b.0, c.0),
+            _mm256_fmadd_ps(a.1, b.1, c.1),
+        )
+    }
+    #[target_feature(enable = "avx2,fma")]
+    fn mul(a: V16, b: V16) -> V16 {
+        V16(_mm256_mul_ps(a.0, b.0), _mm256_mul_ps(a.1, b.1))
+    }
+
+    ukr_f32_12x32!(
+        /// The AVX-512 kernel's body on emulated 16-lane vectors (AVX2+FMA).
+        ///
+        /// # Safety
+        /// The CPU supports AVX2 and FMA, and the [`super::MicroKernel`] contract holds.
+        ukr_f32_12x32, "avx2,fma", zero(), splat, load, store, fma, mul
+    );
+
+    /// The AVX-512 f32 kernel's shape and block sizes with the emulated microkernel.
+    pub(crate) fn kernel() -> super::Kernel<f32> {
+        super::Kernel {
+            isa: crate::isa::Isa::Avx2,
+            mr: 12,
+            nr: 32,
+            mc: super::MC_F32_512,
+            kc: super::KC_F32_512,
+            nc: super::NC_F32_512,
+            ukr: ukr_f32_12x32,
+        }
+    }
+}
+
+/// A per-thread replacement for [`kernel_f32`]'s choice, for tests that run the packed driver
+/// with a kernel this CPU would not pick (the emulated AVX-512 one).
+#[cfg(test)]
+pub(crate) mod test_override {
+    use std::cell::Cell;
+
+    thread_local! {
+        static KERNEL: Cell<Option<super::Kernel<f32>>> = const { Cell::new(None) };
+    }
+
+    /// The override in force on this thread, if any.
+    pub(crate) fn get() -> Option<super::Kernel<f32>> {
+        KERNEL.with(Cell::get)
+    }
+
+    /// Runs `f` with `kernel_f32` returning `k` on this thread.
+    pub(crate) fn with<R>(k: super::Kernel<f32>, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<super::Kernel<f32>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                KERNEL.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(KERNEL.with(|c| c.replace(Some(k))));
+        f()
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

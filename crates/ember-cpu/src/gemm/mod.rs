@@ -121,7 +121,7 @@ impl<T> std::fmt::Debug for Kernel<T> {
 }
 
 /// Largest MR×NR tile of any kernel (sizes the edge-tile scratch buffer).
-pub(crate) const MAX_TILE: usize = 96;
+pub(crate) const MAX_TILE: usize = 12 * 32;
 
 /// At or below this many multiply-adds (m·n·k) the unpacked small-matrix loop runs instead of
 /// the packed driver. Measured with `ember bench gemm --threads 1` (BENCHMARKS.md): the small

@@ -32,7 +32,7 @@ pub(super) fn small<T: Float>(
     c: CPtr<T>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.has_avx2() {
         if let (Some(ad), Some(bd)) = (T::as_f32_slice(a.data), T::as_f32_slice(b.data))
             && k <= KMAX
         {
@@ -343,7 +343,7 @@ pub(super) fn gemv<T: Float>(
     let run = |r0: usize| {
         let rows = ROWS.min(m - r0);
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 && isa.is_supported() {
+        if isa.has_avx2() {
             // SAFETY: AVX2 and FMA are present (checked just above).
             unsafe { gemv_avx2(r0, rows, k, alpha, a, &xv, beta, y) };
             return;

@@ -495,6 +495,10 @@ fn microkernel_identity_product() {
             }
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.is_supported() {
+        run(kernel::emulated512::kernel());
+    }
     for isa in isa::supported() {
         run(kernel::kernel_f32(isa));
         run(kernel::kernel_f64(isa));
@@ -614,4 +618,116 @@ fn identity_product() {
         Epilogue::default(),
     );
     assert_eq!(c, a);
+}
+
+/// The AVX-512 f32 kernel's 12×32 logic, run through its AVX2 emulation (this machine may have
+/// no AVX-512; where it has, `on_every_isa` runs the real kernel through every other test):
+/// tiles cut at every edge (rows past 12, columns past 32), K past KC (192), M past MC (480),
+/// N past NC (3072), every layout, alpha/beta, the epilogue, and the parallel driver with
+/// bit-identical results for 1 and 2 threads.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_kernel_logic_through_emulation() {
+    if !Isa::Avx2.is_supported() {
+        eprintln!("SKIPPED: avx512_kernel_logic_through_emulation: the emulation needs AVX2+FMA");
+        return;
+    }
+    let kern = kernel::emulated512::kernel();
+    let run = |f: &dyn Fn()| {
+        isa::with(Isa::Avx2, || kernel::test_override::with(kern, f)).expect("AVX2 present")
+    };
+    run(&|| {
+        for (t, &(m, n, k)) in [
+            (12, 32, 20),
+            (13, 33, 20),
+            (11, 31, 40),
+            (25, 65, 193),
+            (24, 64, 384),
+            (481, 40, 8),
+            (13, 3100, 5),
+            (67, 67, 67),
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(
+                m * n * k > super::SMALL_MAX_MNK,
+                "{m}x{n}x{k} must take the packed path"
+            );
+            for (l, lays) in LAYS
+                .iter()
+                .flat_map(|&a| {
+                    LAYS.iter()
+                        .flat_map(move |&b| LAYS.iter().map(move |&c| (a, b, c)))
+                })
+                .enumerate()
+            {
+                let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][(t + l) % 3];
+                let act = [Activation::None, Activation::Relu, Activation::Tanh][l % 3];
+                check::<f32>(
+                    m,
+                    n,
+                    k,
+                    lays,
+                    alpha,
+                    beta,
+                    l % 2 == 0,
+                    act,
+                    (t * 29 + l) as u64,
+                );
+            }
+        }
+    });
+    // The parallel driver with 12-row tiles: same bits for 1 and 2 threads.
+    let (m, n, k) = (200, 300, 250);
+    let mut rng = Rng::new(11);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.uniform() as f32).collect();
+    let product = |threads: usize| {
+        run_in_pool(threads, || {
+            let mut c = vec![0.0f32; m * n];
+            isa::with(Isa::Avx2, || {
+                kernel::test_override::with(kern, || {
+                    gemm(
+                        m,
+                        n,
+                        k,
+                        1.0,
+                        MatRef {
+                            data: &a,
+                            rs: k,
+                            cs: 1,
+                        },
+                        MatRef {
+                            data: &b,
+                            rs: n,
+                            cs: 1,
+                        },
+                        0.0,
+                        MatMut {
+                            data: &mut c,
+                            rs: n,
+                            cs: 1,
+                        },
+                        Epilogue::default(),
+                    )
+                })
+            })
+            .expect("AVX2 present");
+            c
+        })
+    };
+    let (one, two) = (product(1), product(2));
+    assert!(
+        one.iter()
+            .zip(&two)
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+    );
+    // And the values: row 7 against an f64 reference.
+    for j in 0..n {
+        let want: f64 = (0..k)
+            .map(|p| a[7 * k + p] as f64 * b[p * n + j] as f64)
+            .sum();
+        assert!((one[7 * n + j] as f64 - want).abs() < 1e-3, "C[7,{j}]");
+    }
 }
