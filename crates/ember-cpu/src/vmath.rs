@@ -155,7 +155,10 @@ pub fn ln<F: MulAdd>(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const SQRT_HALF_BITS: i32 = 0x3f35_04f3; // f32 bits of √½
-    let sub = x < f32::MIN_POSITIVE;
+    // Every test on x is made on its bits, with integer compares: LLVM otherwise merges the
+    // float compares into class tests that cost about twice as many vector instructions.
+    let b = x.to_bits() as i32;
+    let sub = b < 0x0080_0000; // subnormal or zero (or negative: replaced at the end)
     let xs = select(sub, x * 8_388_608.0, x); // 2^23 lifts subnormals into the normal range
     // Subtracting the bits of √½ moves the exponent boundary from 1 to √½.
     let ix = (xs.to_bits() as i32).wrapping_sub(SQRT_HALF_BITS);
@@ -172,9 +175,11 @@ pub fn ln<F: MulAdd>(x: f32) -> f32 {
     let s2 = s + s;
     let lnm = F::mul_add(s2 * z, p, s2);
     let r = F::mul_add(e, LN2_HI, F::mul_add(e, LN2_LO, lnm));
-    let r = select(x == f32::INFINITY, f32::INFINITY, r);
-    let r = select(x == 0.0, f32::NEG_INFINITY, r);
-    select(x < 0.0 || x.is_nan(), f32::NAN, r)
+    // Positive and finite (subnormals included) keep r; +inf, ±0, negatives and NaN do not.
+    let finite_pos = b > 0 && b < 0x7f80_0000;
+    let special = select(b == 0x7f80_0000, f32::INFINITY, f32::NAN);
+    let special = select(b & 0x7fff_ffff == 0, f32::NEG_INFINITY, special);
+    select(finite_pos, r, special)
 }
 
 /// Hyperbolic tangent, one formula for all x: with a = min(|x|, 9.5) and E = 1 - e^{-2a}
