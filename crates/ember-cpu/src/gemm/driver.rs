@@ -89,7 +89,7 @@ pub(super) fn packed<T: Float>(
                 let ic = blk * mc;
                 let mb = mc.min(m - ic);
                 let ap = &mut apack.as_mut_slice()[..mb.div_ceil(mr) * mr * kb];
-                pack_a(a, ic, mb, pc, kb, mr, ap);
+                pack_a(kern.isa, a, ic, mb, pc, kb, mr, ap);
                 macro_kernel(kern, alpha, beta_k, ap, bp, kb, ic, mb, jc, nb, s0..s1, c);
                 if last {
                     let cols = jc + s0 * nr..jc + (s1 * nr).min(nb);

@@ -7,12 +7,15 @@
 
 use super::MatRef;
 use crate::element::Float;
+use crate::isa::Isa;
 
 /// Packs rows `i0..i0+mb` × columns `p0..p0+kb` of A into MR-row slivers.
 ///
 /// Sliver s occupies `dst[s*kb*mr ..][.. kb*mr]`; within it, step p holds the `mr` values
 /// `A[i0 + s*mr + r, p0 + p]` for r in 0..mr, zero where the row is past `mb`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_a<T: Float>(
+    isa: Isa,
     a: &MatRef<'_, T>,
     i0: usize,
     mb: usize,
@@ -40,14 +43,34 @@ pub(crate) fn pack_a<T: Float>(
             if rows < mr {
                 sliver.fill(T::ZERO);
             }
+            // Row-major f32 with the AVX2 kernel's 6-row slivers: 8 columns at a time through
+            // an 8×8 register transpose; the scalar loop below finishes the last columns.
+            let mut p_done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if isa.has_avx2()
+                && mr == 6
+                && rows == 6
+                && a.cs == 1
+                && let (Some(ad), Some(sd)) = (T::as_f32_slice(a.data), T::as_f32_slice_mut(sliver))
+            {
+                let base = r0 * a.rs + p0;
+                // The six rows' first kb elements are inside A (the caller's contract).
+                let last = base + 5 * a.rs + kb;
+                if last <= ad.len() {
+                    // SAFETY: AVX2 is present; rows r0..r0+6 × columns p0..p0+kb lie inside
+                    // `ad` (checked just above) and the sliver holds 6·kb floats.
+                    p_done = unsafe { pack_a_6_avx2(&ad[base..], a.rs, kb, sd) };
+                }
+            }
+            let _ = isa;
             for r in 0..rows {
                 let row = (r0 + r) * a.rs + p0 * a.cs;
                 if a.cs == 1 {
-                    for (p, &v) in a.data[row..row + kb].iter().enumerate() {
+                    for (p, &v) in a.data[row..row + kb].iter().enumerate().skip(p_done) {
                         sliver[p * mr + r] = v;
                     }
                 } else {
-                    for p in 0..kb {
+                    for p in p_done..kb {
                         sliver[p * mr + r] = a.data[row + p * a.cs];
                     }
                 }
@@ -94,4 +117,67 @@ pub(crate) fn pack_b_sliver<T: Float>(
             }
         }
     }
+}
+
+/// Packs six row-major rows of A (row `r` starts at `a[r * rs]`) into a 6-row sliver, 8
+/// columns at a time: six 8-wide loads, an 8×8 transpose (rows 6 and 7 zero) and eight
+/// overlapping 8-wide stores, each of which writes one column's six values plus two lanes the
+/// next store overwrites. Stops while a whole block still fits before the sliver's end and
+/// returns how many columns it packed; the caller packs the rest.
+///
+/// # Safety
+/// AVX2 is present; `a` holds `5 * rs + kb` elements; `dst` holds `6 * kb`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_a_6_avx2(a: &[f32], rs: usize, kb: usize, dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    debug_assert!(a.len() >= 5 * rs + kb && dst.len() >= 6 * kb);
+    let (src, out) = (a.as_ptr(), dst.as_mut_ptr());
+    let mut p = 0;
+    // The block at p stores up to 6(p + 7) + 8 = 6p + 50 < 6(p + 9) <= 6·kb.
+    while p + 9 <= kb {
+        // SAFETY: rows 0..6, columns p..p+8 lie inside `a` (p + 8 <= kb); the stores end
+        // before 6·kb (above).
+        unsafe {
+            let z = _mm256_setzero_ps();
+            let r = [
+                _mm256_loadu_ps(src.add(p)),
+                _mm256_loadu_ps(src.add(rs + p)),
+                _mm256_loadu_ps(src.add(2 * rs + p)),
+                _mm256_loadu_ps(src.add(3 * rs + p)),
+                _mm256_loadu_ps(src.add(4 * rs + p)),
+                _mm256_loadu_ps(src.add(5 * rs + p)),
+            ];
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            // Rows 4 and 5 with two zero rows: lanes (r4, r5, 0, 0) per column.
+            let s4 = _mm256_shuffle_ps::<0x44>(t4, z);
+            let s5 = _mm256_shuffle_ps::<0xEE>(t4, z);
+            let s6 = _mm256_shuffle_ps::<0x44>(t5, z);
+            let s7 = _mm256_shuffle_ps::<0xEE>(t5, z);
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ];
+            for (j, &c) in cols.iter().enumerate() {
+                _mm256_storeu_ps(out.add(6 * (p + j)), c);
+            }
+        }
+        p += 8;
+    }
+    p
 }
