@@ -223,10 +223,11 @@ fn gather_rows(t: &Tensor, ids: &[usize]) -> Result<Tensor> {
 
 /// A scalar tensor's value as f64.
 fn scalar(t: &Tensor) -> Result<f64> {
-    let v = t.to_vec::<f64>()?;
-    v.first()
-        .copied()
-        .ok_or_else(|| NnError::Config(format!("expected a scalar, got shape {:?}", t.shape())))
+    if t.elem_count() != 1 {
+        return config_err(format!("expected a scalar, got shape {:?}", t.shape()));
+    }
+    // `to_scalar` reads the one element in place on the CPU (no allocation per step).
+    Ok(t.to_scalar::<f64>()?)
 }
 
 /// Seed of epoch `epoch`'s shuffle: a fixed mix of the run's seed and the epoch number.
