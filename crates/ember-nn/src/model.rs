@@ -12,7 +12,7 @@
 //!   predictions (each made before that batch's update, as in Keras).
 
 use crate::callbacks::{Callback, Control};
-use crate::error::{NnError, Result, config_err};
+use crate::error::{Result, config_err};
 use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::module::Module;
