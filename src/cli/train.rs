@@ -247,6 +247,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
                 verbose: 0,
                 initial_epoch: 0,
                 callbacks: vec![Box::new(reporter)],
+                host_reads: ember_nn::model::HostReads::Auto,
             },
         )
         .map_err(|e| e.to_string())?;

@@ -52,7 +52,7 @@ pub mod prelude {
     };
     pub use crate::loss::Loss;
     pub use crate::metrics::{ConfusionMatrix, Metric};
-    pub use crate::model::{EpochLogs, Evaluation, FitConfig, History, Model};
+    pub use crate::model::{EpochLogs, Evaluation, FitConfig, History, HostReads, Model};
     pub use crate::module::Module;
     pub use crate::optim::{Algorithm, Clip, Optimizer, Schedule};
     pub use crate::regularizer::Regularizer;

@@ -10,6 +10,11 @@
 //! - the epoch `loss` is the mean of the batch losses weighted by batch size, including the
 //!   regularisation penalty, as Keras reports it; metrics are computed over all the epoch's
 //!   predictions (each made before that batch's update, as in Keras).
+//!
+//! Reading a value back to the host waits for the device. On a GPU, `fit` and `evaluate`
+//! therefore keep each batch's loss and outputs on the device and read them once per epoch
+//! ([`HostReads`]): a training step is then launches only. The epoch's figures are the same
+//! either way; what changes is when `on_batch_end` runs and when a non-finite loss is noticed.
 
 use crate::callbacks::{Callback, Control};
 use crate::error::{Result, config_err};
@@ -43,6 +48,24 @@ pub struct FitConfig {
     pub initial_epoch: usize,
     /// Callbacks, called in order.
     pub callbacks: Vec<Box<dyn Callback>>,
+    /// When batch losses and outputs are read back to the host.
+    pub host_reads: HostReads,
+}
+
+/// When [`Model::fit`] reads batch losses and outputs back to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostReads {
+    /// Per batch on the CPU, once per epoch on a GPU.
+    #[default]
+    Auto,
+    /// After every batch: a non-finite loss stops training before its update is applied, and
+    /// `on_batch_end` runs after each batch.
+    PerBatch,
+    /// Once per epoch: losses and outputs stay on the device until the epoch ends (no wait
+    /// for the device between steps). `on_batch_end` then runs for every batch, in order, at
+    /// the end of the epoch, and a non-finite loss is reported there (naming its optimizer
+    /// step), after the epoch's remaining updates were applied.
+    PerEpoch,
 }
 
 impl Default for FitConfig {
@@ -56,6 +79,7 @@ impl Default for FitConfig {
             verbose: 1,
             initial_epoch: 0,
             callbacks: Vec::new(),
+            host_reads: HostReads::Auto,
         }
     }
 }
@@ -274,6 +298,16 @@ impl Model {
         Ok((value, out.detach()))
     }
 
+    /// [`Model::train_step`] without reading anything back: returns the batch loss and the
+    /// outputs as (detached) tensors on the model's device.
+    fn train_step_on_device(&mut self, x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
+        let out = self.network.forward(x)?;
+        let loss = self.batch_loss(&out, y)?;
+        let grads = loss.backward()?;
+        self.optimizer.step(self.network.parameters_ref(), &grads)?;
+        Ok((loss.detach(), out.detach()))
+    }
+
     /// Turns raw outputs into probabilities for the metrics (sigmoid or softmax for logits).
     fn scores(&self, out: &[f64], cols: usize) -> Vec<f64> {
         match self.loss {
@@ -350,6 +384,15 @@ impl Model {
                 order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch)));
             }
             let (mut loss_sum, mut outs, mut labels, mut cols) = (0.0, Vec::new(), Vec::new(), 1);
+            let deferred = match cfg.host_reads {
+                HostReads::Auto => x.device() != ember_core::Device::Cpu,
+                HostReads::PerBatch => false,
+                HostReads::PerEpoch => true,
+            };
+            // Deferred mode: the epoch's batch losses, outputs and labels, still on the device.
+            let (mut dev_losses, mut dev_outs, mut dev_labels) =
+                (Vec::new(), Vec::new(), Vec::new());
+            let steps_before = self.optimizer.iterations();
             // Gather the epoch's shuffled rows once; each batch is then a cheap view of them.
             let (x_epoch, y_epoch) = if cfg.shuffle {
                 (
@@ -363,6 +406,15 @@ impl Model {
                 let start = b * cfg.batch_size;
                 let xb = rows(&x_epoch, start, ids.len())?;
                 let yb = rows(&y_epoch, start, ids.len())?;
+                if deferred {
+                    let (loss, out) = self.train_step_on_device(&xb, &yb)?;
+                    dev_losses.push(loss);
+                    if !self.metrics.is_empty() {
+                        dev_outs.push(out);
+                        dev_labels.push(yb);
+                    }
+                    continue;
+                }
                 let (loss, out) = self.train_step(&xb, &yb)?;
                 loss_sum += loss * ids.len() as f64;
                 if !self.metrics.is_empty() {
@@ -372,6 +424,34 @@ impl Model {
                 }
                 for cb in cfg.callbacks.iter_mut() {
                     cb.on_batch_end(epoch, b, loss);
+                }
+            }
+            if deferred {
+                // One read for the whole epoch: the batch losses stacked on the device.
+                let losses: Vec<f64> = if dev_losses.is_empty() {
+                    Vec::new()
+                } else {
+                    let parts: Vec<&Tensor> = dev_losses.iter().collect();
+                    Tensor::stack(&parts, 0)?.to_vec::<f64>()?
+                };
+                for ((b, ids), &loss) in order.chunks(cfg.batch_size).enumerate().zip(&losses) {
+                    if !loss.is_finite() {
+                        return config_err(format!(
+                            "loss became {loss} at optimizer step {}: lower the learning rate or scale the inputs",
+                            steps_before + b as u64 + 1
+                        ));
+                    }
+                    loss_sum += loss * ids.len() as f64;
+                    for cb in cfg.callbacks.iter_mut() {
+                        cb.on_batch_end(epoch, b, loss);
+                    }
+                }
+                if !dev_outs.is_empty() {
+                    let outs_t = Tensor::cat(&dev_outs.iter().collect::<Vec<_>>(), 0)?;
+                    cols = outs_t.elem_count() / n_train.max(1);
+                    outs = outs_t.to_vec::<f64>()?;
+                    labels =
+                        Tensor::cat(&dev_labels.iter().collect::<Vec<_>>(), 0)?.to_vec::<f64>()?;
                 }
             }
             let scores = self.scores(&outs, cols);
@@ -423,15 +503,33 @@ impl Model {
         self.network.set_training(false);
         let result = no_grad(|| -> Result<Evaluation> {
             let (mut loss_sum, mut outs, mut cols) = (0.0, Vec::new(), 1);
+            // On a GPU the batch losses and outputs stay on the device and are read once.
+            let on_device = x.device() != ember_core::Device::Cpu;
+            let (mut dev_losses, mut dev_outs, mut lens) = (Vec::new(), Vec::new(), Vec::new());
             let mut start = 0;
             while start < n {
                 let len = batch_size.min(n - start);
                 let (xb, yb) = (rows(x, start, len)?, rows(y, start, len)?);
                 let out = self.network.forward(&xb)?;
-                loss_sum += scalar(&self.batch_loss(&out, &yb)?)? * len as f64;
+                let loss = self.batch_loss(&out, &yb)?;
                 cols = out.elem_count() / len;
-                outs.extend(out.to_vec::<f64>()?);
+                if on_device {
+                    dev_losses.push(loss);
+                    dev_outs.push(out);
+                    lens.push(len);
+                } else {
+                    loss_sum += scalar(&loss)? * len as f64;
+                    outs.extend(out.to_vec::<f64>()?);
+                }
                 start += len;
+            }
+            if !dev_losses.is_empty() {
+                let losses =
+                    Tensor::stack(&dev_losses.iter().collect::<Vec<_>>(), 0)?.to_vec::<f64>()?;
+                for (&l, &len) in losses.iter().zip(&lens) {
+                    loss_sum += l * len as f64;
+                }
+                outs = Tensor::cat(&dev_outs.iter().collect::<Vec<_>>(), 0)?.to_vec::<f64>()?;
             }
             let labels = y.to_vec::<f64>()?;
             let scores = self.scores(&outs, cols);

@@ -326,3 +326,75 @@ fn fit_rejects_bad_settings_without_panicking() {
             .contains("Dense(2 -> 4)")
     );
 }
+
+/// Records every (epoch, batch, loss) it is given.
+struct BatchLosses(Rc<RefCell<Vec<(usize, usize, f64)>>>);
+
+impl Callback for BatchLosses {
+    fn on_batch_end(&mut self, epoch: usize, batch: usize, loss: f64) {
+        self.0.borrow_mut().push((epoch, batch, loss));
+    }
+}
+
+/// Reading losses and outputs once per epoch (what a GPU does by default) gives exactly the
+/// history, batch losses and weights of reading them after every batch.
+#[test]
+fn per_epoch_host_reads_match_per_batch_reads() {
+    let (x, y) = tiny_problem();
+    let run = |reads: HostReads| {
+        let mut model = tiny_model(Optimizer::adam().with_lr(0.05));
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let mut cfg = quiet(3, 3, 0.3);
+        cfg.host_reads = reads;
+        cfg.callbacks.push(Box::new(BatchLosses(seen.clone())));
+        let history = model.fit(&x, &y, cfg).unwrap();
+        let weights: Vec<u32> = model
+            .network
+            .named_parameters()
+            .iter()
+            .flat_map(|(_, t)| t.to_vec::<f32>().unwrap())
+            .map(f32::to_bits)
+            .collect();
+        let seen = seen.borrow().clone();
+        (history, seen, weights)
+    };
+    let (h_batch, seen_batch, w_batch) = run(HostReads::PerBatch);
+    let (h_epoch, seen_epoch, w_epoch) = run(HostReads::PerEpoch);
+    assert_eq!(seen_batch.len(), 9, "3 epochs of 3 batches");
+    assert_eq!(seen_batch, seen_epoch);
+    assert_eq!(w_batch, w_epoch);
+    assert_eq!(h_batch.epochs.len(), h_epoch.epochs.len());
+    for (a, b) in h_batch.epochs.iter().zip(&h_epoch.epochs) {
+        assert_eq!(a.loss, b.loss);
+        assert_eq!(a.metrics, b.metrics);
+        assert_eq!(a.val_loss, b.val_loss);
+        assert_eq!(a.val_metrics, b.val_metrics);
+    }
+}
+
+/// A diverging run is still stopped with an error naming the optimizer step when losses are
+/// read once per epoch.
+#[test]
+fn per_epoch_host_reads_still_catch_a_non_finite_loss() {
+    let (x, y) = tiny_problem();
+    // A NaN feature makes the first batch's loss NaN (the probability clamp keeps a merely
+    // huge loss finite).
+    let x = x.mul_scalar(f64::NAN).unwrap();
+    for reads in [HostReads::PerBatch, HostReads::PerEpoch] {
+        let mut model = tiny_model(Optimizer::sgd().with_lr(0.1));
+        let mut cfg = quiet(3, 3, 0.0);
+        cfg.host_reads = reads;
+        let err = model.fit(&x, &y, cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("loss became NaN at optimizer step 1:"),
+            "{reads:?}: {err}"
+        );
+        // Per batch, the NaN step is never applied; per epoch, the epoch's 4 batches ran
+        // before the losses were read (the documented difference).
+        let steps = model.optimizer.iterations();
+        match reads {
+            HostReads::PerEpoch => assert_eq!(steps, 4),
+            _ => assert_eq!(steps, 0),
+        }
+    }
+}
