@@ -6,7 +6,7 @@
 //! 2. `tensor.rs`: the [`Tensor`] handle (an `Arc` to an immutable node), creation and read-back.
 //! 3. `ops/`: the forward ops. Each validates its inputs, calls the CPU dispatch point
 //!    (`backend.rs`, one `match` on dtype per op, calling an ember-cpu kernel) and records an
-//!    [`op`](crate::op) when a gradient may flow.
+//!    op record (`op.rs`) when a gradient may flow.
 //! 4. `backprop.rs`: `backward()` and every derivative rule, one short commented rule per op.
 //! 5. [`loss`], [`optim`], [`gradcheck`]: losses, fused optimizer updates, gradient checking.
 //!

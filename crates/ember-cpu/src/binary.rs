@@ -88,7 +88,7 @@ pub fn apply<T: Float>(op: BinaryOp, a: T, b: T) -> T {
     }
 }
 
-/// out[i] = op(a[i], b[i]) over views that already share the output's shape.
+/// `out[i] = op(a[i], b[i])` over views that already share the output's shape.
 pub fn binary<T: Float>(
     op: BinaryOp,
     a: &[T],
@@ -213,7 +213,7 @@ fn row_body<T: Float>(op: BinaryOp, a: &[T], sa: usize, b: &[T], sb: usize, out:
     );
 }
 
-/// out[i] = if cond[i] != 0 { a[i] } else { b[i] }, over views sharing the output's shape.
+/// `out[i] = if cond[i] != 0 { a[i] } else { b[i] }`, over views sharing the output's shape.
 pub fn where_cond<T: Float>(
     cond: &[T],
     cv: Strided<'_>,

@@ -7,7 +7,7 @@
 use crate::strided::{Strided, for_each_offset};
 use half::{bf16, f16};
 
-/// dst[i] = src[view element i], row-major.
+/// `dst[i] = src[view element i]`, row-major.
 pub fn copy_strided<T: Copy>(src: &[T], sv: Strided<'_>, dst: &mut [T]) {
     debug_assert_eq!(dst.len(), sv.elem_count());
     if let Some(r) = sv.contiguous_range() {
@@ -64,7 +64,7 @@ pub fn concat<T: Copy>(parts: &[(&[T], usize)], outer: usize, dst: &mut [T]) {
     }
 }
 
-/// dst[i] = cast(src[view element i]).
+/// `dst[i] = cast(src[view element i])`.
 pub fn cast_strided<S: Copy + Cast<D>, D: Copy>(src: &[S], sv: Strided<'_>, dst: &mut [D]) {
     debug_assert_eq!(dst.len(), sv.elem_count());
     for_each_offset(sv, |i, off| dst[i] = src[off].cast());

@@ -7,7 +7,7 @@
 
 use crate::element::Float;
 
-/// out[o, j, i] = src[o, idx[j], i]; `src` is `[outer, dim, inner]`, `out` is
+/// `out[o, j, i] = src[o, idx[j], i]`; `src` is `[outer, dim, inner]`, `out` is
 /// `[outer, idx.len(), inner]`.
 pub fn index_select<T: Copy>(
     src: &[T],
@@ -27,7 +27,7 @@ pub fn index_select<T: Copy>(
     }
 }
 
-/// The adjoint of [`index_select`]: dst[o, idx[j], i] += grad[o, j, i].
+/// The adjoint of [`index_select`]: `dst[o, idx[j], i] += grad[o, j, i]`.
 pub fn index_add<T: Float>(
     grad: &[T],
     outer: usize,

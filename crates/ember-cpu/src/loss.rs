@@ -96,7 +96,7 @@ pub fn bce_probs_sum<T: Float>(p: &[T], y: &[T], eps: f64) -> f64 {
     })
 }
 
-/// dp[i] = scale * d/dp of the clamped BCE: (p - y) / (p (1 - p)) inside the clamp range, 0
+/// `dp[i]` = scale · d/dp of the clamped BCE: (p - y) / (p (1 - p)) inside the clamp range, 0
 /// outside it (the clamp has zero slope there), as Keras's gradient does.
 pub fn bce_probs_grad<T: Float>(p: &[T], y: &[T], eps: f64, scale: f64, dp: &mut [T]) {
     let isa = isa::active();
@@ -214,7 +214,7 @@ fn logits_sum_body<F: MulAdd>(x: &[f32], y: &[f32]) -> f64 {
     acc[0]
 }
 
-/// dx[i] = scale * (sigmoid(x) - y).
+/// `dx[i] = scale * (sigmoid(x) - y)`.
 pub fn bce_logits_grad<T: Float>(x: &[T], y: &[T], scale: f64, dx: &mut [T]) {
     let isa = isa::active();
     chunked_map(dx, |i0, d| {

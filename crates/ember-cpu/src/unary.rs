@@ -225,7 +225,7 @@ pub fn derivative<T: Float>(op: UnaryOp, x: T, y: T) -> T {
     }
 }
 
-/// out[i] = op(x[view element i]) for every element of `xv`, in row-major order.
+/// `out[i] = op(x[view element i])` for every element of `xv`, in row-major order.
 ///
 /// `out.len()` must equal `xv.elem_count()`; the caller (ember-core) guarantees it.
 pub fn unary<T: Float>(op: UnaryOp, x: &[T], xv: Strided<'_>, out: &mut [T]) {
@@ -433,7 +433,7 @@ fn map_f32_in_place(isa: Isa, op: UnaryOp, v: &mut [f32]) {
     map_in_place_body::<Unfused>(op, v)
 }
 
-/// dx[i] = dy[i] * op'(x[i]) using the forward output `y` where the rule needs it.
+/// `dx[i] = dy[i] * op'(x[i])` using the forward output `y` where the rule needs it.
 /// All four slices are contiguous and of equal length.
 pub fn unary_backward<T: Float>(op: UnaryOp, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
     debug_assert!(x.len() == dx.len() && y.len() == dx.len() && dy.len() == dx.len());

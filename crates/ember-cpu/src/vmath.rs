@@ -114,7 +114,7 @@ fn scale2(p: f32, n: i32) -> f32 {
     p * pow2i(n1) * pow2i(n.wrapping_sub(n1))
 }
 
-/// e^x: [`exp_reduce`], e^r by 1 + r + r²h(r) ([`exp_h`], 6 multiply-adds in all), scaled by
+/// e^x: `exp_reduce`, e^r by 1 + r + r²h(r) (`exp_h`, 6 multiply-adds in all), scaled by
 /// 2^n in two exact steps so subnormal results round once.
 #[inline(always)]
 pub fn exp<F: MulAdd>(x: f32) -> f32 {

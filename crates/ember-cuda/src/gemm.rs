@@ -402,7 +402,7 @@ pub fn sgemm_version(
 }
 
 /// Dynamic shared memory of the tensor-core kernel: 3 stages, each an A slot and a B slot of
-/// 128×40 halves (the largest of the padded [128][32+8] and [32][128+8] tiles), 16-bit elements
+/// 128×40 halves (the largest of the padded `[128][32+8]` and `[32][128+8]` tiles), 16-bit elements
 /// (must match HGEMM_SMEM_BYTES in kernels/hgemm.cu).
 pub const HGEMM_SMEM_BYTES: u32 = 3 * (128 * 40 + 128 * 40) * 2;
 

@@ -18,7 +18,7 @@
 //! - [`view`]: [`Strided`] views and their checked kernel form.
 //! - [`elementwise`], [`index`], [`reduce`], [`loss`], [`optim`], [`gemm`]: the kernel families
 //!   ([`index`]: index_select, gather and their adjoints, where, f32/f64 casts, concatenation).
-//! - [`bench`]: the kernel lab (timings against a device copy and cuBLAS).
+//! - [`bench`](mod@bench): the kernel lab (timings against a device copy and cuBLAS).
 //! - [`error`]: the error type, [`CudaError`].
 
 #![warn(missing_docs)]

@@ -8,8 +8,11 @@
 //!   contiguous row (16 independent lanes, combined in a fixed tree) or, when A is column-major,
 //!   a sequence of axpy updates over a contiguous column.
 //!
-//! Both bodies are plain Rust written so the compiler vectorises them; the AVX2 variants are
-//! the same bodies compiled inside `#[target_feature(enable = "avx2,fma")]` functions.
+//! The generic bodies are plain Rust written so the compiler vectorises them; their AVX2
+//! variants are the same bodies compiled inside `#[target_feature(enable = "avx2,fma")]`
+//! functions. The f32 small product on AVX2 (the seed model's every layer) has its own
+//! intrinsics kernel, [`small_f32_avx2`]: masked loads pack B's strip, four rows of C are
+//! accumulated together, and the stores avoid masked stores (microcoded on AMD cores).
 
 use super::{CPtr, MatRef, PARALLEL_MIN_MNK};
 use crate::element::Float;
