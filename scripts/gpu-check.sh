@@ -12,7 +12,8 @@
 # 2. On the GPU machine, from the repository root:
 #        scripts/gpu-check.sh .cache/gpu-bin
 #    prints the device, driver and library locations, runs every test binary with
-#    EMBER_REQUIRE_GPU=1 EMBER_REQUIRE_NVRTC=1 (a skip is a failure there), then the kernel lab
+#    EMBER_REQUIRE_GPU=1 EMBER_REQUIRE_NVRTC=1 (a skip is a failure there), then `ember train
+#    --device cuda` (the main job on the GPU, with its steps per second), then the kernel lab
 #    (`ember bench --device cuda --json`, or `cuda_bench --json`), and ends with a short table.
 #    Logs go under $OUT (if set) or ./gpu-check-logs. EMBER_BENCH_QUICK=1 runs the lab with
 #    small sizes (a smoke test); EMBER_BENCH_SUITE=gemm|elementwise|loss|all picks a suite.
@@ -100,6 +101,18 @@ for t in "$BIN"/tests/*; do
   say "test $name: $r ($passed ok, $failed failed, ${secs}s)"
   [ "$r" = FAIL ] && tail -40 "$LOG/test-$name.log"
 done
+
+# The main job on the GPU: the seed model trained end to end with CUDA tensors (batch losses
+# stay on the device until each epoch ends); its last line gives optimizer steps per second.
+if [ -x "$BIN/bin/ember" ]; then
+  if "$BIN/bin/ember" train --device cuda > "$LOG/train-cuda.log" 2>&1; then
+    say "ember train --device cuda: $(grep -E 'accuracy|Trained' "$LOG/train-cuda.log" | tail -2 | tr '\n' ' ')"
+  else
+    status=1
+    say "ember train --device cuda failed:"
+    tail -5 "$LOG/train-cuda.log"
+  fi
+fi
 
 suite="${EMBER_BENCH_SUITE:-all}"
 quick=""
