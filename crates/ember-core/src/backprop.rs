@@ -25,6 +25,7 @@ use ember_cpu::gemm::Activation;
 use ember_cpu::unary::UnaryOp;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// Tensor ids are unique counters: SipHash (the default) is wasted work on them in the backward
 /// walk, so one multiply by a large odd constant (Fibonacci hashing) spreads an id over all 64
@@ -227,7 +228,20 @@ impl Tensor {
 
 /// dx = g · op'(x), through the fused elementwise backward kernel.
 fn unary_grad(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    let (sx, sy, sg) = (x.storage(), y.storage(), g.storage());
+    // One read lock per distinct storage (see `Tensor::map_data2`): the Dense rule passes y
+    // for both x and y.
+    let sx = x.storage();
+    let sy_own = (!Arc::ptr_eq(&x.0.storage, &y.0.storage)).then(|| y.storage());
+    let sy = sy_own.as_deref().unwrap_or(&sx);
+    let sg_own = [x, y]
+        .iter()
+        .all(|t| !Arc::ptr_eq(&t.0.storage, &g.0.storage))
+        .then(|| g.storage());
+    let sg = match &sg_own {
+        Some(guard) => &**guard,
+        None if Arc::ptr_eq(&x.0.storage, &g.0.storage) => &*sx,
+        None => sy,
+    };
     let data: StorageData = match (sx.data(), sy.data(), sg.data()) {
         (StorageData::Cpu(a), StorageData::Cpu(b), StorageData::Cpu(c)) => StorageData::Cpu(
             backend::unary_backward(op, a, x.layout(), b, y.layout(), c, g.layout()),

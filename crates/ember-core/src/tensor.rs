@@ -178,6 +178,16 @@ impl Tensor {
         cpu: impl FnOnce(&CpuStorage, &Layout, &CpuStorage, &Layout) -> CpuStorage,
         cuda: impl FnOnce(&CudaStorage, &Layout, &CudaStorage, &Layout) -> Result<CudaStorage>,
     ) -> Result<StorageData> {
+        // Operands sharing one storage (`x.mul(&x)`, a tensor and its view) take its read lock
+        // once: a second read of the same lock would wait behind a writer queued in between
+        // (std's lock lets a waiting writer go first), and that writer waits for the first.
+        if Arc::ptr_eq(&a.0.storage, &b.0.storage) {
+            let s = a.storage();
+            return match s.data() {
+                StorageData::Cpu(x) => Ok(StorageData::Cpu(cpu(x, a.layout(), x, b.layout()))),
+                StorageData::Cuda(x) => Ok(StorageData::Cuda(cuda(x, a.layout(), x, b.layout())?)),
+            };
+        }
         let (sa, sb) = (a.storage(), b.storage());
         match (sa.data(), sb.data()) {
             (StorageData::Cpu(x), StorageData::Cpu(y)) => {
