@@ -129,6 +129,12 @@ pub(crate) const MAX_TILE: usize = 12 * 32;
 /// 16³, and loses from 24³ up (15.7 vs 21.8 GFLOP/s), as it does for large shallow products.
 pub const SMALL_MAX_MNK: usize = 16 * 16 * 16;
 
+/// The same limit for f32 on AVX2 with k ≤ 32, where the small path is the explicit intrinsics
+/// kernel. Measured with `ember bench gemm --threads 1` (best of 5 interleaved rounds, limit
+/// 16³ against 32³): it beats the packed driver at 20³ (34.4 vs 16.4 GFLOP/s), 24³ (45.5 vs
+/// 25.0) and 32³ (76.5 vs 45.6).
+pub const SMALL_MAX_MNK_F32_AVX2: usize = 32 * 32 * 32;
+
 /// At or above this many multiply-adds (m·n·k) the packed driver and the matrix-vector path
 /// split work across rayon threads. Measured on the 2-core development machine (1 vs 2 threads,
 /// threshold forced to 1, three rounds): two threads lost at 96³ (55–57 vs 57–58 GFLOP/s) and
@@ -214,7 +220,9 @@ pub fn gemm<T: Float>(
             isa, n, k, alpha, &bt, a.data, a.cs, beta, cp, c.cs, parallel,
         );
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
-    } else if mnk <= SMALL_MAX_MNK {
+    } else if mnk <= SMALL_MAX_MNK
+        || (mnk <= SMALL_MAX_MNK_F32_AVX2 && small::has_f32_kernel::<T>(isa, k))
+    {
         small::small(isa, m, n, k, alpha, &a, &b, beta, cp);
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else {

@@ -1,6 +1,7 @@
 //! Unpacked paths: tiny products and matrix-vector products.
 //!
-//! - [`small`]: for m·n·k up to `SMALL_MAX_MNK` (the seed model's 10×10 and 10×5 layers at
+//! - [`small`]: for m·n·k up to `SMALL_MAX_MNK` (32³ for f32 on AVX2: `SMALL_MAX_MNK_F32_AVX2`;
+//!   the seed model's 10×10 and 10×5 layers at
 //!   batch 10). Packing and threads would cost more than the arithmetic, so each row of C is
 //!   accumulated in a 16-wide register strip straight from the operands.
 //! - [`gemv`]: N = 1 (and M = 1, by transposition), e.g. a 512→1 output layer. A packed 6×16
@@ -67,6 +68,11 @@ pub(super) fn small<T: Float>(
     }
     let _ = isa;
     small_body(m, n, k, alpha, a, b, beta, c);
+}
+
+/// True when [`small`] runs the f32 intrinsics kernel for this element type, path and depth.
+pub(super) fn has_f32_kernel<T: Float>(isa: Isa, k: usize) -> bool {
+    cfg!(target_arch = "x86_64") && isa.has_avx2() && k <= KMAX && T::as_f32_slice(&[]).is_some()
 }
 
 /// Deepest K whose B strip is packed into the stack buffer (deeper products read B in place).

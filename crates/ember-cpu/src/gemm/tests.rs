@@ -306,6 +306,41 @@ fn small_path_every_width_and_depth() {
                 check::<f64>(m, n, k, lays, alpha, beta, l % 2 == 1, act, seed);
             }
         }
+        // f32 on AVX2 keeps the small path up to 32³ (k ≤ 32): several strips, many rows.
+        for (t, &(m, n, k)) in [
+            (20, 20, 20),
+            (32, 32, 32),
+            (40, 25, 32),
+            (64, 17, 30),
+            (5, 200, 32),
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(m * n * k > super::SMALL_MAX_MNK && m * n * k <= super::SMALL_MAX_MNK_F32_AVX2);
+            for (l, lays) in LAYS
+                .iter()
+                .flat_map(|&a| {
+                    LAYS.iter()
+                        .flat_map(move |&b| LAYS.iter().map(move |&c| (a, b, c)))
+                })
+                .enumerate()
+            {
+                let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][(t + l) % 3];
+                let act = [Activation::None, Activation::Relu, Activation::Sigmoid][l % 3];
+                check::<f32>(
+                    m,
+                    n,
+                    k,
+                    lays,
+                    alpha,
+                    beta,
+                    l % 2 == 0,
+                    act,
+                    (t * 53 + l) as u64,
+                );
+            }
+        }
     });
 }
 
