@@ -220,15 +220,19 @@ pub fn gemm<T: Float>(
             isa, n, k, alpha, &bt, a.data, a.cs, beta, cp, c.cs, parallel,
         );
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
-    } else if mnk <= SMALL_MAX_MNK
-        || (mnk <= SMALL_MAX_MNK_F32_AVX2 && small::has_f32_kernel::<T>(isa, k))
-    {
+    } else if takes_small_path::<T>(isa, mnk, k) {
         small::small(isa, m, n, k, alpha, &a, &b, beta, cp);
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else {
         let kern = T::gemm_kernel(isa);
         driver::packed(&kern, m, n, k, alpha, &a, &b, beta, cp, &epi, parallel);
     }
+}
+
+/// True when a product of `mnk` multiply-adds and depth `k` (with m, n > 1) runs the unpacked
+/// small-matrix loop rather than the packed driver (the limits above).
+pub(crate) fn takes_small_path<T: Float>(isa: Isa, mnk: usize, k: usize) -> bool {
+    mnk <= SMALL_MAX_MNK || (mnk <= SMALL_MAX_MNK_F32_AVX2 && small::has_f32_kernel::<T>(isa, k))
 }
 
 /// C = beta·C (with beta == 0 writing zeros without reading C).

@@ -209,6 +209,25 @@ impl Lay {
 
 const LAYS: [Lay; 3] = [Lay::Row, Lay::Col, Lay::Strided];
 
+/// Calls `f(t, l, (m, n, k), lays, alpha, beta)` for every size `t` of `sizes` and every one of
+/// the 27 layout triples `l` of A, B and C, cycling alpha/beta through (1, 0), (1, 1) and
+/// (-0.75, 0.5).
+fn every_layout(
+    sizes: &[(usize, usize, usize)],
+    mut f: impl FnMut(usize, usize, (usize, usize, usize), (Lay, Lay, Lay), f64, f64),
+) {
+    for (t, &dims) in sizes.iter().enumerate() {
+        let triples = LAYS.iter().flat_map(|&a| {
+            LAYS.iter()
+                .flat_map(move |&b| LAYS.iter().map(move |&c| (a, b, c)))
+        });
+        for (l, lays) in triples.enumerate() {
+            let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][(t + l) % 3];
+            f(t, l, dims, lays, alpha, beta);
+        }
+    }
+}
+
 fn on_every_isa(f: impl Fn()) {
     for isa in isa::supported() {
         isa::with(isa, &f).expect("supported ISA");
@@ -240,29 +259,10 @@ fn sampled_sizes_all_layouts_f32() {
         sizes.push((rng.below(68), rng.below(68), rng.below(68)));
     }
     on_every_isa(|| {
-        for (t, &(m, n, k)) in sizes.iter().enumerate() {
-            for (l, lays) in LAYS
-                .iter()
-                .flat_map(|&a| {
-                    LAYS.iter()
-                        .flat_map(move |&b| LAYS.iter().map(move |&c| (a, b, c)))
-                })
-                .enumerate()
-            {
-                let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][(t + l) % 3];
-                check::<f32>(
-                    m,
-                    n,
-                    k,
-                    lays,
-                    alpha,
-                    beta,
-                    false,
-                    Activation::None,
-                    (t * 31 + l) as u64,
-                );
-            }
-        }
+        every_layout(&sizes, |t, l, (m, n, k), lays, alpha, beta| {
+            let seed = (t * 31 + l) as u64;
+            check::<f32>(m, n, k, lays, alpha, beta, false, Activation::None, seed);
+        });
     });
 }
 
@@ -271,8 +271,7 @@ fn small_path_every_width_and_depth() {
     // The unpacked small-matrix path (m·n·k <= SMALL_MAX_MNK): strips narrower than, equal to
     // and wider than 16 columns, depths on both sides of the packed-strip limit (32), every
     // layout, alpha/beta combinations and the Dense epilogue, f32 and f64, on every ISA.
-    let mut cases = Vec::new();
-    for &(m, n, k) in &[
+    let cases = [
         (10, 10, 10),
         (10, 5, 10),
         (10, 10, 5),
@@ -285,61 +284,32 @@ fn small_path_every_width_and_depth() {
         (1, 2, 3),
         (2, 1, 3),
         (7, 24, 20),
-    ] {
-        assert!(m * n * k <= super::SMALL_MAX_MNK);
-        cases.push((m, n, k));
-    }
+    ];
+    // f32 on AVX2 keeps the small path up to 32³ (k ≤ 32): several strips, many rows.
+    let f32_avx2_cases = [
+        (20, 20, 20),
+        (32, 32, 32),
+        (40, 25, 32),
+        (64, 17, 30),
+        (5, 200, 32),
+    ];
     on_every_isa(|| {
-        for (t, &(m, n, k)) in cases.iter().enumerate() {
-            for (l, lays) in LAYS
-                .iter()
-                .flat_map(|&a| {
-                    LAYS.iter()
-                        .flat_map(move |&b| LAYS.iter().map(move |&c| (a, b, c)))
-                })
-                .enumerate()
-            {
-                let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][(t + l) % 3];
+        let isa = isa::active();
+        every_layout(&cases, |t, l, (m, n, k), lays, alpha, beta| {
+            assert!(super::takes_small_path::<f64>(isa, m * n * k, k));
+            let act = [Activation::None, Activation::Relu, Activation::Sigmoid][l % 3];
+            let seed = (t * 97 + l) as u64;
+            check::<f32>(m, n, k, lays, alpha, beta, l % 2 == 0, act, seed);
+            check::<f64>(m, n, k, lays, alpha, beta, l % 2 == 1, act, seed);
+        });
+        if isa.has_avx2() {
+            every_layout(&f32_avx2_cases, |t, l, (m, n, k), lays, alpha, beta| {
+                assert!(m * n * k > super::SMALL_MAX_MNK);
+                assert!(super::takes_small_path::<f32>(isa, m * n * k, k));
                 let act = [Activation::None, Activation::Relu, Activation::Sigmoid][l % 3];
-                let seed = (t * 97 + l) as u64;
+                let seed = (t * 53 + l) as u64;
                 check::<f32>(m, n, k, lays, alpha, beta, l % 2 == 0, act, seed);
-                check::<f64>(m, n, k, lays, alpha, beta, l % 2 == 1, act, seed);
-            }
-        }
-        // f32 on AVX2 keeps the small path up to 32³ (k ≤ 32): several strips, many rows.
-        for (t, &(m, n, k)) in [
-            (20, 20, 20),
-            (32, 32, 32),
-            (40, 25, 32),
-            (64, 17, 30),
-            (5, 200, 32),
-        ]
-        .iter()
-        .enumerate()
-        {
-            assert!(m * n * k > super::SMALL_MAX_MNK && m * n * k <= super::SMALL_MAX_MNK_F32_AVX2);
-            for (l, lays) in LAYS
-                .iter()
-                .flat_map(|&a| {
-                    LAYS.iter()
-                        .flat_map(move |&b| LAYS.iter().map(move |&c| (a, b, c)))
-                })
-                .enumerate()
-            {
-                let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][(t + l) % 3];
-                let act = [Activation::None, Activation::Relu, Activation::Sigmoid][l % 3];
-                check::<f32>(
-                    m,
-                    n,
-                    k,
-                    lays,
-                    alpha,
-                    beta,
-                    l % 2 == 0,
-                    act,
-                    (t * 53 + l) as u64,
-                );
-            }
+            });
         }
     });
 }
@@ -671,47 +641,28 @@ fn avx512_kernel_logic_through_emulation() {
     let run = |f: &dyn Fn()| {
         isa::with(Isa::Avx2, || kernel::test_override::with(kern, f)).expect("AVX2 present")
     };
+    // Every size takes the packed driver (the small path would bypass the kernel): m·n·k past
+    // 32³, or k past the small kernel's depth.
+    let sizes = [
+        (12, 32, 100),
+        (13, 33, 100),
+        (11, 31, 40),
+        (25, 65, 193),
+        (24, 64, 384),
+        (481, 40, 8),
+        (13, 3100, 5),
+        (67, 67, 67),
+    ];
     run(&|| {
-        for (t, &(m, n, k)) in [
-            (12, 32, 20),
-            (13, 33, 20),
-            (11, 31, 40),
-            (25, 65, 193),
-            (24, 64, 384),
-            (481, 40, 8),
-            (13, 3100, 5),
-            (67, 67, 67),
-        ]
-        .iter()
-        .enumerate()
-        {
+        every_layout(&sizes, |t, l, (m, n, k), lays, alpha, beta| {
             assert!(
-                m * n * k > super::SMALL_MAX_MNK,
+                !super::takes_small_path::<f32>(Isa::Avx2, m * n * k, k),
                 "{m}x{n}x{k} must take the packed path"
             );
-            for (l, lays) in LAYS
-                .iter()
-                .flat_map(|&a| {
-                    LAYS.iter()
-                        .flat_map(move |&b| LAYS.iter().map(move |&c| (a, b, c)))
-                })
-                .enumerate()
-            {
-                let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][(t + l) % 3];
-                let act = [Activation::None, Activation::Relu, Activation::Tanh][l % 3];
-                check::<f32>(
-                    m,
-                    n,
-                    k,
-                    lays,
-                    alpha,
-                    beta,
-                    l % 2 == 0,
-                    act,
-                    (t * 29 + l) as u64,
-                );
-            }
-        }
+            let act = [Activation::None, Activation::Relu, Activation::Tanh][l % 3];
+            let seed = (t * 29 + l) as u64;
+            check::<f32>(m, n, k, lays, alpha, beta, l % 2 == 0, act, seed);
+        });
     });
     // The parallel driver with 12-row tiles: same bits for 1 and 2 threads.
     let (m, n, k) = (200, 300, 250);
