@@ -528,6 +528,8 @@ fn bit_identical_for_any_thread_count() {
         (3000, 1, 400),
         (1, 3000, 400),
         (20, 700, 100),
+        // Wide enough for the split over N at 2 and 3 threads; K = 530 runs as 3 × 177.
+        (150, 1100, 530),
     ] {
         let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.uniform() as f32).collect();
@@ -579,6 +581,23 @@ fn bit_identical_for_any_thread_count() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn both_thread_splits_against_f64() {
+    // Wide products split N between threads, narrow ones split M; both with K past KC (equal
+    // slices), beta != 0, a bias and an activation, on 2 and 3 threads, f32 and f64.
+    for threads in [2, 3] {
+        run_in_pool(threads, || {
+            on_every_isa(|| {
+                let lays = (Lay::Row, Lay::Row, Lay::Row);
+                check::<f32>(90, 1100, 530, lays, 1.0, 0.5, true, Activation::Relu, 11);
+                check::<f32>(301, 200, 600, lays, 0.5, 1.0, true, Activation::Tanh, 12);
+                let lays = (Lay::Col, Lay::Strided, Lay::Row);
+                check::<f64>(70, 900, 300, lays, -1.0, 0.0, false, Activation::None, 13);
+            })
+        });
     }
 }
 
