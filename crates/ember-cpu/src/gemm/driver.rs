@@ -13,7 +13,8 @@
 //!   runs all five loops, serially, over its own run of whole NR slivers of C, packing its part
 //!   of B and its own copy of A. One parallel region, no barrier. Against splitting M with a
 //!   shared B panel (two barriers per KC slice), this measured 2–8 % faster at 512³–2048³ on 2
-//!   threads and 1.4× at 256×784×512, where the barriers had dominated.
+//!   threads and 11 % at 256×784×512 (best samples of 12 interleaved rounds; `perf` showed
+//!   the threads' time waiting at the barriers fall from ≈ 8 % to ≈ 2.5 %).
 //! - **Split M** (narrow products): the threads pack each B panel together, then share out work
 //!   items (MC block of loop 3, group of NR slivers of loop 2). MC is shrunk (to a multiple of
 //!   MR) so the blocks divide evenly among them, and when M is too short for that the slivers
@@ -146,7 +147,7 @@ fn split_m<T: Float>(
 }
 
 /// The depth of loop 4's K slices: as few slices as KC allows, of equal depth, so K = 784
-/// runs as 4 × 196 rather than 3 × 256 + 16 (a 16-deep slice spends as long loading and
+/// runs as 3 × 262 rather than 2 × 384 + 16 (a 16-deep slice spends as long loading and
 /// storing C tiles as multiplying). It depends only on K and KC, never on the thread count,
 /// so every element of C still sums its products in one fixed order.
 fn slice_depth(kc: usize, k: usize) -> usize {

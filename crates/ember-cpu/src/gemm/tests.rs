@@ -528,7 +528,7 @@ fn bit_identical_for_any_thread_count() {
         (3000, 1, 400),
         (1, 3000, 400),
         (20, 700, 100),
-        // Wide enough for the split over N at 2 and 3 threads; K = 530 runs as 3 × 177.
+        // Wide enough for the split over N at 2 and 3 threads; K = 530 runs as 2 × 265.
         (150, 1100, 530),
     ] {
         let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32).collect();
