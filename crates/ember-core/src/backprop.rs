@@ -25,7 +25,6 @@ use ember_cpu::gemm::Activation;
 use ember_cpu::unary::UnaryOp;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 
 /// Tensor ids are unique counters: SipHash (the default) is wasted work on them in the backward
 /// walk, so one multiply by a large odd constant (Fibonacci hashing) spreads an id over all 64
@@ -228,21 +227,10 @@ impl Tensor {
 
 /// dx = g · op'(x), through the fused elementwise backward kernel.
 fn unary_grad(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    // One read lock per distinct storage (see `Tensor::map_data2`): the Dense rule passes y
-    // for both x and y.
-    let sx = x.storage();
-    let sy_own = (!Arc::ptr_eq(&x.0.storage, &y.0.storage)).then(|| y.storage());
-    let sy = sy_own.as_deref().unwrap_or(&sx);
-    let sg_own = [x, y]
-        .iter()
-        .all(|t| !Arc::ptr_eq(&t.0.storage, &g.0.storage))
-        .then(|| g.storage());
-    let sg = match &sg_own {
-        Some(guard) => &**guard,
-        None if Arc::ptr_eq(&x.0.storage, &g.0.storage) => &*sx,
-        None => sy,
-    };
-    let data: StorageData = match (sx.data(), sy.data(), sg.data()) {
+    // One read lock per distinct storage (see `ReadSet`): the Dense rule passes y for both x
+    // and y.
+    let set = Tensor::read_set([x, y, g]);
+    let data: StorageData = match (set.data(0), set.data(1), set.data(2)) {
         (StorageData::Cpu(a), StorageData::Cpu(b), StorageData::Cpu(c)) => StorageData::Cpu(
             backend::unary_backward(op, a, x.layout(), b, y.layout(), c, g.layout()),
         ),
@@ -443,9 +431,9 @@ fn linear_grads_cpu(
     y: &Tensor,
     g: &Tensor,
 ) -> Option<Vec<(Tensor, Tensor)>> {
-    let (sx, sw, sy, sg) = (x.storage(), w.storage(), y.storage(), g.storage());
+    let set = Tensor::read_set([x, w, y, g]);
     let (StorageData::Cpu(cx), StorageData::Cpu(cw), StorageData::Cpu(cy), StorageData::Cpu(cg)) =
-        (sx.data(), sw.data(), sy.data(), sg.data())
+        (set.data(0), set.data(1), set.data(2), set.data(3))
     else {
         return None;
     };

@@ -14,7 +14,6 @@ use crate::storage::{CpuStorage, CudaStorage, StorageData};
 use crate::tensor::Tensor;
 pub use ember_cpu::optim::{AdagradConfig, AdamConfig, RmspropConfig, SgdConfig};
 use ember_cuda::{DevSlice, DevSliceMut};
-use std::sync::Arc;
 
 /// The typed buffers of one update: the parameter's, the gradient's and each state's (the
 /// states in a stack array owned by `fused_update`, so an update allocates nothing).
@@ -92,11 +91,7 @@ fn fused_update(
                 ),
             ));
         }
-        if owners
-            .clone()
-            .take(i)
-            .any(|o| Arc::ptr_eq(&o.0.storage, &t.0.storage))
-        {
+        if owners.clone().take(i).any(|o| o.shares_storage(t)) {
             return Err(Error::invalid(
                 op,
                 "parameter and state tensors must not share storage",
@@ -105,9 +100,7 @@ fn fused_update(
     }
     // The gradient is read through a contiguous buffer that no writer below shares: the
     // gradient itself when it is already dense and separate, else a fresh copy.
-    let aliased = owners
-        .clone()
-        .any(|o| Arc::ptr_eq(&o.0.storage, &grad.0.storage));
+    let aliased = owners.clone().any(|o| o.shares_storage(grad));
     let grad_copy;
     let grad = if grad.is_contiguous() && !aliased {
         grad

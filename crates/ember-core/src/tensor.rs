@@ -145,6 +145,28 @@ impl Tensor {
         self.0.storage.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True when both tensors are views of one buffer (and so one lock).
+    pub(crate) fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    /// Read guards on the storages of `N` tensors, one guard per distinct storage (see
+    /// [`ReadSet`]).
+    pub(crate) fn read_set<'a, const N: usize>(tensors: [&'a Tensor; N]) -> ReadSet<'a, N> {
+        let mut guards: [Option<RwLockReadGuard<'a, Storage>>; N] = std::array::from_fn(|_| None);
+        let mut slot = [0usize; N];
+        for (i, t) in tensors.iter().enumerate() {
+            slot[i] = match (0..i).find(|&j| t.shares_storage(tensors[j])) {
+                Some(j) => slot[j],
+                None => {
+                    guards[i] = Some(t.storage());
+                    i
+                }
+            };
+        }
+        ReadSet { guards, slot }
+    }
+
     /// Runs `f` on the CPU buffer and layout, or reports that `op` has no CUDA path yet.
     pub(crate) fn with_cpu<R>(
         &self,
@@ -178,18 +200,9 @@ impl Tensor {
         cpu: impl FnOnce(&CpuStorage, &Layout, &CpuStorage, &Layout) -> CpuStorage,
         cuda: impl FnOnce(&CudaStorage, &Layout, &CudaStorage, &Layout) -> Result<CudaStorage>,
     ) -> Result<StorageData> {
-        // Operands sharing one storage (`x.mul(&x)`, a tensor and its view) take its read lock
-        // once: a second read of the same lock would wait behind a writer queued in between
-        // (std's lock lets a waiting writer go first), and that writer waits for the first.
-        if Arc::ptr_eq(&a.0.storage, &b.0.storage) {
-            let s = a.storage();
-            return match s.data() {
-                StorageData::Cpu(x) => Ok(StorageData::Cpu(cpu(x, a.layout(), x, b.layout()))),
-                StorageData::Cuda(x) => Ok(StorageData::Cuda(cuda(x, a.layout(), x, b.layout())?)),
-            };
-        }
-        let (sa, sb) = (a.storage(), b.storage());
-        match (sa.data(), sb.data()) {
+        // Operands sharing one storage (`x.mul(&x)`, a tensor and its view) take its lock once.
+        let set = Tensor::read_set([a, b]);
+        match (set.data(0), set.data(1)) {
             (StorageData::Cpu(x), StorageData::Cpu(y)) => {
                 Ok(StorageData::Cpu(cpu(x, a.layout(), y, b.layout())))
             }
@@ -622,5 +635,45 @@ fn read_as<T: WithDType>(s: &CpuStorage, l: &Layout) -> Vec<T> {
     match any.downcast::<Vec<T>>() {
         Ok(v) => *v,
         Err(_) => unreachable!("cast produced T::DTYPE"),
+    }
+}
+
+/// Read access to the storages of several operands, taking each distinct storage's lock once.
+///
+/// Two read locks on one storage from the same thread can deadlock: std's `RwLock` lets a
+/// writer that is already waiting (another thread's optimizer step, say) go before a second
+/// reader, and that writer waits for the first read guard. Operands often share a storage
+/// (`x.mul(&x)`, a tensor and its view, a flat parameter buffer with views for weight and
+/// bias), so every op that reads several operands at once goes through this.
+pub(crate) struct ReadSet<'a, const N: usize> {
+    guards: [Option<RwLockReadGuard<'a, Storage>>; N],
+    /// Operand i's guard is `guards[slot[i]]`.
+    slot: [usize; N],
+}
+
+impl<const N: usize> ReadSet<'_, N> {
+    /// The storage data of operand `i` (in the order given to [`Tensor::read_set`]).
+    pub(crate) fn data(&self, i: usize) -> &StorageData {
+        match &self.guards[self.slot[i]] {
+            Some(guard) => guard.data(),
+            None => unreachable!("read_set fills the slot of every first occurrence"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_set_locks_each_storage_once() {
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], 4, Device::Cpu).unwrap();
+        let view = x.narrow(0, 1, 2).unwrap();
+        let y = Tensor::from_vec(vec![5.0f32], 1, Device::Cpu).unwrap();
+        let set = Tensor::read_set([&x, &view, &y, &x]);
+        assert_eq!(set.guards.iter().flatten().count(), 2);
+        assert_eq!(set.slot, [0, 0, 2, 0]);
+        assert!(std::ptr::eq(set.data(1), set.data(0)));
+        assert!(!std::ptr::eq(set.data(2), set.data(0)));
     }
 }

@@ -168,6 +168,28 @@ fn matmul_and_linear() {
         |x| x[0].t()?.linear(&x[1].t()?, None, Activation::Relu),
         &[away_from_kinks(&[3, 5], 23), away_from_kinks(&[3, 2], 24)],
     );
+    // Operands sharing one buffer take its lock once (`ReadSet`); values and gradients must
+    // be those of separate buffers: w and b as views of one flat parameter vector, x used as
+    // its own weight, and a tensor concatenated with itself.
+    check(
+        "linear, w and b views of one buffer",
+        |x| {
+            let w = x[0].narrow(0, 0, 6)?.reshape((2, 3))?;
+            let b = x[0].narrow(0, 6, 2)?;
+            x[1].linear(&w, Some(&b), Activation::Tanh)
+        },
+        &[away_from_kinks(&[8], 28), away_from_kinks(&[4, 3], 29)],
+    );
+    check(
+        "linear of x with itself",
+        |x| x[0].linear(&x[0], None, Activation::Sigmoid),
+        &[away_from_kinks(&[3, 3], 30)],
+    );
+    check(
+        "cat of x with itself",
+        |x| Tensor::cat(&[&x[0], &x[0]], 0)?.sigmoid(),
+        &[away_from_kinks(&[2, 3], 31)],
+    );
     let constant_x = away_from_kinks(&[4, 3], 25);
     check(
         "linear of a constant input",

@@ -239,8 +239,8 @@ impl Tensor {
         let a = on_true.broadcast_to(&shape)?;
         let b = on_false.broadcast_to(&shape)?;
         let data: StorageData = {
-            let (gc, ga, gb) = (c.storage(), a.storage(), b.storage());
-            match (gc.data(), ga.data(), gb.data()) {
+            let set = Tensor::read_set([&c, &a, &b]);
+            match (set.data(0), set.data(1), set.data(2)) {
                 (StorageData::Cpu(sc), StorageData::Cpu(sa), StorageData::Cpu(sb)) => {
                     backend::where_cond(sc, c.layout(), sa, a.layout(), sb, b.layout()).into()
                 }

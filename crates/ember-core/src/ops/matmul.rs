@@ -134,32 +134,36 @@ impl Tensor {
             return self.linear(w, b, Activation::None)?.gelu();
         }
         let wt = w.layout().transpose(0, 1)?;
-        // The bias is read under its own lock while the product runs (it is an input, never
-        // the output, so no writer can hold it).
-        let bias_guard = b.map(|b| b.storage());
-        let (bias_cpu, bias_cuda) = match (&bias_guard, b) {
-            (Some(g), Some(b)) => match g.data() {
-                StorageData::Cpu(c) => (Some((c, b.layout())), None),
-                StorageData::Cuda(c) => (None, Some((c, b.layout()))),
-            },
-            _ => (None, None),
+        // x, w and the bias are read under one lock per distinct storage (`ReadSet`): a flat
+        // parameter buffer may hold both w and b. Without a bias, x stands in for it.
+        let set = Tensor::read_set([self, w, b.unwrap_or(self)]);
+        let data: StorageData = match (set.data(0), set.data(1), set.data(2)) {
+            (StorageData::Cpu(sx), StorageData::Cpu(sw), StorageData::Cpu(sb)) => {
+                let spec = MatmulSpec {
+                    batch: &[],
+                    m,
+                    n,
+                    k,
+                    bias: b.map(|b| (sb, b.layout())),
+                    act,
+                };
+                backend::matmul(&spec, sx, self.layout(), sw, &wt).into()
+            }
+            (StorageData::Cuda(cx), StorageData::Cuda(cw), StorageData::Cuda(cb)) => {
+                let bias = b.map(|b| (cb, b.layout()));
+                let (lx, lw) = (self.layout(), &wt);
+                cuda_backend::matmul(&[], (m, n, k), cx, lx, cw, lw, bias, act)?.into()
+            }
+            // Devices were checked to match above; kept as an error, never a panic.
+            _ => {
+                return Err(Error::DeviceMismatch {
+                    op: "linear",
+                    lhs: self.device(),
+                    rhs: w.device(),
+                });
+            }
         };
-        let spec = MatmulSpec {
-            batch: &[],
-            m,
-            n,
-            k,
-            bias: bias_cpu,
-            act,
-        };
-        let data = Tensor::map_data2(
-            "linear",
-            self,
-            w,
-            |sx, lx, sw, _| backend::matmul(&spec, sx, lx, sw, &wt),
-            |cx, lx, cw, _| cuda_backend::matmul(&[], (m, n, k), cx, lx, cw, &wt, bias_cuda, act),
-        )?;
-        drop(bias_guard);
+        drop(set);
         let op = || Op::Linear {
             x: self.clone(),
             w: w.clone(),

@@ -238,11 +238,23 @@ impl Tensor {
             }
             // The CUDA kernel reads each part through its own view: no contiguous copies.
             Device::Cuda(_) => {
-                let guards: Vec<_> = tensors.iter().map(|t| t.storage()).collect();
-                let parts = guards
+                // One read lock per distinct storage (`ReadSet`): `cat(&[&x, &x])` is common.
+                let mut guards = Vec::with_capacity(tensors.len());
+                let mut slot = Vec::with_capacity(tensors.len());
+                for (i, t) in tensors.iter().enumerate() {
+                    let first = (0..i).find(|&j| t.shares_storage(tensors[j]));
+                    slot.push(match first {
+                        Some(j) => slot[j],
+                        None => {
+                            guards.push(t.storage());
+                            guards.len() - 1
+                        }
+                    });
+                }
+                let parts = slot
                     .iter()
                     .zip(tensors)
-                    .map(|(g, t)| match g.data() {
+                    .map(|(&g, t)| match guards[g].data() {
                         StorageData::Cuda(c) => Ok((c, t.layout())),
                         StorageData::Cpu(_) => Err(Error::DeviceMismatch {
                             op: "cat",
