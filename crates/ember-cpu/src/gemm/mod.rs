@@ -10,7 +10,9 @@
 //! - `driver.rs`: the five BLIS loops. Loop 5 walks N in NC-wide panels, loop 4 walks K in
 //!   KC-deep slices and packs a KC×NC panel of B, loop 3 walks M in MC-tall blocks and packs an
 //!   MC×KC block of A, loops 2 and 1 walk NR-wide and MR-tall tiles and call the microkernel.
-//!   rayon splits loop 3 (and, for short M, the NR slivers of loop 2) into work items; K is
+//!   With several threads, a wide product is split by columns (each thread runs all five loops
+//!   over its own NR slivers, one parallel region) and a narrow one by loop 3's blocks (and,
+//!   for short M, loop 2's slivers) behind a shared packing of B; K is
 //!   never split, so every element of C sums its products in the same order whatever the
 //!   thread count: results are bit-identical for 1, 2 or 64 threads.
 //! - `pack.rs`: packing, which is also where arbitrary strides are absorbed.
