@@ -11,7 +11,7 @@ use crate::storage::CpuStorage;
 use ember_cpu::Float;
 use ember_cpu::binary::BinaryOp;
 use ember_cpu::copy::{cast_strided, copy_strided};
-use ember_cpu::gemm::{Epilogue, MatMut, MatRef};
+use ember_cpu::gemm::{Epilogue, MatMut, MatRef, Widen};
 use ember_cpu::reduce::ReduceOp;
 use ember_cpu::unary::UnaryOp;
 use std::borrow::Cow;
@@ -315,6 +315,25 @@ pub(crate) fn matmul(
     b: &CpuStorage,
     bl: &Layout,
 ) -> CpuStorage {
+    // Half-precision operands are widened to f32 inside the GEMM, while it packs them (no
+    // widened copy of either operand); the bias (n values) is widened up front.
+    let half_bias = || {
+        spec.bias.map(|(s, l)| match operand(s, l) {
+            Operand::F32(v, vl) => contiguous_slice(&v, &vl).into_owned(),
+            Operand::F64(..) => unreachable!("bias shares the dtype"),
+        })
+    };
+    match (a, b) {
+        (CpuStorage::F16(x), CpuStorage::F16(y)) => {
+            let out = matmul_typed(spec, x, al, y, bl, half_bias().as_deref(), gemm_half);
+            return Output::F32(out).into_storage(a.dtype());
+        }
+        (CpuStorage::BF16(x), CpuStorage::BF16(y)) => {
+            let out = matmul_typed(spec, x, al, y, bl, half_bias().as_deref(), gemm_half);
+            return Output::F32(out).into_storage(a.dtype());
+        }
+        _ => {}
+    }
     let out = match (operand(a, al), operand(b, bl)) {
         (Operand::F32(x, xl), Operand::F32(y, yl)) => {
             // Borrow a dense f32 bias as it lies; widen or gather anything else once.
@@ -327,27 +346,74 @@ pub(crate) fn matmul(
                         Operand::F64(..) => unreachable!("bias shares the dtype"),
                     },
                 });
-            Output::F32(matmul_typed(spec, &x, &xl, &y, &yl, bias.as_deref()))
+            Output::F32(matmul_typed(
+                spec,
+                &x,
+                &xl,
+                &y,
+                &yl,
+                bias.as_deref(),
+                gemm_native,
+            ))
         }
         (Operand::F64(x, xl), Operand::F64(y, yl)) => {
             let bias = spec.bias.map(|(s, l)| match operand(s, l) {
                 Operand::F64(v, vl) => contiguous_slice(v, &vl),
                 Operand::F32(..) => unreachable!("bias shares the dtype"),
             });
-            Output::F64(matmul_typed(spec, x, &xl, y, &yl, bias.as_deref()))
+            Output::F64(matmul_typed(
+                spec,
+                x,
+                &xl,
+                y,
+                &yl,
+                bias.as_deref(),
+                gemm_native,
+            ))
         }
         _ => unreachable!("matmul operands share a dtype"),
     };
     out.into_storage(a.dtype())
 }
 
-fn matmul_typed<T: Float>(
+/// One GEMM call of [`matmul_typed`]: operands stored as `S`, computed in `T`.
+type GemmFn<S, T> =
+    fn(usize, usize, usize, MatRef<'_, S>, MatRef<'_, S>, MatMut<'_, T>, Epilogue<'_, T>);
+
+/// C = A·B (+ epilogue) for operands stored in the product's own type.
+fn gemm_native<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: MatMut<'_, T>,
+    epi: Epilogue<'_, T>,
+) {
+    ember_cpu::gemm::gemm(m, n, k, T::ONE, a, b, T::ZERO, c, epi);
+}
+
+/// C = A·B (+ epilogue) in f32 for f16/bf16 operands, widened while packed.
+fn gemm_half<S: Widen<f32>>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef<'_, S>,
+    b: MatRef<'_, S>,
+    c: MatMut<'_, f32>,
+    epi: Epilogue<'_, f32>,
+) {
+    ember_cpu::gemm::gemm_widen(m, n, k, 1.0, a, b, 0.0, c, epi);
+}
+
+fn matmul_typed<S: Copy, T: Float>(
     spec: &MatmulSpec<'_>,
-    a: &[T],
+    a: &[S],
     al: &Layout,
-    b: &[T],
+    b: &[S],
     bl: &Layout,
     bias: Option<&[T]>,
+    run: GemmFn<S, T>,
 ) -> Vec<T> {
     let (m, n, k) = (spec.m, spec.n, spec.k);
     let nb = spec.batch.len();
@@ -365,11 +431,10 @@ fn matmul_typed<T: Float>(
         // With k == 0 the operands may be empty; the product is then all zeros plus epilogue.
         let a_data = if k == 0 { &a[..0] } else { &a[aoff..] };
         let b_data = if k == 0 { &b[..0] } else { &b[boff..] };
-        ember_cpu::gemm::gemm(
+        run(
             m,
             n,
             k,
-            T::ONE,
             MatRef {
                 data: a_data,
                 rs: ars,
@@ -380,7 +445,6 @@ fn matmul_typed<T: Float>(
                 rs: brs,
                 cs: bcs,
             },
-            T::ZERO,
             MatMut {
                 data: c,
                 rs: n,

@@ -704,3 +704,47 @@ fn sugar_panics_with_the_error_message() {
     let b = Tensor::zeros(3, DType::F32, Device::Cpu).unwrap();
     let _ = &a + &b;
 }
+
+#[test]
+fn half_products_match_f32_on_the_widened_values() {
+    // f16/bf16 matmul and linear widen their operands inside the GEMM (while packing); widening
+    // is exact, so the f32 accumulation must equal an f32 product of the widened tensors,
+    // rounded once to the half type. Covers the packed path (40x300x50), a transposed operand,
+    // and the matrix-vector path.
+    let dev = Device::Cpu;
+    for dt in [DType::F16, DType::BF16] {
+        let r = &mut rng(40);
+        let x = Tensor::randn(0.0, 1.0, (40, 300), DType::F32, dev, r).unwrap();
+        let x = x.to_dtype(dt).unwrap();
+        let w = Tensor::randn(0.0, 1.0, (50, 300), DType::F32, dev, r).unwrap();
+        let w = w.to_dtype(dt).unwrap();
+        let b = Tensor::randn(0.0, 1.0, 50, DType::F32, dev, r).unwrap();
+        let b = b.to_dtype(dt).unwrap();
+        let xt = Tensor::randn(0.0, 1.0, (300, 40), DType::F32, dev, r).unwrap();
+        let xt = xt.to_dtype(dt).unwrap().t().unwrap();
+        let v = Tensor::randn(0.0, 1.0, (300, 1), DType::F32, dev, r).unwrap();
+        let v = v.to_dtype(dt).unwrap();
+        let wide = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let cases = [
+            (
+                x.linear(&w, Some(&b), ember_core::Activation::Relu)
+                    .unwrap(),
+                wide(&x).linear(&wide(&w), Some(&wide(&b)), ember_core::Activation::Relu),
+            ),
+            (
+                xt.matmul(&w.t().unwrap()).unwrap(),
+                wide(&xt).matmul(&wide(&w).t().unwrap()),
+            ),
+            (x.matmul(&v).unwrap(), wide(&x).matmul(&wide(&v))),
+        ];
+        for (i, (got, want)) in cases.into_iter().enumerate() {
+            assert_eq!(got.dtype(), dt);
+            let want = want.unwrap().to_dtype(dt).unwrap();
+            assert_eq!(
+                got.to_vec::<f32>().unwrap(),
+                want.to_vec::<f32>().unwrap(),
+                "{dt:?} case {i}"
+            );
+        }
+    }
+}

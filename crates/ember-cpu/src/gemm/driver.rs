@@ -25,7 +25,7 @@
 //! for any thread count.
 
 use super::pack::{pack_a, pack_b};
-use super::{CPtr, Epilogue, Kernel, MAX_TILE, MatRef, apply_epilogue};
+use super::{CPtr, Epilogue, Kernel, MAX_TILE, MatRef, Widen, apply_epilogue};
 use crate::element::Float;
 use rayon::prelude::*;
 
@@ -37,14 +37,14 @@ const SPLIT_N_MIN_COLS: usize = 256;
 
 /// C = alpha·A·B + beta·C (+ epilogue) through packing; `parallel` allows rayon.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn packed<T: Float>(
+pub(super) fn packed<S: Widen<T>, T: Float>(
     kern: &Kernel<T>,
     m: usize,
     n: usize,
     k: usize,
     alpha: T,
-    a: &MatRef<'_, T>,
-    b: &MatRef<'_, T>,
+    a: &MatRef<'_, S>,
+    b: &MatRef<'_, S>,
     beta: T,
     c: CPtr<T>,
     epi: &Epilogue<'_, T>,
@@ -78,13 +78,13 @@ pub(super) fn packed<T: Float>(
 /// The parallel loops for a product too narrow to split by columns: the threads pack each
 /// KC×NC panel of B together, then share out loop 3's blocks of M (and, when M has fewer
 /// blocks than there are threads, groups of loop 2's slivers as well).
-fn split_m<T: Float>(
+fn split_m<S: Widen<T>, T: Float>(
     kern: &Kernel<T>,
     threads: usize,
     m: usize,
     n: usize,
     k: usize,
-    (alpha, a, b, beta, c, epi): Operands<'_, '_, T>,
+    (alpha, a, b, beta, c, epi): Operands<'_, '_, S, T>,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
     // Loop 3's block height: smaller than configured so the blocks share out evenly.
@@ -154,11 +154,11 @@ fn slice_depth(kc: usize, k: usize) -> usize {
     k.div_ceil(k.div_ceil(kc).max(1)).max(1)
 }
 
-/// The operands every loop passes down: alpha, A, B, beta, C and the epilogue.
-type Operands<'x, 'a, T> = (
+/// The operands every loop passes down: alpha, A, B (stored as `S`), beta, C and the epilogue.
+type Operands<'x, 'a, S, T> = (
     T,
-    &'x MatRef<'a, T>,
-    &'x MatRef<'a, T>,
+    &'x MatRef<'a, S>,
+    &'x MatRef<'a, S>,
     T,
     CPtr<T>,
     &'x Epilogue<'a, T>,
@@ -166,12 +166,12 @@ type Operands<'x, 'a, T> = (
 
 /// All five loops, serially, over the columns `cols` of C (which start on a sliver boundary
 /// of the whole product, so every tile is the one a single thread would compute).
-fn columns<T: Float>(
+fn columns<S: Widen<T>, T: Float>(
     kern: &Kernel<T>,
     m: usize,
     cols: std::ops::Range<usize>,
     k: usize,
-    (alpha, a, b, beta, c, epi): Operands<'_, '_, T>,
+    (alpha, a, b, beta, c, epi): Operands<'_, '_, S, T>,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
     let kc_max = slice_depth(kern.kc, k);

@@ -182,27 +182,14 @@ pub fn gemm<T: Float>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
     beta: T,
-    c: MatMut<'_, T>,
+    mut c: MatMut<'_, T>,
     epi: Epilogue<'_, T>,
 ) {
     if m == 0 || n == 0 {
         return;
     }
     let isa = crate::isa::active();
-    let last = (m - 1) * c.rs + (n - 1) * c.cs;
-    // A caller bug must not become an out-of-bounds write in the unsafe stores below.
-    assert!(
-        last < c.data.len(),
-        "gemm: C slice of {} elements is too short for {m}x{n} with strides ({}, {})",
-        c.data.len(),
-        c.rs,
-        c.cs
-    );
-    let cp = CPtr {
-        ptr: c.data.as_mut_ptr(),
-        rs: c.rs,
-        cs: c.cs,
-    };
+    let cp = c_ptr(m, n, &mut c);
     let mnk = m.saturating_mul(n).saturating_mul(k);
     let parallel = mnk >= PARALLEL_MIN_MNK && rayon::current_num_threads() > 1;
     if k == 0 || alpha == T::ZERO {
@@ -229,6 +216,136 @@ pub fn gemm<T: Float>(
         let kern = T::gemm_kernel(isa);
         driver::packed(&kern, m, n, k, alpha, &a, &b, beta, cp, &epi, parallel);
     }
+}
+
+/// C's raw pointer after checking that its last element lies inside the slice: a caller bug
+/// must not become an out-of-bounds write in the kernels' unsafe stores.
+fn c_ptr<T>(m: usize, n: usize, c: &mut MatMut<'_, T>) -> CPtr<T> {
+    let last = (m - 1) * c.rs + (n - 1) * c.cs;
+    assert!(
+        last < c.data.len(),
+        "gemm: C slice of {} elements is too short for {m}x{n} with strides ({}, {})",
+        c.data.len(),
+        c.rs,
+        c.cs
+    );
+    CPtr {
+        ptr: c.data.as_mut_ptr(),
+        rs: c.rs,
+        cs: c.cs,
+    }
+}
+
+/// An element type a GEMM operand may be stored in when the product is computed in `T`: `T`
+/// itself, or, for `T = f32`, the half-precision types [`f16`](half::f16) and
+/// [`bf16`](half::bf16), which are widened (exactly) as they are packed.
+pub trait Widen<T>: Copy + Send + Sync + 'static {
+    /// The value as a `T`.
+    fn widen(self) -> T;
+    /// The slice itself when `Self` is `T` (the copy and transpose fast paths need it).
+    fn as_native(s: &[Self]) -> Option<&[T]>;
+    /// `dst[i] = src[i].widen()` for equal-length slices (vectorised where the type allows).
+    fn widen_slice(src: &[Self], dst: &mut [T]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v.widen();
+        }
+    }
+}
+
+impl<T: Float> Widen<T> for T {
+    #[inline(always)]
+    fn widen(self) -> T {
+        self
+    }
+    #[inline(always)]
+    fn as_native(s: &[T]) -> Option<&[T]> {
+        Some(s)
+    }
+}
+
+macro_rules! widen_half {
+    ($t:ty) => {
+        impl Widen<f32> for $t {
+            #[inline(always)]
+            fn widen(self) -> f32 {
+                self.to_f32()
+            }
+            #[inline(always)]
+            fn as_native(_: &[Self]) -> Option<&[f32]> {
+                None
+            }
+            /// `half`'s slice conversion: 8 at a time with F16C where the CPU has it
+            /// (detected at run time), a bit shift for bf16.
+            fn widen_slice(src: &[Self], dst: &mut [f32]) {
+                use half::slice::HalfFloatSliceExt;
+                src.convert_to_f32_slice(dst);
+            }
+        }
+    };
+}
+widen_half!(half::f16);
+widen_half!(half::bf16);
+
+/// [`gemm`] for operands stored as f16 or bf16 (or f32), computed and accumulated in f32.
+///
+/// On the packed path (everything but tiny products, matrix-vector products and empty K) the
+/// operands are widened while they are packed: each input is read once, in place, with its
+/// strides, and no widened copy of A or B is ever made. The other paths widen the operands into
+/// dense f32 copies first, which for those shapes costs about as much as the product.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_widen<S: Widen<f32>>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_, S>,
+    b: MatRef<'_, S>,
+    beta: f32,
+    mut c: MatMut<'_, f32>,
+    epi: Epilogue<'_, f32>,
+) {
+    if let (Some(ad), Some(bd)) = (S::as_native(a.data), S::as_native(b.data)) {
+        let a = MatRef {
+            data: ad,
+            rs: a.rs,
+            cs: a.cs,
+        };
+        let b = MatRef {
+            data: bd,
+            rs: b.rs,
+            cs: b.cs,
+        };
+        return gemm(m, n, k, alpha, a, b, beta, c, epi);
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let isa = crate::isa::active();
+    let mnk = m.saturating_mul(n).saturating_mul(k);
+    let packed = k > 0 && alpha != 0.0 && m > 1 && n > 1 && !takes_small_path::<f32>(isa, mnk, k);
+    if !packed {
+        let dense = |rows: usize, cols: usize, x: &MatRef<'_, S>| -> Vec<f32> {
+            (0..rows)
+                .flat_map(|i| (0..cols).map(move |j| x.data[i * x.rs + j * x.cs].widen()))
+                .collect()
+        };
+        let (aw, bw) = (dense(m, k, &a), dense(k, n, &b));
+        let a = MatRef {
+            data: &aw,
+            rs: k,
+            cs: 1,
+        };
+        let b = MatRef {
+            data: &bw,
+            rs: n,
+            cs: 1,
+        };
+        return gemm(m, n, k, alpha, a, b, beta, c, epi);
+    }
+    let cp = c_ptr(m, n, &mut c);
+    let parallel = mnk >= PARALLEL_MIN_MNK && rayon::current_num_threads() > 1;
+    let kern = f32::gemm_kernel(isa);
+    driver::packed(&kern, m, n, k, alpha, &a, &b, beta, cp, &epi, parallel);
 }
 
 /// True when a product of `mnk` multiply-adds and depth `k` (with m, n > 1) runs the unpacked

@@ -4,8 +4,12 @@
 //! whatever strides it has, and the microkernel then only ever sees unit-stride, zero-padded
 //! slivers. That is why the caller never has to make an operand contiguous. The two common
 //! layouts (the packed dimension contiguous in memory) take a slice-copy fast path.
+//!
+//! Packing is also where half-precision operands are widened: the source element type `S` may
+//! differ from the kernel's `T` (f16 or bf16 into f32, see [`Widen`]), so a product of half
+//! tensors reads each input once, straight into the packed f32 slivers.
 
-use super::MatRef;
+use super::{MatRef, Widen};
 use crate::element::Float;
 use crate::isa::Isa;
 
@@ -14,9 +18,9 @@ use crate::isa::Isa;
 /// Sliver s occupies `dst[s*kb*mr ..][.. kb*mr]`; within it, step p holds the `mr` values
 /// `A[i0 + s*mr + r, p0 + p]` for r in 0..mr, zero where the row is past `mb`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_a<T: Float>(
+pub(crate) fn pack_a<S: Widen<T>, T: Float>(
     isa: Isa,
-    a: &MatRef<'_, T>,
+    a: &MatRef<'_, S>,
     i0: usize,
     mb: usize,
     p0: usize,
@@ -35,7 +39,7 @@ pub(crate) fn pack_a<T: Float>(
             // Column-major A (e.g. a transposed row-major matrix): each step is a contiguous run.
             for (p, step) in sliver.chunks_exact_mut(mr).enumerate() {
                 let start = r0 + (p0 + p) * a.cs;
-                step[..rows].copy_from_slice(&a.data[start..start + rows]);
+                widen_into(&a.data[start..start + rows], &mut step[..rows]);
                 step[rows..].fill(T::ZERO);
             }
         } else {
@@ -51,7 +55,8 @@ pub(crate) fn pack_a<T: Float>(
                 && mr == 6
                 && rows == 6
                 && a.cs == 1
-                && let (Some(ad), Some(sd)) = (T::as_f32_slice(a.data), T::as_f32_slice_mut(sliver))
+                && let Some(ad) = S::as_native(a.data).and_then(T::as_f32_slice)
+                && let Some(sd) = T::as_f32_slice_mut(sliver)
             {
                 let base = r0 * a.rs + p0;
                 // The six rows' first kb elements are inside A (the caller's contract).
@@ -62,16 +67,49 @@ pub(crate) fn pack_a<T: Float>(
                     p_done = unsafe { pack_a_6_avx2(&ad[base..], a.rs, kb, sd) };
                 }
             }
+            // Row-major f16/bf16 with the same kernel: widen 64 columns of the six rows at a
+            // time into a small buffer (vectorised conversion), then transpose from there.
+            #[cfg(target_arch = "x86_64")]
+            if isa.has_avx2()
+                && mr == 6
+                && rows == 6
+                && a.cs == 1
+                && S::as_native(a.data).is_none()
+                && let Some(sd) = T::as_f32_slice_mut(sliver)
+            {
+                const W: usize = 64;
+                let mut buf = [T::ZERO; 6 * W];
+                for q in (0..kb).step_by(W) {
+                    let len = W.min(kb - q);
+                    for r in 0..6 {
+                        let row = &a.data[(r0 + r) * a.rs + p0 + q..][..len];
+                        S::widen_slice(row, &mut buf[r * W..][..len]);
+                    }
+                    // T is f32 here (the sliver converted), so the buffer converts too.
+                    let Some(bf) = T::as_f32_slice(&buf) else {
+                        break;
+                    };
+                    // SAFETY: AVX2 is present; the buffer holds six rows of `len` values at
+                    // stride W, and the sliver from column q on holds 6·(kb - q) ≥ 6·len floats.
+                    let done = unsafe { pack_a_6_avx2(bf, W, len, &mut sd[q * 6..]) };
+                    for p in done..len {
+                        for r in 0..6 {
+                            sd[(q + p) * 6 + r] = bf[r * W + p];
+                        }
+                    }
+                    p_done = q + len;
+                }
+            }
             let _ = isa;
             for r in 0..rows {
                 let row = (r0 + r) * a.rs + p0 * a.cs;
                 if a.cs == 1 {
                     for (p, &v) in a.data[row..row + kb].iter().enumerate().skip(p_done) {
-                        sliver[p * mr + r] = v;
+                        sliver[p * mr + r] = v.widen();
                     }
                 } else {
                     for p in p_done..kb {
-                        sliver[p * mr + r] = a.data[row + p * a.cs];
+                        sliver[p * mr + r] = a.data[row + p * a.cs].widen();
                     }
                 }
             }
@@ -89,8 +127,8 @@ pub(crate) fn pack_a<T: Float>(
 /// of one row: read sliver by sliver instead, each 64-byte piece would come from a different
 /// row, usually a different page, which the hardware prefetchers do not follow (a `perf`
 /// profile of a 1024³ product had 3 % of its time in those copies).
-pub(crate) fn pack_b<T: Float>(
-    b: &MatRef<'_, T>,
+pub(crate) fn pack_b<S: Widen<T>, T: Float>(
+    b: &MatRef<'_, S>,
     p0: usize,
     kb: usize,
     c0: usize,
@@ -100,16 +138,16 @@ pub(crate) fn pack_b<T: Float>(
 ) {
     if b.cs == 1 {
         match nr {
-            4 => pack_b_rows::<T, 4>(b, p0, kb, c0, cols, dst),
-            8 => pack_b_rows::<T, 8>(b, p0, kb, c0, cols, dst),
-            16 => pack_b_rows::<T, 16>(b, p0, kb, c0, cols, dst),
-            32 => pack_b_rows::<T, 32>(b, p0, kb, c0, cols, dst),
+            4 => pack_b_rows::<S, T, 4>(b, p0, kb, c0, cols, dst),
+            8 => pack_b_rows::<S, T, 8>(b, p0, kb, c0, cols, dst),
+            16 => pack_b_rows::<S, T, 16>(b, p0, kb, c0, cols, dst),
+            32 => pack_b_rows::<S, T, 32>(b, p0, kb, c0, cols, dst),
             _ => {
                 for p in 0..kb {
                     let row = &b.data[(p0 + p) * b.rs + c0..][..cols];
                     for (s, part) in row.chunks(nr).enumerate() {
                         let step = &mut dst[(s * kb + p) * nr..][..nr];
-                        step[..part.len()].copy_from_slice(part);
+                        widen_into(part, &mut step[..part.len()]);
                         step[part.len()..].fill(T::ZERO);
                     }
                 }
@@ -128,11 +166,11 @@ pub(crate) fn pack_b<T: Float>(
             let col = (first + c) * b.cs + p0 * b.rs;
             if b.rs == 1 {
                 for (p, &v) in b.data[col..col + kb].iter().enumerate() {
-                    sliver[p * nr + c] = v;
+                    sliver[p * nr + c] = v.widen();
                 }
             } else {
                 for p in 0..kb {
-                    sliver[p * nr + c] = b.data[col + p * b.rs];
+                    sliver[p * nr + c] = b.data[col + p * b.rs].widen();
                 }
             }
         }
@@ -141,8 +179,8 @@ pub(crate) fn pack_b<T: Float>(
 
 /// [`pack_b`] for a row-major B and a compile-time NR: full NR-wide pieces are fixed-size
 /// copies (a few vector moves, where a run-time length would call `memmove` per piece).
-fn pack_b_rows<T: Float, const NR: usize>(
-    b: &MatRef<'_, T>,
+fn pack_b_rows<S: Widen<T>, T: Float, const NR: usize>(
+    b: &MatRef<'_, S>,
     p0: usize,
     kb: usize,
     c0: usize,
@@ -156,13 +194,22 @@ fn pack_b_rows<T: Float, const NR: usize>(
         let (pieces, rest) = row.as_chunks::<NR>();
         for (s, piece) in pieces.iter().enumerate() {
             let (step, _) = dst[(s * kb + p) * NR..].as_chunks_mut::<NR>();
-            step[0] = *piece;
+            widen_into(piece, &mut step[0]);
         }
         if tail > 0 {
             let step = &mut dst[(full * kb + p) * NR..][..NR];
-            step[..tail].copy_from_slice(rest);
+            widen_into(rest, &mut step[..tail]);
             step[tail..].fill(T::ZERO);
         }
+    }
+}
+
+/// `dst[i] = src[i]` widened to `T` (a plain copy when the types are the same).
+#[inline]
+fn widen_into<S: Widen<T>, T: Float>(src: &[S], dst: &mut [T]) {
+    match S::as_native(src) {
+        Some(same) => dst.copy_from_slice(same),
+        None => S::widen_slice(src, dst),
     }
 }
 

@@ -736,3 +736,87 @@ fn avx512_kernel_logic_through_emulation() {
         assert!((one[7 * n + j] as f64 - want).abs() < 1e-3, "C[7,{j}]");
     }
 }
+
+/// One f16/bf16 product through `gemm_widen` against an f64 product of the widened inputs:
+/// A row-major and B column-major when `a_rows` (the packing's scalar-widen and per-column
+/// paths), else A column-major and B row-major (its run-widen and row-piece paths). C starts
+/// as NaN with beta = 0 (it must be ignored); a bias and ReLU run in the epilogue.
+fn half_case<S: Widen<f32>>(m: usize, n: usize, k: usize, a_rows: bool, mk: fn(f32) -> S) {
+    let mut rng = Rng::new((m * 31 + n * 7 + k) as u64);
+    let av: Vec<S> = (0..m * k).map(|_| mk(rng.uniform() as f32)).collect();
+    let bv: Vec<S> = (0..k * n).map(|_| mk(rng.uniform() as f32)).collect();
+    let bias: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
+    // Element (i, p) of A and (p, j) of B in each layout.
+    let (ars, acs) = if a_rows { (k, 1) } else { (1, m) };
+    let (brs, bcs) = if a_rows { (1, k) } else { (n, 1) };
+    let mut c = vec![f32::NAN; m * n];
+    gemm_widen(
+        m,
+        n,
+        k,
+        0.5,
+        MatRef {
+            data: &av,
+            rs: ars,
+            cs: acs,
+        },
+        MatRef {
+            data: &bv,
+            rs: brs,
+            cs: bcs,
+        },
+        0.0,
+        MatMut {
+            data: &mut c,
+            rs: n,
+            cs: 1,
+        },
+        Epilogue {
+            bias: Some(&bias),
+            act: Activation::Relu,
+        },
+    );
+    for i in 0..m {
+        for j in 0..n {
+            let (mut want, mut scale) = (0.0f64, 0.0f64);
+            for p in 0..k {
+                let prod =
+                    av[i * ars + p * acs].widen() as f64 * bv[p * brs + j * bcs].widen() as f64;
+                want += prod;
+                scale += prod.abs();
+            }
+            let want = (0.5 * want + bias[j] as f64).max(0.0);
+            let got = c[i * n + j] as f64;
+            let tol = 1e-6 * (1.0 + scale) * (k as f64).sqrt().max(1.0);
+            assert!(
+                (got - want).abs() <= tol,
+                "{m}x{n}x{k} (A rows {a_rows}) at ({i}, {j}): {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn half_inputs_widened_while_packing() {
+    // Small path, both matrix-vector shapes, the packed path with edges and K past KC, and a
+    // product wide enough to split N between threads; on 1 and 2 threads, every ISA.
+    let shapes = [
+        (10, 10, 10),
+        (1, 40, 30),
+        (40, 1, 30),
+        (70, 45, 400),
+        (90, 700, 130),
+    ];
+    for threads in [1, 2] {
+        run_in_pool(threads, || {
+            on_every_isa(|| {
+                for &(m, n, k) in &shapes {
+                    for a_rows in [true, false] {
+                        half_case(m, n, k, a_rows, half::f16::from_f32);
+                        half_case(m, n, k, a_rows, half::bf16::from_f32);
+                    }
+                }
+            })
+        });
+    }
+}
