@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// Seconds of sampling per case.
     #[arg(long, default_value_t = 0.5)]
     pub min_time: f64,
+    /// Storage type of gemm's operands: f32, or f16 / bf16 (widened to f32 while packed; the
+    /// product is accumulated and written in f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 /// Runs `ember bench`.
@@ -302,7 +306,40 @@ fn bench_gemm(
     peak: &Peak,
     out: &Out,
 ) -> Result<(), String> {
-    use ember_cpu::gemm::{Epilogue, MatMut, MatRef, gemm};
+    use ember_cpu::gemm::{Epilogue, MatMut, MatRef, Widen, gemm_widen};
+    /// One timed product of operands stored as `S` (row-major A and B).
+    fn timed<S: Widen<f32>>(
+        min_time: f64,
+        (m, k, n): (usize, usize, usize),
+        a: &[S],
+        b: &[S],
+    ) -> (f64, f64) {
+        let mut c = vec![0.0f32; m * n];
+        time_stats(min_time, || {
+            let a = MatRef {
+                data: a,
+                rs: k,
+                cs: 1,
+            };
+            let b = MatRef {
+                data: b,
+                rs: n,
+                cs: 1,
+            };
+            let c = MatMut {
+                data: &mut c,
+                rs: n,
+                cs: 1,
+            };
+            gemm_widen(m, n, k, 1.0, a, b, 0.0, c, Epilogue::default())
+        })
+    }
+    let dtype = args.dtype.as_str();
+    if !matches!(dtype, "f32" | "f16" | "bf16") {
+        return Err(format!(
+            "bench: unknown --dtype '{dtype}' for gemm (expected f32, f16 or bf16)"
+        ));
+    }
     let shapes: Vec<(usize, usize, usize)> = if args.sizes.is_empty() || args.case == Case::All {
         [
             "64",
@@ -334,40 +371,28 @@ fn bench_gemm(
         let b: Vec<f32> = (0..k * n)
             .map(|i| ((i * 5 + 1) % 11) as f32 * 0.1 - 0.5)
             .collect();
-        let mut c = vec![0.0f32; m * n];
-        let (t, t_min) = time_stats(args.min_time, || {
-            gemm(
-                m,
-                n,
-                k,
-                1.0,
-                MatRef {
-                    data: &a,
-                    rs: k,
-                    cs: 1,
-                },
-                MatRef {
-                    data: &b,
-                    rs: n,
-                    cs: 1,
-                },
-                0.0,
-                MatMut {
-                    data: &mut c,
-                    rs: n,
-                    cs: 1,
-                },
-                Epilogue::default(),
-            )
-        });
+        let shape = (m, k, n);
+        let (t, t_min) = match dtype {
+            "f16" => {
+                let half = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x)).collect();
+                let (ah, bh): (Vec<_>, Vec<_>) = (half(&a), half(&b));
+                timed(args.min_time, shape, &ah, &bh)
+            }
+            "bf16" => {
+                let half = |v: &[f32]| v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                let (ah, bh): (Vec<_>, Vec<_>) = (half(&a), half(&b));
+                timed(args.min_time, shape, &ah, &bh)
+            }
+            _ => timed(args.min_time, shape, &a, &b),
+        };
         let gflops = 2.0 * (m * n * k) as f64 / t / 1e9;
         let pct = 100.0 * gflops / peak.gflops;
         out.emit(
-            json!({"bench":"gemm","m":m,"n":n,"k":k,"threads":threads,"isa":isa.name(),
+            json!({"bench":"gemm","m":m,"n":n,"k":k,"threads":threads,"isa":isa.name(),"dtype":dtype,
                    "gflops":round(gflops),"pct_peak":round(pct),"t_med_s":t,
                    "gflops_best":round(2.0 * (m * n * k) as f64 / t_min / 1e9)}),
             format!(
-                "gemm  {m:>5}x{k:>5}x{n:>5} (MxKxN)  {:>10.1} us  {gflops:8.1} GFLOP/s  {pct:5.1}% of peak  (best {:.1})",
+                "gemm  {m:>5}x{k:>5}x{n:>5} (MxKxN) {dtype:>4}  {:>10.1} us  {gflops:8.1} GFLOP/s  {pct:5.1}% of peak  (best {:.1})",
                 t * 1e6,
                 2.0 * (m * n * k) as f64 / t_min / 1e9
             ),

@@ -1,0 +1,45 @@
+//! Runs `ember bench gemm` briefly: the JSON line names the operands' dtype, half types run
+//! through the widening GEMM, and an unknown dtype is a one-line error (no panic).
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["bench", "gemm", "--threads", "1", "--min-time", "0.01"])
+        .args(args)
+        .output()
+        .expect("the ember binary runs")
+}
+
+#[test]
+fn gemm_json_names_the_dtype() {
+    for dtype in ["f32", "f16", "bf16"] {
+        let out = bench(&["--sizes", "64,10x10x10", "--dtype", dtype, "--json"]);
+        assert!(
+            out.status.success(),
+            "{dtype}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .filter(|v: &Value| v["bench"] == "gemm")
+            .collect();
+        assert_eq!(lines.len(), 2, "{dtype}: {lines:?}");
+        for v in &lines {
+            assert_eq!(v["dtype"], dtype);
+            assert!(v["gflops"].as_f64().unwrap() > 0.0, "{v}");
+        }
+    }
+}
+
+#[test]
+fn unknown_dtype_is_a_clear_error() {
+    let out = bench(&["--sizes", "64", "--dtype", "f8"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown --dtype 'f8'"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
