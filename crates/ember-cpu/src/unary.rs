@@ -382,6 +382,10 @@ macro_rules! per_op_f32 {
 
 #[inline(always)]
 fn map_body<F: MulAdd>(op: UnaryOp, x: &[f32], out: &mut [f32]) {
+    if op == UnaryOp::Softplus {
+        // Two passes over small blocks (see `vmath::softplus_slice`), 1.46× per element.
+        return vmath::softplus_slice::<F>(x, out);
+    }
     per_op_f32!(op, F, g => {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = g(v);
@@ -391,6 +395,9 @@ fn map_body<F: MulAdd>(op: UnaryOp, x: &[f32], out: &mut [f32]) {
 
 #[inline(always)]
 fn map_in_place_body<F: MulAdd>(op: UnaryOp, v: &mut [f32]) {
+    if op == UnaryOp::Softplus {
+        return vmath::softplus_slice_in_place::<F>(v);
+    }
     per_op_f32!(op, F, g => {
         for x in v.iter_mut() {
             *x = g(*x);
