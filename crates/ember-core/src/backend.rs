@@ -782,6 +782,42 @@ pub(crate) fn bce_sum(
     }
 }
 
+/// The loss sum and `scale ·` its gradient with respect to `p`, in one pass over the data
+/// (ember-cpu's fused kernels): what [`bce_sum`] and [`bce_grad`] give, bit for bit.
+pub(crate) fn bce_sum_grad(
+    form: BceForm,
+    p: &CpuStorage,
+    pl: &Layout,
+    y: &CpuStorage,
+    yl: &Layout,
+    scale: f64,
+) -> (f64, CpuStorage) {
+    use ember_cpu::loss::{bce_logits_sum_grad, bce_probs_sum_grad};
+    let n = pl.elem_count();
+    let (sum, out) = match (operand(p, pl), operand(y, yl)) {
+        (Operand::F32(p, pl), Operand::F32(y, yl)) => {
+            let (p, y) = (contiguous_slice(&p, &pl), contiguous_slice(&y, &yl));
+            let mut o = vec![0f32; n];
+            let sum = match form {
+                BceForm::Probs(eps) => bce_probs_sum_grad(&p, &y, eps, scale, &mut o),
+                BceForm::Logits => bce_logits_sum_grad(&p, &y, scale, &mut o),
+            };
+            (sum, Output::F32(o))
+        }
+        (Operand::F64(p, pl), Operand::F64(y, yl)) => {
+            let (p, y) = (contiguous_slice(p, &pl), contiguous_slice(y, &yl));
+            let mut o = vec![0f64; n];
+            let sum = match form {
+                BceForm::Probs(eps) => bce_probs_sum_grad(&p, &y, eps, scale, &mut o),
+                BceForm::Logits => bce_logits_sum_grad(&p, &y, scale, &mut o),
+            };
+            (sum, Output::F64(o))
+        }
+        _ => unreachable!("bce operands share a dtype"),
+    };
+    (sum, out.into_storage(p.dtype()))
+}
+
 /// scale * dBCE/dinput per element, contiguous.
 pub(crate) fn bce_grad(
     form: BceForm,

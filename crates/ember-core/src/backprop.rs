@@ -382,6 +382,7 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             target,
             form,
             scale,
+            input_grad,
         } => {
             // CPU: fold the (scalar) upstream gradient into the kernel's scale. CUDA: keep it on
             // the device and multiply afterwards, so backward never waits for a download.
@@ -394,17 +395,22 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                     t.mul(&g.broadcast_to(input.shape())?)
                 }
             };
-            let data = Tensor::map_data2(
-                "backward",
-                input,
-                target,
-                |sp, lp, sy, ly| backend::bce_grad(*form, sp, lp, sy, ly, scale * gs),
-                |cp, lp, cy, ly| cuda_backend::bce_grad(*form, cp, lp, cy, ly, *scale),
-            )?;
-            let mut v = vec![(
-                input.clone(),
-                upstream(Tensor::from_storage(data, input.shape(), None))?,
-            )];
+            let dx = match input_grad {
+                // Computed with the loss (CPU): only the upstream scalar is left to apply.
+                Some(gx) if gs == 1.0 => gx.clone(),
+                Some(gx) => gx.mul_scalar(gs)?,
+                None => {
+                    let data = Tensor::map_data2(
+                        "backward",
+                        input,
+                        target,
+                        |sp, lp, sy, ly| backend::bce_grad(*form, sp, lp, sy, ly, scale * gs),
+                        |cp, lp, cy, ly| cuda_backend::bce_grad(*form, cp, lp, cy, ly, *scale),
+                    )?;
+                    upstream(Tensor::from_storage(data, input.shape(), None))?
+                }
+            };
+            let mut v = vec![(input.clone(), dx)];
             if target.requires_grad() {
                 // dL/dy = −x (logits) or −(ln p − ln(1−p)) on the clamped p (probabilities).
                 let dy = match form {

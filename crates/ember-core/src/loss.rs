@@ -10,6 +10,7 @@ use crate::backend::{self, BceForm};
 use crate::cuda_backend;
 use crate::error::{Error, Result};
 use crate::op::Op;
+use crate::storage::StorageData;
 use crate::tensor::Tensor;
 
 /// How per-element losses combine into one number.
@@ -56,6 +57,27 @@ fn fused_bce(
 ) -> Result<Tensor> {
     check_pair(op, input, target)?;
     let scale = scale_for(reduction, input.elem_count());
+    // On the CPU, when the input's gradient will be needed, the loss and that gradient come
+    // from one pass over the data; the gradient waits in the op record for backward.
+    let wants_grad = crate::grad_mode::is_grad_enabled() && input.requires_grad();
+    if wants_grad && input.device() == crate::Device::Cpu {
+        let set = Tensor::read_set([input, target]);
+        if let (StorageData::Cpu(sp), StorageData::Cpu(sy)) = (set.data(0), set.data(1)) {
+            let (sum, grad) =
+                backend::bce_sum_grad(form, sp, input.layout(), sy, target.layout(), scale);
+            let value = StorageData::Cpu(backend::from_f64(&[sum * scale], sp.dtype()));
+            drop(set);
+            let input_grad = Tensor::from_storage(StorageData::Cpu(grad), input.shape(), None);
+            let record = Tensor::record(|| Op::Bce {
+                input: input.clone(),
+                target: target.clone(),
+                form,
+                scale,
+                input_grad: Some(input_grad),
+            });
+            return Ok(Tensor::from_storage(value, &[], record));
+        }
+    }
     // On the GPU the loss stays a device scalar: nothing waits for the host until it is read.
     let value = Tensor::map_data2(
         op,
@@ -74,6 +96,7 @@ fn fused_bce(
         target: target.clone(),
         form,
         scale,
+        input_grad: None,
     });
     Ok(Tensor::from_storage(value, &[], record))
 }

@@ -58,6 +58,9 @@ pub(crate) enum Op {
         target: Tensor,
         form: BceForm,
         scale: f64,
+        /// `scale · d(loss)/d(input)`, when the CPU forward computed it in the same pass as the
+        /// loss (backward then only scales it by the upstream gradient). Not an input.
+        input_grad: Option<Tensor>,
     },
 }
 

@@ -328,3 +328,55 @@ fn gradcheck_reports_a_wrong_gradient() {
     assert!(!report.passed);
     assert!(report.to_string().contains("FAILED"), "{report}");
 }
+
+#[test]
+fn bce_gradients_computed_with_the_loss() {
+    // On the CPU the loss kernels compute d(loss)/d(input) in the same pass as the loss and
+    // backward only applies the upstream gradient: check it against the closed forms, with
+    // the upstream gradient 1 (loss.backward()) and 2.5 (a scaled loss).
+    let x = away_from_kinks(&[5, 1], 40).as_variable();
+    let p = rand_arr(&[5, 1], 0.05, 0.95, &mut rng(41))
+        .tensor()
+        .as_variable();
+    let y = Tensor::from_vec(
+        vec![1.0f64, 0.0, 1.0, 0.0, 1.0],
+        (5, 1),
+        ember_core::Device::Cpu,
+    )
+    .unwrap();
+    let (xv, pv, yv) = (
+        x.to_vec::<f64>().unwrap(),
+        p.to_vec::<f64>().unwrap(),
+        y.to_vec::<f64>().unwrap(),
+    );
+    for upstream in [1.0, 2.5] {
+        let l = loss::binary_cross_entropy_with_logits(&x, &y, Reduction::Mean)
+            .unwrap()
+            .mul_scalar(upstream)
+            .unwrap();
+        let g = l.backward().unwrap();
+        let gx = g.get(&x).unwrap().to_vec::<f64>().unwrap();
+        for i in 0..5 {
+            let want = upstream * (1.0 / (1.0 + (-xv[i]).exp()) - yv[i]) / 5.0;
+            assert!(
+                (gx[i] - want).abs() < 1e-14,
+                "logits {i}: {} vs {want}",
+                gx[i]
+            );
+        }
+        let l = loss::binary_cross_entropy(&p, &y, Reduction::Sum)
+            .unwrap()
+            .mul_scalar(upstream)
+            .unwrap();
+        let g = l.backward().unwrap();
+        let gp = g.get(&p).unwrap().to_vec::<f64>().unwrap();
+        for i in 0..5 {
+            let want = upstream * (pv[i] - yv[i]) / (pv[i] * (1.0 - pv[i]));
+            assert!(
+                (gp[i] - want).abs() < 1e-12 * want.abs().max(1.0),
+                "probs {i}: {} vs {want}",
+                gp[i]
+            );
+        }
+    }
+}

@@ -75,6 +75,26 @@ fn chunked_map<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     }
 }
 
+/// [`chunked_sum`] that also writes `out`: `f(i0, chunk)` fills one fixed chunk of `out` and
+/// returns its partial sum, so a loss and its gradient come from one pass over the inputs, with
+/// the same chunks (and so the same sum, bit for bit) as the sum alone.
+fn chunked_sum_map<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) -> f64 + Sync) -> f64 {
+    let part = |(c, o): (usize, &mut [T])| f(c * CHUNK, o);
+    let partials: Vec<f64> = if parallel(out.len()) {
+        out.par_chunks_mut(CHUNK).enumerate().map(part).collect()
+    } else {
+        out.chunks_mut(CHUNK).enumerate().map(part).collect()
+    };
+    fn tree(v: &[f64]) -> f64 {
+        match v.len() {
+            0 => 0.0,
+            1 => v[0],
+            n => tree(&v[..n / 2]) + tree(&v[n / 2..]),
+        }
+    }
+    tree(&partials)
+}
+
 #[inline(always)]
 fn clamp_prob(p: f64, eps: f64) -> f64 {
     if p.is_nan() {
@@ -93,6 +113,24 @@ pub fn bce_probs_sum<T: Float>(p: &[T], y: &[T], eps: f64) -> f64 {
             let y = y[i0 + i].to_f64();
             -(y * pc.ln() + (1.0 - y) * (1.0 - pc).ln())
         })
+    })
+}
+
+/// [`bce_probs_sum`] and [`bce_probs_grad`] in one pass: each fixed chunk of `p` and `y` is
+/// read for the sum and, while still in cache, for the gradient. Returns the same sum and
+/// writes the same `dp` as the two functions, bit for bit.
+pub fn bce_probs_sum_grad<T: Float>(p: &[T], y: &[T], eps: f64, scale: f64, dp: &mut [T]) -> f64 {
+    let isa = isa::active();
+    chunked_sum_map(dp, |i0, d| {
+        let m = d.len();
+        let (pc, yc) = (&p[i0..i0 + m], &y[i0..i0 + m]);
+        let sum = lanes8(m, |i| {
+            let pv = clamp_prob(pc[i].to_f64(), eps);
+            let yv = yc[i].to_f64();
+            -(yv * pv.ln() + (1.0 - yv) * (1.0 - pv).ln())
+        });
+        probs_grad(isa, pc, yc, eps, scale, d);
+        sum
     })
 }
 
@@ -145,7 +183,7 @@ pub fn bce_logits_sum<T: Float>(x: &[T], y: &[T]) -> f64 {
     if let (Some(xf), Some(yf)) = (T::as_f32_slice(&x[..n]), T::as_f32_slice(&y[..n])) {
         let isa = isa::active();
         return chunked_sum(n, |i0, m| {
-            logits_sum_f32(isa, &xf[i0..i0 + m], &yf[i0..i0 + m])
+            logits_f32(isa, &xf[i0..i0 + m], &yf[i0..i0 + m], None)
         });
     }
     chunked_sum(n, |i0, m| {
@@ -156,34 +194,46 @@ pub fn bce_logits_sum<T: Float>(x: &[T], y: &[T]) -> f64 {
     })
 }
 
-fn logits_sum_f32(isa: Isa, x: &[f32], y: &[f32]) -> f64 {
+/// The f32 logits loss sum of one chunk, and (with `grad`) `dx = scale * (sigmoid(x) - y)`.
+fn logits_f32(isa: Isa, x: &[f32], y: &[f32], grad: Option<(f32, &mut [f32])>) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
-        return unsafe { logits_sum_avx2(x, y) };
+        return unsafe { logits_avx2(x, y, grad) };
     }
     let _ = isa;
-    logits_sum_body::<Unfused>(x, y)
+    logits_body::<Unfused>(x, y, grad)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn logits_sum_avx2(x: &[f32], y: &[f32]) -> f64 {
-    logits_sum_body::<Fused>(x, y)
+fn logits_avx2(x: &[f32], y: &[f32], grad: Option<(f32, &mut [f32])>) -> f64 {
+    logits_body::<Fused>(x, y, grad)
 }
 
 /// softplus(x) - x y, with softplus(x) = max(x,0) + log1p(e^-|x|) computed in f32 (vectorised,
 /// into a block buffer) and the subtraction and the sum done in f64 (x y is exact there, and a
-/// confident correct logit's loss is the small difference of two large numbers).
+/// confident correct logit's loss is the small difference of two large numbers). Each block
+/// first computes e^-|x| (a pass of its own: see `vmath::softplus_slice` for why), then the
+/// gradient from it when asked, then the softplus.
 #[inline(always)]
-fn logits_sum_body<F: MulAdd>(x: &[f32], y: &[f32]) -> f64 {
+fn logits_body<F: MulAdd>(x: &[f32], y: &[f32], mut grad: Option<(f32, &mut [f32])>) -> f64 {
     const BLOCK: usize = 256;
     let mut sp = [0.0f32; BLOCK];
     let mut acc = [0.0f64; 8];
-    for (xc, yc) in x.chunks(BLOCK).zip(y.chunks(BLOCK)) {
+    for (b, (xc, yc)) in x.chunks(BLOCK).zip(y.chunks(BLOCK)).enumerate() {
         let sp = &mut sp[..xc.len()];
+        for (e, &xi) in sp.iter_mut().zip(xc) {
+            *e = vmath::exp_neg_abs::<F>(xi);
+        }
+        if let Some((scale, dx)) = grad.as_mut() {
+            let dc = &mut dx[b * BLOCK..][..xc.len()];
+            for (((d, &e), &xi), &yi) in dc.iter_mut().zip(sp.iter()).zip(xc).zip(yc) {
+                *d = *scale * (vmath::sigmoid_from_exp(xi, e) - yi);
+            }
+        }
         for (s, &xi) in sp.iter_mut().zip(xc) {
-            *s = vmath::softplus::<F>(xi);
+            *s = vmath::softplus_finish::<F>(xi, *s);
         }
         let mut it = sp
             .chunks_exact(8)
@@ -212,6 +262,31 @@ fn logits_sum_body<F: MulAdd>(x: &[f32], y: &[f32]) -> f64 {
         w /= 2;
     }
     acc[0]
+}
+
+/// [`bce_logits_sum`] and [`bce_logits_grad`] in one pass: each block of `x` and `y` is read
+/// once and, on f32, e^-|x| is computed once for both the softplus of the loss and the sigmoid
+/// of the gradient. Returns the same sum and writes the same `dx` as the two functions, bit
+/// for bit.
+pub fn bce_logits_sum_grad<T: Float>(x: &[T], y: &[T], scale: f64, dx: &mut [T]) -> f64 {
+    let isa = isa::active();
+    chunked_sum_map(dx, |i0, d| {
+        let m = d.len();
+        let (xc, yc) = (&x[i0..i0 + m], &y[i0..i0 + m]);
+        if let (Some(xf), Some(yf)) = (T::as_f32_slice(xc), T::as_f32_slice(yc))
+            && let Some(df) = T::as_f32_slice_mut(d)
+        {
+            return logits_f32(isa, xf, yf, Some((scale as f32, df)));
+        }
+        let s = T::from_f64(scale);
+        for ((d, &x), &y) in d.iter_mut().zip(xc).zip(yc) {
+            *d = s * (crate::unary::sigmoid(x) - y);
+        }
+        lanes8(m, |i| {
+            let x = xc[i].to_f64();
+            x.max(0.0) - x * yc[i].to_f64() + (-x.abs()).exp().ln_1p()
+        })
+    })
 }
 
 /// `dx[i] = scale * (sigmoid(x) - y)`.
@@ -269,6 +344,74 @@ mod tests {
         let a = bce_logits_sum(&x, &y);
         let b = bce_probs_sum(&p, &y, 1e-12);
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+
+    #[test]
+    fn fused_sum_and_grad_equal_the_separate_kernels() {
+        // Several chunks (threaded), a length that is not a multiple of the blocks, NaN and
+        // extreme logits, probabilities outside the clamp; f32 and f64; 1 and 2 threads.
+        let n = crate::par::PAR_MIN * 2 + 77;
+        let xs: Vec<f64> = (0..n)
+            .map(|i| match i % 997 {
+                0 => f64::NAN,
+                1 => 1000.0,
+                2 => -1000.0,
+                _ => ((i * 37) % 2001) as f64 * 0.01 - 10.0,
+            })
+            .collect();
+        let ys: Vec<f64> = (0..n).map(|i| ((i * 11) % 3) as f64 * 0.5).collect();
+        let ps: Vec<f64> = xs.iter().map(|&v| crate::unary::sigmoid(v)).collect();
+        fn same<T: Float>(a: &[T], b: &[T]) -> bool {
+            a.iter().zip(b).all(|(u, v)| {
+                u.to_f64().to_bits() == v.to_f64().to_bits()
+                    || (u.to_f64().is_nan() && v.to_f64().is_nan())
+            })
+        }
+        fn check<T: Float>(x: &[T], p: &[T], y: &[T]) {
+            let scale = 1.0 / 3.0;
+            let mut d1 = vec![T::ZERO; x.len()];
+            let mut d2 = vec![T::ZERO; x.len()];
+            let s1 = bce_logits_sum(x, y);
+            bce_logits_grad(x, y, scale, &mut d1);
+            let s2 = bce_logits_sum_grad(x, y, scale, &mut d2);
+            assert!(
+                s1.to_bits() == s2.to_bits() || (s1.is_nan() && s2.is_nan()),
+                "{s1} {s2}"
+            );
+            assert!(same(&d1, &d2), "logits gradients differ");
+            let s1 = bce_probs_sum(p, y, 1e-7);
+            bce_probs_grad(p, y, 1e-7, scale, &mut d1);
+            let s2 = bce_probs_sum_grad(p, y, 1e-7, scale, &mut d2);
+            assert!(
+                s1.to_bits() == s2.to_bits() || (s1.is_nan() && s2.is_nan()),
+                "{s1} {s2}"
+            );
+            assert!(same(&d1, &d2), "probability gradients differ");
+        }
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                for isa in crate::isa::supported() {
+                    crate::isa::with(isa, || {
+                        check(&xs, &ps, &ys);
+                        let f = |v: &[f64]| v.iter().map(|&u| u as f32).collect::<Vec<f32>>();
+                        check(&f(&xs), &f(&ps), &f(&ys));
+                        // Without NaN too, so the sums compared are finite numbers.
+                        let clean: Vec<f32> = f(&xs)
+                            .into_iter()
+                            .map(|v| if v.is_nan() { 0.5 } else { v })
+                            .collect();
+                        let cp: Vec<f32> =
+                            clean.iter().map(|&v| crate::unary::sigmoid(v)).collect();
+                        check(&clean, &cp, &f(&ys));
+                    })
+                    .expect("supported isa");
+                }
+            });
+        }
     }
 
     #[test]

@@ -202,8 +202,7 @@ pub fn tanh<F: MulAdd>(x: f32) -> f32 {
 /// sigmoid(1000) = 1 and sigmoid(-1000) = 0 exactly.
 #[inline(always)]
 pub fn sigmoid<F: MulAdd>(x: f32) -> f32 {
-    let e = exp_nonpos::<F>(-x.abs());
-    select(x >= 0.0, 1.0, e) / (1.0 + e)
+    sigmoid_from_exp(x, exp_neg_abs::<F>(x))
 }
 
 /// GELU, tanh approximation: 0.5x(1 + tanh u) = x·sigmoid(2u) = x/(1 + e^{-2u}),
@@ -242,12 +241,26 @@ fn log1p_unit<F: MulAdd>(u: f32) -> f32 {
 /// Softplus ln(1 + e^x) = max(x, 0) + log1p(e^-|x|).
 #[inline(always)]
 pub fn softplus<F: MulAdd>(x: f32) -> f32 {
-    softplus_finish::<F>(x, exp_nonpos::<F>(-x.abs()))
+    softplus_finish::<F>(x, exp_neg_abs::<F>(x))
 }
 
-/// The second half of [`softplus`]: max(x, 0) + log1p(u) for u = e^-|x|.
+/// e^-|x|, the exponential [`softplus`] and [`sigmoid`] share (a fused loss computes it once
+/// for both).
 #[inline(always)]
-fn softplus_finish<F: MulAdd>(x: f32, u: f32) -> f32 {
+pub fn exp_neg_abs<F: MulAdd>(x: f32) -> f32 {
+    exp_nonpos::<F>(-x.abs())
+}
+
+/// [`sigmoid`] from `e` = [`exp_neg_abs`]`(x)`: the same bits as `sigmoid(x)`.
+#[inline(always)]
+pub fn sigmoid_from_exp(x: f32, e: f32) -> f32 {
+    select(x >= 0.0, 1.0, e) / (1.0 + e)
+}
+
+/// [`softplus`] from `u` = [`exp_neg_abs`]`(x)`: max(x, 0) + log1p(u), the same bits as
+/// `softplus(x)`.
+#[inline(always)]
+pub fn softplus_finish<F: MulAdd>(x: f32, u: f32) -> f32 {
     select(x > 0.0, x, 0.0) + log1p_unit::<F>(u)
 }
 
@@ -267,7 +280,7 @@ pub fn softplus_slice<F: MulAdd>(x: &[f32], out: &mut [f32]) {
     let mut u = [0f32; SOFTPLUS_BLOCK];
     for (xb, ob) in x.chunks(SOFTPLUS_BLOCK).zip(out.chunks_mut(SOFTPLUS_BLOCK)) {
         for (e, &v) in u.iter_mut().zip(xb) {
-            *e = exp_nonpos::<F>(-v.abs());
+            *e = exp_neg_abs::<F>(v);
         }
         for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(&u) {
             *o = softplus_finish::<F>(v, e);
@@ -281,7 +294,7 @@ pub fn softplus_slice_in_place<F: MulAdd>(v: &mut [f32]) {
     let mut u = [0f32; SOFTPLUS_BLOCK];
     for block in v.chunks_mut(SOFTPLUS_BLOCK) {
         for (e, &x) in u.iter_mut().zip(block.iter()) {
-            *e = exp_nonpos::<F>(-x.abs());
+            *e = exp_neg_abs::<F>(x);
         }
         for (x, &e) in block.iter_mut().zip(&u) {
             *x = softplus_finish::<F>(*x, e);
