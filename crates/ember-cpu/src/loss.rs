@@ -214,7 +214,7 @@ fn logits_avx2(x: &[f32], y: &[f32], grad: Option<(f32, &mut [f32])>) -> f64 {
 /// softplus(x) - x y, with softplus(x) = max(x,0) + log1p(e^-|x|) computed in f32 (vectorised,
 /// into a block buffer) and the subtraction and the sum done in f64 (x y is exact there, and a
 /// confident correct logit's loss is the small difference of two large numbers). Each block
-/// first computes e^-|x| (a pass of its own: see `vmath::softplus_slice` for why), then the
+/// first computes e^-|x| (a pass of its own: see `vmath::two_pass_slice` for why), then the
 /// gradient from it when asked, then the softplus.
 #[inline(always)]
 fn logits_body<F: MulAdd>(x: &[f32], y: &[f32], mut grad: Option<(f32, &mut [f32])>) -> f64 {

@@ -380,11 +380,22 @@ macro_rules! per_op_f32 {
     };
 }
 
+/// The ops whose slice loops run in two passes per block (`vmath::two_pass`: their
+/// per-element dependency chains are long enough to fill the out-of-order window).
+#[inline(always)]
+fn two_pass(op: UnaryOp) -> Option<vmath::TwoPass> {
+    match op {
+        UnaryOp::Softplus => Some(vmath::TwoPass::Softplus),
+        UnaryOp::Sigmoid => Some(vmath::TwoPass::Sigmoid),
+        UnaryOp::Tanh => Some(vmath::TwoPass::Tanh),
+        _ => None,
+    }
+}
+
 #[inline(always)]
 fn map_body<F: MulAdd>(op: UnaryOp, x: &[f32], out: &mut [f32]) {
-    if op == UnaryOp::Softplus {
-        // Two passes over small blocks (see `vmath::softplus_slice`), 1.46× per element.
-        return vmath::softplus_slice::<F>(x, out);
+    if let Some(which) = two_pass(op) {
+        return vmath::two_pass_slice::<F>(which, x, out);
     }
     per_op_f32!(op, F, g => {
         for (o, &v) in out.iter_mut().zip(x) {
@@ -395,8 +406,8 @@ fn map_body<F: MulAdd>(op: UnaryOp, x: &[f32], out: &mut [f32]) {
 
 #[inline(always)]
 fn map_in_place_body<F: MulAdd>(op: UnaryOp, v: &mut [f32]) {
-    if op == UnaryOp::Softplus {
-        return vmath::softplus_slice_in_place::<F>(v);
+    if let Some(which) = two_pass(op) {
+        return vmath::two_pass_slice_in_place::<F>(which, v);
     }
     per_op_f32!(op, F, g => {
         for x in v.iter_mut() {
