@@ -35,9 +35,12 @@
 //! - `softplus`: max(x, 0) + log1p(e^-|x|), log1p(u) for u in [0, 1] as 2 atanh(u/(2+u)) by
 //!   a degree-3 fit in its square (one division, no range reduction). ≤ 3 ulp (measured 2).
 //!
-//! Speed: the loops over these functions are limited by the FMA/multiply pipes (two on Zen 3),
-//! not by latency, so the forms above are chosen for the fewest vector operations per element:
-//! no function evaluates two branches, polynomial degrees are the lowest that keep the bounds.
+//! Speed: the forms above are chosen for the fewest vector operations per element (no function
+//! evaluates two branches, polynomial degrees are the lowest that keep the bounds), and for
+//! short dependency chains: a loop whose elements are each one long chain (an exp, a division,
+//! a polynomial in series) fills the core's out-of-order window before its FMA pipes, so
+//! softplus, sigmoid and tanh run over slices in two passes per block ([`two_pass_slice`]:
+//! the exponential part, then the rest), bit-identical to the per-element functions.
 
 /// How `a·b + c` is evaluated: fused on FMA hardware, two roundings elsewhere.
 pub trait MulAdd {
@@ -306,7 +309,7 @@ fn two_pass(
     }
 }
 
-/// [`two_pass`] in place.
+/// `two_pass` in place.
 #[inline(always)]
 fn two_pass_in_place(v: &mut [f32], first: impl Fn(f32) -> f32, finish: impl Fn(f32, f32) -> f32) {
     let mut u = [0f32; TWO_PASS_BLOCK];
@@ -320,7 +323,7 @@ fn two_pass_in_place(v: &mut [f32], first: impl Fn(f32) -> f32, finish: impl Fn(
     }
 }
 
-/// The functions whose slice loops run in two passes (see [`two_pass`]).
+/// The functions whose slice loops run in two passes (see `two_pass` in the source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TwoPass {
     /// [`softplus`].
@@ -332,7 +335,7 @@ pub enum TwoPass {
 }
 
 /// `out[i] = f(x[i])` for `f` = `which`, bit-identical to the per-element function, in two
-/// passes per block (see [`two_pass`]).
+/// passes per block (the module's `two_pass`: why and how much it gains).
 #[inline(always)]
 pub fn two_pass_slice<F: MulAdd>(which: TwoPass, x: &[f32], out: &mut [f32]) {
     match which {
@@ -478,7 +481,8 @@ mod tests {
         // The two-pass slice forms give each function's bits exactly, element for element
         // (the sweep's length is not a multiple of their block).
         let xs = sweep();
-        let per_element: [(TwoPass, fn(f32) -> f32); 3] = [
+        type PerElement = (TwoPass, fn(f32) -> f32);
+        let per_element: [PerElement; 3] = [
             (TwoPass::Softplus, softplus::<F>),
             (TwoPass::Sigmoid, sigmoid::<F>),
             (TwoPass::Tanh, tanh::<F>),
