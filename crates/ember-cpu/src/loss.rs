@@ -31,14 +31,16 @@ fn chunked_sum(n: usize, term: impl Fn(usize, usize) -> f64 + Sync) -> f64 {
     } else {
         (0..chunks).map(part).collect()
     };
-    fn tree(v: &[f64]) -> f64 {
-        match v.len() {
-            0 => 0.0,
-            1 => v[0],
-            n => tree(&v[..n / 2]) + tree(&v[n / 2..]),
-        }
+    pairwise(&partials)
+}
+
+/// The sum of chunk partials in a fixed pairwise tree (so it does not depend on thread count).
+fn pairwise(v: &[f64]) -> f64 {
+    match v.len() {
+        0 => 0.0,
+        1 => v[0],
+        n => pairwise(&v[..n / 2]) + pairwise(&v[n / 2..]),
     }
-    tree(&partials)
 }
 
 /// Sums `f(i)` for i in 0..n in 8 lanes, combined (0+4, 1+5, ..), (0+2, 1+3), 0+1.
@@ -85,14 +87,7 @@ fn chunked_sum_map<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) -> f64 + 
     } else {
         out.chunks_mut(CHUNK).enumerate().map(part).collect()
     };
-    fn tree(v: &[f64]) -> f64 {
-        match v.len() {
-            0 => 0.0,
-            1 => v[0],
-            n => tree(&v[..n / 2]) + tree(&v[n / 2..]),
-        }
-    }
-    tree(&partials)
+    pairwise(&partials)
 }
 
 #[inline(always)]
