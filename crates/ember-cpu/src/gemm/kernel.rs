@@ -46,10 +46,13 @@ pub type MicroKernel<T> = unsafe fn(
 /// Block sizes for f32, chosen for a 32 KiB L1d / 512 KiB L2 core (Zen 3): a 384-deep B sliver
 /// (24 KiB for NR = 16) stays in L1, an MC×KC block of A (216 KiB) in L2, a KC×NC panel of B
 /// in L3. KC was measured (2026-11-29, 1 thread, 6 interleaved rounds, best samples): 256 →
-/// 384 gave +2 % at 1024³ and 2048³ (fewer passes over C; 448 and 512 were no better).
+/// 384 gave +2 % at 1024³ and 2048³ (fewer passes over C; 448 and 512 were no better). NC
+/// too: 4080 → 1024 (a 1.5 MiB panel of B instead of 3 MiB at 2048³, with A packed twice)
+/// gave +3–6 % at 2048³ on 1 thread over 19 interleaved rounds (best and median); 512 was
+/// worse at 1024³.
 const KC_F32: usize = 384;
 const MC_F32: usize = 144;
-const NC_F32: usize = 4080;
+const NC_F32: usize = 1024;
 /// f64 halves the depth of L1-resident B per byte, so MC is smaller for the same L2 share.
 const KC_F64: usize = 256;
 const MC_F64: usize = 96;

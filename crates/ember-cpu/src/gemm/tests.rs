@@ -338,7 +338,7 @@ fn sampled_sizes_f64() {
 
 #[test]
 fn large_sizes_cross_every_block_boundary() {
-    // k > KC (two K slices, beta handling between them), m > MC, n > NC (f32 NC = 4080).
+    // k > KC (two K slices, beta handling between them), m > MC, n > NC (f32 NC = 1024).
     on_every_isa(|| {
         check::<f32>(
             301,
