@@ -61,6 +61,13 @@ pub trait Float:
     fn neg_infinity() -> Self;
     /// The GEMM kernel (microkernel and block sizes) for this type on `isa`.
     fn gemm_kernel(isa: crate::isa::Isa) -> crate::gemm::Kernel<Self>;
+    /// The microkernel that reads A's rows in place, where this type has one, for a kernel
+    /// of instruction set `isa` and an `mr`×`nr` tile (see [`crate::gemm::kernel::RowsKernel`]).
+    fn gemm_rows_kernel(
+        isa: crate::isa::Isa,
+        mr: usize,
+        nr: usize,
+    ) -> Option<crate::gemm::kernel::RowsKernel<Self>>;
     /// `Some(s)` when `Self` is f32: lets generic kernels take an f32 SIMD fast path.
     fn as_f32_slice(s: &[Self]) -> Option<&[f32]>;
     /// Mutable form of [`Float::as_f32_slice`].
@@ -68,7 +75,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $kern:ident, $as_f32:expr) => {
+    ($t:ty, $kern:ident, $rows:expr, $as_f32:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -137,6 +144,14 @@ macro_rules! impl_float {
                 crate::gemm::kernel::$kern(isa)
             }
             #[inline(always)]
+            fn gemm_rows_kernel(
+                isa: crate::isa::Isa,
+                mr: usize,
+                nr: usize,
+            ) -> Option<crate::gemm::kernel::RowsKernel<Self>> {
+                $rows(isa, mr, nr)
+            }
+            #[inline(always)]
             fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
                 $as_f32(s)
             }
@@ -147,8 +162,8 @@ macro_rules! impl_float {
         }
     };
 }
-impl_float!(f32, kernel_f32, Some);
-impl_float!(f64, kernel_f64, |_| None);
+impl_float!(f32, kernel_f32, crate::gemm::kernel::rows_kernel_f32, Some);
+impl_float!(f64, kernel_f64, |_, _, _| None, |_| None);
 
 /// The error function, to about 1e-15 absolute error.
 ///

@@ -43,6 +43,33 @@ pub type MicroKernel<T> = unsafe fn(
     cs_c: usize,
 );
 
+/// A microkernel that reads A in place instead of from a packed sliver: row r of the tile's A
+/// starts at `a + r * rs_a` and runs along k contiguously (a row-major A); otherwise as
+/// [`MicroKernel`]. The driver uses it when B is a single NR-wide sliver, where packing A
+/// would cost about as much as the arithmetic (each element of A meets at most NR columns).
+pub type RowsKernel<T> = unsafe fn(
+    kc: usize,
+    alpha: T,
+    a: *const T,
+    rs_a: usize,
+    b: *const T,
+    beta: T,
+    c: *mut T,
+    rs_c: usize,
+    cs_c: usize,
+);
+
+/// The f32 in-place-A microkernel matching a kernel of `isa` with an `mr`×`nr` tile: the AVX2
+/// 6×16 one (the same loop as the packed kernel, A read through six row pointers).
+pub fn rows_kernel_f32(isa: Isa, mr: usize, nr: usize) -> Option<RowsKernel<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && mr == 6 && nr == 16 && isa.is_supported() {
+        return Some(avx2::ukr_f32_6x16_rows);
+    }
+    let _ = (isa, mr, nr);
+    None
+}
+
 /// Block sizes for f32, chosen for a 32 KiB L1d / 512 KiB L2 core (Zen 3): a 384-deep B sliver
 /// (24 KiB for NR = 16) stays in L1, an MC×KC block of A (216 KiB) in L2, a KC×NC panel of B
 /// in L3. KC was measured (2026-11-29, 1 thread, 6 interleaved rounds, best samples): 256 →
@@ -475,36 +502,61 @@ mod avx2 {
         cs_c: usize,
     ) {
         // SAFETY: forwarded contract; AVX2+FMA presence was checked when the kernel was chosen.
-        unsafe { f32_6x16_impl(kc, alpha, a, b, beta, c, rs_c, cs_c) }
+        unsafe { f32_6x16_impl::<false>(kc, alpha, a, 1, b, beta, c, rs_c, cs_c) }
     }
 
+    /// The same kernel reading A's six rows in place (see [`super::RowsKernel`]).
+    ///
+    /// # Safety
+    /// As [`ukr_f32_6x16`], with row r of A holding `kc` readable floats from `a + r * rs_a`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn ukr_f32_6x16_rows(
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        rs_a: usize,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        rs_c: usize,
+        cs_c: usize,
+    ) {
+        // SAFETY: forwarded contract; AVX2+FMA presence was checked when the kernel was chosen.
+        unsafe { f32_6x16_impl::<true>(kc, alpha, a, rs_a, b, beta, c, rs_c, cs_c) }
+    }
+
+    /// The 6×16 loop; `ROWS` reads A's rows in place (stride `rs_a`), else a packed sliver.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn f32_6x16_impl(
+    unsafe fn f32_6x16_impl<const ROWS: bool>(
         kc: usize,
         alpha: f32,
         mut a: *const f32,
+        rs_a: usize,
         mut b: *const f32,
         beta: f32,
         c: *mut f32,
         rs_c: usize,
         cs_c: usize,
     ) {
+        // Packed: the six values of step p are adjacent. In place: one value per row.
+        let (ars, astep) = if ROWS { (rs_a, 1) } else { (1, 6) };
         prefetch_tile(c as *const i8, rs_c * 4, cs_c * 4, 16 * 4);
         let mut acc = [[_mm256_setzero_ps(); 2]; 6];
         // One k step: two B vectors, six broadcasts of A, twelve FMAs.
         macro_rules! step {
             () => {
-                // SAFETY: a and b advance by 6 and 16 per step over kc steps, inside the slivers.
+                // SAFETY: a and b advance by one step of A (6 packed values, or 1 along each
+                // row) and 16 per step over kc steps, inside A's rows and B's sliver.
                 unsafe {
                     let b0 = _mm256_loadu_ps(b);
                     let b1 = _mm256_loadu_ps(b.add(8));
                     for (i, row) in acc.iter_mut().enumerate() {
-                        let ai = _mm256_broadcast_ss(&*a.add(i));
+                        let ai = _mm256_broadcast_ss(&*a.add(i * ars));
                         row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                         row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
                     }
-                    a = a.add(6);
+                    a = a.add(astep);
                     b = b.add(16);
                 }
             };

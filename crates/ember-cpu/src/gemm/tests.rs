@@ -530,6 +530,8 @@ fn bit_identical_for_any_thread_count() {
         (20, 700, 100),
         // Wide enough for the split over N at 2 and 3 threads; K = 530 runs as 2 × 265.
         (150, 1100, 530),
+        // One sliver of B: rows split between threads, A read in place.
+        (300, 10, 300),
     ] {
         let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.uniform() as f32).collect();
@@ -596,6 +598,45 @@ fn both_thread_splits_against_f64() {
                 check::<f32>(301, 200, 600, lays, 0.5, 1.0, true, Activation::Tanh, 12);
                 let lays = (Lay::Col, Lay::Strided, Lay::Row);
                 check::<f64>(70, 900, 300, lays, -1.0, 0.0, false, Activation::None, 13);
+            })
+        });
+    }
+}
+
+#[test]
+fn single_sliver_products_read_a_in_place() {
+    // N at most one B sliver (16 on AVX2) with a row-major A takes the path that reads A's rows
+    // in place: full row slivers, a partial last one (packed), N < 16 (scratch tile), K past
+    // KC, beta and an epilogue; on 1 and 2 threads. Column-major A takes the packed path.
+    for threads in [1, 2] {
+        run_in_pool(threads, || {
+            on_every_isa(|| {
+                let rows = (Lay::Row, Lay::Row, Lay::Row);
+                check::<f32>(301, 10, 530, rows, 1.0, 0.5, true, Activation::Sigmoid, 21);
+                check::<f32>(300, 16, 200, rows, -0.5, 0.0, false, Activation::None, 22);
+                check::<f32>(
+                    257,
+                    3,
+                    100,
+                    (Lay::Row, Lay::Col, Lay::Col),
+                    2.0,
+                    1.0,
+                    true,
+                    Activation::Relu,
+                    23,
+                );
+                check::<f32>(
+                    100,
+                    12,
+                    90,
+                    (Lay::Strided, Lay::Row, Lay::Row),
+                    1.0,
+                    0.0,
+                    false,
+                    Activation::Tanh,
+                    24,
+                );
+                check::<f64>(150, 7, 400, rows, 1.0, 0.5, true, Activation::None, 25);
             })
         });
     }
