@@ -15,7 +15,11 @@
 //!   shared B panel (two barriers per KC slice), this measured 2–8 % faster at 512³–2048³ on 2
 //!   threads and 11 % at 256×784×512 (best samples of 12 interleaved rounds; `perf` showed
 //!   the threads' time waiting at the barriers fall from ≈ 8 % to ≈ 2.5 %).
-//! - **Split M** (narrow products): the threads pack each B panel together, then share out work
+//! - **One sliver of B** (N ≤ NR, a skinny output layer): M is split, each thread packing the
+//!   small B itself (again no barrier), and a row-major A is read in place by a twin of the
+//!   microkernel (`in_place_a`): packing A would cost as much as the arithmetic, since each of
+//!   its elements meets at most NR columns.
+//! - **Split M** (other narrow products): the threads pack each B panel together, then share out work
 //!   items (MC block of loop 3, group of NR slivers of loop 2). MC is shrunk (to a multiple of
 //!   MR) so the blocks divide evenly among them, and when M is too short for that the slivers
 //!   are split into groups as well.
