@@ -90,6 +90,19 @@ fn chunked_sum_map<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) -> f64 + 
     pairwise(&partials)
 }
 
+/// One element's loss on a probability, in f64: -(y ln p + (1-y) ln(1-p)), p clamped.
+#[inline(always)]
+fn probs_loss(p: f64, y: f64, eps: f64) -> f64 {
+    let p = clamp_prob(p, eps);
+    -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+}
+
+/// One element's loss on a logit, in f64, in the stable form max(x,0) - x y + ln(1 + e^-|x|).
+#[inline(always)]
+fn logits_loss(x: f64, y: f64) -> f64 {
+    x.max(0.0) - x * y + (-x.abs()).exp().ln_1p()
+}
+
 #[inline(always)]
 fn clamp_prob(p: f64, eps: f64) -> f64 {
     if p.is_nan() {
@@ -104,9 +117,7 @@ pub fn bce_probs_sum<T: Float>(p: &[T], y: &[T], eps: f64) -> f64 {
     let n = p.len().min(y.len());
     chunked_sum(n, |i0, m| {
         lanes8(m, |i| {
-            let pc = clamp_prob(p[i0 + i].to_f64(), eps);
-            let y = y[i0 + i].to_f64();
-            -(y * pc.ln() + (1.0 - y) * (1.0 - pc).ln())
+            probs_loss(p[i0 + i].to_f64(), y[i0 + i].to_f64(), eps)
         })
     })
 }
@@ -119,11 +130,7 @@ pub fn bce_probs_sum_grad<T: Float>(p: &[T], y: &[T], eps: f64, scale: f64, dp: 
     chunked_sum_map(dp, |i0, d| {
         let m = d.len();
         let (pc, yc) = (&p[i0..i0 + m], &y[i0..i0 + m]);
-        let sum = lanes8(m, |i| {
-            let pv = clamp_prob(pc[i].to_f64(), eps);
-            let yv = yc[i].to_f64();
-            -(yv * pv.ln() + (1.0 - yv) * (1.0 - pv).ln())
-        });
+        let sum = lanes8(m, |i| probs_loss(pc[i].to_f64(), yc[i].to_f64(), eps));
         probs_grad(isa, pc, yc, eps, scale, d);
         sum
     })
@@ -182,10 +189,7 @@ pub fn bce_logits_sum<T: Float>(x: &[T], y: &[T]) -> f64 {
         });
     }
     chunked_sum(n, |i0, m| {
-        lanes8(m, |i| {
-            let x = x[i0 + i].to_f64();
-            x.max(0.0) - x * y[i0 + i].to_f64() + (-x.abs()).exp().ln_1p()
-        })
+        lanes8(m, |i| logits_loss(x[i0 + i].to_f64(), y[i0 + i].to_f64()))
     })
 }
 
@@ -277,10 +281,7 @@ pub fn bce_logits_sum_grad<T: Float>(x: &[T], y: &[T], scale: f64, dx: &mut [T])
         for ((d, &x), &y) in d.iter_mut().zip(xc).zip(yc) {
             *d = s * (crate::unary::sigmoid(x) - y);
         }
-        lanes8(m, |i| {
-            let x = xc[i].to_f64();
-            x.max(0.0) - x * yc[i].to_f64() + (-x.abs()).exp().ln_1p()
-        })
+        lanes8(m, |i| logits_loss(xc[i].to_f64(), yc[i].to_f64()))
     })
 }
 

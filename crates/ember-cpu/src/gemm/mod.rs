@@ -44,6 +44,18 @@ pub struct MatRef<'a, T> {
     pub cs: usize,
 }
 
+impl<'a, T> MatRef<'a, T> {
+    /// The same strides over other data (the same matrix seen as another element type, or a
+    /// widened copy laid out alike).
+    pub fn with_data<U>(&self, data: &'a [U]) -> MatRef<'a, U> {
+        MatRef {
+            data,
+            rs: self.rs,
+            cs: self.cs,
+        }
+    }
+}
+
 /// The destination matrix, like [`MatRef`] but writable.
 #[derive(Debug)]
 pub struct MatMut<'a, T> {
@@ -315,17 +327,17 @@ pub fn gemm_widen<S: Widen<f32>>(
     epi: Epilogue<'_, f32>,
 ) {
     if let (Some(ad), Some(bd)) = (S::as_native(a.data), S::as_native(b.data)) {
-        let a = MatRef {
-            data: ad,
-            rs: a.rs,
-            cs: a.cs,
-        };
-        let b = MatRef {
-            data: bd,
-            rs: b.rs,
-            cs: b.cs,
-        };
-        return gemm(m, n, k, alpha, a, b, beta, c, epi);
+        return gemm(
+            m,
+            n,
+            k,
+            alpha,
+            a.with_data(ad),
+            b.with_data(bd),
+            beta,
+            c,
+            epi,
+        );
     }
     if m == 0 || n == 0 {
         return;

@@ -40,16 +40,7 @@ pub(super) fn small<T: Float>(
         if let (Some(ad), Some(bd)) = (T::as_f32_slice(a.data), T::as_f32_slice(b.data))
             && k <= KMAX
         {
-            let a32 = MatRef {
-                data: ad,
-                rs: a.rs,
-                cs: a.cs,
-            };
-            let b32 = MatRef {
-                data: bd,
-                rs: b.rs,
-                cs: b.cs,
-            };
+            let (a32, b32) = (a.with_data(ad), b.with_data(bd));
             // T is f32 here (its slices converted), so C's pointer is an f32 pointer.
             let c32 = CPtr {
                 ptr: c.ptr.cast::<f32>(),
