@@ -92,7 +92,10 @@ unsafe fn small_f32_avx2(
     c: CPtr<f32>,
 ) {
     use std::arch::x86_64::*;
-    let mut bpad = [0.0f32; STRIP * KMAX];
+    // Every lane of rows 0..k is written below before it is read (masked loads and the
+    // strided copy both fill the lanes past w with zeros), so the strip starts uninitialised:
+    // zeroing all 2 KiB would cost a `memset` per call, more than a 10×10 product.
+    let mut bpad = [const { std::mem::MaybeUninit::<f32>::uninit() }; STRIP * KMAX];
     let valpha = _mm256_set1_ps(alpha);
     // Lane masks for a strip `w` columns wide: lane l of the pair is on when l < w.
     let masks = |w: usize| {
@@ -104,28 +107,39 @@ unsafe fn small_f32_avx2(
         )
     };
     let (ap, bsrc) = (a.data.as_ptr(), b.data.as_ptr());
-    let bp = bpad.as_mut_ptr();
+    let bp = bpad.as_mut_ptr().cast::<f32>();
     for j0 in (0..n).step_by(STRIP) {
         let w = STRIP.min(n - j0);
         let (m0, m1) = masks(w);
-        for p in 0..k {
-            // SAFETY: p < k <= KMAX keeps the stores inside `bpad`; the B elements read are
-            // (p, j0..j0 + w), inside B (checked by `gemm`); masked-off lanes are not read
-            // (hence wrapping_add for the second half, which may start past B when w <= 8).
-            unsafe {
-                let dst = bp.add(p * STRIP);
-                if b.cs == 1 {
+        if b.cs == 1 {
+            for p in 0..k {
+                // SAFETY: p < k <= KMAX keeps the stores inside `bpad`; the B elements read
+                // are (p, j0..j0 + w), inside B (checked by `gemm`); masked-off lanes are not
+                // read (hence wrapping_add for the second half, which may start past B when
+                // w <= 8).
+                unsafe {
+                    let dst = bp.add(p * STRIP);
                     let src = bsrc.add(p * b.rs + j0);
                     _mm256_storeu_ps(dst, _mm256_maskload_ps(src, m0));
                     _mm256_storeu_ps(dst.add(8), _mm256_maskload_ps(src.wrapping_add(8), m1));
-                } else {
-                    for q in 0..STRIP {
-                        *dst.add(q) = if q < w {
-                            *bsrc.add(p * b.rs + (j0 + q) * b.cs)
-                        } else {
-                            0.0
-                        };
-                    }
+                }
+            }
+        } else {
+            // A strided B (a Dense forward's Wᵀ: each column of B is a row of W): zero the
+            // strip's rows, then copy column by column, each a run of k elements apart by rs.
+            for p in 0..k {
+                // SAFETY: p < k <= KMAX keeps both stores inside `bpad`.
+                unsafe {
+                    _mm256_storeu_ps(bp.add(p * STRIP), _mm256_setzero_ps());
+                    _mm256_storeu_ps(bp.add(p * STRIP + 8), _mm256_setzero_ps());
+                }
+            }
+            for q in 0..w {
+                let col = bsrc.wrapping_add((j0 + q) * b.cs);
+                for p in 0..k {
+                    // SAFETY: (p, j0 + q) lies inside B (checked by `gemm`); p * STRIP + q
+                    // lies inside `bpad` (p < k <= KMAX, q < STRIP).
+                    unsafe { *bp.add(p * STRIP + q) = *col.add(p * b.rs) };
                 }
             }
         }
@@ -187,9 +201,9 @@ unsafe fn store_strip(
     // SAFETY: (i, j0) lies inside C (the caller's contract).
     let row = unsafe { c.at(i, j0) };
     if c.cs == 1 {
-        // Whole 8-lane halves are stored with plain vector stores and a partial half through a
-        // stack buffer: AMD cores microcode masked *stores* (vmaskmovps to memory costs more
-        // than the whole row's arithmetic), while masked *loads* are cheap.
+        // Whole 8-lane halves are stored with plain vector stores and a partial half in 4-,
+        // 2- and 1-lane pieces: AMD cores microcode masked *stores* (vmaskmovps to memory
+        // costs more than the whole row's arithmetic), while masked *loads* are cheap.
         // SAFETY: (i, j0..j0 + w) are contiguous and inside C; masked-off lanes are neither
         // read nor written (the second half's pointer is formed with wrapping_add because it
         // may lie past C when w <= 8 and its mask is all off).
@@ -199,7 +213,6 @@ unsafe fn store_strip(
                 acc0 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row, m0), acc0);
                 acc1 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row.wrapping_add(8), m1), acc1);
             }
-            let mut rest = [0.0f32; 8];
             let (tail, tail_at) = if w >= 8 {
                 _mm256_storeu_ps(row, acc0);
                 if w == STRIP {
@@ -210,8 +223,23 @@ unsafe fn store_strip(
             } else {
                 (acc0, 0)
             };
-            _mm256_storeu_ps(rest.as_mut_ptr(), tail);
-            std::ptr::copy_nonoverlapping(rest.as_ptr(), row.add(tail_at), w - tail_at);
+            // The last 1..7 lanes: a 4-lane, a 2-lane and a 1-lane store as needed (a
+            // variable-length copy would be a `memcpy` call per row).
+            let (mut at, mut left) = (tail_at, w - tail_at);
+            let mut part = _mm256_castps256_ps128(tail);
+            if left >= 4 {
+                _mm_storeu_ps(row.add(at), part);
+                part = _mm256_extractf128_ps::<1>(tail);
+                (at, left) = (at + 4, left - 4);
+            }
+            if left >= 2 {
+                _mm_storel_epi64(row.add(at).cast::<__m128i>(), _mm_castps_si128(part));
+                part = _mm_movehl_ps(part, part);
+                (at, left) = (at + 2, left - 2);
+            }
+            if left == 1 {
+                _mm_store_ss(row.add(at), part);
+            }
         }
     } else {
         let mut lanes = [0.0f32; STRIP];

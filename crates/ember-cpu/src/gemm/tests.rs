@@ -284,6 +284,16 @@ fn small_path_every_width_and_depth() {
         (1, 2, 3),
         (2, 1, 3),
         (7, 24, 20),
+        // Every tail length of a partial 8-lane half (1..=7 columns past 0 or 8): the stores
+        // split it into 4-, 2- and 1-lane pieces.
+        (3, 3, 4),
+        (2, 4, 6),
+        (4, 7, 5),
+        (5, 6, 3),
+        (3, 11, 2),
+        (2, 12, 3),
+        (2, 14, 9),
+        (3, 15, 4),
     ];
     // f32 on AVX2 keeps the small path up to 32³ (k ≤ 32): several strips, many rows.
     let f32_avx2_cases = [
