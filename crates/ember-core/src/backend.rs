@@ -131,8 +131,23 @@ pub(crate) fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> CpuStorage {
 
 /// Storage of `dtype` holding `values` (converted from f64).
 pub(crate) fn from_f64(values: &[f64], dtype: DType) -> CpuStorage {
-    let src = CpuStorage::F64(values.to_vec());
-    cast(&src, &Layout::contiguous(&[values.len()]), dtype)
+    // Converted straight into the target type (the same `Cast` rounding as `cast`), without an
+    // f64 copy first: every loss value becomes a tensor through here, once per step.
+    fn to<D: Copy>(values: &[f64]) -> Vec<D>
+    where
+        f64: ember_cpu::copy::Cast<D>,
+    {
+        values
+            .iter()
+            .map(|&v| ember_cpu::copy::Cast::cast(v))
+            .collect()
+    }
+    match dtype {
+        DType::F32 => CpuStorage::F32(to(values)),
+        DType::F64 => CpuStorage::F64(values.to_vec()),
+        DType::F16 => CpuStorage::F16(to(values)),
+        DType::BF16 => CpuStorage::BF16(to(values)),
+    }
 }
 
 /// `n` copies of `value` (rounded once to `dtype`).

@@ -205,7 +205,14 @@ impl Tensor {
         // Sized up front: every recorded node and each of its inputs may get an entry.
         let mut grads: IdMap<Tensor> =
             IdMap::with_capacity_and_hasher(3 * order.len() + 1, Default::default());
-        grads.insert(self.id(), grad.detach());
+        // A caller's gradient is detached (the store must not keep its graph alive); the ones
+        // made above are a fresh leaf already.
+        let seed = if grad.requires_grad() {
+            grad.detach()
+        } else {
+            grad
+        };
+        grads.insert(self.id(), seed);
         for (node, op) in order.iter().rev() {
             let Some(g) = grads.get(&node.id()).cloned() else {
                 continue;

@@ -542,7 +542,6 @@ mod avx2 {
         // Packed: the six values of step p are adjacent. In place: one value per row.
         let (ars, astep) = if ROWS { (rs_a, 1) } else { (1, 6) };
         prefetch_tile(c as *const i8, rs_c * 4, cs_c * 4, 16 * 4);
-        const PF_A: usize = 96;
         let mut acc = [[_mm256_setzero_ps(); 2]; 6];
         // One k step: two B vectors, six broadcasts of A, twelve FMAs.
         macro_rules! step {
@@ -564,10 +563,6 @@ mod avx2 {
         }
         // Unrolled by 4 to cut loop overhead; the order of the steps is unchanged.
         for _ in 0..kc / 4 {
-            if !ROWS {
-                // SAFETY: a prefetch is only a hint; it never faults.
-                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(PF_A) as *const i8);
-            }
             step!();
             step!();
             step!();

@@ -222,8 +222,9 @@ pub fn gemm<T: Float>(
         );
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if takes_small_path::<T>(isa, mnk, k) {
-        small::small(isa, m, n, k, alpha, &a, &b, beta, cp);
-        apply_epilogue(isa, cp, 0..m, 0..n, &epi);
+        // The f32 AVX2 kernel applies the bias and ReLU itself; what it leaves runs here.
+        let rest = small::small(isa, m, n, k, alpha, &a, &b, beta, cp, epi);
+        apply_epilogue(isa, cp, 0..m, 0..n, &rest);
     } else {
         let kern = T::gemm_kernel(isa);
         let parallel = packed_parallel(m, n, k, kern.nr);

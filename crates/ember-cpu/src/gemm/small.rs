@@ -15,16 +15,18 @@
 //! intrinsics kernel, [`small_f32_avx2`]: masked loads pack B's strip, four rows of C are
 //! accumulated together, and the stores avoid masked stores (microcoded on AMD cores).
 
-use super::{CPtr, MatRef, PARALLEL_MIN_MNK};
+use super::{Activation, CPtr, Epilogue, MatRef, PARALLEL_MIN_MNK};
 use crate::element::Float;
 use crate::isa::Isa;
 use rayon::prelude::*;
 
 const STRIP: usize = 16;
 
-/// C = alpha·A·B + beta·C for small matrices, no packing, no threads.
+/// C = alpha·A·B + beta·C for small matrices, no packing, no threads. Returns the part of
+/// `epi` still to be applied: the f32 AVX2 kernel adds the bias and applies ReLU while it
+/// writes C (a tiny Dense layer is then one pass), the other paths leave all of it.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn small<T: Float>(
+pub(super) fn small<'e, T: Float>(
     isa: Isa,
     m: usize,
     n: usize,
@@ -34,7 +36,8 @@ pub(super) fn small<T: Float>(
     b: &MatRef<'_, T>,
     beta: T,
     c: CPtr<T>,
-) {
+    epi: Epilogue<'e, T>,
+) -> Epilogue<'e, T> {
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         if let (Some(ad), Some(bd)) = (T::as_f32_slice(a.data), T::as_f32_slice(b.data))
@@ -48,17 +51,23 @@ pub(super) fn small<T: Float>(
                 cs: c.cs,
             };
             let (al, be) = (alpha.to_f64() as f32, beta.to_f64() as f32);
-            // SAFETY: AVX2 and FMA are present (checked just above); C's bounds were checked
-            // in `gemm`, and k <= KMAX.
-            unsafe { small_f32_avx2(m, n, k, al, &a32, &b32, be, c32) };
-            return;
+            let bias = epi.bias.and_then(|v| T::as_f32_slice(v));
+            let relu = epi.act == Activation::Relu;
+            // SAFETY: AVX2 and FMA are present (checked just above); C's bounds and the bias's
+            // length (n) were checked in `gemm`, and k <= KMAX.
+            unsafe { small_f32_avx2(m, n, k, al, &a32, &b32, be, c32, bias, relu) };
+            return Epilogue {
+                bias: if bias.is_some() { None } else { epi.bias },
+                act: if relu { Activation::None } else { epi.act },
+            };
         }
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { small_avx2(m, n, k, alpha, a, b, beta, c) };
-        return;
+        return epi;
     }
     let _ = isa;
     small_body(m, n, k, alpha, a, b, beta, c);
+    epi
 }
 
 /// True when [`small`] runs the f32 intrinsics kernel for this element type, path and depth.
@@ -73,11 +82,13 @@ const KMAX: usize = 32;
 /// zero-padded, into a stack buffer), each row of C is two 8-lane FMA accumulators fed by a
 /// broadcast of A's element; the strip is then scaled and written, with full-vector stores
 /// when C's row is contiguous and wide enough. Each C element sums its k products in order,
-/// as the generic loop does (with one rounding per step, being fused).
+/// as the generic loop does (with one rounding per step, being fused). With `bias` and
+/// `relu`, each stored value is then relu(v + bias[j]), rounded exactly as the separate
+/// epilogue pass would round it.
 ///
 /// # Safety
 /// AVX2 and FMA are present; every addressed element of A, B and C lies inside its slice
-/// (checked by `gemm`); `k <= KMAX`.
+/// (checked by `gemm`), and `bias`, if any, holds at least n values; `k <= KMAX`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -90,6 +101,8 @@ unsafe fn small_f32_avx2(
     b: &MatRef<'_, f32>,
     beta: f32,
     c: CPtr<f32>,
+    bias: Option<&[f32]>,
+    relu: bool,
 ) {
     use std::arch::x86_64::*;
     // Every lane of rows 0..k is written below before it is read (masked loads and the
@@ -111,6 +124,16 @@ unsafe fn small_f32_avx2(
     for j0 in (0..n).step_by(STRIP) {
         let w = STRIP.min(n - j0);
         let (m0, m1) = masks(w);
+        // The strip's bias (zeros past w), added to every row before ReLU.
+        // SAFETY: bias[j0..j0 + w] lies inside the bias (n values); masked-off lanes are not
+        // read (wrapping_add: the second half may start past the end when w <= 8).
+        let vbias = bias.map(|v| unsafe {
+            let p = v.as_ptr().add(j0);
+            (
+                _mm256_maskload_ps(p, m0),
+                _mm256_maskload_ps(p.wrapping_add(8), m1),
+            )
+        });
         if b.cs == 1 {
             for p in 0..k {
                 // SAFETY: p < k <= KMAX keeps the stores inside `bpad`; the B elements read
@@ -167,9 +190,10 @@ unsafe fn small_f32_avx2(
             for (t, acc) in acc.iter().enumerate().take(rows) {
                 let acc0 = _mm256_mul_ps(acc[0], valpha);
                 let acc1 = _mm256_mul_ps(acc[1], valpha);
+                let epi = (vbias, relu);
                 // SAFETY: (i0 + t, j0..j0 + w) lies inside C (checked in `gemm`); see
                 // `store_strip`.
-                unsafe { store_strip(c, i0 + t, j0, w, (m0, m1), acc0, acc1, beta) };
+                unsafe { store_strip(c, i0 + t, j0, w, (m0, m1), acc0, acc1, beta, epi) };
             }
         }
     }
@@ -179,8 +203,9 @@ unsafe fn small_f32_avx2(
 #[cfg(target_arch = "x86_64")]
 const ROWS: usize = 4;
 
-/// Writes one strip (C[i, j0..j0 + w] = acc + beta·C) from two 8-lane registers: masked
-/// vector loads and stores when the row is contiguous, element by element otherwise.
+/// Writes one strip (C[i, j0..j0 + w] = acc + beta·C, then + bias and ReLU when `epi` asks)
+/// from two 8-lane registers: masked vector loads and stores when the row is contiguous,
+/// element by element otherwise.
 ///
 /// # Safety
 /// AVX2 is present; C[i, j0..j0 + w] lies inside C; `masks` enable exactly the first w lanes.
@@ -196,10 +221,29 @@ unsafe fn store_strip(
     mut acc0: std::arch::x86_64::__m256,
     mut acc1: std::arch::x86_64::__m256,
     beta: f32,
+    (bias, relu): (
+        Option<(std::arch::x86_64::__m256, std::arch::x86_64::__m256)>,
+        bool,
+    ),
 ) {
     use std::arch::x86_64::*;
     // SAFETY: (i, j0) lies inside C (the caller's contract).
     let row = unsafe { c.at(i, j0) };
+    // The Dense epilogue on the finished values, rounded as the separate pass rounds them:
+    // one add of the bias, then ReLU (x where x > 0 or NaN, else +0.0, as `unary::apply`).
+    let finish = |v: __m256, bv: __m256| {
+        let v = if bias.is_some() {
+            _mm256_add_ps(v, bv)
+        } else {
+            v
+        };
+        if relu {
+            _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_NLE_UQ>(v, _mm256_setzero_ps()))
+        } else {
+            v
+        }
+    };
+    let (b0, b1) = bias.unwrap_or((_mm256_setzero_ps(), _mm256_setzero_ps()));
     if c.cs == 1 {
         // Whole 8-lane halves are stored with plain vector stores and a partial half in 4-,
         // 2- and 1-lane pieces: AMD cores microcode masked *stores* (vmaskmovps to memory
@@ -213,6 +257,7 @@ unsafe fn store_strip(
                 acc0 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row, m0), acc0);
                 acc1 = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(row.wrapping_add(8), m1), acc1);
             }
+            (acc0, acc1) = (finish(acc0, b0), finish(acc1, b1));
             let (tail, tail_at) = if w >= 8 {
                 _mm256_storeu_ps(row, acc0);
                 if w == STRIP {
@@ -242,20 +287,29 @@ unsafe fn store_strip(
             }
         }
     } else {
-        let mut lanes = [0.0f32; STRIP];
-        // SAFETY: `lanes` holds 16 floats.
+        let (mut lanes, mut blanes) = ([0.0f32; STRIP], [0.0f32; STRIP]);
+        // SAFETY: both arrays hold 16 floats.
         unsafe {
             _mm256_storeu_ps(lanes.as_mut_ptr(), acc0);
             _mm256_storeu_ps(lanes.as_mut_ptr().add(8), acc1);
+            _mm256_storeu_ps(blanes.as_mut_ptr(), b0);
+            _mm256_storeu_ps(blanes.as_mut_ptr().add(8), b1);
         }
-        for (q, &v) in lanes[..w].iter().enumerate() {
+        for (q, (&v, &bq)) in lanes[..w].iter().zip(&blanes).enumerate() {
             // SAFETY: (i, j0 + q) lies inside C (the caller's contract).
             let cij = unsafe { &mut *row.add(q * c.cs) };
-            *cij = if beta == 0.0 {
+            let mut v = if beta == 0.0 {
                 v
             } else {
                 beta.mul_add(*cij, v)
             };
+            if bias.is_some() {
+                v += bq;
+            }
+            if relu && !(v > 0.0 || v.is_nan()) {
+                v = 0.0;
+            }
+            *cij = v;
         }
     }
 }

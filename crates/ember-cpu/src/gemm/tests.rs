@@ -871,3 +871,69 @@ fn half_inputs_widened_while_packing() {
         });
     }
 }
+
+#[test]
+fn fused_small_epilogue_equals_separate_pass_bit_for_bit() {
+    // The small f32 kernel adds the bias and applies ReLU as it stores; the result must be the
+    // one the separate epilogue pass gives, bit for bit, including ReLU's edge cases: a sum of
+    // -0.0 (alpha = -1 times an exact +0 sum, plus a -0.0 bias) must come out +0.0, and a NaN
+    // must pass through.
+    let (m, n, k) = (5, 11, 3);
+    let mut rng = Rng::new(11);
+    let mut a: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32).collect();
+    a[..k].fill(0.0); // row 0: every product is ±0
+    a[k + 1] = f32::NAN; // row 1: NaN all along
+    let b: Vec<f32> = (0..k * n)
+        .map(|_| -rng.uniform().abs() as f32 - 0.1)
+        .collect();
+    let mut bias: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
+    bias[0] = -0.0;
+    bias[3] = -10.0;
+    on_every_isa(|| {
+        for (rs, cs) in [(n, 1), (1, m), (2 * n + 1, 2)] {
+            let len = (m - 1) * rs + (n - 1) * cs + 1;
+            let run = |epi: Epilogue<'_, f32>| {
+                let mut c = vec![7.0f32; len];
+                let (ar, br) = (
+                    MatRef {
+                        data: &a,
+                        rs: k,
+                        cs: 1,
+                    },
+                    MatRef {
+                        data: &b,
+                        rs: n,
+                        cs: 1,
+                    },
+                );
+                let cm = MatMut {
+                    data: &mut c,
+                    rs,
+                    cs,
+                };
+                gemm(m, n, k, -1.0, ar, br, 0.0, cm, epi);
+                c
+            };
+            let fused = run(Epilogue {
+                bias: Some(&bias),
+                act: Activation::Relu,
+            });
+            let mut separate = run(Epilogue::default());
+            assert_eq!(separate[0].to_bits(), (-0.0f32).to_bits(), "the sum is -0.0");
+            for i in 0..m {
+                for j in 0..n {
+                    let v = &mut separate[i * rs + j * cs];
+                    *v = crate::unary::apply(crate::unary::UnaryOp::Relu, *v + bias[j]);
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fused), bits(&separate), "C strides ({rs}, {cs})");
+            assert_eq!(
+                fused[0].to_bits(),
+                0.0f32.to_bits(),
+                "-0.0 must become +0.0"
+            );
+            assert!(fused[rs].is_nan(), "NaN passes through ReLU");
+        }
+    });
+}
