@@ -10,7 +10,8 @@
 #   slower kernel) and records the OpenBLAS kernel it reports (`blas_core`).
 # - Each shape runs ember then numpy back to back, so machine noise hits both alike; also runs
 #   `ember bench peak` each round. Raw JSON lines go to $OUT (default target/bench-peers.jsonl)
-#   and a table of medians is printed at the end.
+#   and a table of medians is printed at the end, then each shape's paired ember/numpy ratio
+#   (geometric mean over rounds, bootstrap 95 % interval).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
@@ -75,4 +76,29 @@ for (m, k, n, t) in shapes:
     nb = max(best.get(("numpy", t, m, k, n), [float("nan")]))
     print(f"{f'{m}x{k}x{n}':>16} {t:>3} {em:8.1f} {pm:8.1f} {em / pm:6.2f} {100 * em / pk:6.1f}"
           f" {eb:8.1f} {nb:8.1f} {eb / nb:6.2f}")
+# Paired ratios: ember's and numpy's samples of the same round ran back to back, so their
+# ratio cancels most of a slow spell. Geometric mean over rounds with a bootstrap 95 % interval
+# (resampling rounds, fixed seed): an interval that holds 1.0 means "level within this run's
+# noise"; one wholly above or below 1.0 is a difference the run can show.
+import math, random
+random.seed(0)
+pairs = {}
+for r in rows:
+    if r.get("bench") in ("gemm", "sgemm"):
+        key = (r["threads"], r["m"], r["k"], r["n"], r["round"])
+        pairs.setdefault(key, {})[r["impl"]] = r["gflops"]
+ratios = {}
+for (t, m, k, n, _), v in pairs.items():
+    if "ember" in v and "numpy" in v:
+        ratios.setdefault((m, k, n, t), []).append(math.log(v["ember"] / v["numpy"]))
+print()
+print(f"{'shape MxKxN':>16} {'thr':>3} {'rounds':>6} {'paired ratio':>12} {'95% interval':>14}")
+for (m, k, n, t) in shapes:
+    lg = ratios.get((m, k, n, t))
+    if not lg:
+        continue
+    boot = sorted(statistics.mean(random.choices(lg, k=len(lg))) for _ in range(4000))
+    lo, hi = math.exp(boot[100]), math.exp(boot[3899])
+    print(f"{f'{m}x{k}x{n}':>16} {t:>3} {len(lg):>6} {math.exp(statistics.mean(lg)):12.3f}"
+          f" {lo:7.3f}–{hi:.3f}")
 PY

@@ -919,7 +919,11 @@ fn fused_small_epilogue_equals_separate_pass_bit_for_bit() {
                 act: Activation::Relu,
             });
             let mut separate = run(Epilogue::default());
-            assert_eq!(separate[0].to_bits(), (-0.0f32).to_bits(), "the sum is -0.0");
+            assert_eq!(
+                separate[0].to_bits(),
+                (-0.0f32).to_bits(),
+                "the sum is -0.0"
+            );
             for i in 0..m {
                 for j in 0..n {
                     let v = &mut separate[i * rs + j * cs];
@@ -936,4 +940,35 @@ fn fused_small_epilogue_equals_separate_pass_bit_for_bit() {
             assert!(fused[rs].is_nan(), "NaN passes through ReLU");
         }
     });
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn grouped_dot_products_equal_single_ones_bit_for_bit() {
+    // The matrix-vector path computes three rows per pass over x; each row's result must be
+    // exactly the one a pass of its own gives (same accumulators, same combine order).
+    if !Isa::Avx2.is_supported() {
+        eprintln!("SKIPPED: grouped_dot_products_equal_single_ones_bit_for_bit (no AVX2 here)");
+        return;
+    }
+    let mut rng = Rng::new(5);
+    for k in [0, 1, 7, 8, 31, 32, 33, 64, 95, 200, 517] {
+        let rows: Vec<Vec<f32>> = (0..3)
+            .map(|_| (0..k).map(|_| rng.uniform() as f32).collect())
+            .collect();
+        let x: Vec<f32> = (0..k).map(|_| rng.uniform() as f32).collect();
+        // SAFETY: AVX2 and FMA are present (checked above).
+        let (three, one) = unsafe {
+            (
+                small::dots_f32_avx2([&rows[0][..], &rows[1][..], &rows[2][..]], &x),
+                [0, 1, 2].map(|r| small::dots_f32_avx2([&rows[r][..]], &x)[0]),
+            )
+        };
+        assert_eq!(three.map(f32::to_bits), one.map(f32::to_bits), "k = {k}");
+        let want: f64 = (0..k).map(|p| rows[0][p] as f64 * x[p] as f64).sum();
+        assert!(
+            (three[0] as f64 - want).abs() <= 1e-5 * (1.0 + k as f64),
+            "k = {k}"
+        );
+    }
 }
