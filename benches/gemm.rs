@@ -43,7 +43,8 @@ fn run(m: usize, k: usize, n: usize, bt: bool, a: &[f32], b: &[f32], c: &mut [f3
             cs: 1,
         },
         Epilogue::default(),
-    );
+    )
+    .expect("the bench's operands are built to fit their shapes");
 }
 
 fn case(

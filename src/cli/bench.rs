@@ -313,9 +313,10 @@ fn bench_gemm(
         (m, k, n): (usize, usize, usize),
         a: &[S],
         b: &[S],
-    ) -> (f64, f64) {
+    ) -> Result<(f64, f64), String> {
         let mut c = vec![0.0f32; m * n];
-        time_stats(min_time, || {
+        let mut failure = None;
+        let t = time_stats(min_time, || {
             let a = MatRef {
                 data: a,
                 rs: k,
@@ -331,8 +332,14 @@ fn bench_gemm(
                 rs: n,
                 cs: 1,
             };
-            gemm_widen(m, n, k, 1.0, a, b, 0.0, c, Epilogue::default())
-        })
+            if let Err(e) = gemm_widen(m, n, k, 1.0, a, b, 0.0, c, Epilogue::default()) {
+                failure.get_or_insert(e);
+            }
+        });
+        match failure {
+            Some(e) => Err(format!("bench: {e}")),
+            None => Ok(t),
+        }
     }
     let dtype = args.dtype.as_str();
     if !matches!(dtype, "f32" | "f16" | "bf16") {
@@ -376,14 +383,14 @@ fn bench_gemm(
             "f16" => {
                 let half = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x)).collect();
                 let (ah, bh): (Vec<_>, Vec<_>) = (half(&a), half(&b));
-                timed(args.min_time, shape, &ah, &bh)
+                timed(args.min_time, shape, &ah, &bh)?
             }
             "bf16" => {
                 let half = |v: &[f32]| v.iter().map(|&x| half::bf16::from_f32(x)).collect();
                 let (ah, bh): (Vec<_>, Vec<_>) = (half(&a), half(&b));
-                timed(args.min_time, shape, &ah, &bh)
+                timed(args.min_time, shape, &ah, &bh)?
             }
-            _ => timed(args.min_time, shape, &a, &b),
+            _ => timed(args.min_time, shape, &a, &b)?,
         };
         let gflops = 2.0 * (m * n * k) as f64 / t / 1e9;
         let pct = 100.0 * gflops / peak.gflops;

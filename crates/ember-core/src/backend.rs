@@ -419,8 +419,12 @@ fn gemm_native<T: Float>(
     c: MatMut<'_, T>,
     epi: Epilogue<'_, T>,
 ) {
-    ember_cpu::gemm::gemm(m, n, k, T::ONE, a, b, T::ZERO, c, epi);
+    ember_cpu::gemm::gemm(m, n, k, T::ONE, a, b, T::ZERO, c, epi).expect(GEMM_CHECKED);
 }
+
+/// Why ember-core's GEMM calls cannot fail: matmul and linear check shapes and dtypes before
+/// any backend call, layouts always lie inside their storage, and outputs are fresh and dense.
+const GEMM_CHECKED: &str = "ember-core checked the operands' shapes and layouts";
 
 /// C = A·B (+ epilogue) in f32 for f16/bf16 operands, widened while packed.
 fn gemm_half<S: Widen<f32>>(
@@ -432,7 +436,7 @@ fn gemm_half<S: Widen<f32>>(
     c: MatMut<'_, f32>,
     epi: Epilogue<'_, f32>,
 ) {
-    ember_cpu::gemm::gemm_widen(m, n, k, 1.0, a, b, 0.0, c, epi);
+    ember_cpu::gemm::gemm_widen(m, n, k, 1.0, a, b, 0.0, c, epi).expect(GEMM_CHECKED);
 }
 
 fn matmul_typed<S: Copy, T: Float>(
@@ -612,7 +616,8 @@ fn linear_backward_typed<T: Float>(
                     cs: 1,
                 },
                 Epilogue::default(),
-            );
+            )
+            .expect(GEMM_CHECKED);
         }
         out
     };

@@ -181,10 +181,171 @@ impl<T> CPtr<T> {
     }
 }
 
+/// Why [`gemm`] refused its operands. Every operand is checked before any kernel runs, so a
+/// caller's mistake is this error, never an out-of-bounds access in the unsafe kernels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GemmError {
+    /// The operand's slice ends before its last element (`rows`×`cols` with strides `rs`,
+    /// `cs` needs `(rows-1)·rs + (cols-1)·cs + 1` elements).
+    TooShort {
+        /// "A", "B" or "C".
+        operand: &'static str,
+        /// Rows of the operand.
+        rows: usize,
+        /// Columns of the operand.
+        cols: usize,
+        /// Row stride.
+        rs: usize,
+        /// Column stride.
+        cs: usize,
+        /// Length of the slice given.
+        len: usize,
+    },
+    /// The operand's last element lies past `usize::MAX`.
+    Overflow {
+        /// "A", "B" or "C".
+        operand: &'static str,
+    },
+    /// C's strides map two different elements to one place (the threads would race on it).
+    OverlappingOutput {
+        /// Rows of C.
+        rows: usize,
+        /// Columns of C.
+        cols: usize,
+        /// Row stride.
+        rs: usize,
+        /// Column stride.
+        cs: usize,
+    },
+    /// The epilogue's bias holds fewer than n values.
+    BiasTooShort {
+        /// Values needed (n).
+        need: usize,
+        /// Values given.
+        len: usize,
+    },
+}
+
+impl std::fmt::Display for GemmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            GemmError::TooShort {
+                operand,
+                rows,
+                cols,
+                rs,
+                cs,
+                len,
+            } => write!(
+                f,
+                "gemm: {operand} is {rows}x{cols} with strides ({rs}, {cs}), which needs {} \
+                 elements, but its slice holds {len}",
+                (rows - 1) * rs + (cols - 1) * cs + 1
+            ),
+            GemmError::Overflow { operand } => {
+                write!(f, "gemm: {operand}'s strides overflow the address space")
+            }
+            GemmError::OverlappingOutput { rows, cols, rs, cs } => write!(
+                f,
+                "gemm: C is {rows}x{cols} with strides ({rs}, {cs}), which puts two elements \
+                 in one place"
+            ),
+            GemmError::BiasTooShort { need, len } => {
+                write!(
+                    f,
+                    "gemm: the bias holds {len} values, the product has {need} columns"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for GemmError {}
+
+/// Checks that a `rows`×`cols` operand with strides (rs, cs) fits in `len` elements.
+fn check_extent(
+    operand: &'static str,
+    rows: usize,
+    cols: usize,
+    (rs, cs): (usize, usize),
+    len: usize,
+) -> Result<(), GemmError> {
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let last = (rows - 1)
+        .checked_mul(rs)
+        .zip((cols - 1).checked_mul(cs))
+        .and_then(|(r, c)| r.checked_add(c))
+        .ok_or(GemmError::Overflow { operand })?;
+    if last >= len {
+        return Err(GemmError::TooShort {
+            operand,
+            rows,
+            cols,
+            rs,
+            cs,
+            len,
+        });
+    }
+    Ok(())
+}
+
+/// Every check [`gemm`] and [`gemm_widen`] make before running a kernel: each operand inside
+/// its slice (A and B only when K > 0: with K = 0 they are never read), C's elements distinct
+/// (rows after rows, or columns after columns), and the bias long enough.
+#[allow(clippy::too_many_arguments)]
+fn check_operands<S, T>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &MatRef<'_, S>,
+    b: &MatRef<'_, S>,
+    c: &MatMut<'_, T>,
+    epi: &Epilogue<'_, T>,
+) -> Result<(), GemmError> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k > 0 {
+        check_extent("A", m, k, (a.rs, a.cs), a.data.len())?;
+        check_extent("B", k, n, (b.rs, b.cs), b.data.len())?;
+    }
+    check_extent("C", m, n, (c.rs, c.cs), c.data.len())?;
+    // Distinct elements: a row-major-like layout (a row's last element before the next row's
+    // first) or a column-major-like one; a single row or column only needs a nonzero step.
+    let rows_apart = m == 1 || (n - 1) * c.cs < c.rs;
+    let cols_apart = n == 1 || (m - 1) * c.rs < c.cs;
+    let distinct = match (m == 1, n == 1) {
+        (true, true) => true,
+        (true, false) => c.cs > 0,
+        (false, true) => c.rs > 0,
+        (false, false) => (c.cs > 0 && rows_apart) || (c.rs > 0 && cols_apart),
+    };
+    if !distinct {
+        return Err(GemmError::OverlappingOutput {
+            rows: m,
+            cols: n,
+            rs: c.rs,
+            cs: c.cs,
+        });
+    }
+    if let Some(bias) = epi.bias
+        && bias.len() < n
+    {
+        return Err(GemmError::BiasTooShort {
+            need: n,
+            len: bias.len(),
+        });
+    }
+    Ok(())
+}
+
 /// C[m×n] = alpha·A[m×k]·B[k×n] + beta·C, then the epilogue.
 ///
-/// The caller guarantees every addressed element lies inside its slice (and, for the bias,
-/// that it holds at least `n` values).
+/// Operands that do not fit their slices, strides that overflow, a C whose strides overlap
+/// two elements, or a bias shorter than n are a [`GemmError`], found before anything is
+/// written.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<T: Float>(
     m: usize,
@@ -196,12 +357,13 @@ pub fn gemm<T: Float>(
     beta: T,
     mut c: MatMut<'_, T>,
     epi: Epilogue<'_, T>,
-) {
+) -> Result<(), GemmError> {
+    check_operands(m, n, k, &a, &b, &c, &epi)?;
     if m == 0 || n == 0 {
-        return;
+        return Ok(());
     }
     let isa = crate::isa::active();
-    let cp = c_ptr(m, n, &mut c);
+    let cp = c_ptr(&mut c);
     let mnk = m.saturating_mul(n).saturating_mul(k);
     let parallel = mnk >= PARALLEL_MIN_MNK && rayon::current_num_threads() > 1;
     if k == 0 || alpha == T::ZERO {
@@ -230,6 +392,7 @@ pub fn gemm<T: Float>(
         let parallel = packed_parallel(m, n, k, kern.nr);
         driver::packed(&kern, m, n, k, alpha, &a, &b, beta, cp, &epi, parallel);
     }
+    Ok(())
 }
 
 /// Whether the packed driver splits a product across threads: by the work it really does,
@@ -241,17 +404,9 @@ fn packed_parallel(m: usize, n: usize, k: usize, nr: usize) -> bool {
     work >= PARALLEL_MIN_MNK && rayon::current_num_threads() > 1
 }
 
-/// C's raw pointer after checking that its last element lies inside the slice: a caller bug
-/// must not become an out-of-bounds write in the kernels' unsafe stores.
-fn c_ptr<T>(m: usize, n: usize, c: &mut MatMut<'_, T>) -> CPtr<T> {
-    let last = (m - 1) * c.rs + (n - 1) * c.cs;
-    assert!(
-        last < c.data.len(),
-        "gemm: C slice of {} elements is too short for {m}x{n} with strides ({}, {})",
-        c.data.len(),
-        c.rs,
-        c.cs
-    );
+/// C's raw pointer, for the kernels' unsafe stores (`check_operands` has put every element
+/// of C inside the slice).
+fn c_ptr<T>(c: &mut MatMut<'_, T>) -> CPtr<T> {
     CPtr {
         ptr: c.data.as_mut_ptr(),
         rs: c.rs,
@@ -326,7 +481,8 @@ pub fn gemm_widen<S: Widen<f32>>(
     beta: f32,
     mut c: MatMut<'_, f32>,
     epi: Epilogue<'_, f32>,
-) {
+) -> Result<(), GemmError> {
+    check_operands(m, n, k, &a, &b, &c, &epi)?;
     if let (Some(ad), Some(bd)) = (S::as_native(a.data), S::as_native(b.data)) {
         return gemm(
             m,
@@ -341,7 +497,7 @@ pub fn gemm_widen<S: Widen<f32>>(
         );
     }
     if m == 0 || n == 0 {
-        return;
+        return Ok(());
     }
     let isa = crate::isa::active();
     let mnk = m.saturating_mul(n).saturating_mul(k);
@@ -365,10 +521,11 @@ pub fn gemm_widen<S: Widen<f32>>(
         };
         return gemm(m, n, k, alpha, a, b, beta, c, epi);
     }
-    let cp = c_ptr(m, n, &mut c);
+    let cp = c_ptr(&mut c);
     let kern = f32::gemm_kernel(isa);
     let parallel = packed_parallel(m, n, k, kern.nr);
     driver::packed(&kern, m, n, k, alpha, &a, &b, beta, cp, &epi, parallel);
+    Ok(())
 }
 
 /// True when a product of `mnk` multiply-adds and depth `k` (with m, n > 1) runs the unpacked

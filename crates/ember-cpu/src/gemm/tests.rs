@@ -148,7 +148,8 @@ fn check<T: Float>(
         T::from_f64(beta),
         c.w(),
         epi,
-    );
+    )
+    .unwrap();
     let eps = if std::mem::size_of::<T>() == 4 {
         2e-6
     } else {
@@ -576,7 +577,8 @@ fn bit_identical_for_any_thread_count() {
                                 bias: Some(&bias),
                                 act: Activation::Gelu,
                             },
-                        );
+                        )
+                        .unwrap();
                         c
                     })
                     .expect("supported")
@@ -691,7 +693,8 @@ fn identity_product() {
             cs: 1,
         },
         Epilogue::default(),
-    );
+    )
+    .unwrap();
     assert_eq!(c, a);
 }
 
@@ -767,6 +770,7 @@ fn avx512_kernel_logic_through_emulation() {
                         },
                         Epilogue::default(),
                     )
+                    .unwrap()
                 })
             })
             .expect("AVX2 present");
@@ -826,7 +830,8 @@ fn half_case<S: Widen<f32>>(m: usize, n: usize, k: usize, a_rows: bool, mk: fn(f
             bias: Some(&bias),
             act: Activation::Relu,
         },
-    );
+    )
+    .unwrap();
     for i in 0..m {
         for j in 0..n {
             let (mut want, mut scale) = (0.0f64, 0.0f64);
@@ -911,7 +916,7 @@ fn fused_small_epilogue_equals_separate_pass_bit_for_bit() {
                     rs,
                     cs,
                 };
-                gemm(m, n, k, -1.0, ar, br, 0.0, cm, epi);
+                gemm(m, n, k, -1.0, ar, br, 0.0, cm, epi).unwrap();
                 c
             };
             let fused = run(Epilogue {
@@ -971,4 +976,154 @@ fn grouped_dot_products_equal_single_ones_bit_for_bit() {
             "k = {k}"
         );
     }
+}
+
+#[test]
+fn bad_operands_are_errors_before_anything_is_written() {
+    // Each mistake a caller can make with slices and strides is refused with an error that
+    // names the operand, and C is left untouched (the kernels' unsafe loads and stores never
+    // see such operands).
+    let (m, n, k) = (4, 5, 3);
+    let a = vec![1.0f32; m * k];
+    let b = vec![1.0f32; k * n];
+    let bias = vec![0.5f32; n - 1];
+    let run = |a: MatRef<'_, f32>, b: MatRef<'_, f32>, (rs, cs): (usize, usize), epi| {
+        let mut c = vec![9.0f32; m * n];
+        let r = gemm(
+            m,
+            n,
+            k,
+            1.0,
+            a,
+            b,
+            0.0,
+            MatMut {
+                data: &mut c,
+                rs,
+                cs,
+            },
+            epi,
+        );
+        if r.is_err() {
+            assert!(c.iter().all(|&v| v == 9.0), "C was written despite {r:?}");
+        }
+        r
+    };
+    let ar = MatRef {
+        data: &a,
+        rs: k,
+        cs: 1,
+    };
+    let br = MatRef {
+        data: &b,
+        rs: n,
+        cs: 1,
+    };
+    let short_a = MatRef {
+        data: &a[..m * k - 1],
+        rs: k,
+        cs: 1,
+    };
+    let e = run(short_a, br, (n, 1), Epilogue::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GemmError::TooShort {
+                operand: "A",
+                len: 11,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("needs 12 elements"), "{e}");
+    let wide_b = MatRef {
+        data: &b,
+        rs: n + 1,
+        cs: 1,
+    };
+    let e = run(ar, wide_b, (n, 1), Epilogue::default()).unwrap_err();
+    assert!(
+        matches!(e, GemmError::TooShort { operand: "B", .. }),
+        "{e:?}"
+    );
+    let e = run(ar, br, (n + 1, 1), Epilogue::default()).unwrap_err();
+    assert!(
+        matches!(e, GemmError::TooShort { operand: "C", .. }),
+        "{e:?}"
+    );
+    let huge = MatRef {
+        data: &a,
+        rs: usize::MAX / 2,
+        cs: 1,
+    };
+    let e = run(huge, br, (n, 1), Epilogue::default()).unwrap_err();
+    assert_eq!(e, GemmError::Overflow { operand: "A" });
+    // Rows that overlap (rs < n), and a zero column stride: both would race between threads.
+    for strides in [(n - 1, 1), (n, 0), (0, 0), (1, 1)] {
+        let e = run(ar, br, strides, Epilogue::default()).unwrap_err();
+        assert!(
+            matches!(e, GemmError::OverlappingOutput { .. }),
+            "{strides:?}: {e:?}"
+        );
+    }
+    let epi = Epilogue {
+        bias: Some(&bias),
+        act: Activation::None,
+    };
+    let e = run(ar, br, (n, 1), epi).unwrap_err();
+    assert_eq!(
+        e,
+        GemmError::BiasTooShort {
+            need: n,
+            len: n - 1
+        }
+    );
+    // The same checks guard the half-precision entry point.
+    let ah = vec![half::f16::ONE; m * k - 1];
+    let bh = vec![half::f16::ONE; k * n];
+    let mut c = vec![0.0f32; m * n];
+    let e = gemm_widen(
+        m,
+        n,
+        k,
+        1.0,
+        MatRef {
+            data: &ah,
+            rs: k,
+            cs: 1,
+        },
+        MatRef {
+            data: &bh,
+            rs: n,
+            cs: 1,
+        },
+        0.0,
+        MatMut {
+            data: &mut c,
+            rs: n,
+            cs: 1,
+        },
+        Epilogue::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, GemmError::TooShort { operand: "A", .. }),
+        "{e:?}"
+    );
+    // Column-major C, a transposed view of C, and K = 0 with empty A and B are all fine.
+    assert!(run(ar, br, (1, m), Epilogue::default()).is_ok());
+    let mut c = vec![9.0f32; m * n];
+    let empty = MatRef {
+        data: &a[..0],
+        rs: 0,
+        cs: 0,
+    };
+    let cm = MatMut {
+        data: &mut c,
+        rs: n,
+        cs: 1,
+    };
+    gemm(m, n, 0, 1.0, empty, empty, 0.0, cm, Epilogue::default()).unwrap();
+    assert!(c.iter().all(|&v| v == 0.0));
 }
