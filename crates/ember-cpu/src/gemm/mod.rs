@@ -155,6 +155,13 @@ pub const SMALL_MAX_MNK_F32_AVX2: usize = 32 * 32 * 32;
 /// won from 128³ up (59 vs 50–53), so the switch sits between them.
 pub const PARALLEL_MIN_MNK: usize = 112 * 112 * 112;
 
+/// At or above this many elements of A (m·k) a matrix-vector product (N = 1 or M = 1) splits
+/// its rows across threads. Measured with `ember bench gemm --threads 2` (6 interleaved rounds,
+/// medians, against the previous limit of PARALLEL_MIN_MNK, which kept these on one thread):
+/// 256×512×1 22 → 33 GFLOP/s, 256×784×1 26 → 40, 512×784×1 23 → 43; at 256×256 and 128×512
+/// (65k elements) two threads only tied, so the limit sits above them.
+pub const GEMV_PARALLEL_MIN_MK: usize = 1 << 17;
+
 /// The destination, as a raw pointer so disjoint tiles can be written from several threads.
 #[derive(Clone, Copy)]
 pub(crate) struct CPtr<T> {
@@ -365,12 +372,14 @@ pub fn gemm<T: Float>(
     let isa = crate::isa::active();
     let cp = c_ptr(&mut c);
     let mnk = m.saturating_mul(n).saturating_mul(k);
-    let parallel = mnk >= PARALLEL_MIN_MNK && rayon::current_num_threads() > 1;
+    let threads = rayon::current_num_threads() > 1;
+    // Matrix-vector products stream A once, memory-bound: they split by A's size.
+    let gemv_parallel = threads && m.max(n).saturating_mul(k) >= GEMV_PARALLEL_MIN_MK;
     if k == 0 || alpha == T::ZERO {
         scale_c(m, n, beta, cp);
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if n == 1 {
-        small::gemv(isa, m, k, alpha, &a, b.data, b.rs, beta, cp, c.rs, parallel);
+        small::gemv(isa, m, k, alpha, &a, b.data, b.rs, beta, cp, c.rs, gemv_parallel);
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if m == 1 {
         // C (1×n) = a (1×k) · B (k×n)  is  Cᵀ (n×1) = Bᵀ (n×k) · aᵀ.
@@ -380,7 +389,7 @@ pub fn gemm<T: Float>(
             cs: b.rs,
         };
         small::gemv(
-            isa, n, k, alpha, &bt, a.data, a.cs, beta, cp, c.cs, parallel,
+            isa, n, k, alpha, &bt, a.data, a.cs, beta, cp, c.cs, gemv_parallel,
         );
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if takes_small_path::<T>(isa, mnk, k) {

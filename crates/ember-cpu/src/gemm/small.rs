@@ -15,7 +15,7 @@
 //! intrinsics kernel, [`small_f32_avx2`]: masked loads pack B's strip, four rows of C are
 //! accumulated together, and the stores avoid masked stores (microcoded on AMD cores).
 
-use super::{Activation, CPtr, Epilogue, MatRef, PARALLEL_MIN_MNK};
+use super::{Activation, CPtr, Epilogue, MatRef};
 use crate::element::Float;
 use crate::isa::Isa;
 use rayon::prelude::*;
@@ -432,7 +432,7 @@ pub(super) fn gemv<T: Float>(
         }
         gemv_body(false, r0, rows, k, alpha, a, &xv, beta, y);
     };
-    if parallel && m * k >= PARALLEL_MIN_MNK / 8 {
+    if parallel {
         (0..m).into_par_iter().step_by(ROWS).for_each(run);
     } else {
         (0..m).step_by(ROWS).for_each(run);
@@ -558,11 +558,23 @@ pub(super) unsafe fn dots_f32_avx2<const R: usize>(rows: [&[f32]; R], x: &[f32])
     std::array::from_fn(|r| {
         let s = &acc[r];
         let s = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]));
+        // The tail, element i + l into lane l % 8 in order: whole groups of 8 as vector FMAs
+        // (the same fused operation per lane as the scalar `mul_add` below), then the rest.
+        let mut s = s;
+        let mut t = i;
+        while t + 8 <= n {
+            // SAFETY: t + 8 <= n, inside x and the row.
+            unsafe {
+                let va = _mm256_loadu_ps(rows[r].as_ptr().add(t));
+                s = _mm256_fmadd_ps(va, _mm256_loadu_ps(x.as_ptr().add(t)), s);
+            }
+            t += 8;
+        }
         let mut lanes = [0.0f32; 8];
         // SAFETY: `lanes` holds 8 floats.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
-        for (l, (&a, &b)) in rows[r][i..n].iter().zip(&x[i..n]).enumerate() {
-            lanes[l % 8] = a.mul_add(b, lanes[l % 8]);
+        for (l, (&a, &b)) in rows[r][t..n].iter().zip(&x[t..n]).enumerate() {
+            lanes[l] = a.mul_add(b, lanes[l]);
         }
         tree(lanes)
     })

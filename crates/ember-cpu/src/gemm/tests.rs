@@ -957,7 +957,7 @@ fn grouped_dot_products_equal_single_ones_bit_for_bit() {
         return;
     }
     let mut rng = Rng::new(5);
-    for k in [0, 1, 7, 8, 31, 32, 33, 64, 95, 200, 517] {
+    for k in [0, 1, 7, 8, 9, 16, 31, 32, 33, 47, 64, 95, 200, 517, 784] {
         let rows: Vec<Vec<f32>> = (0..3)
             .map(|_| (0..k).map(|_| rng.uniform() as f32).collect())
             .collect();
@@ -970,6 +970,26 @@ fn grouped_dot_products_equal_single_ones_bit_for_bit() {
             )
         };
         assert_eq!(three.map(f32::to_bits), one.map(f32::to_bits), "k = {k}");
+        // The documented order, in scalar f32: four 8-lane accumulators over 32-element
+        // chunks, combined (0+1)+(2+3), the tail's element i into lane i % 8, then the tree.
+        let scalar = |row: &[f32]| {
+            let mut acc = [[0.0f32; 8]; 4];
+            let full = k / 32 * 32;
+            for c in (0..full).step_by(32) {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    for (l, v) in a.iter_mut().enumerate() {
+                        *v = row[c + 8 * j + l].mul_add(x[c + 8 * j + l], *v);
+                    }
+                }
+            }
+            let mut lanes: [f32; 8] =
+                std::array::from_fn(|l| (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]));
+            for p in full..k {
+                lanes[(p - full) % 8] = row[p].mul_add(x[p], lanes[(p - full) % 8]);
+            }
+            small::tree(lanes)
+        };
+        assert_eq!(three[1].to_bits(), scalar(&rows[1]).to_bits(), "k = {k}");
         let want: f64 = (0..k).map(|p| rows[0][p] as f64 * x[p] as f64).sum();
         assert!(
             (three[0] as f64 - want).abs() <= 1e-5 * (1.0 + k as f64),
