@@ -397,6 +397,9 @@ fn map_body<F: MulAdd>(op: UnaryOp, x: &[f32], out: &mut [f32]) {
     if let Some(which) = two_pass(op) {
         return vmath::two_pass_slice::<F>(which, x, out);
     }
+    if op == UnaryOp::Log {
+        return vmath::ln_slice::<F>(x, out);
+    }
     per_op_f32!(op, F, g => {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = g(v);
@@ -408,6 +411,9 @@ fn map_body<F: MulAdd>(op: UnaryOp, x: &[f32], out: &mut [f32]) {
 fn map_in_place_body<F: MulAdd>(op: UnaryOp, v: &mut [f32]) {
     if let Some(which) = two_pass(op) {
         return vmath::two_pass_slice_in_place::<F>(which, v);
+    }
+    if op == UnaryOp::Log {
+        return vmath::ln_slice_in_place::<F>(v);
     }
     per_op_f32!(op, F, g => {
         for x in v.iter_mut() {

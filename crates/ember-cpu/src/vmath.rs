@@ -155,17 +155,29 @@ fn exp_normal<F: MulAdd>(x: f32) -> f32 {
 /// result below 3e-9). ln 0 = -inf, ln(+inf) = +inf, ln(x<0) = ln(NaN) = NaN.
 #[inline(always)]
 pub fn ln<F: MulAdd>(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const SQRT_HALF_BITS: i32 = 0x3f35_04f3; // f32 bits of √½
     // Every test on x is made on its bits, with integer compares: LLVM otherwise merges the
     // float compares into class tests that cost about twice as many vector instructions.
     let b = x.to_bits() as i32;
     let sub = b < 0x0080_0000; // subnormal or zero (or negative: replaced at the end)
     let xs = select(sub, x * 8_388_608.0, x); // 2^23 lifts subnormals into the normal range
+    let r = ln_core::<F>(xs, select(sub, 23.0, 0.0));
+    // Positive and finite (subnormals included) keep r; +inf, ±0, negatives and NaN do not.
+    let finite_pos = b > 0 && b < 0x7f80_0000;
+    let special = select(b == 0x7f80_0000, f32::INFINITY, f32::NAN);
+    let special = select(b & 0x7fff_ffff == 0, f32::NEG_INFINITY, special);
+    select(finite_pos, r, special)
+}
+
+/// ln of a positive normal `xs`, minus `shift`·ln 2 (the 2^23 that lifted a subnormal): the
+/// arithmetic of [`ln`] with no test on the input.
+#[inline(always)]
+fn ln_core<F: MulAdd>(xs: f32, shift: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const SQRT_HALF_BITS: i32 = 0x3f35_04f3; // f32 bits of √½
     // Subtracting the bits of √½ moves the exponent boundary from 1 to √½.
     let ix = (xs.to_bits() as i32).wrapping_sub(SQRT_HALF_BITS);
-    let e = (ix >> 23) as f32 - select(sub, 23.0, 0.0);
+    let e = (ix >> 23) as f32 - shift;
     let m = f32::from_bits(((ix & 0x007f_ffff) + SQRT_HALF_BITS) as u32);
     let f = m - 1.0;
     let s = f / (2.0 + f);
@@ -177,12 +189,59 @@ pub fn ln<F: MulAdd>(x: f32) -> f32 {
     );
     let s2 = s + s;
     let lnm = F::mul_add(s2 * z, p, s2);
-    let r = F::mul_add(e, LN2_HI, F::mul_add(e, LN2_LO, lnm));
-    // Positive and finite (subnormals included) keep r; +inf, ±0, negatives and NaN do not.
-    let finite_pos = b > 0 && b < 0x7f80_0000;
-    let special = select(b == 0x7f80_0000, f32::INFINITY, f32::NAN);
-    let special = select(b & 0x7fff_ffff == 0, f32::NEG_INFINITY, special);
-    select(finite_pos, r, special)
+    F::mul_add(e, LN2_HI, F::mul_add(e, LN2_LO, lnm))
+}
+
+/// True when x is positive, finite and normal: the inputs [`ln`] needs no special care for.
+#[inline(always)]
+fn ln_plain(x: f32) -> bool {
+    ((x.to_bits() as i32).wrapping_sub(0x0080_0000) as u32) < 0x7f00_0000
+}
+
+/// `out[i] = ln(x[i])`, bit-identical to [`ln`] per element, with the tests on the input
+/// hoisted out of the loop: each block of 256 is first scanned (an OR over the elements), and
+/// when all of them are positive normal numbers, as they nearly always are, runs the bare
+/// arithmetic ([`ln_core`]): a quarter fewer vector instructions per element than [`ln`],
+/// whose subnormal rescaling and special-value selects are then dead work. Blocks holding a
+/// zero, a subnormal, a negative, an infinity or a NaN run [`ln`] itself.
+#[inline(always)]
+pub fn ln_slice<F: MulAdd>(x: &[f32], out: &mut [f32]) {
+    for (xb, ob) in x.chunks(TWO_PASS_BLOCK).zip(out.chunks_mut(TWO_PASS_BLOCK)) {
+        if all_ln_plain(xb) {
+            for (o, &v) in ob.iter_mut().zip(xb) {
+                *o = ln_core::<F>(v, 0.0);
+            }
+        } else {
+            for (o, &v) in ob.iter_mut().zip(xb) {
+                *o = ln::<F>(v);
+            }
+        }
+    }
+}
+
+/// [`ln_slice`] in place.
+#[inline(always)]
+pub fn ln_slice_in_place<F: MulAdd>(v: &mut [f32]) {
+    for b in v.chunks_mut(TWO_PASS_BLOCK) {
+        if all_ln_plain(b) {
+            for x in b.iter_mut() {
+                *x = ln_core::<F>(*x, 0.0);
+            }
+        } else {
+            for x in b.iter_mut() {
+                *x = ln::<F>(*x);
+            }
+        }
+    }
+}
+
+/// Whether every element of `xs` is a positive normal number (a branch-free OR, so it
+/// vectorises).
+#[inline(always)]
+fn all_ln_plain(xs: &[f32]) -> bool {
+    xs.iter()
+        .fold(0u32, |bad, &v| bad | u32::from(!ln_plain(v)))
+        == 0
 }
 
 /// Hyperbolic tangent, one formula for all x: with a = min(|x|, 9.5) and E = 1 - e^{-2a}
@@ -501,6 +560,26 @@ mod tests {
                 );
             }
         }
+        // ln over slices: the sweep (blocks with specials take ln itself) and a run of
+        // positive normal numbers long enough for whole blocks on the bare arithmetic.
+        let plain: Vec<f32> = (0..2000u32)
+            .map(|i| f32::from_bits(0x0080_0000 + i * 0x0010_4000))
+            .collect();
+        for xs in [&xs, &plain] {
+            let mut out = vec![0f32; xs.len()];
+            ln_slice::<F>(xs, &mut out);
+            let mut in_place = xs.to_vec();
+            ln_slice_in_place::<F>(&mut in_place);
+            for ((&x, &o), &i) in xs.iter().zip(&out).zip(&in_place) {
+                let want = ln::<F>(x);
+                let same = |v: f32| v.to_bits() == want.to_bits() || (v.is_nan() && want.is_nan());
+                assert!(
+                    same(o) && same(i),
+                    "{label}: ln({x:e}) {want:e}, slice {o:e}, in place {i:e}"
+                );
+            }
+        }
+        assert!(plain.iter().all(|&v| ln_plain(v)) && !xs.iter().all(|&v| ln_plain(v)));
         println!("{label}: max ulp exp {e} ln {l} tanh {t} sigmoid {s} gelu {g} softplus {p}");
     }
 

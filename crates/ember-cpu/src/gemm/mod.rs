@@ -379,7 +379,19 @@ pub fn gemm<T: Float>(
         scale_c(m, n, beta, cp);
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if n == 1 {
-        small::gemv(isa, m, k, alpha, &a, b.data, b.rs, beta, cp, c.rs, gemv_parallel);
+        small::gemv(
+            isa,
+            m,
+            k,
+            alpha,
+            &a,
+            b.data,
+            b.rs,
+            beta,
+            cp,
+            c.rs,
+            gemv_parallel,
+        );
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if m == 1 {
         // C (1×n) = a (1×k) · B (k×n)  is  Cᵀ (n×1) = Bᵀ (n×k) · aᵀ.
@@ -389,7 +401,17 @@ pub fn gemm<T: Float>(
             cs: b.rs,
         };
         small::gemv(
-            isa, n, k, alpha, &bt, a.data, a.cs, beta, cp, c.cs, gemv_parallel,
+            isa,
+            n,
+            k,
+            alpha,
+            &bt,
+            a.data,
+            a.cs,
+            beta,
+            cp,
+            c.cs,
+            gemv_parallel,
         );
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
     } else if takes_small_path::<T>(isa, mnk, k) {
