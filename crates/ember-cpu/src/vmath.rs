@@ -201,7 +201,7 @@ fn ln_plain(x: f32) -> bool {
 /// `out[i] = ln(x[i])`, bit-identical to [`ln`] per element, with the tests on the input
 /// hoisted out of the loop: each block of 256 is first scanned (an OR over the elements), and
 /// when all of them are positive normal numbers, as they nearly always are, runs the bare
-/// arithmetic ([`ln_core`]): a quarter fewer vector instructions per element than [`ln`],
+/// arithmetic (`ln_core`): a quarter fewer vector instructions per element than [`ln`],
 /// whose subnormal rescaling and special-value selects are then dead work. Blocks holding a
 /// zero, a subnormal, a negative, an infinity or a NaN run [`ln`] itself.
 #[inline(always)]
