@@ -1,4 +1,4 @@
-//! Runs `ember bench gemm` briefly: the JSON line names the operands' dtype, half types run
+//! Runs `ember bench gemm` briefly: the JSON line names the operands' dtype (f32, f64, f16, bf16), half types run
 //! through the widening GEMM, and an unknown dtype is a one-line error (no panic).
 
 use serde_json::Value;
@@ -14,7 +14,7 @@ fn bench(args: &[&str]) -> Output {
 
 #[test]
 fn gemm_json_names_the_dtype() {
-    for dtype in ["f32", "f16", "bf16"] {
+    for dtype in ["f32", "f64", "f16", "bf16"] {
         let out = bench(&["--sizes", "64,10x10x10", "--dtype", dtype, "--json"]);
         assert!(
             out.status.success(),

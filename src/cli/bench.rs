@@ -54,8 +54,9 @@ pub struct BenchArgs {
     /// Seconds of sampling per case.
     #[arg(long, default_value_t = 0.5)]
     pub min_time: f64,
-    /// Storage type of gemm's operands: f32, or f16 / bf16 (widened to f32 while packed; the
-    /// product is accumulated and written in f32).
+    /// Storage type of gemm's operands: f32, f64 (against half the f32 FMA peak: an f64 FMA
+    /// has half the lanes), or f16 / bf16 (widened to f32 while packed; the product is
+    /// accumulated and written in f32).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
 }
@@ -306,15 +307,25 @@ fn bench_gemm(
     peak: &Peak,
     out: &Out,
 ) -> Result<(), String> {
-    use ember_cpu::gemm::{Epilogue, MatMut, MatRef, Widen, gemm_widen};
-    /// One timed product of operands stored as `S` (row-major A and B).
-    fn timed<S: Widen<f32>>(
+    use ember_cpu::gemm::{Epilogue, GemmError, MatMut, MatRef, gemm, gemm_widen};
+    /// The product timed: operands stored as `S`, C of type `T`.
+    type Run<S, T> = fn(
+        usize,
+        usize,
+        usize,
+        MatRef<'_, S>,
+        MatRef<'_, S>,
+        MatMut<'_, T>,
+    ) -> Result<(), GemmError>;
+    /// One timed product of row-major A and B through `run`.
+    fn timed<S, T: ember_cpu::Float>(
         min_time: f64,
         (m, k, n): (usize, usize, usize),
         a: &[S],
         b: &[S],
+        run: Run<S, T>,
     ) -> Result<(f64, f64), String> {
-        let mut c = vec![0.0f32; m * n];
+        let mut c = vec![T::ZERO; m * n];
         let mut failure = None;
         let t = time_stats(min_time, || {
             let a = MatRef {
@@ -332,7 +343,7 @@ fn bench_gemm(
                 rs: n,
                 cs: 1,
             };
-            if let Err(e) = gemm_widen(m, n, k, 1.0, a, b, 0.0, c, Epilogue::default()) {
+            if let Err(e) = run(m, n, k, a, b, c) {
                 failure.get_or_insert(e);
             }
         });
@@ -341,10 +352,30 @@ fn bench_gemm(
             None => Ok(t),
         }
     }
+    fn widened<S: ember_cpu::gemm::Widen<f32>>(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: MatRef<'_, S>,
+        b: MatRef<'_, S>,
+        c: MatMut<'_, f32>,
+    ) -> Result<(), GemmError> {
+        gemm_widen(m, n, k, 1.0, a, b, 0.0, c, Epilogue::default())
+    }
+    fn double(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: MatRef<'_, f64>,
+        b: MatRef<'_, f64>,
+        c: MatMut<'_, f64>,
+    ) -> Result<(), GemmError> {
+        gemm(m, n, k, 1.0, a, b, 0.0, c, Epilogue::default())
+    }
     let dtype = args.dtype.as_str();
-    if !matches!(dtype, "f32" | "f16" | "bf16") {
+    if !matches!(dtype, "f32" | "f64" | "f16" | "bf16") {
         return Err(format!(
-            "bench: unknown --dtype '{dtype}' for gemm (expected f32, f16 or bf16)"
+            "bench: unknown --dtype '{dtype}' for gemm (expected f32, f64, f16 or bf16)"
         ));
     }
     let shapes: Vec<(usize, usize, usize)> = if args.sizes.is_empty() || args.case == Case::All {
@@ -383,17 +414,28 @@ fn bench_gemm(
             "f16" => {
                 let half = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x)).collect();
                 let (ah, bh): (Vec<_>, Vec<_>) = (half(&a), half(&b));
-                timed(args.min_time, shape, &ah, &bh)?
+                timed(args.min_time, shape, &ah, &bh, widened)?
             }
             "bf16" => {
                 let half = |v: &[f32]| v.iter().map(|&x| half::bf16::from_f32(x)).collect();
                 let (ah, bh): (Vec<_>, Vec<_>) = (half(&a), half(&b));
-                timed(args.min_time, shape, &ah, &bh)?
+                timed(args.min_time, shape, &ah, &bh, widened)?
             }
-            _ => timed(args.min_time, shape, &a, &b)?,
+            "f64" => {
+                let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect();
+                let (ad, bd): (Vec<f64>, Vec<f64>) = (wide(&a), wide(&b));
+                timed(args.min_time, shape, &ad, &bd, double)?
+            }
+            _ => timed(args.min_time, shape, &a, &b, widened)?,
         };
         let gflops = 2.0 * (m * n * k) as f64 / t / 1e9;
-        let pct = 100.0 * gflops / peak.gflops;
+        // An f64 FMA works on half as many lanes as an f32 one: its peak is half the probe's.
+        let lane_peak = if dtype == "f64" {
+            peak.gflops / 2.0
+        } else {
+            peak.gflops
+        };
+        let pct = 100.0 * gflops / lane_peak;
         out.emit(
             json!({"bench":"gemm","m":m,"n":n,"k":k,"threads":threads,"isa":isa.name(),"dtype":dtype,
                    "gflops":round(gflops),"pct_peak":round(pct),"t_med_s":t,
