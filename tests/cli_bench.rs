@@ -1,5 +1,6 @@
-//! Runs `ember bench gemm` briefly: the JSON line names the operands' dtype (f32, f64, f16, bf16), half types run
-//! through the widening GEMM, and an unknown dtype is a one-line error (no panic).
+//! Runs `ember bench gemm` briefly: the JSON line names the operands' dtype (f32, f64, f16,
+//! bf16), half types run through the widening GEMM, and an unknown dtype is a one-line error (no
+//! panic).
 
 use serde_json::Value;
 use std::process::{Command, Output};
