@@ -37,15 +37,18 @@ fn bce(cr: &mut Criterion) {
         g.throughput(Throughput::Bytes(20 * n as u64));
         g.bench_function(BenchmarkId::new("fwd_then_bwd", n), |b| {
             b.iter(|| {
-                let s = bce_logits_sum(black_box(&x), black_box(&y));
-                bce_logits_grad(&x, &y, 1.0 / n as f64, &mut dx);
+                let s = bce_logits_sum(black_box(&x), black_box(&y)).expect("equal lengths");
+                bce_logits_grad(&x, &y, 1.0 / n as f64, &mut dx).expect("equal lengths");
                 s
             })
         });
         // One pass (what a CPU training step runs): reads x and y once, writes dx.
         g.throughput(Throughput::Bytes(12 * n as u64));
         g.bench_function(BenchmarkId::new("fused", n), |b| {
-            b.iter(|| bce_logits_sum_grad(black_box(&x), black_box(&y), 1.0 / n as f64, &mut dx))
+            b.iter(|| {
+                bce_logits_sum_grad(black_box(&x), black_box(&y), 1.0 / n as f64, &mut dx)
+                    .expect("equal lengths")
+            })
         });
     }
     g.finish();

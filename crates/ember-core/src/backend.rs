@@ -789,6 +789,10 @@ pub(crate) enum BceForm {
     Logits,
 }
 
+/// Why ember-core's BCE kernel calls cannot fail: the loss checks that input and target have
+/// one shape before any backend call, and the gradient buffer is made that size.
+const BCE_CHECKED: &str = "ember-core checked that the BCE input and target shapes match";
+
 /// Sum of per-element BCE losses over two views of equal shape.
 pub(crate) fn bce_sum(
     form: BceForm,
@@ -801,15 +805,19 @@ pub(crate) fn bce_sum(
         (Operand::F32(p, pl), Operand::F32(y, yl)) => {
             let (p, y) = (contiguous_slice(&p, &pl), contiguous_slice(&y, &yl));
             match form {
-                BceForm::Probs(eps) => ember_cpu::loss::bce_probs_sum(&p, &y, eps),
-                BceForm::Logits => ember_cpu::loss::bce_logits_sum(&p, &y),
+                BceForm::Probs(eps) => {
+                    ember_cpu::loss::bce_probs_sum(&p, &y, eps).expect(BCE_CHECKED)
+                }
+                BceForm::Logits => ember_cpu::loss::bce_logits_sum(&p, &y).expect(BCE_CHECKED),
             }
         }
         (Operand::F64(p, pl), Operand::F64(y, yl)) => {
             let (p, y) = (contiguous_slice(p, &pl), contiguous_slice(y, &yl));
             match form {
-                BceForm::Probs(eps) => ember_cpu::loss::bce_probs_sum(&p, &y, eps),
-                BceForm::Logits => ember_cpu::loss::bce_logits_sum(&p, &y),
+                BceForm::Probs(eps) => {
+                    ember_cpu::loss::bce_probs_sum(&p, &y, eps).expect(BCE_CHECKED)
+                }
+                BceForm::Logits => ember_cpu::loss::bce_logits_sum(&p, &y).expect(BCE_CHECKED),
             }
         }
         _ => unreachable!("bce operands share a dtype"),
@@ -835,7 +843,8 @@ pub(crate) fn bce_sum_grad(
             let sum = match form {
                 BceForm::Probs(eps) => bce_probs_sum_grad(&p, &y, eps, scale, &mut o),
                 BceForm::Logits => bce_logits_sum_grad(&p, &y, scale, &mut o),
-            };
+            }
+            .expect(BCE_CHECKED);
             (sum, Output::F32(o))
         }
         (Operand::F64(p, pl), Operand::F64(y, yl)) => {
@@ -844,7 +853,8 @@ pub(crate) fn bce_sum_grad(
             let sum = match form {
                 BceForm::Probs(eps) => bce_probs_sum_grad(&p, &y, eps, scale, &mut o),
                 BceForm::Logits => bce_logits_sum_grad(&p, &y, scale, &mut o),
-            };
+            }
+            .expect(BCE_CHECKED);
             (sum, Output::F64(o))
         }
         _ => unreachable!("bce operands share a dtype"),
@@ -866,15 +876,23 @@ pub(crate) fn bce_grad(
         (Operand::F32(p, pl), Operand::F32(y, yl)) => {
             let (p, y) = (contiguous_slice(&p, &pl), contiguous_slice(&y, &yl));
             Output::F32(fill(n, |o| match form {
-                BceForm::Probs(eps) => ember_cpu::loss::bce_probs_grad(&p, &y, eps, scale, o),
-                BceForm::Logits => ember_cpu::loss::bce_logits_grad(&p, &y, scale, o),
+                BceForm::Probs(eps) => {
+                    ember_cpu::loss::bce_probs_grad(&p, &y, eps, scale, o).expect(BCE_CHECKED)
+                }
+                BceForm::Logits => {
+                    ember_cpu::loss::bce_logits_grad(&p, &y, scale, o).expect(BCE_CHECKED)
+                }
             }))
         }
         (Operand::F64(p, pl), Operand::F64(y, yl)) => {
             let (p, y) = (contiguous_slice(p, &pl), contiguous_slice(y, &yl));
             Output::F64(fill(n, |o| match form {
-                BceForm::Probs(eps) => ember_cpu::loss::bce_probs_grad(&p, &y, eps, scale, o),
-                BceForm::Logits => ember_cpu::loss::bce_logits_grad(&p, &y, scale, o),
+                BceForm::Probs(eps) => {
+                    ember_cpu::loss::bce_probs_grad(&p, &y, eps, scale, o).expect(BCE_CHECKED)
+                }
+                BceForm::Logits => {
+                    ember_cpu::loss::bce_logits_grad(&p, &y, scale, o).expect(BCE_CHECKED)
+                }
             }))
         }
         _ => unreachable!("bce operands share a dtype"),

@@ -44,7 +44,7 @@ fn fused_update(
     param: &Tensor,
     grad: &Tensor,
     states: &[&Tensor],
-    cpu: impl FnOnce(Buffers<'_, '_>),
+    cpu: impl FnOnce(Buffers<'_, '_>) -> std::result::Result<(), ember_cpu::LengthMismatch>,
     cuda: impl FnOnce(CudaBuffers<'_>) -> std::result::Result<(), ember_cuda::CudaError>,
 ) -> Result<()> {
     for t in std::iter::once(grad).chain(states.iter().copied()) {
@@ -128,7 +128,8 @@ fn fused_update(
             let p = typed.next().expect("the parameter is always first");
             let mut slots: [&mut [f32]; 3] = [&mut [], &mut [], &mut []];
             let count = fill_slots(&mut slots, typed);
-            cpu(Buffers::F32(p, &g[goff..goff + n], &mut slots[..count]));
+            cpu(Buffers::F32(p, &g[goff..goff + n], &mut slots[..count]))
+                .map_err(|e| Error::invalid(op, e.to_string()))?;
         }
         StorageData::Cpu(CpuStorage::F64(g)) => {
             let goff = grad.layout().offset();
@@ -139,7 +140,8 @@ fn fused_update(
             let p = typed.next().expect("the parameter is always first");
             let mut slots: [&mut [f64]; 3] = [&mut [], &mut [], &mut []];
             let count = fill_slots(&mut slots, typed);
-            cpu(Buffers::F64(p, &g[goff..goff + n], &mut slots[..count]));
+            cpu(Buffers::F64(p, &g[goff..goff + n], &mut slots[..count]))
+                .map_err(|e| Error::invalid(op, e.to_string()))?;
         }
         StorageData::Cpu(_) => unreachable!("dtype checked above"),
         StorageData::Cuda(gs) => {
@@ -356,7 +358,7 @@ pub fn rmsprop_step(
         g: &[T],
         s: &mut [&mut [T]],
         has_mom: bool,
-    ) {
+    ) -> std::result::Result<(), ember_cpu::LengthMismatch> {
         let mut it = s.iter_mut();
         let sq = it.next().map(|x| &mut **x);
         let mut empty_a: [T; 0] = [];
@@ -367,15 +369,17 @@ pub fn rmsprop_step(
             None
         };
         let ga = it.next().map(|x| &mut **x);
-        if let Some(sq) = sq {
-            ember_cpu::optim::rmsprop_step(
+        match sq {
+            Some(sq) => ember_cpu::optim::rmsprop_step(
                 cfg,
                 p,
                 g,
                 sq,
                 mom.unwrap_or(&mut empty_a),
                 ga.unwrap_or(&mut empty_b),
-            );
+            ),
+            // `states` always starts with sq_avg (pushed above), so there is nothing to run.
+            None => Ok(()),
         }
     }
     let ccfg = ember_cuda::optim::RmspropConfig {

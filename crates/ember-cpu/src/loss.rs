@@ -16,6 +16,7 @@
 //! at 1e-7 sits below f32 resolution near 1 and must be applied in f64 to mean what it says.
 
 use crate::element::Float;
+use crate::error::{LengthMismatch, check_len};
 use crate::isa::{self, Isa};
 use crate::par::{CHUNK, parallel};
 use crate::vmath::{self, Fused, MulAdd, Unfused};
@@ -112,38 +113,59 @@ fn clamp_prob(p: f64, eps: f64) -> f64 {
     }
 }
 
-/// Σ -(y ln p + (1-y) ln(1-p)) with p clamped to [eps, 1-eps].
-pub fn bce_probs_sum<T: Float>(p: &[T], y: &[T], eps: f64) -> f64 {
-    let n = p.len().min(y.len());
-    chunked_sum(n, |i0, m| {
+/// Σ -(y ln p + (1-y) ln(1-p)) with p clamped to [eps, 1-eps]. `y` must hold as many values
+/// as `p` (else [`LengthMismatch`]).
+pub fn bce_probs_sum<T: Float>(p: &[T], y: &[T], eps: f64) -> Result<f64, LengthMismatch> {
+    check_len("bce_probs_sum", "target", p.len(), y.len())?;
+    let n = p.len();
+    Ok(chunked_sum(n, |i0, m| {
         lanes8(m, |i| {
             probs_loss(p[i0 + i].to_f64(), y[i0 + i].to_f64(), eps)
         })
-    })
+    }))
 }
 
 /// [`bce_probs_sum`] and [`bce_probs_grad`] in one pass: each fixed chunk of `p` and `y` is
 /// read for the sum and, while still in cache, for the gradient. Returns the same sum and
-/// writes the same `dp` as the two functions, bit for bit.
-pub fn bce_probs_sum_grad<T: Float>(p: &[T], y: &[T], eps: f64, scale: f64, dp: &mut [T]) -> f64 {
+/// writes the same `dp` as the two functions, bit for bit. `y` and `dp` must hold as many
+/// values as `p` (else [`LengthMismatch`], nothing written).
+pub fn bce_probs_sum_grad<T: Float>(
+    p: &[T],
+    y: &[T],
+    eps: f64,
+    scale: f64,
+    dp: &mut [T],
+) -> Result<f64, LengthMismatch> {
+    check_len("bce_probs_sum_grad", "target", p.len(), y.len())?;
+    check_len("bce_probs_sum_grad", "gradient", p.len(), dp.len())?;
     let isa = isa::active();
-    chunked_sum_map(dp, |i0, d| {
+    Ok(chunked_sum_map(dp, |i0, d| {
         let m = d.len();
         let (pc, yc) = (&p[i0..i0 + m], &y[i0..i0 + m]);
         let sum = lanes8(m, |i| probs_loss(pc[i].to_f64(), yc[i].to_f64(), eps));
         probs_grad(isa, pc, yc, eps, scale, d);
         sum
-    })
+    }))
 }
 
 /// `dp[i]` = scale · d/dp of the clamped BCE: (p - y) / (p (1 - p)) inside the clamp range, 0
-/// outside it (the clamp has zero slope there), as Keras's gradient does.
-pub fn bce_probs_grad<T: Float>(p: &[T], y: &[T], eps: f64, scale: f64, dp: &mut [T]) {
+/// outside it (the clamp has zero slope there), as Keras's gradient does. `y` and `dp` must
+/// hold as many values as `p` (else [`LengthMismatch`], nothing written).
+pub fn bce_probs_grad<T: Float>(
+    p: &[T],
+    y: &[T],
+    eps: f64,
+    scale: f64,
+    dp: &mut [T],
+) -> Result<(), LengthMismatch> {
+    check_len("bce_probs_grad", "target", p.len(), y.len())?;
+    check_len("bce_probs_grad", "gradient", p.len(), dp.len())?;
     let isa = isa::active();
     chunked_map(dp, |i0, d| {
         let n = d.len();
         probs_grad(isa, &p[i0..i0 + n], &y[i0..i0 + n], eps, scale, d)
     });
+    Ok(())
 }
 
 fn probs_grad<T: Float>(isa: Isa, p: &[T], y: &[T], eps: f64, scale: f64, dp: &mut [T]) {
@@ -179,9 +201,16 @@ fn probs_grad_body<T: Float>(p: &[T], y: &[T], eps: f64, scale: f64, dp: &mut [T
     }
 }
 
-/// Σ max(x,0) - x y + ln(1 + e^-|x|).
-pub fn bce_logits_sum<T: Float>(x: &[T], y: &[T]) -> f64 {
-    let n = x.len().min(y.len());
+/// Σ max(x,0) - x y + ln(1 + e^-|x|). `y` must hold as many values as `x` (else
+/// [`LengthMismatch`]).
+pub fn bce_logits_sum<T: Float>(x: &[T], y: &[T]) -> Result<f64, LengthMismatch> {
+    check_len("bce_logits_sum", "target", x.len(), y.len())?;
+    Ok(logits_sum(x, y))
+}
+
+/// The body of [`bce_logits_sum`], lengths checked.
+fn logits_sum<T: Float>(x: &[T], y: &[T]) -> f64 {
+    let n = x.len();
     if let (Some(xf), Some(yf)) = (T::as_f32_slice(&x[..n]), T::as_f32_slice(&y[..n])) {
         let isa = isa::active();
         return chunked_sum(n, |i0, m| {
@@ -266,10 +295,18 @@ fn logits_body<F: MulAdd>(x: &[f32], y: &[f32], mut grad: Option<(f32, &mut [f32
 /// [`bce_logits_sum`] and [`bce_logits_grad`] in one pass: each block of `x` and `y` is read
 /// once and, on f32, e^-|x| is computed once for both the softplus of the loss and the sigmoid
 /// of the gradient. Returns the same sum and writes the same `dx` as the two functions, bit
-/// for bit.
-pub fn bce_logits_sum_grad<T: Float>(x: &[T], y: &[T], scale: f64, dx: &mut [T]) -> f64 {
+/// for bit. `y` and `dx` must hold as many values as `x` (else [`LengthMismatch`], nothing
+/// written).
+pub fn bce_logits_sum_grad<T: Float>(
+    x: &[T],
+    y: &[T],
+    scale: f64,
+    dx: &mut [T],
+) -> Result<f64, LengthMismatch> {
+    check_len("bce_logits_sum_grad", "target", x.len(), y.len())?;
+    check_len("bce_logits_sum_grad", "gradient", x.len(), dx.len())?;
     let isa = isa::active();
-    chunked_sum_map(dx, |i0, d| {
+    Ok(chunked_sum_map(dx, |i0, d| {
         let m = d.len();
         let (xc, yc) = (&x[i0..i0 + m], &y[i0..i0 + m]);
         if let (Some(xf), Some(yf)) = (T::as_f32_slice(xc), T::as_f32_slice(yc))
@@ -282,11 +319,19 @@ pub fn bce_logits_sum_grad<T: Float>(x: &[T], y: &[T], scale: f64, dx: &mut [T])
             *d = s * (crate::unary::sigmoid(x) - y);
         }
         lanes8(m, |i| logits_loss(xc[i].to_f64(), yc[i].to_f64()))
-    })
+    }))
 }
 
-/// `dx[i] = scale * (sigmoid(x) - y)`.
-pub fn bce_logits_grad<T: Float>(x: &[T], y: &[T], scale: f64, dx: &mut [T]) {
+/// `dx[i] = scale * (sigmoid(x) - y)`. `y` and `dx` must hold as many values as `x` (else
+/// [`LengthMismatch`], nothing written).
+pub fn bce_logits_grad<T: Float>(
+    x: &[T],
+    y: &[T],
+    scale: f64,
+    dx: &mut [T],
+) -> Result<(), LengthMismatch> {
+    check_len("bce_logits_grad", "target", x.len(), y.len())?;
+    check_len("bce_logits_grad", "gradient", x.len(), dx.len())?;
     let isa = isa::active();
     chunked_map(dx, |i0, d| {
         let n = d.len();
@@ -302,6 +347,7 @@ pub fn bce_logits_grad<T: Float>(x: &[T], y: &[T], scale: f64, dx: &mut [T]) {
             *d = s * (crate::unary::sigmoid(x) - y);
         }
     });
+    Ok(())
 }
 
 fn logits_grad_f32(isa: Isa, x: &[f32], y: &[f32], scale: f32, dx: &mut [f32]) {
@@ -337,8 +383,8 @@ mod tests {
         let x = [-3.0f64, -0.5, 0.0, 0.7, 4.0];
         let y = [0.0, 1.0, 1.0, 0.0, 1.0];
         let p: Vec<f64> = x.iter().map(|&v| crate::unary::sigmoid(v)).collect();
-        let a = bce_logits_sum(&x, &y);
-        let b = bce_probs_sum(&p, &y, 1e-12);
+        let a = bce_logits_sum(&x, &y).unwrap();
+        let b = bce_probs_sum(&p, &y, 1e-12).unwrap();
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
     }
 
@@ -367,17 +413,17 @@ mod tests {
             let scale = 1.0 / 3.0;
             let mut d1 = vec![T::ZERO; x.len()];
             let mut d2 = vec![T::ZERO; x.len()];
-            let s1 = bce_logits_sum(x, y);
-            bce_logits_grad(x, y, scale, &mut d1);
-            let s2 = bce_logits_sum_grad(x, y, scale, &mut d2);
+            let s1 = bce_logits_sum(x, y).unwrap();
+            bce_logits_grad(x, y, scale, &mut d1).unwrap();
+            let s2 = bce_logits_sum_grad(x, y, scale, &mut d2).unwrap();
             assert!(
                 s1.to_bits() == s2.to_bits() || (s1.is_nan() && s2.is_nan()),
                 "{s1} {s2}"
             );
             assert!(same(&d1, &d2), "logits gradients differ");
-            let s1 = bce_probs_sum(p, y, 1e-7);
-            bce_probs_grad(p, y, 1e-7, scale, &mut d1);
-            let s2 = bce_probs_sum_grad(p, y, 1e-7, scale, &mut d2);
+            let s1 = bce_probs_sum(p, y, 1e-7).unwrap();
+            bce_probs_grad(p, y, 1e-7, scale, &mut d1).unwrap();
+            let s2 = bce_probs_sum_grad(p, y, 1e-7, scale, &mut d2).unwrap();
             assert!(
                 s1.to_bits() == s2.to_bits() || (s1.is_nan() && s2.is_nan()),
                 "{s1} {s2}"
@@ -412,9 +458,9 @@ mod tests {
 
     #[test]
     fn extreme_logits_are_finite() {
-        let s = bce_logits_sum(&[1000.0f32, -1000.0], &[1.0, 0.0]);
+        let s = bce_logits_sum(&[1000.0f32, -1000.0], &[1.0, 0.0]).unwrap();
         assert_eq!(s, 0.0);
-        let s = bce_logits_sum(&[1000.0f32], &[0.0]);
+        let s = bce_logits_sum(&[1000.0f32], &[0.0]).unwrap();
         assert_eq!(s, 1000.0);
     }
 
@@ -445,12 +491,12 @@ mod tests {
                     .expect("pool")
                     .install(|| {
                         crate::isa::with(isa, || {
-                            let s = bce_logits_sum(&x, &y);
+                            let s = bce_logits_sum(&x, &y).unwrap();
                             let mut g = vec![0.0f32; n];
-                            bce_logits_grad(&x, &y, 0.5, &mut g);
-                            let sp = bce_probs_sum(&p, &y, 1e-7);
+                            bce_logits_grad(&x, &y, 0.5, &mut g).unwrap();
+                            let sp = bce_probs_sum(&p, &y, 1e-7).unwrap();
                             let mut gp = vec![0.0f32; n];
-                            bce_probs_grad(&p, &y, 1e-7, 0.5, &mut gp);
+                            bce_probs_grad(&p, &y, 1e-7, 0.5, &mut gp).unwrap();
                             (s, g, sp, gp)
                         })
                         .expect("isa")
@@ -484,5 +530,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn mismatched_lengths_are_errors_and_write_nothing() {
+        // A target or gradient buffer of another length than the input would have been summed
+        // over the shorter prefix, or half written; every BCE kernel refuses it instead.
+        let x = [0.5f32, -1.0, 2.0];
+        let (y, short) = ([1.0f32, 0.0, 1.0], [1.0f32, 0.0]);
+        let mut d = [7.0f32; 3];
+        let mut d2 = [7.0f32; 2];
+        assert_eq!(bce_logits_sum(&x, &short).unwrap_err().operand, "target");
+        assert_eq!(
+            bce_probs_sum(&x, &short, 1e-7).unwrap_err().operand,
+            "target"
+        );
+        let e = bce_logits_grad(&x, &y, 1.0, &mut d2).unwrap_err();
+        assert_eq!(
+            (e.op, e.operand, e.expected, e.got),
+            ("bce_logits_grad", "gradient", 3, 2)
+        );
+        assert_eq!(
+            bce_probs_grad(&x, &short, 1e-7, 1.0, &mut d)
+                .unwrap_err()
+                .operand,
+            "target"
+        );
+        assert_eq!(
+            bce_logits_sum_grad(&x, &y, 1.0, &mut d2)
+                .unwrap_err()
+                .operand,
+            "gradient"
+        );
+        let e = bce_probs_sum_grad(&x, &short, 1e-7, 1.0, &mut d).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("bce_probs_sum_grad: the target holds 2 values, expected 3")
+        );
+        assert_eq!(
+            (d, d2),
+            ([7.0; 3], [7.0; 2]),
+            "a refused kernel wrote its output"
+        );
+        // Equal lengths (including empty) are fine.
+        assert_eq!(bce_logits_sum::<f32>(&[], &[]).unwrap(), 0.0);
+        bce_logits_sum_grad(&x, &y, 1.0, &mut d).unwrap();
     }
 }

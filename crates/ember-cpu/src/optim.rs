@@ -13,6 +13,7 @@
 //! split into the fixed chunks of [`crate::par`] across rayon threads.
 
 use crate::element::Float;
+use crate::error::{LengthMismatch, check_len};
 use crate::isa;
 use crate::par::{CHUNK, parallel};
 use rayon::prelude::*;
@@ -83,7 +84,17 @@ pub struct SgdConfig {
 
 /// SGD: `v = momentum v - lr g; p += v` (or `p += momentum v - lr g` with Nesterov).
 /// `velocity` is ignored (and may be empty) when momentum is 0.
-pub fn sgd_step<T: Float>(cfg: &SgdConfig, p: &mut [T], g: &[T], velocity: &mut [T]) {
+/// Every slice must hold as many values as `p` (else [`LengthMismatch`], nothing updated).
+pub fn sgd_step<T: Float>(
+    cfg: &SgdConfig,
+    p: &mut [T],
+    g: &[T],
+    velocity: &mut [T],
+) -> Result<(), LengthMismatch> {
+    check_len("sgd_step", "gradient", p.len(), g.len())?;
+    if cfg.momentum != 0.0 {
+        check_len("sgd_step", "velocity", p.len(), velocity.len())?;
+    }
     let isa = isa::active();
     let cfg = *cfg;
     let vel: &mut [T] = if cfg.momentum == 0.0 {
@@ -94,6 +105,7 @@ pub fn sgd_step<T: Float>(cfg: &SgdConfig, p: &mut [T], g: &[T], velocity: &mut 
     for_chunks(p, g, vel, &mut [], &mut [], |p, g, v, _, _| {
         dispatch!(isa, sgd_avx2, sgd_body, (&cfg, p, g, v))
     });
+    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -149,12 +161,24 @@ pub struct AdamConfig {
 
 /// Adam (Keras form): `m += (1-b1)(g-m); v += (1-b2)(g²-v);
 /// p -= lr·sqrt(1-b2^t)/(1-b1^t) · m / (sqrt v + eps)`.
-pub fn adam_step<T: Float>(cfg: &AdamConfig, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
+///
+/// Every slice must hold as many values as `p` (else [`LengthMismatch`], nothing updated).
+pub fn adam_step<T: Float>(
+    cfg: &AdamConfig,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+) -> Result<(), LengthMismatch> {
+    check_len("adam_step", "gradient", p.len(), g.len())?;
+    check_len("adam_step", "first moment", p.len(), m.len())?;
+    check_len("adam_step", "second moment", p.len(), v.len())?;
     let isa = isa::active();
     let cfg = *cfg;
     for_chunks(p, g, m, v, &mut [], |p, g, m, v, _| {
         dispatch!(isa, adam_avx2, adam_body, (&cfg, p, g, m, v))
     });
+    Ok(())
 }
 
 /// Adam's bias-corrected step size lr·√(1−β₂ᵗ)/(1−β₁ᵗ).
@@ -218,12 +242,22 @@ pub struct AdagradConfig {
 }
 
 /// AdaGrad: `acc += g²; p -= lr g / sqrt(acc + eps)`.
-pub fn adagrad_step<T: Float>(cfg: &AdagradConfig, p: &mut [T], g: &[T], acc: &mut [T]) {
+///
+/// Every slice must hold as many values as `p` (else [`LengthMismatch`], nothing updated).
+pub fn adagrad_step<T: Float>(
+    cfg: &AdagradConfig,
+    p: &mut [T],
+    g: &[T],
+    acc: &mut [T],
+) -> Result<(), LengthMismatch> {
+    check_len("adagrad_step", "gradient", p.len(), g.len())?;
+    check_len("adagrad_step", "accumulator", p.len(), acc.len())?;
     let isa = isa::active();
     let cfg = *cfg;
     for_chunks(p, g, acc, &mut [], &mut [], |p, g, acc, _, _| {
         dispatch!(isa, adagrad_avx2, adagrad_body, (&cfg, p, g, acc))
     });
+    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -267,6 +301,8 @@ pub struct RmspropConfig {
 /// RMSProp (Keras form): `s = rho s + (1-rho) g²; [a = rho a + (1-rho) g; s' = s - a²];
 /// inc = lr g / sqrt(s' + eps); with momentum: `b = momentum b + inc; p -= b`, else `p -= inc`.
 /// `mom_buf` is ignored unless momentum > 0 and `grad_avg` unless centered; either may be empty.
+/// Every other slice (and those two when used) must hold as many values as `p` (else
+/// [`LengthMismatch`], nothing updated).
 pub fn rmsprop_step<T: Float>(
     cfg: &RmspropConfig,
     p: &mut [T],
@@ -274,7 +310,15 @@ pub fn rmsprop_step<T: Float>(
     sq_avg: &mut [T],
     mom_buf: &mut [T],
     grad_avg: &mut [T],
-) {
+) -> Result<(), LengthMismatch> {
+    check_len("rmsprop_step", "gradient", p.len(), g.len())?;
+    check_len("rmsprop_step", "square average", p.len(), sq_avg.len())?;
+    if cfg.momentum > 0.0 {
+        check_len("rmsprop_step", "momentum buffer", p.len(), mom_buf.len())?;
+    }
+    if cfg.centered {
+        check_len("rmsprop_step", "gradient average", p.len(), grad_avg.len())?;
+    }
     let isa = isa::active();
     let cfg = *cfg;
     let mom_buf: &mut [T] = if cfg.momentum > 0.0 { mom_buf } else { &mut [] };
@@ -282,6 +326,7 @@ pub fn rmsprop_step<T: Float>(
     for_chunks(p, g, sq_avg, mom_buf, grad_avg, |p, g, sq, mb, ga| {
         dispatch!(isa, rmsprop_avx2, rmsprop_body, (&cfg, p, g, sq, mb, ga))
     });
+    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -390,7 +435,7 @@ mod tests {
         };
         let mut p = [1.0f64, -1.0];
         let (mut m, mut v) = ([0.0; 2], [0.0; 2]);
-        adam_step(&cfg, &mut p, &[3.0, -0.5], &mut m, &mut v);
+        adam_step(&cfg, &mut p, &[3.0, -0.5], &mut m, &mut v).unwrap();
         assert!(
             (p[0] - 0.9).abs() < 1e-9 && (p[1] + 0.9).abs() < 1e-9,
             "{p:?}"
@@ -407,8 +452,8 @@ mod tests {
         };
         let mut p = [1.0f64];
         let mut v = [0.0];
-        sgd_step(&cfg, &mut p, &[1.0], &mut v);
-        sgd_step(&cfg, &mut p, &[1.0], &mut v);
+        sgd_step(&cfg, &mut p, &[1.0], &mut v).unwrap();
+        sgd_step(&cfg, &mut p, &[1.0], &mut v).unwrap();
         // v1 = -0.1, p1 = 0.9; v2 = -0.09 - 0.1 = -0.19, p2 = 0.71
         assert!((p[0] - 0.71).abs() < 1e-12);
     }
@@ -532,7 +577,8 @@ mod tests {
                             (data(n, 2, false), data(n, 3, false), data(n, 4, true));
                         let (mut p2, mut m2, mut v2) = (p1.clone(), m1.clone(), v1.clone());
                         crate::isa::with(isa, || adam_step(&cfg, &mut p1, &g, &mut m1, &mut v1))
-                            .expect("isa");
+                            .expect("isa")
+                            .unwrap();
                         scalar::adam(&cfg, &mut p2, &g, &mut m2, &mut v2);
                         assert_eq!(
                             (bits(&p1), bits(&m1), bits(&v1)),
@@ -550,7 +596,8 @@ mod tests {
                         let (mut p1, mut v1) = (data(n, 5, false), data(n, 6, false));
                         let (mut p2, mut v2) = (p1.clone(), v1.clone());
                         crate::isa::with(isa, || sgd_step(&cfg, &mut p1, &g, &mut v1))
-                            .expect("isa");
+                            .expect("isa")
+                            .unwrap();
                         scalar::sgd(&cfg, &mut p2, &g, &mut v2);
                         assert_eq!(
                             (bits(&p1), bits(&v1)),
@@ -566,7 +613,8 @@ mod tests {
                     let (mut p1, mut a1) = (data(n, 7, false), data(n, 8, true));
                     let (mut p2, mut a2) = (p1.clone(), a1.clone());
                     crate::isa::with(isa, || adagrad_step(&cfg, &mut p1, &g, &mut a1))
-                        .expect("isa");
+                        .expect("isa")
+                        .unwrap();
                     scalar::adagrad(&cfg, &mut p2, &g, &mut a2);
                     assert_eq!(
                         (bits(&p1), bits(&a1)),
@@ -592,7 +640,8 @@ mod tests {
                         crate::isa::with(isa, || {
                             rmsprop_step(&cfg, &mut p1, &g, &mut s1, &mut b1, &mut c1)
                         })
-                        .expect("isa");
+                        .expect("isa")
+                        .unwrap();
                         scalar::rmsprop(&cfg, &mut p2, &g, &mut s2, &mut b2, &mut c2);
                         assert_eq!(
                             (bits(&p1), bits(&s1), bits(&b1), bits(&c1)),
@@ -614,7 +663,7 @@ mod tests {
             weight_decay: 0.0,
         };
         let mut p = vec![1.0f32; 100_000];
-        sgd_step(&cfg, &mut p, &vec![1.0; 100_000], &mut []);
+        sgd_step(&cfg, &mut p, &vec![1.0; 100_000], &mut []).unwrap();
         assert!(p.iter().all(|&v| v == 0.5));
         let cfg = RmspropConfig {
             lr: 0.1,
@@ -625,7 +674,76 @@ mod tests {
             weight_decay: 0.0,
         };
         let mut sq = vec![0.0f32; 100_000];
-        rmsprop_step(&cfg, &mut p, &vec![1.0; 100_000], &mut sq, &mut [], &mut []);
+        rmsprop_step(&cfg, &mut p, &vec![1.0; 100_000], &mut sq, &mut [], &mut []).unwrap();
         assert!(p.iter().all(|v| v.is_finite() && *v < 0.5));
+    }
+
+    #[test]
+    fn mismatched_lengths_are_errors_and_change_nothing() {
+        // Zipped slices of different lengths would update only a prefix; each step must
+        // refuse instead, naming the operand, before writing anything.
+        let mut p = vec![1.0f32; 4];
+        let (g, short) = (vec![0.5f32; 4], vec![0.5f32; 3]);
+        let mut s3 = vec![0.0f32; 3];
+        let (mut a, mut b) = (vec![0.0f32; 4], vec![0.0f32; 4]);
+        let sgd = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        };
+        let e = sgd_step(&sgd, &mut p, &short, &mut a).unwrap_err();
+        assert_eq!(
+            (e.op, e.operand, e.expected, e.got),
+            ("sgd_step", "gradient", 4, 3)
+        );
+        let e = sgd_step(&sgd, &mut p, &g, &mut s3).unwrap_err();
+        assert_eq!(e.operand, "velocity");
+        // Without momentum the velocity is not used, so an empty one is fine.
+        let plain = SgdConfig {
+            momentum: 0.0,
+            ..sgd
+        };
+        sgd_step(&plain, &mut p.clone(), &g, &mut []).unwrap();
+        let adam = AdamConfig {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            step: 1,
+        };
+        let e = adam_step(&adam, &mut p, &g, &mut a, &mut s3).unwrap_err();
+        assert_eq!(e.operand, "second moment");
+        assert!(
+            e.to_string()
+                .contains("adam_step: the second moment holds 3 values, expected 4")
+        );
+        let ada = AdagradConfig {
+            lr: 0.1,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        assert_eq!(
+            adagrad_step(&ada, &mut p, &g, &mut s3).unwrap_err().operand,
+            "accumulator"
+        );
+        let rms = RmspropConfig {
+            lr: 0.1,
+            rho: 0.9,
+            momentum: 0.9,
+            eps: 1e-8,
+            centered: true,
+            weight_decay: 0.0,
+        };
+        let e = rmsprop_step(&rms, &mut p, &g, &mut a, &mut b, &mut s3).unwrap_err();
+        assert_eq!(e.operand, "gradient average");
+        let e = rmsprop_step(&rms, &mut p, &g, &mut a, &mut s3, &mut b).unwrap_err();
+        assert_eq!(e.operand, "momentum buffer");
+        assert_eq!(p, vec![1.0; 4], "a refused step wrote the parameter");
+        assert!(
+            a.iter().chain(&b).all(|&v| v == 0.0),
+            "a refused step wrote a state"
+        );
     }
 }
