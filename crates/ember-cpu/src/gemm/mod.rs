@@ -270,6 +270,7 @@ impl std::fmt::Display for GemmError {
 impl std::error::Error for GemmError {}
 
 /// Checks that a `rows`×`cols` operand with strides (rs, cs) fits in `len` elements.
+#[inline(always)]
 fn check_extent(
     operand: &'static str,
     rows: usize,
@@ -283,25 +284,43 @@ fn check_extent(
     let last = (rows - 1)
         .checked_mul(rs)
         .zip((cols - 1).checked_mul(cs))
-        .and_then(|(r, c)| r.checked_add(c))
-        .ok_or(GemmError::Overflow { operand })?;
-    if last >= len {
-        return Err(GemmError::TooShort {
+        .and_then(|(r, c)| r.checked_add(c));
+    match last {
+        Some(last) if last < len => Ok(()),
+        _ => Err(extent_error(operand, rows, cols, (rs, cs), len, last)),
+    }
+}
+
+/// The error of a failed [`check_extent`], built out of line: the check runs on every GEMM
+/// call, tiny ones included, and its passing path should be a few compares.
+#[cold]
+#[inline(never)]
+fn extent_error(
+    operand: &'static str,
+    rows: usize,
+    cols: usize,
+    (rs, cs): (usize, usize),
+    len: usize,
+    last: Option<usize>,
+) -> GemmError {
+    match last {
+        None => GemmError::Overflow { operand },
+        Some(_) => GemmError::TooShort {
             operand,
             rows,
             cols,
             rs,
             cs,
             len,
-        });
+        },
     }
-    Ok(())
 }
 
 /// Every check [`gemm`] and [`gemm_widen`] make before running a kernel: each operand inside
 /// its slice (A and B only when K > 0: with K = 0 they are never read), C's elements distinct
 /// (rows after rows, or columns after columns), and the bias long enough.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn check_operands<S, T>(
     m: usize,
     n: usize,
@@ -372,9 +391,10 @@ pub fn gemm<T: Float>(
     let isa = crate::isa::active();
     let cp = c_ptr(&mut c);
     let mnk = m.saturating_mul(n).saturating_mul(k);
-    let threads = rayon::current_num_threads() > 1;
-    // Matrix-vector products stream A once, memory-bound: they split by A's size.
-    let gemv_parallel = threads && m.max(n).saturating_mul(k) >= GEMV_PARALLEL_MIN_MK;
+    // Matrix-vector products stream A once, memory-bound: they split by A's size. (The
+    // thread count is asked last: it is a thread-local lookup, dear next to a tiny product.)
+    let gemv_parallel =
+        m.max(n).saturating_mul(k) >= GEMV_PARALLEL_MIN_MK && rayon::current_num_threads() > 1;
     if k == 0 || alpha == T::ZERO {
         scale_c(m, n, beta, cp);
         apply_epilogue(isa, cp, 0..m, 0..n, &epi);
