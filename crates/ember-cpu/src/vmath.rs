@@ -40,7 +40,9 @@
 //! short dependency chains: a loop whose elements are each one long chain (an exp, a division,
 //! a polynomial in series) fills the core's out-of-order window before its FMA pipes, so
 //! softplus, sigmoid and tanh run over slices in two passes per block ([`two_pass_slice`]:
-//! the exponential part, then the rest), bit-identical to the per-element functions.
+//! the exponential part, then the rest), bit-identical to the per-element functions. ln over
+//! a slice ([`ln_slice`]) scans each block for special inputs first and runs the bare
+//! arithmetic when there are none, again bit-identical.
 
 /// How `a·b + c` is evaluated: fused on FMA hardware, two roundings elsewhere.
 pub trait MulAdd {

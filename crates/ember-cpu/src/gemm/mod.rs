@@ -340,13 +340,12 @@ fn check_operands<S, T>(
     check_extent("C", m, n, (c.rs, c.cs), c.data.len())?;
     // Distinct elements: a row-major-like layout (a row's last element before the next row's
     // first) or a column-major-like one; a single row or column only needs a nonzero step.
-    let rows_apart = m == 1 || (n - 1) * c.cs < c.rs;
-    let cols_apart = n == 1 || (m - 1) * c.rs < c.cs;
-    let distinct = match (m == 1, n == 1) {
-        (true, true) => true,
-        (true, false) => c.cs > 0,
-        (false, true) => c.rs > 0,
-        (false, false) => (c.cs > 0 && rows_apart) || (c.rs > 0 && cols_apart),
+    // (check_extent has bounded both products below, so they cannot overflow.)
+    let distinct = match (m, n) {
+        (1, 1) => true,
+        (1, _) => c.cs > 0,
+        (_, 1) => c.rs > 0,
+        _ => (c.cs > 0 && (n - 1) * c.cs < c.rs) || (c.rs > 0 && (m - 1) * c.rs < c.cs),
     };
     if !distinct {
         return Err(GemmError::OverlappingOutput {

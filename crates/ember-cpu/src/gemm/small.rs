@@ -474,6 +474,7 @@ fn gemv_body<T: Float>(
     if a.cs == 1 {
         // Row-major A: one dot product per row.
         let row = |r: usize| &a.data[(r0 + r) * a.rs..(r0 + r) * a.rs + k];
+        let mut done = false;
         #[cfg(target_arch = "x86_64")]
         if avx2 && let (Some(ad), Some(xf)) = (T::as_f32_slice(a.data), T::as_f32_slice(x)) {
             let row = |r: usize| &ad[(r0 + r) * a.rs..(r0 + r) * a.rs + k];
@@ -492,14 +493,12 @@ fn gemv_body<T: Float>(
                 // SAFETY: as above.
                 *o = T::from_f64(unsafe { dots_f32_avx2([row(q)], xf) }[0] as f64);
             }
-        } else {
+            done = true;
+        }
+        if !done {
             for (r, o) in out.iter_mut().enumerate() {
                 *o = dot(row(r), x);
             }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        for (r, o) in out.iter_mut().enumerate() {
-            *o = dot(row(r), x);
         }
     } else if a.rs == 1 {
         // Column-major A: y[r0..] += A[r0.., p] * x[p] for each p, in order.
