@@ -195,7 +195,7 @@ fn reduce_fast<T: Float>(
     false
 }
 
-/// out[j] = op over rows r of x[r * inner + j0 + j], rows in order.
+/// `out[j]` = op over rows r of `x[r * inner + j0 + j]`, rows in order.
 fn fold_rows<T: Float>(isa: Isa, op: ReduceOp, x: &[T], inner: usize, j0: usize, out: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {

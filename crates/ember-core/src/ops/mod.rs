@@ -1,5 +1,5 @@
 //! Forward ops on tensors, grouped by family. Each op validates its arguments (returning an
-//! [`Error`](crate::Error) that names shapes and dtypes), calls one function of the CPU dispatch
+//! [`Error`] that names shapes and dtypes), calls one function of the CPU dispatch
 //! point (`backend.rs`) and records an [`Op`](crate::op::Op) when a gradient may flow.
 
 mod elementwise;

@@ -11,7 +11,9 @@
 //! KC slices are of equal depth (`slice_depth`). How the threads share the work:
 //! - **Split N** (the usual case: at least `SPLIT_N_MIN_COLS` columns per thread): each thread
 //!   runs all five loops, serially, over its own run of whole NR slivers of C, packing its part
-//!   of B and its own copy of A. One parallel region, no barrier. Against splitting M with a
+//!   of B; A is packed once for all of them, block by block by whichever thread needs a block
+//!   first (`shared_a.rs`: no thread ever waits for another). One parallel region, no barrier.
+//!   Against splitting M with a
 //!   shared B panel (two barriers per KC slice), this measured 2–8 % faster at 512³–2048³ on 2
 //!   threads and 11 % at 256×784×512 (best samples of 12 interleaved rounds; `perf` showed
 //!   the threads' time waiting at the barriers fall from ≈ 8 % to ≈ 2.5 %).
@@ -30,14 +32,15 @@
 
 use super::kernel::RowsKernel;
 use super::pack::{pack_a, pack_b};
+use super::shared_a::SharedA;
 use super::{CPtr, Epilogue, Kernel, MAX_TILE, MatRef, Widen, apply_epilogue};
 use crate::element::Float;
 use rayon::prelude::*;
 
 /// With several threads, N is split between them (rather than M) when each thread gets at
-/// least this many columns: every thread then packs all of A for itself, which costs little
-/// against the products of a wide enough panel and saves the barrier after each shared
-/// packing of B.
+/// least this many columns: every thread then walks all of A (packed once, shared), which
+/// costs little against the products of a wide enough panel and saves the barrier after
+/// each shared packing of B.
 const SPLIT_N_MIN_COLS: usize = 256;
 
 /// C = alpha·A·B + beta·C (+ epilogue) through packing; `parallel` allows rayon.
@@ -63,16 +66,26 @@ pub(super) fn packed<S: Widen<T>, T: Float>(
         1
     };
     let slivers = n.div_ceil(nr);
+    let ops = (alpha, a, b, beta, c, epi);
+    let kc = slice_depth(kern.kc, k);
     if threads == 1 {
-        columns(kern, 0..m, 0..n, k, (alpha, a, b, beta, c, epi));
+        // Wider than one NC panel: pack A once for all the panels.
+        let shared = (n > kern.nc)
+            .then(|| SharedA::new(m, k, kern.mc, kc, mr))
+            .flatten();
+        columns(kern, 0..m, 0..n, k, ops, shared.as_ref(), 0);
     } else if n >= threads * SPLIT_N_MIN_COLS && slivers >= threads {
         // Split N: each thread runs all five loops over its own run of whole slivers, packing
-        // its own part of B and its own copy of A, in one parallel region with no barrier.
+        // its own part of B, in one parallel region with no barrier. A is packed once for all
+        // of them (`SharedA`), each thread starting its walk over M at its own block.
         let per = slivers.div_ceil(threads);
+        let shared = SharedA::new(m, k, kern.mc, kc, mr);
+        let shared = shared.as_ref();
+        let m_blocks = m.div_ceil(kern.mc);
         (0..threads).into_par_iter().for_each(|t| {
             let (c0, c1) = ((t * per * nr).min(n), ((t + 1) * per * nr).min(n));
             if c0 < c1 {
-                columns(kern, 0..m, c0..c1, k, (alpha, a, b, beta, c, epi));
+                columns(kern, 0..m, c0..c1, k, ops, shared, t * m_blocks / threads);
             }
         });
     } else if slivers == 1 {
@@ -83,11 +96,11 @@ pub(super) fn packed<S: Widen<T>, T: Float>(
         (0..threads).into_par_iter().for_each(|t| {
             let (r0, r1) = ((t * per).min(m), ((t + 1) * per).min(m));
             if r0 < r1 {
-                columns(kern, r0..r1, 0..n, k, (alpha, a, b, beta, c, epi));
+                columns(kern, r0..r1, 0..n, k, ops, None, 0);
             }
         });
     } else {
-        split_m(kern, threads, m, n, k, (alpha, a, b, beta, c, epi));
+        split_m(kern, threads, m, n, k, ops);
     }
 }
 
@@ -197,12 +210,16 @@ type Operands<'x, 'a, S, T> = (
 
 /// All five loops, serially, over rows `rows` × columns `cols` of C (which start on sliver
 /// boundaries of the whole product, so every tile is the one a single thread would compute).
+/// With `shared` (only when `rows` is all of M), A's blocks come from that store, and loop 3
+/// starts at block `first_block` and wraps around; either way each tile's value is the same.
 fn columns<S: Widen<T>, T: Float>(
     kern: &Kernel<T>,
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
     k: usize,
     (alpha, a, b, beta, c, epi): Operands<'_, '_, S, T>,
+    shared: Option<&SharedA<T>>,
+    first_block: usize,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
     let kc_max = slice_depth(kern.kc, k);
@@ -222,10 +239,26 @@ fn columns<S: Widen<T>, T: Float>(
             let beta_k = if pc == 0 { beta } else { T::ONE };
             let rows_kernel = in_place_a(kern, slivers, a);
             // Loop 3: blocks of MC rows.
-            for ic in rows.clone().step_by(kern.mc) {
+            let m_blocks = rows.len().div_ceil(kern.mc);
+            for idx in 0..m_blocks {
+                let ic = rows.start + (first_block + idx) % m_blocks * kern.mc;
                 let mb = kern.mc.min(rows.end - ic);
-                let ap = &mut apack_buf.as_mut_slice()[..mb.div_ceil(mr) * mr * kb];
-                let a_rows = prepare_a(kern, a, ic, mb, pc, kb, rows_kernel, ap);
+                // The block from the shared store (packed by whichever thread came first), or
+                // else prepared here: packed privately, or read in place.
+                let from_store = shared.filter(|_| rows_kernel.is_none()).and_then(|sh| {
+                    debug_assert!(rows.start == 0 && sh.m_blocks() == m_blocks);
+                    sh.block(ic, mb, pc, kb, |dst| {
+                        pack_a(kern.isa, a, ic, mb, pc, kb, mr, dst)
+                    })
+                });
+                let (ap, a_rows) = match from_store {
+                    Some(ap) => (ap, None),
+                    None => {
+                        let ap = &mut apack_buf.as_mut_slice()[..mb.div_ceil(mr) * mr * kb];
+                        let a_rows = prepare_a(kern, a, ic, mb, pc, kb, rows_kernel, ap);
+                        (&*ap, a_rows)
+                    }
+                };
                 macro_kernel(
                     kern,
                     alpha,
@@ -380,7 +413,7 @@ fn macro_kernel<T: Float>(
 /// lines). Buffers are recycled through a small per-thread pool: a fresh multi-megabyte
 /// allocation per call costs page faults comparable to a mid-sized product. Packing writes every
 /// element it later reads, so stale contents of a recycled buffer are never seen.
-struct AlignedBuf<T: Float> {
+pub(super) struct AlignedBuf<T: Float> {
     buf: Vec<T>,
     start: usize,
     len: usize,
@@ -394,7 +427,7 @@ thread_local! {
 const POOL_MAX: usize = 4;
 
 impl<T: Float> AlignedBuf<T> {
-    fn new(len: usize) -> Self {
+    pub(super) fn new(len: usize) -> Self {
         let pad = 64 / std::mem::size_of::<T>();
         let need = len + pad;
         let recycled = POOL.with(|p| {
@@ -409,7 +442,7 @@ impl<T: Float> AlignedBuf<T> {
         AlignedBuf { buf, start, len }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [T] {
+    pub(super) fn as_mut_slice(&mut self) -> &mut [T] {
         &mut self.buf[self.start..self.start + self.len]
     }
 }

@@ -16,6 +16,8 @@
 //!   never split, so every element of C sums its products in the same order whatever the
 //!   thread count: results are bit-identical for 1, 2 or 64 threads.
 //! - `pack.rs`: packing, which is also where arbitrary strides are absorbed.
+//! - `shared_a.rs`: one packed copy of A shared by the threads of the split over columns and
+//!   by the NC panels of a wide product, each block packed by whichever thread needs it first.
 //! - `kernel.rs`: the microkernels (AVX2+FMA and portable) and their block sizes.
 //! - `small.rs`: tiny products (the seed model's 10×10 layers) and matrix-vector products
 //!   (N = 1 or M = 1), where packing would cost more than the arithmetic.
@@ -26,6 +28,7 @@
 mod driver;
 pub mod kernel;
 mod pack;
+mod shared_a;
 mod small;
 pub(crate) use small::tree;
 

@@ -83,7 +83,7 @@ const KMAX: usize = 32;
 /// broadcast of A's element; the strip is then scaled and written, with full-vector stores
 /// when C's row is contiguous and wide enough. Each C element sums its k products in order,
 /// as the generic loop does (with one rounding per step, being fused). With `bias` and
-/// `relu`, each stored value is then relu(v + bias[j]), rounded exactly as the separate
+/// `relu`, each stored value is then `relu(v + bias[j])`, rounded exactly as the separate
 /// epilogue pass would round it.
 ///
 /// # Safety

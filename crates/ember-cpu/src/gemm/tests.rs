@@ -616,6 +616,67 @@ fn both_thread_splits_against_f64() {
 }
 
 #[test]
+fn shared_packing_of_a_across_threads_and_panels() {
+    // A is packed once per product and shared (gemm/shared_a.rs): at 1 thread when N spans
+    // several NC panels, and between the threads of the split over N, each starting at its own
+    // block of M. Here M has 3 blocks, K 3 slices, and N = 2100 gives 1 thread 3 panels and
+    // 2 threads 2 each. Against f64 on 1 and 2 threads, and the same bits for 1 to 4 threads.
+    for threads in [1, 2] {
+        run_in_pool(threads, || {
+            on_every_isa(|| {
+                let lays = (Lay::Row, Lay::Col, Lay::Row);
+                check::<f32>(300, 2100, 800, lays, 1.0, 0.5, true, Activation::Relu, 31);
+            })
+        });
+    }
+    let (m, n, k) = (301, 2100, 800);
+    let mut rng = Rng::new(32);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32 - 0.5).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.uniform() as f32 - 0.5).collect();
+    for isa in isa::supported() {
+        let go = |threads: usize| {
+            run_in_pool(threads, || {
+                isa::with(isa, || {
+                    let mut c = vec![0.0f32; m * n];
+                    let (ar, br) = (
+                        MatRef {
+                            data: &a,
+                            rs: k,
+                            cs: 1,
+                        },
+                        MatRef {
+                            data: &b,
+                            rs: n,
+                            cs: 1,
+                        },
+                    );
+                    let cm = MatMut {
+                        data: &mut c,
+                        rs: n,
+                        cs: 1,
+                    };
+                    gemm(m, n, k, 1.0, ar, br, 0.0, cm, Epilogue::default()).unwrap();
+                    c
+                })
+                .expect("supported")
+            })
+        };
+        let one = go(1);
+        for threads in [2, 3, 4] {
+            let many = go(threads);
+            let same = one
+                .iter()
+                .zip(&many)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "{isa}: {m}x{n}x{k} differs between 1 and {threads} threads"
+            );
+        }
+    }
+}
+
+#[test]
 fn single_sliver_products_read_a_in_place() {
     // N at most one B sliver (16 on AVX2) with a row-major A takes the path that reads A's rows
     // in place: full row slivers, a partial last one (packed), N < 16 (scratch tile), K past
