@@ -478,16 +478,16 @@ fn gemv_body<T: Float>(
         #[cfg(target_arch = "x86_64")]
         if avx2 && let (Some(ad), Some(xf)) = (T::as_f32_slice(a.data), T::as_f32_slice(x)) {
             let row = |r: usize| &ad[(r0 + r) * a.rs..(r0 + r) * a.rs + k];
-            // Three rows at a time share each load of x: 16 loads per 12 FMAs instead of 2
+            // Four rows at a time share each load of x: 15 loads per 12 FMAs instead of 2
             // per FMA, which is what bounds a dot product whose rows stream from L2.
             let mut r = 0;
-            while r + 3 <= rows {
+            while r + 4 <= rows {
                 // SAFETY: `avx2` is only true when AVX2 and FMA were detected (see `gemv`).
-                let d = unsafe { dots_f32_avx2([row(r), row(r + 1), row(r + 2)], xf) };
-                for (o, v) in out[r..r + 3].iter_mut().zip(d) {
+                let d = unsafe { dots_f32_avx2([row(r), row(r + 1), row(r + 2), row(r + 3)], xf) };
+                for (o, v) in out[r..r + 4].iter_mut().zip(d) {
                     *o = T::from_f64(v as f64);
                 }
-                r += 3;
+                r += 4;
             }
             for (o, q) in out[r..].iter_mut().zip(r..) {
                 // SAFETY: as above.
@@ -527,10 +527,20 @@ fn gemv_body<T: Float>(
     }
 }
 
-/// R f32 dot products against the same `x`, each with four 8-lane FMA accumulators (hiding
-/// the FMA latency) combined in a fixed order, and its tail added lane-wise in order. Each
+/// Accumulators per row in [`dots_f32_avx2`]: chunks of `8 * DOT_ACCS` elements, combined as
+/// (0 + 1) + 2.
+pub(super) const DOT_ACCS: usize = 3;
+
+/// R f32 dot products against the same `x`, each with [`DOT_ACCS`] 8-lane FMA accumulators
+/// (hiding the FMA latency) combined in a fixed order, and its tail added lane-wise in order. Each
 /// row's arithmetic is the same whatever R is, so grouping rows never changes a result; the
 /// grouping only lets one load of x feed R rows.
+///
+/// The accumulators are combined in plain loops, not in a closure: a closure borrowing them
+/// (an `array::from_fn`) is compiled as a function of its own, so they had to live in memory,
+/// and the main loop stored all twelve on every step (12 stores per 32 elements), which cost
+/// 40 % at 256×512 in L2 (11.4 → 8.2 µs per product). Four rows of three accumulators (13
+/// registers with x) measured 10 % faster than three rows of four in L2 (8.4 → 7.6 µs).
 ///
 /// # Safety
 /// The CPU supports AVX2 and FMA.
@@ -539,10 +549,10 @@ fn gemv_body<T: Float>(
 pub(super) unsafe fn dots_f32_avx2<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
     use std::arch::x86_64::*;
     let n = rows.iter().fold(x.len(), |n, r| n.min(r.len()));
-    let mut acc = [[_mm256_setzero_ps(); 4]; R];
+    let mut acc = [[_mm256_setzero_ps(); DOT_ACCS]; R];
     let mut i = 0;
-    while i + 32 <= n {
-        for j in 0..4 {
+    while i + 8 * DOT_ACCS <= n {
+        for j in 0..DOT_ACCS {
             // SAFETY: i + 8j + 8 <= n, inside x and every row.
             unsafe {
                 let vx = _mm256_loadu_ps(x.as_ptr().add(i + 8 * j));
@@ -552,14 +562,14 @@ pub(super) unsafe fn dots_f32_avx2<const R: usize>(rows: [&[f32]; R], x: &[f32])
                 }
             }
         }
-        i += 32;
+        i += 8 * DOT_ACCS;
     }
-    std::array::from_fn(|r| {
+    let mut out = [0.0f32; R];
+    for r in 0..R {
         let s = &acc[r];
-        let s = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]));
+        let mut s = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), s[2]);
         // The tail, element i + l into lane l % 8 in order: whole groups of 8 as vector FMAs
         // (the same fused operation per lane as the scalar `mul_add` below), then the rest.
-        let mut s = s;
         let mut t = i;
         while t + 8 <= n {
             // SAFETY: t + 8 <= n, inside x and the row.
@@ -575,8 +585,9 @@ pub(super) unsafe fn dots_f32_avx2<const R: usize>(rows: [&[f32]; R], x: &[f32])
         for (l, (&a, &b)) in rows[r][t..n].iter().zip(&x[t..n]).enumerate() {
             lanes[l] = a.mul_add(b, lanes[l]);
         }
-        tree(lanes)
-    })
+        out[r] = tree(lanes);
+    }
+    out
 }
 
 /// Dot product in 32 independent lanes (four AVX2 vectors of f32, enough to hide the add

@@ -1011,49 +1011,52 @@ fn fused_small_epilogue_equals_separate_pass_bit_for_bit() {
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn grouped_dot_products_equal_single_ones_bit_for_bit() {
-    // The matrix-vector path computes three rows per pass over x; each row's result must be
+    // The matrix-vector path computes four rows per pass over x; each row's result must be
     // exactly the one a pass of its own gives (same accumulators, same combine order).
     if !Isa::Avx2.is_supported() {
         eprintln!("SKIPPED: grouped_dot_products_equal_single_ones_bit_for_bit (no AVX2 here)");
         return;
     }
     let mut rng = Rng::new(5);
-    for k in [0, 1, 7, 8, 9, 16, 31, 32, 33, 47, 64, 95, 200, 517, 784] {
-        let rows: Vec<Vec<f32>> = (0..3)
+    for k in [
+        0, 1, 7, 8, 9, 16, 23, 24, 25, 31, 32, 33, 47, 48, 64, 95, 200, 517, 784,
+    ] {
+        let rows: Vec<Vec<f32>> = (0..4)
             .map(|_| (0..k).map(|_| rng.uniform() as f32).collect())
             .collect();
         let x: Vec<f32> = (0..k).map(|_| rng.uniform() as f32).collect();
         // SAFETY: AVX2 and FMA are present (checked above).
-        let (three, one) = unsafe {
+        let (four, one) = unsafe {
+            let r = |i: usize| &rows[i][..];
             (
-                small::dots_f32_avx2([&rows[0][..], &rows[1][..], &rows[2][..]], &x),
-                [0, 1, 2].map(|r| small::dots_f32_avx2([&rows[r][..]], &x)[0]),
+                small::dots_f32_avx2([r(0), r(1), r(2), r(3)], &x),
+                [0, 1, 2, 3].map(|i| small::dots_f32_avx2([r(i)], &x)[0]),
             )
         };
-        assert_eq!(three.map(f32::to_bits), one.map(f32::to_bits), "k = {k}");
-        // The documented order, in scalar f32: four 8-lane accumulators over 32-element
-        // chunks, combined (0+1)+(2+3), the tail's element i into lane i % 8, then the tree.
+        assert_eq!(four.map(f32::to_bits), one.map(f32::to_bits), "k = {k}");
+        // The documented order, in scalar f32: three 8-lane accumulators over 24-element
+        // chunks, combined (0+1)+2, the tail's element i into lane i % 8, then the tree.
+        assert_eq!(small::DOT_ACCS, 3);
         let scalar = |row: &[f32]| {
-            let mut acc = [[0.0f32; 8]; 4];
-            let full = k / 32 * 32;
-            for c in (0..full).step_by(32) {
+            let mut acc = [[0.0f32; 8]; 3];
+            let full = k / 24 * 24;
+            for c in (0..full).step_by(24) {
                 for (j, a) in acc.iter_mut().enumerate() {
                     for (l, v) in a.iter_mut().enumerate() {
                         *v = row[c + 8 * j + l].mul_add(x[c + 8 * j + l], *v);
                     }
                 }
             }
-            let mut lanes: [f32; 8] =
-                std::array::from_fn(|l| (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]));
+            let mut lanes: [f32; 8] = std::array::from_fn(|l| (acc[0][l] + acc[1][l]) + acc[2][l]);
             for p in full..k {
                 lanes[(p - full) % 8] = row[p].mul_add(x[p], lanes[(p - full) % 8]);
             }
             small::tree(lanes)
         };
-        assert_eq!(three[1].to_bits(), scalar(&rows[1]).to_bits(), "k = {k}");
+        assert_eq!(four[1].to_bits(), scalar(&rows[1]).to_bits(), "k = {k}");
         let want: f64 = (0..k).map(|p| rows[0][p] as f64 * x[p] as f64).sum();
         assert!(
-            (three[0] as f64 - want).abs() <= 1e-5 * (1.0 + k as f64),
+            (four[0] as f64 - want).abs() <= 1e-5 * (1.0 + k as f64),
             "k = {k}"
         );
     }
