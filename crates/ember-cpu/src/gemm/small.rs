@@ -532,15 +532,22 @@ fn gemv_body<T: Float>(
 pub(super) const DOT_ACCS: usize = 3;
 
 /// R f32 dot products against the same `x`, each with [`DOT_ACCS`] 8-lane FMA accumulators
-/// (hiding the FMA latency) combined in a fixed order, and its tail added lane-wise in order. Each
-/// row's arithmetic is the same whatever R is, so grouping rows never changes a result; the
-/// grouping only lets one load of x feed R rows.
+/// (hiding the FMA latency) combined in a fixed order. Each row's arithmetic is the same
+/// whatever R is, so grouping rows never changes a result; the grouping only lets one load of
+/// x feed R rows. Per row, in this order:
+/// 1. chunks of `8 * DOT_ACCS` elements into the accumulators, combined as (0 + 1) + 2;
+/// 2. the tail, element t + l into lane l % 8: whole groups of 8 as vector FMAs, then the last
+///    few through a masked load, fused into their lanes (the other lanes are left as they are);
+/// 3. the 8 lanes summed as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), which horizontal
+///    adds compute for four rows at once (`hsum4`) or for one (`hsum1`).
 ///
-/// The accumulators are combined in plain loops, not in a closure: a closure borrowing them
-/// (an `array::from_fn`) is compiled as a function of its own, so they had to live in memory,
-/// and the main loop stored all twelve on every step (12 stores per 32 elements), which cost
-/// 40 % at 256×512 in L2 (11.4 → 8.2 µs per product). Four rows of three accumulators (13
-/// registers with x) measured 10 % faster than three rows of four in L2 (8.4 → 7.6 µs).
+/// Why it is written this way, measured at 256×512 in L2 on one Zen 3 core: a closure
+/// borrowing the accumulators (an `array::from_fn`) is compiled as a function of its own, so
+/// they had to live in memory and the main loop stored all twelve on every step: 11.4 µs per
+/// product, 8.6 with plain loops. Four rows of three accumulators (13 registers with x) beat
+/// three rows of four by 10 %. With K = 512 a group of rows spends only 21 steps in the main
+/// loop, so its epilogue counts: the per-row scalar tail and tree (≈ 75 instructions a row)
+/// were replaced by the masked load and the shared horizontal adds.
 ///
 /// # Safety
 /// The CPU supports AVX2 and FMA.
@@ -564,30 +571,83 @@ pub(super) unsafe fn dots_f32_avx2<const R: usize>(rows: [&[f32]; R], x: &[f32])
         }
         i += 8 * DOT_ACCS;
     }
-    let mut out = [0.0f32; R];
+    // Lanes l < rem of the masked load, for the last n - t < 8 elements.
+    let whole = i + (n - i) / 8 * 8;
+    let rem = (n - whole) as i32;
+    let mask = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(rem),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    let xm = if rem > 0 {
+        // SAFETY: only lanes l < rem are read: x[whole + l] with whole + l < n.
+        unsafe { _mm256_maskload_ps(x.as_ptr().add(whole), mask) }
+    } else {
+        _mm256_setzero_ps()
+    };
+    let mut sums = [_mm256_setzero_ps(); R];
     for r in 0..R {
-        let s = &acc[r];
-        let mut s = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), s[2]);
-        // The tail, element i + l into lane l % 8 in order: whole groups of 8 as vector FMAs
-        // (the same fused operation per lane as the scalar `mul_add` below), then the rest.
+        let a = &acc[r];
+        let mut s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), a[2]);
         let mut t = i;
-        while t + 8 <= n {
-            // SAFETY: t + 8 <= n, inside x and the row.
+        while t < whole {
+            // SAFETY: t + 8 <= whole <= n, inside x and the row.
             unsafe {
                 let va = _mm256_loadu_ps(rows[r].as_ptr().add(t));
                 s = _mm256_fmadd_ps(va, _mm256_loadu_ps(x.as_ptr().add(t)), s);
             }
             t += 8;
         }
-        let mut lanes = [0.0f32; 8];
-        // SAFETY: `lanes` holds 8 floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
-        for (l, (&a, &b)) in rows[r][t..n].iter().zip(&x[t..n]).enumerate() {
-            lanes[l] = a.mul_add(b, lanes[l]);
+        if rem > 0 {
+            // SAFETY: as for `xm`, within row r.
+            let va = unsafe { _mm256_maskload_ps(rows[r].as_ptr().add(whole), mask) };
+            s = _mm256_blendv_ps(s, _mm256_fmadd_ps(va, xm, s), _mm256_castsi256_ps(mask));
         }
-        out[r] = tree(lanes);
+        sums[r] = s;
+    }
+    let mut out = [0.0f32; R];
+    let mut r = 0;
+    while r + 4 <= R {
+        let h = hsum4(sums[r], sums[r + 1], sums[r + 2], sums[r + 3]);
+        // SAFETY: `out[r..r + 4]` holds 4 floats.
+        unsafe { _mm_storeu_ps(out.as_mut_ptr().add(r), h) };
+        r += 4;
+    }
+    while r < R {
+        out[r] = hsum1(sums[r]);
+        r += 1;
     }
     out
+}
+
+/// The lane sums ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) of four vectors at once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn hsum4(
+    s0: std::arch::x86_64::__m256,
+    s1: std::arch::x86_64::__m256,
+    s2: std::arch::x86_64::__m256,
+    s3: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m128 {
+    use std::arch::x86_64::*;
+    // [s0 01, s0 23, s1 01, s1 23 | s0 45, s0 67, s1 45, s1 67], and likewise for s2, s3.
+    let h01 = _mm256_hadd_ps(s0, s1);
+    let h23 = _mm256_hadd_ps(s2, s3);
+    // [s0 0123, s1 0123, s2 0123, s3 0123 | s0 4567, ..., s3 4567]
+    let h = _mm256_hadd_ps(h01, h23);
+    _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1))
+}
+
+/// [`hsum4`] for one vector, the same additions in the same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn hsum1(s: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let h = _mm256_hadd_ps(s, s);
+    let h = _mm256_hadd_ps(h, h);
+    _mm_cvtss_f32(_mm_add_ps(
+        _mm256_castps256_ps128(h),
+        _mm256_extractf128_ps(h, 1),
+    ))
 }
 
 /// Dot product in 32 independent lanes (four AVX2 vectors of f32, enough to hide the add

@@ -1035,7 +1035,8 @@ fn grouped_dot_products_equal_single_ones_bit_for_bit() {
         };
         assert_eq!(four.map(f32::to_bits), one.map(f32::to_bits), "k = {k}");
         // The documented order, in scalar f32: three 8-lane accumulators over 24-element
-        // chunks, combined (0+1)+2, the tail's element i into lane i % 8, then the tree.
+        // chunks, combined (0+1)+2, the tail's element t into lane t % 8 (fused), then the
+        // lanes summed ((0+1)+(2+3))+((4+5)+(6+7)).
         assert_eq!(small::DOT_ACCS, 3);
         let scalar = |row: &[f32]| {
             let mut acc = [[0.0f32; 8]; 3];
@@ -1051,7 +1052,8 @@ fn grouped_dot_products_equal_single_ones_bit_for_bit() {
             for p in full..k {
                 lanes[(p - full) % 8] = row[p].mul_add(x[p], lanes[(p - full) % 8]);
             }
-            small::tree(lanes)
+            let l = lanes;
+            ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
         };
         assert_eq!(four[1].to_bits(), scalar(&rows[1]).to_bits(), "k = {k}");
         let want: f64 = (0..k).map(|p| rows[0][p] as f64 * x[p] as f64).sum();
