@@ -53,12 +53,12 @@ pub(crate) fn operand<'a>(s: &'a CpuStorage, l: &'a Layout) -> Operand<'a> {
         CpuStorage::F64(v) => Operand::F64(v, Cow::Borrowed(l)),
         CpuStorage::F16(v) => {
             let mut out = zeroed(l.elem_count(), 0f32);
-            cast_strided(v, l.strided(), &mut out);
+            cast_strided(v, l.strided(), &mut out).expect(KERNEL_CHECKED);
             Operand::F32(Cow::Owned(out), Cow::Owned(Layout::contiguous(l.shape())))
         }
         CpuStorage::BF16(v) => {
             let mut out = zeroed(l.elem_count(), 0f32);
-            cast_strided(v, l.strided(), &mut out);
+            cast_strided(v, l.strided(), &mut out).expect(KERNEL_CHECKED);
             Operand::F32(Cow::Owned(out), Cow::Owned(Layout::contiguous(l.shape())))
         }
     }
@@ -89,16 +89,20 @@ fn fill<T: Float>(n: usize, f: impl FnOnce(&mut [T])) -> Vec<T> {
 pub(crate) fn contiguous(s: &CpuStorage, l: &Layout) -> CpuStorage {
     let n = l.elem_count();
     match s {
-        CpuStorage::F32(v) => CpuStorage::F32(fill(n, |o| copy_strided(v, l.strided(), o))),
-        CpuStorage::F64(v) => CpuStorage::F64(fill(n, |o| copy_strided(v, l.strided(), o))),
+        CpuStorage::F32(v) => CpuStorage::F32(fill(n, |o| {
+            copy_strided(v, l.strided(), o).expect(KERNEL_CHECKED)
+        })),
+        CpuStorage::F64(v) => CpuStorage::F64(fill(n, |o| {
+            copy_strided(v, l.strided(), o).expect(KERNEL_CHECKED)
+        })),
         CpuStorage::F16(v) => {
             let mut o = zeroed(n, half::f16::ZERO);
-            copy_strided(v, l.strided(), &mut o);
+            copy_strided(v, l.strided(), &mut o).expect(KERNEL_CHECKED);
             CpuStorage::F16(o)
         }
         CpuStorage::BF16(v) => {
             let mut o = zeroed(n, half::bf16::ZERO);
-            copy_strided(v, l.strided(), &mut o);
+            copy_strided(v, l.strided(), &mut o).expect(KERNEL_CHECKED);
             CpuStorage::BF16(o)
         }
     }
@@ -108,7 +112,7 @@ pub(crate) fn contiguous(s: &CpuStorage, l: &Layout) -> CpuStorage {
 pub(crate) fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> CpuStorage {
     fn to<S: Copy + ember_cpu::copy::Cast<D>, D: Copy + Default>(v: &[S], l: &Layout) -> Vec<D> {
         let mut o = zeroed(l.elem_count(), D::default());
-        cast_strided(v, l.strided(), &mut o);
+        cast_strided(v, l.strided(), &mut o).expect(KERNEL_CHECKED);
         o
     }
     macro_rules! from {
@@ -165,11 +169,11 @@ pub(crate) fn unary(s: &CpuStorage, l: &Layout, op: UnaryOp) -> CpuStorage {
     let n = l.elem_count();
     let out = match operand(s, l) {
         Operand::F32(x, xl) => Output::F32(fill(n, |o| {
-            ember_cpu::unary::unary(op, &x, xl.strided(), o)
+            ember_cpu::unary::unary(op, &x, xl.strided(), o).expect(KERNEL_CHECKED)
         })),
-        Operand::F64(x, xl) => {
-            Output::F64(fill(n, |o| ember_cpu::unary::unary(op, x, xl.strided(), o)))
-        }
+        Operand::F64(x, xl) => Output::F64(fill(n, |o| {
+            ember_cpu::unary::unary(op, x, xl.strided(), o).expect(KERNEL_CHECKED)
+        })),
     };
     out.into_storage(s.dtype())
 }
@@ -193,7 +197,7 @@ pub(crate) fn unary_backward(
                 contiguous_slice(&dy, &dyl),
             );
             Output::F32(fill(n, |o| {
-                ember_cpu::unary::unary_backward(op, &x, &y, &dy, o)
+                ember_cpu::unary::unary_backward(op, &x, &y, &dy, o).expect(KERNEL_CHECKED)
             }))
         }
         (Operand::F64(x, xl), Operand::F64(y, yl), Operand::F64(dy, dyl)) => {
@@ -203,7 +207,7 @@ pub(crate) fn unary_backward(
                 contiguous_slice(dy, &dyl),
             );
             Output::F64(fill(n, |o| {
-                ember_cpu::unary::unary_backward(op, &x, &y, &dy, o)
+                ember_cpu::unary::unary_backward(op, &x, &y, &dy, o).expect(KERNEL_CHECKED)
             }))
         }
         _ => unreachable!("unary_backward operands share a dtype"),
@@ -223,9 +227,11 @@ pub(crate) fn binary(
     let out = match (operand(a, al), operand(b, bl)) {
         (Operand::F32(x, xl), Operand::F32(y, yl)) => Output::F32(fill(n, |o| {
             ember_cpu::binary::binary(op, &x, xl.strided(), &y, yl.strided(), o)
+                .expect(KERNEL_CHECKED)
         })),
         (Operand::F64(x, xl), Operand::F64(y, yl)) => Output::F64(fill(n, |o| {
             ember_cpu::binary::binary(op, x, xl.strided(), y, yl.strided(), o)
+                .expect(KERNEL_CHECKED)
         })),
         _ => unreachable!("binary operands share a dtype"),
     };
@@ -254,11 +260,13 @@ pub(crate) fn where_cond(
                     yl.strided(),
                     o,
                 )
+                .expect(KERNEL_CHECKED)
             }))
         }
         (Operand::F64(c, cl), Operand::F64(x, xl), Operand::F64(y, yl)) => {
             Output::F64(fill(n, |o| {
                 ember_cpu::binary::where_cond(c, cl.strided(), x, xl.strided(), y, yl.strided(), o)
+                    .expect(KERNEL_CHECKED)
             }))
         }
         _ => unreachable!("where_cond operands share a dtype"),
@@ -276,10 +284,10 @@ pub(crate) fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, axes: &[usize]) -
         .product();
     let out = match operand(s, l) {
         Operand::F32(x, xl) => Output::F32(fill(n, |o| {
-            ember_cpu::reduce::reduce(op, &x, xl.strided(), axes, o)
+            ember_cpu::reduce::reduce(op, &x, xl.strided(), axes, o).expect(KERNEL_CHECKED)
         })),
         Operand::F64(x, xl) => Output::F64(fill(n, |o| {
-            ember_cpu::reduce::reduce(op, x, xl.strided(), axes, o)
+            ember_cpu::reduce::reduce(op, x, xl.strided(), axes, o).expect(KERNEL_CHECKED)
         })),
     };
     // Arg-reductions return indices: f32 unless the input is f64.
@@ -299,13 +307,13 @@ pub(crate) fn softmax_last(s: &CpuStorage, l: &Layout, log: bool) -> CpuStorage 
         Operand::F32(x, xl) => {
             let x = contiguous_slice(&x, &xl);
             Output::F32(fill(n, |o| {
-                ember_cpu::reduce::softmax_rows(&x, cols, o, log)
+                ember_cpu::reduce::softmax_rows(&x, cols, o, log).expect(KERNEL_CHECKED)
             }))
         }
         Operand::F64(x, xl) => {
             let x = contiguous_slice(x, &xl);
             Output::F64(fill(n, |o| {
-                ember_cpu::reduce::softmax_rows(&x, cols, o, log)
+                ember_cpu::reduce::softmax_rows(&x, cols, o, log).expect(KERNEL_CHECKED)
             }))
         }
     };
@@ -316,7 +324,9 @@ pub(crate) fn softmax_last(s: &CpuStorage, l: &Layout, log: bool) -> CpuStorage 
 fn contiguous_slice<'a, T: Float>(x: &'a [T], l: &Layout) -> Cow<'a, [T]> {
     match l.strided().contiguous_range() {
         Some(r) => Cow::Borrowed(&x[r]),
-        None => Cow::Owned(fill(l.elem_count(), |o| copy_strided(x, l.strided(), o))),
+        None => Cow::Owned(fill(l.elem_count(), |o| {
+            copy_strided(x, l.strided(), o).expect(KERNEL_CHECKED)
+        })),
     }
 }
 
@@ -421,6 +431,11 @@ fn gemm_native<T: Float>(
 ) {
     ember_cpu::gemm::gemm(m, n, k, T::ONE, a, b, T::ZERO, c, epi).expect(GEMM_CHECKED);
 }
+
+/// Why ember-core's calls of the strided, reduction and index kernels cannot fail: every op
+/// checks shapes, axes and indices before any backend call, layouts always lie inside their
+/// storage, and outputs are fresh and sized from the same shapes.
+pub(crate) const KERNEL_CHECKED: &str = "ember-core checked the shapes, layouts and indices";
 
 /// Why ember-core's GEMM calls cannot fail: matmul and linear check shapes and dtypes before
 /// any backend call, layouts always lie inside their storage, and outputs are fresh and dense.
@@ -579,7 +594,7 @@ fn linear_backward_typed<T: Float>(
         Some(op) => {
             let y = contiguous_slice(y, yl);
             Cow::Owned(fill(m * n, |o| {
-                ember_cpu::unary::unary_backward(op, &y, &y, &g, o)
+                ember_cpu::unary::unary_backward(op, &y, &y, &g, o).expect(KERNEL_CHECKED)
             }))
         }
     };
@@ -678,7 +693,8 @@ pub(crate) fn index_select(s: &CpuStorage, l: &Layout, axis: usize, idx: &[usize
     macro_rules! go {
         ($v:expr, $zero:expr, $variant:ident) => {{
             let mut o = zeroed(n, $zero);
-            ember_cpu::index::index_select(&$v[base..base + len], outer, dim, inner, idx, &mut o);
+            ember_cpu::index::index_select(&$v[base..base + len], outer, dim, inner, idx, &mut o)
+                .expect(KERNEL_CHECKED);
             CpuStorage::$variant(o)
         }};
     }
@@ -705,13 +721,13 @@ pub(crate) fn index_add(
         Operand::F32(g, glay) => {
             let g = contiguous_slice(&g, &glay);
             Output::F32(fill(total, |o| {
-                ember_cpu::index::index_add(&g, outer, dim, inner, idx, o)
+                ember_cpu::index::index_add(&g, outer, dim, inner, idx, o).expect(KERNEL_CHECKED)
             }))
         }
         Operand::F64(g, glay) => {
             let g = contiguous_slice(g, &glay);
             Output::F64(fill(total, |o| {
-                ember_cpu::index::index_add(&g, outer, dim, inner, idx, o)
+                ember_cpu::index::index_add(&g, outer, dim, inner, idx, o).expect(KERNEL_CHECKED)
             }))
         }
     };
@@ -733,7 +749,8 @@ pub(crate) fn gather(
     macro_rules! go {
         ($v:expr, $zero:expr, $variant:ident) => {{
             let mut o = zeroed(total, $zero);
-            ember_cpu::index::gather($v, outer, dim, inner, idx, n_ax, &mut o);
+            ember_cpu::index::gather($v, outer, dim, inner, idx, n_ax, &mut o)
+                .expect(KERNEL_CHECKED);
             CpuStorage::$variant(o)
         }};
     }
@@ -761,12 +778,14 @@ pub(crate) fn scatter_add(
             let g = contiguous_slice(&g, &glay);
             Output::F32(fill(total, |o| {
                 ember_cpu::index::scatter_add(&g, outer, dim, inner, idx, n_ax, o)
+                    .expect(KERNEL_CHECKED)
             }))
         }
         Operand::F64(g, glay) => {
             let g = contiguous_slice(g, &glay);
             Output::F64(fill(total, |o| {
                 ember_cpu::index::scatter_add(&g, outer, dim, inner, idx, n_ax, o)
+                    .expect(KERNEL_CHECKED)
             }))
         }
     };

@@ -11,6 +11,7 @@
 //! vectorise; large outputs are split into fixed chunks of rows across rayon threads.
 
 use crate::element::Float;
+use crate::error::{OperandError, check_len, check_shape, check_view, checked_count};
 use crate::isa::{self, Isa};
 use crate::par::{CHUNK, parallel};
 use crate::strided::{Strided, for_each_offset};
@@ -89,6 +90,9 @@ pub fn apply<T: Float>(op: BinaryOp, a: T, b: T) -> T {
 }
 
 /// `out[i] = op(a[i], b[i])` over views that already share the output's shape.
+///
+/// `Err` (nothing written) unless both views fit their buffers, have the same shape, and
+/// `out.len()` equals their element count.
 pub fn binary<T: Float>(
     op: BinaryOp,
     a: &[T],
@@ -96,12 +100,15 @@ pub fn binary<T: Float>(
     b: &[T],
     bv: Strided<'_>,
     out: &mut [T],
-) {
-    debug_assert_eq!(av.shape, bv.shape);
-    debug_assert_eq!(out.len(), av.elem_count());
+) -> Result<(), OperandError> {
+    check_view("binary", "lhs", av, a.len())?;
+    check_view("binary", "rhs", bv, b.len())?;
+    check_shape("binary", "rhs", bv, av.shape)?;
+    let n = checked_count("binary", "lhs", av.shape)?;
+    check_len("binary", "output", n, out.len())?;
     let isa = isa::active();
     if out.is_empty() {
-        return;
+        return Ok(());
     }
     if let (Some(ra), Some(rb)) = (av.contiguous_range(), bv.contiguous_range()) {
         let (a, b) = (&a[ra], &b[rb]);
@@ -116,12 +123,12 @@ pub fn binary<T: Float>(
         } else {
             run(0, out);
         }
-        return;
+        return Ok(());
     }
     let rank = av.shape.len();
     if rank == 0 {
         out[0] = apply(op, a[av.offset], b[bv.offset]);
-        return;
+        return Ok(());
     }
     // Row starts of both operands (one entry per row of the output).
     let inner = av.shape[rank - 1];
@@ -150,6 +157,7 @@ pub fn binary<T: Float>(
     } else {
         run_rows(0, out);
     }
+    Ok(())
 }
 
 /// One output row: `out[j] = op(a[j * sa], b[j * sb])`.
@@ -214,6 +222,9 @@ fn row_body<T: Float>(op: BinaryOp, a: &[T], sa: usize, b: &[T], sb: usize, out:
 }
 
 /// `out[i] = if cond[i] != 0 { a[i] } else { b[i] }`, over views sharing the output's shape.
+///
+/// `Err` (nothing written) unless the three views fit their buffers, share one shape, and
+/// `out.len()` equals their element count.
 pub fn where_cond<T: Float>(
     cond: &[T],
     cv: Strided<'_>,
@@ -222,7 +233,14 @@ pub fn where_cond<T: Float>(
     b: &[T],
     bv: Strided<'_>,
     out: &mut [T],
-) {
+) -> Result<(), OperandError> {
+    check_view("where_cond", "condition", cv, cond.len())?;
+    check_view("where_cond", "then", av, a.len())?;
+    check_view("where_cond", "else", bv, b.len())?;
+    check_shape("where_cond", "then", av, cv.shape)?;
+    check_shape("where_cond", "else", bv, cv.shape)?;
+    let n = checked_count("where_cond", "condition", cv.shape)?;
+    check_len("where_cond", "output", n, out.len())?;
     let mut aoffs = Vec::with_capacity(out.len());
     for_each_offset(av, |_, off| aoffs.push(off));
     let mut boffs = Vec::with_capacity(out.len());
@@ -234,6 +252,7 @@ pub fn where_cond<T: Float>(
             b[boffs[i]]
         };
     });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -253,7 +272,8 @@ mod tests {
             &b,
             Strided::new(&[2, 3], &[0, 1], 0),
             &mut out,
-        );
+        )
+        .unwrap();
         assert_eq!(out, [11.0, 12.0, 13.0, 21.0, 22.0, 23.0]);
     }
 
@@ -314,7 +334,9 @@ mod tests {
                 let n = av.elem_count();
                 for op in ops {
                     let mut out = vec![0.0f32; n];
-                    crate::isa::with(isa, || binary(op, &a, av, &b, bv, &mut out)).expect("isa");
+                    crate::isa::with(isa, || binary(op, &a, av, &b, bv, &mut out))
+                        .expect("isa")
+                        .unwrap();
                     let mut want = vec![0.0f32; n];
                     let mut bo = vec![];
                     for_each_offset(bv, |_, off| bo.push(off));
@@ -344,7 +366,8 @@ mod tests {
                         &b,
                         Strided::new(&[n], &[1], 0),
                         &mut o1,
-                    );
+                    )
+                    .unwrap();
                     let shape = [(n - 5) / 5, 5];
                     let mut o2 = vec![0.0; shape[0] * 5];
                     binary(
@@ -354,7 +377,8 @@ mod tests {
                         &b,
                         Strided::new(&shape, &[0, 1], 0),
                         &mut o2,
-                    );
+                    )
+                    .unwrap();
                     (o1, o2)
                 })
         };

@@ -4,17 +4,26 @@
 //! `contiguous()`, `cat` and device transfers work. [`Cast`] converts between the four storage
 //! dtypes (f32, f64, f16, bf16) with round-to-nearest-even.
 
+use crate::error::{OperandError, check_len, check_view, checked_count, checked_len3};
 use crate::strided::{Strided, for_each_offset};
 use half::{bf16, f16};
 
-/// `dst[i] = src[view element i]`, row-major.
-pub fn copy_strided<T: Copy>(src: &[T], sv: Strided<'_>, dst: &mut [T]) {
-    debug_assert_eq!(dst.len(), sv.elem_count());
+/// `dst[i] = src[view element i]`, row-major. `Err` (nothing written) unless the view fits in
+/// `src` and `dst` holds exactly its elements.
+pub fn copy_strided<T: Copy>(
+    src: &[T],
+    sv: Strided<'_>,
+    dst: &mut [T],
+) -> Result<(), OperandError> {
+    check_view("copy_strided", "source", sv, src.len())?;
+    let n = checked_count("copy_strided", "source", sv.shape)?;
+    check_len("copy_strided", "destination", n, dst.len())?;
     if let Some(r) = sv.contiguous_range() {
         dst.copy_from_slice(&src[r]);
-        return;
+        return Ok(());
     }
     for_each_offset(sv, |i, off| dst[i] = src[off]);
+    Ok(())
 }
 
 /// Conversion between storage element types.
@@ -53,8 +62,24 @@ cast_via!(bf16 => f16; |v| f16::from_f32(v.to_f32()));
 
 /// Concatenation along one axis: each part is a contiguous `[outer, extent_k, inner]` block
 /// given as `(data, extent_k * inner)`; `dst` (`[outer, Σ extent_k, inner]`) receives, for each
-/// outer index, the parts' rows one after another.
-pub fn concat<T: Copy>(parts: &[(&[T], usize)], outer: usize, dst: &mut [T]) {
+/// outer index, the parts' rows one after another. `Err` (nothing written) unless every part
+/// holds exactly `outer` of its rows and `dst` exactly all of them.
+pub fn concat<T: Copy>(
+    parts: &[(&[T], usize)],
+    outer: usize,
+    dst: &mut [T],
+) -> Result<(), OperandError> {
+    let mut total = 0usize;
+    for &(data, row) in parts {
+        let need = checked_len3("concat", "part", outer, row, 1)?;
+        check_len("concat", "part", need, data.len())?;
+        total = total.checked_add(need).ok_or_else(|| OperandError::View {
+            op: "concat",
+            operand: "destination",
+            problem: "size overflows the address range".into(),
+        })?;
+    }
+    check_len("concat", "destination", total, dst.len())?;
     let mut pos = 0;
     for o in 0..outer {
         for &(data, row) in parts {
@@ -62,12 +87,20 @@ pub fn concat<T: Copy>(parts: &[(&[T], usize)], outer: usize, dst: &mut [T]) {
             pos += row;
         }
     }
+    Ok(())
 }
 
-/// `dst[i] = cast(src[view element i])`.
-pub fn cast_strided<S: Copy + Cast<D>, D: Copy>(src: &[S], sv: Strided<'_>, dst: &mut [D]) {
-    debug_assert_eq!(dst.len(), sv.elem_count());
+/// `dst[i] = cast(src[view element i])`. `Err` (nothing written) as for [`copy_strided`].
+pub fn cast_strided<S: Copy + Cast<D>, D: Copy>(
+    src: &[S],
+    sv: Strided<'_>,
+    dst: &mut [D],
+) -> Result<(), OperandError> {
+    check_view("cast_strided", "source", sv, src.len())?;
+    let n = checked_count("cast_strided", "source", sv.shape)?;
+    check_len("cast_strided", "destination", n, dst.len())?;
     for_each_offset(sv, |i, off| dst[i] = src[off].cast());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -78,7 +111,7 @@ mod tests {
     fn copy_transposed() {
         let src = [1, 2, 3, 4, 5, 6];
         let mut dst = [0; 6];
-        copy_strided(&src, Strided::new(&[3, 2], &[1, 3], 0), &mut dst);
+        copy_strided(&src, Strided::new(&[3, 2], &[1, 3], 0), &mut dst).unwrap();
         assert_eq!(dst, [1, 4, 2, 5, 3, 6]);
     }
 
@@ -87,7 +120,7 @@ mod tests {
         // [2, 1] and [2, 2] joined along axis 1.
         let (a, b) = ([1, 2], [3, 4, 5, 6]);
         let mut dst = [0; 6];
-        concat(&[(&a[..], 1), (&b[..], 2)], 2, &mut dst);
+        concat(&[(&a[..], 1), (&b[..], 2)], 2, &mut dst).unwrap();
         assert_eq!(dst, [1, 3, 4, 2, 5, 6]);
     }
 
@@ -95,7 +128,7 @@ mod tests {
     fn cast_rounds() {
         let src = [1.0f32, 65504.0, 1e-3];
         let mut dst = [f16::ZERO; 3];
-        cast_strided(&src, Strided::new(&[3], &[1], 0), &mut dst);
+        cast_strided(&src, Strided::new(&[3], &[1], 0), &mut dst).unwrap();
         assert_eq!(dst[1].to_f32(), 65504.0);
     }
 }

@@ -15,7 +15,7 @@
 //! - [`gemm`]: general matrix multiply with arbitrary strides and a Dense epilogue.
 //! - [`isa`]: the run-time choice between the AVX2+FMA and portable kernel paths.
 //! - [`copy`]: strided copies and dtype casts.
-//! - [`error`]: the length check of the kernels that walk several slices in lockstep.
+//! - [`error`]: the operand checks (lengths, views, indices) every public kernel makes first.
 //! - [`index`]: index_select, gather and their scatter-add adjoints.
 //! - [`loss`]: fused binary cross-entropy forward and backward.
 //! - [`optim`]: fused per-parameter optimizer updates.
@@ -39,5 +39,5 @@ pub mod unary;
 pub mod vmath;
 
 pub use element::Float;
-pub use error::LengthMismatch;
+pub use error::{LengthMismatch, OperandError};
 pub use strided::Strided;

@@ -17,6 +17,7 @@
 //! general strided path) combines in row-major order of the input, also a fixed order.
 
 use crate::element::Float;
+use crate::error::{OperandError, check_len, check_view, checked_count};
 use crate::isa::{self, Isa};
 use crate::par::{CHUNK, parallel};
 use crate::strided::{Strided, contiguous_strides, for_each_offset};
@@ -40,11 +41,69 @@ pub enum ReduceOp {
 /// Reduces `x` (viewed through `xv`) over `axes` into `out`.
 ///
 /// `out.len()` is the product of the kept extents. For `ArgMax`/`ArgMin`, `axes` has exactly one
-/// entry and the reduced extent is non-zero (the caller checks both).
-pub fn reduce<T: Float>(op: ReduceOp, x: &[T], xv: Strided<'_>, axes: &[usize], out: &mut [T]) {
+/// entry and the reduced extent is non-zero. `Err` (nothing written) when `xv` does not fit in
+/// `x`, an axis is out of range or repeated, or `out` or `axes` break the rules above.
+pub fn reduce<T: Float>(
+    op: ReduceOp,
+    x: &[T],
+    xv: Strided<'_>,
+    axes: &[usize],
+    out: &mut [T],
+) -> Result<(), OperandError> {
+    check_reduce(op, x, xv, axes, out.len())?;
     if !reduce_fast(op, x, xv, axes, out) {
         reduce_general(op, x, xv, axes, out);
     }
+    Ok(())
+}
+
+/// The operand checks of [`reduce`].
+fn check_reduce<T>(
+    op: ReduceOp,
+    x: &[T],
+    xv: Strided<'_>,
+    axes: &[usize],
+    out_len: usize,
+) -> Result<(), OperandError> {
+    check_view("reduce", "input", xv, x.len())?;
+    checked_count("reduce", "input", xv.shape)?;
+    let rank = xv.shape.len();
+    let axes_err = |problem: String| OperandError::Axes {
+        op: "reduce",
+        problem,
+    };
+    for (i, &a) in axes.iter().enumerate() {
+        if a >= rank {
+            return Err(axes_err(format!(
+                "axis {a} is out of range for an input of rank {rank}"
+            )));
+        }
+        if axes[..i].contains(&a) {
+            return Err(axes_err(format!("axis {a} is listed twice in {axes:?}")));
+        }
+    }
+    if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) {
+        match axes {
+            [a] if xv.shape[*a] == 0 => {
+                return Err(axes_err(format!(
+                    "{op:?} over axis {a}, which is empty (shape {:?})",
+                    xv.shape
+                )));
+            }
+            [_] => {}
+            _ => {
+                return Err(axes_err(format!(
+                    "{op:?} takes exactly one axis, got {axes:?}"
+                )));
+            }
+        }
+    }
+    let kept: usize = (0..rank)
+        .filter(|d| !axes.contains(d))
+        .map(|d| xv.shape[d])
+        .product();
+    check_len("reduce", "output", kept, out_len)?;
+    Ok(())
 }
 
 /// The general strided path: combines elements in row-major order of the input.
@@ -400,9 +459,27 @@ fn arg_slice<T: Float>(isa: Isa, x: &[T], is_max: bool) -> usize {
 /// Subtracts the row maximum before exponentiating, so large inputs never overflow. f32 rows
 /// use the vectorised exp and the blocked pairwise sum; rows run in parallel for large inputs
 /// (each row is computed by one thread, so results do not depend on the thread count).
-pub fn softmax_rows<T: Float>(x: &[T], cols: usize, out: &mut [T], log: bool) {
+///
+/// `Err` (nothing written) unless `out` is as long as `x` and `x` holds whole rows.
+pub fn softmax_rows<T: Float>(
+    x: &[T],
+    cols: usize,
+    out: &mut [T],
+    log: bool,
+) -> Result<(), OperandError> {
+    check_len("softmax_rows", "output", x.len(), out.len())?;
+    if (cols == 0 && !x.is_empty()) || (cols > 0 && !x.len().is_multiple_of(cols)) {
+        return Err(OperandError::View {
+            op: "softmax_rows",
+            operand: "input",
+            problem: format!(
+                "of {} values is not a whole number of rows of {cols}",
+                x.len()
+            ),
+        });
+    }
     if cols == 0 {
-        return;
+        return Ok(());
     }
     let isa = isa::active();
     let run = |xr: &[T], or: &mut [T]| {
@@ -422,6 +499,7 @@ pub fn softmax_rows<T: Float>(x: &[T], cols: usize, out: &mut [T], log: bool) {
     } else {
         run(x, out);
     }
+    Ok(())
 }
 
 fn softmax_row_scalar<T: Float>(xr: &[T], or: &mut [T], log: bool) {
@@ -501,13 +579,13 @@ mod tests {
         let x = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
         let v = Strided::new(&[2, 3], &[3, 1], 0);
         let mut o = [0.0; 3];
-        reduce(ReduceOp::Sum, &x, v, &[0], &mut o);
+        reduce(ReduceOp::Sum, &x, v, &[0], &mut o).unwrap();
         assert_eq!(o, [5.0, 7.0, 9.0]);
         let mut o = [0.0; 2];
-        reduce(ReduceOp::Sum, &x, v, &[1], &mut o);
+        reduce(ReduceOp::Sum, &x, v, &[1], &mut o).unwrap();
         assert_eq!(o, [6.0, 15.0]);
         let mut o = [0.0; 1];
-        reduce(ReduceOp::Sum, &x, v, &[0, 1], &mut o);
+        reduce(ReduceOp::Sum, &x, v, &[0, 1], &mut o).unwrap();
         assert_eq!(o, [21.0]);
     }
 
@@ -516,9 +594,9 @@ mod tests {
         let x = [1.0f32, 5.0, 5.0, 7.0, 0.0, 7.0];
         let v = Strided::new(&[2, 3], &[3, 1], 0);
         let mut o = [0.0; 2];
-        reduce(ReduceOp::ArgMax, &x, v, &[1], &mut o);
+        reduce(ReduceOp::ArgMax, &x, v, &[1], &mut o).unwrap();
         assert_eq!(o, [1.0, 0.0]);
-        reduce(ReduceOp::ArgMin, &x, v, &[1], &mut o);
+        reduce(ReduceOp::ArgMin, &x, v, &[1], &mut o).unwrap();
         assert_eq!(o, [0.0, 1.0]);
     }
 
@@ -526,7 +604,7 @@ mod tests {
     fn softmax_large_inputs() {
         let x = [1000.0f32, 1000.0];
         let mut o = [0.0; 2];
-        softmax_rows(&x, 2, &mut o, false);
+        softmax_rows(&x, 2, &mut o, false).unwrap();
         assert_eq!(o, [0.5, 0.5]);
     }
 
@@ -570,7 +648,9 @@ mod tests {
                     for op in ops {
                         let mut fast = vec![0.0f32; out_len];
                         let mut slow = vec![0.0f32; out_len];
-                        crate::isa::with(isa, || reduce(op, &x, v, &axes, &mut fast)).expect("isa");
+                        crate::isa::with(isa, || reduce(op, &x, v, &axes, &mut fast))
+                            .expect("isa")
+                            .unwrap();
                         reduce_general(op, &x, v, &axes, &mut slow);
                         for (f, s) in fast.iter().zip(&slow) {
                             let ok = if op == ReduceOp::Sum {
@@ -620,15 +700,15 @@ mod tests {
         let v = Strided::new(&shape, &strides, 0);
         let run = || {
             let mut all = [0.0f32];
-            reduce(ReduceOp::Sum, &x, v, &[0, 1], &mut all);
+            reduce(ReduceOp::Sum, &x, v, &[0, 1], &mut all).unwrap();
             let mut rows_out = vec![0.0f32; rows];
-            reduce(ReduceOp::Sum, &x, v, &[1], &mut rows_out);
+            reduce(ReduceOp::Sum, &x, v, &[1], &mut rows_out).unwrap();
             let mut cols_out = vec![0.0f32; cols];
-            reduce(ReduceOp::Sum, &x, v, &[0], &mut cols_out);
+            reduce(ReduceOp::Sum, &x, v, &[0], &mut cols_out).unwrap();
             let mut arg = vec![0.0f32; rows];
-            reduce(ReduceOp::ArgMax, &x, v, &[1], &mut arg);
+            reduce(ReduceOp::ArgMax, &x, v, &[1], &mut arg).unwrap();
             let mut sm = vec![0.0f32; rows * cols];
-            softmax_rows(&x, cols, &mut sm, false);
+            softmax_rows(&x, cols, &mut sm, false).unwrap();
             (all.to_vec(), rows_out, cols_out, arg, sm)
         };
         assert_eq!(pool(1, run), pool(2, run));
@@ -649,10 +729,12 @@ mod tests {
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         for log in [false, true] {
             let mut want = vec![0.0f64; x.len()];
-            softmax_rows(&x64, cols, &mut want, log);
+            softmax_rows(&x64, cols, &mut want, log).unwrap();
             for isa in crate::isa::supported() {
                 let mut got = vec![0.0f32; x.len()];
-                crate::isa::with(isa, || softmax_rows(&x, cols, &mut got, log)).expect("isa");
+                crate::isa::with(isa, || softmax_rows(&x, cols, &mut got, log))
+                    .expect("isa")
+                    .unwrap();
                 for (g, w) in got.iter().zip(&want) {
                     let ok = same(*g as f64, *w) || (*g as f64 - w).abs() <= 4e-7 * (1.0 + w.abs());
                     assert!(ok, "{isa} log={log}: {g} vs {w}");

@@ -13,6 +13,7 @@
 //! and the gradient-check path, where accuracy matters more than speed), chunked the same way.
 
 use crate::element::Float;
+use crate::error::{LengthMismatch, OperandError, check_len, check_view, checked_count};
 use crate::isa::{self, Isa};
 use crate::par::{CHUNK, parallel};
 use crate::strided::{Strided, for_each_offset};
@@ -227,9 +228,16 @@ pub fn derivative<T: Float>(op: UnaryOp, x: T, y: T) -> T {
 
 /// `out[i] = op(x[view element i])` for every element of `xv`, in row-major order.
 ///
-/// `out.len()` must equal `xv.elem_count()`; the caller (ember-core) guarantees it.
-pub fn unary<T: Float>(op: UnaryOp, x: &[T], xv: Strided<'_>, out: &mut [T]) {
-    debug_assert_eq!(out.len(), xv.elem_count());
+/// `Err` (nothing written) unless `xv` fits in `x` and `out.len()` equals its element count.
+pub fn unary<T: Float>(
+    op: UnaryOp,
+    x: &[T],
+    xv: Strided<'_>,
+    out: &mut [T],
+) -> Result<(), OperandError> {
+    check_view("unary", "input", xv, x.len())?;
+    let n = checked_count("unary", "input", xv.shape)?;
+    check_len("unary", "output", n, out.len())?;
     if let Some(r) = xv.contiguous_range() {
         let x = &x[r];
         let isa = isa::active();
@@ -242,9 +250,10 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], xv: Strided<'_>, out: &mut [T]) {
                 }
             });
         }
-        return;
+        return Ok(());
     }
     for_each_offset(xv, |i, off| out[i] = apply(op, x[off]));
+    Ok(())
 }
 
 /// v = op(v) for every element of a contiguous buffer (the GEMM epilogue uses this).
@@ -458,9 +467,17 @@ fn map_f32_in_place(isa: Isa, op: UnaryOp, v: &mut [f32]) {
 }
 
 /// `dx[i] = dy[i] * op'(x[i])` using the forward output `y` where the rule needs it.
-/// All four slices are contiguous and of equal length.
-pub fn unary_backward<T: Float>(op: UnaryOp, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
-    debug_assert!(x.len() == dx.len() && y.len() == dx.len() && dy.len() == dx.len());
+/// All four slices are contiguous; `Err` (nothing written) unless their lengths are equal.
+pub fn unary_backward<T: Float>(
+    op: UnaryOp,
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<(), LengthMismatch> {
+    check_len("unary_backward", "output", x.len(), y.len())?;
+    check_len("unary_backward", "upstream gradient", x.len(), dy.len())?;
+    check_len("unary_backward", "input gradient", x.len(), dx.len())?;
     let isa = isa::active();
     let body = |i0: usize, dxc: &mut [T]| {
         let m = dxc.len();
@@ -485,6 +502,7 @@ pub fn unary_backward<T: Float>(op: UnaryOp, x: &[T], y: &[T], dy: &[T], dx: &mu
     } else {
         body(0, dx);
     }
+    Ok(())
 }
 
 /// d/dx of the tanh-form GELU with the vectorisable tanh.
@@ -660,7 +678,8 @@ mod tests {
                 crate::isa::with(isa, || {
                     unary(op, &x, Strided::new(&[x.len()], &[1], 0), &mut out)
                 })
-                .expect("supported");
+                .expect("supported")
+                .unwrap();
                 for (&xi, &got) in x.iter().zip(&out) {
                     let want = apply(op, xi as f64);
                     // Cancellation in GELU's tail and ELU near 0 is judged in absolute terms.
@@ -692,7 +711,8 @@ mod tests {
                 let y: Vec<f32> = xs.iter().map(|&v| apply(op, v)).collect();
                 let mut dx = vec![0.0f32; x.len()];
                 crate::isa::with(isa, || unary_backward(op, &xs, &y, &dy, &mut dx))
-                    .expect("supported");
+                    .expect("supported")
+                    .unwrap();
                 for i in 0..x.len() {
                     let want = dy[i] as f64 * derivative(op, xs[i] as f64, y[i] as f64);
                     assert!(
@@ -716,7 +736,8 @@ mod tests {
             &x,
             Strided::new(&[3, 2], &[1, 3], 0),
             &mut out,
-        );
+        )
+        .unwrap();
         assert_eq!(out, [1.0, 0.0, 0.0, 5.0, 3.0, 0.0]);
     }
 
@@ -731,9 +752,9 @@ mod tests {
                 .expect("pool")
                 .install(|| {
                     let mut out = vec![0.0f32; n];
-                    unary(UnaryOp::GeluTanh, &x, Strided::new(&[n], &[1], 0), &mut out);
+                    unary(UnaryOp::GeluTanh, &x, Strided::new(&[n], &[1], 0), &mut out).unwrap();
                     let mut dx = vec![0.0f32; n];
-                    unary_backward(UnaryOp::GeluTanh, &x, &out, &x, &mut dx);
+                    unary_backward(UnaryOp::GeluTanh, &x, &out, &x, &mut dx).unwrap();
                     (out, dx)
                 })
         };

@@ -76,7 +76,7 @@ impl<T: El> HostView<T> {
     /// The view's elements, row-major (what ember-core hands the CPU kernels).
     fn dense(&self) -> Vec<T> {
         let mut out = vec![T::default(); self.shape.iter().product()];
-        ember_cpu::copy::copy_strided(&self.buf, self.cpu(), &mut out);
+        ember_cpu::copy::copy_strided(&self.buf, self.cpu(), &mut out).unwrap();
         out
     }
 }
@@ -136,7 +136,8 @@ fn select_and_add<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
                 let mut out = poisoned::<T>(dev, m);
                 index_select(dx.view(), x.gpu(), axis, &idx, out.view_mut()).unwrap();
                 let mut want = vec![T::default(); m];
-                ember_cpu::index::index_select(&x.dense(), outer, dim, inner, &idx, &mut want);
+                ember_cpu::index::index_select(&x.dense(), outer, dim, inner, &idx, &mut want)
+                    .unwrap();
                 same(
                     &format!("index_select {what}"),
                     &out.to_host().unwrap(),
@@ -151,7 +152,8 @@ fn select_and_add<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
                 let mut back = poisoned::<T>(dev, x.dense().len());
                 index_add(dg.view(), g.gpu(), axis, &idx, &shape, back.view_mut()).unwrap();
                 let mut want = vec![T::ZERO; back.len()];
-                ember_cpu::index::index_add(&g.dense(), outer, dim, inner, &idx, &mut want);
+                ember_cpu::index::index_add(&g.dense(), outer, dim, inner, &idx, &mut want)
+                    .unwrap();
                 same(
                     &format!("index_add {what}"),
                     &back.to_host().unwrap(),
@@ -181,7 +183,8 @@ fn gather_and_scatter<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
                     let mut out = poisoned::<T>(dev, m);
                     gather(dx.view(), x.gpu(), axis, &idx, &ishape, out.view_mut()).unwrap();
                     let mut want = vec![T::default(); m];
-                    ember_cpu::index::gather(&x.dense(), outer, dim, inner, &idx, picks, &mut want);
+                    ember_cpu::index::gather(&x.dense(), outer, dim, inner, &idx, picks, &mut want)
+                        .unwrap();
                     same(&format!("gather {what}"), &out.to_host().unwrap(), &want);
 
                     let g = HostView::<T>::random(r, &ishape, contiguous);
@@ -198,7 +201,8 @@ fn gather_and_scatter<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
                         &idx,
                         picks,
                         &mut want,
-                    );
+                    )
+                    .unwrap();
                     same(
                         &format!("scatter_add {what}"),
                         &back.to_host().unwrap(),
@@ -252,7 +256,8 @@ fn where_and_concat<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
                 &brow.buf,
                 bcpu,
                 &mut want,
-            );
+            )
+            .unwrap();
             same(&format!("where {what}"), &out.to_host().unwrap(), &want);
 
             // concat along each axis of three parts, one of them non-contiguous.
@@ -285,7 +290,7 @@ fn where_and_concat<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
                     .map(|(d, p)| (d.as_slice(), p.shape[axis] * inner))
                     .collect();
                 let mut want = vec![T::default(); total];
-                ember_cpu::copy::concat(&cpu_parts, outer, &mut want);
+                ember_cpu::copy::concat(&cpu_parts, outer, &mut want).unwrap();
                 same(
                     &format!("concat axis {axis} {what}"),
                     &out.to_host().unwrap(),
@@ -342,7 +347,7 @@ fn casts_match_the_cpu_exactly() {
             let mut out = poisoned::<f32>(&dev, 3 * n);
             cast(dx.view(), x.gpu(), out.view_mut()).unwrap();
             let mut want = vec![0f32; 3 * n];
-            ember_cpu::copy::cast_strided(&x.buf, x.cpu(), &mut want);
+            ember_cpu::copy::cast_strided(&x.buf, x.cpu(), &mut want).unwrap();
             same(&format!("f64->f32 {what}"), &out.to_host().unwrap(), &want);
 
             let y = HostView::<f32>::random(&mut r, &shape, contiguous);
@@ -350,7 +355,7 @@ fn casts_match_the_cpu_exactly() {
             let mut out = poisoned::<f64>(&dev, 3 * n);
             cast(dy.view(), y.gpu(), out.view_mut()).unwrap();
             let mut want = vec![0f64; 3 * n];
-            ember_cpu::copy::cast_strided(&y.buf, y.cpu(), &mut want);
+            ember_cpu::copy::cast_strided(&y.buf, y.cpu(), &mut want).unwrap();
             same(&format!("f32->f64 {what}"), &out.to_host().unwrap(), &want);
 
             let mut out = poisoned::<f32>(&dev, 3 * n);

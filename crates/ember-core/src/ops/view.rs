@@ -306,7 +306,8 @@ fn concat_parts(
                 .collect();
             let total: usize = parts.iter().map(|p| p.len()).sum();
             let mut out = vec![$zero; total];
-            ember_cpu::copy::concat(&slices, outer, &mut out);
+            ember_cpu::copy::concat(&slices, outer, &mut out)
+                .expect(crate::backend::KERNEL_CHECKED);
             CpuStorage::$variant(out)
         }};
     }
