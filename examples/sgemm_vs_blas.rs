@@ -45,79 +45,35 @@ struct Args {
     gap_ms: u64,
 }
 
-/// CBLAS `sgemm` with 64-bit integers (numpy's OpenBLAS, `scipy_cblas_sgemm64_`).
-type Sgemm64 = unsafe extern "C" fn(
+/// CBLAS `sgemm` with integers of type `I`: `i64` in numpy's OpenBLAS (`scipy_cblas_sgemm64_`),
+/// `i32` in a system OpenBLAS (`cblas_sgemm`).
+type Sgemm<I> = unsafe extern "C" fn(
     i32,
     i32,
     i32,
-    i64,
-    i64,
-    i64,
+    I,
+    I,
+    I,
     f32,
     *const f32,
-    i64,
+    I,
     *const f32,
-    i64,
-    f32,
-    *mut f32,
-    i64,
-);
-/// CBLAS `sgemm` with 32-bit integers (a system OpenBLAS, `cblas_sgemm`).
-type Sgemm32 = unsafe extern "C" fn(
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    f32,
-    *const f32,
-    i32,
-    *const f32,
-    i32,
+    I,
     f32,
     *mut f32,
-    i32,
+    I,
 );
-
-/// CBLAS `sgemv` with 64-bit integers.
-type Sgemv64 = unsafe extern "C" fn(
-    i32,
-    i32,
-    i64,
-    i64,
-    f32,
-    *const f32,
-    i64,
-    *const f32,
-    i64,
-    f32,
-    *mut f32,
-    i64,
-);
-/// CBLAS `sgemv` with 32-bit integers.
-type Sgemv32 = unsafe extern "C" fn(
-    i32,
-    i32,
-    i32,
-    i32,
-    f32,
-    *const f32,
-    i32,
-    *const f32,
-    i32,
-    f32,
-    *mut f32,
-    i32,
-);
+/// CBLAS `sgemv` with integers of type `I`.
+type Sgemv<I> =
+    unsafe extern "C" fn(i32, i32, I, I, f32, *const f32, I, *const f32, I, f32, *mut f32, I);
 
 /// The BLAS entry points this example uses, as found in the library. A product with N = 1
 /// goes to `sgemv`, as numpy sends it (OpenBLAS's `sgemm` is several times slower there), so
 /// ember meets the BLAS's best routine for each shape.
 struct Blas {
     _lib: libloading::Library,
-    sgemm: Result<Sgemm64, Sgemm32>,
-    sgemv: Result<Sgemv64, Sgemv32>,
+    sgemm: Result<Sgemm<i64>, Sgemm<i32>>,
+    sgemv: Result<Sgemv<i64>, Sgemv<i32>>,
     core: String,
 }
 
@@ -129,11 +85,11 @@ impl Blas {
         // SAFETY (each `get`): the symbols have the C signatures of the CBLAS/OpenBLAS API.
         let sgemm = unsafe {
             match lib
-                .get::<Sgemm64>(b"scipy_cblas_sgemm64_")
-                .or_else(|_| lib.get::<Sgemm64>(b"cblas_sgemm64_"))
+                .get::<Sgemm<i64>>(b"scipy_cblas_sgemm64_")
+                .or_else(|_| lib.get::<Sgemm<i64>>(b"cblas_sgemm64_"))
             {
                 Ok(f) => Ok(*f),
-                Err(_) => Err(*lib.get::<Sgemm32>(b"cblas_sgemm").map_err(|e| {
+                Err(_) => Err(*lib.get::<Sgemm<i32>>(b"cblas_sgemm").map_err(|e| {
                     format!("{}: no cblas_sgemm (64- or 32-bit): {e}", path.display())
                 })?),
             }
@@ -141,11 +97,11 @@ impl Blas {
         // SAFETY: as above.
         let sgemv = unsafe {
             match lib
-                .get::<Sgemv64>(b"scipy_cblas_sgemv64_")
-                .or_else(|_| lib.get::<Sgemv64>(b"cblas_sgemv64_"))
+                .get::<Sgemv<i64>>(b"scipy_cblas_sgemv64_")
+                .or_else(|_| lib.get::<Sgemv<i64>>(b"cblas_sgemv64_"))
             {
                 Ok(f) => Ok(*f),
-                Err(_) => Err(*lib.get::<Sgemv32>(b"cblas_sgemv").map_err(|e| {
+                Err(_) => Err(*lib.get::<Sgemv<i32>>(b"cblas_sgemv").map_err(|e| {
                     format!("{}: no cblas_sgemv (64- or 32-bit): {e}", path.display())
                 })?),
             }

@@ -522,6 +522,15 @@ fn microkernel_identity_product() {
     }
 }
 
+/// A dense row-major matrix of `cols` columns over `data`.
+fn row_major<T>(data: &[T], cols: usize) -> MatRef<'_, T> {
+    MatRef {
+        data,
+        rs: cols,
+        cs: 1,
+    }
+}
+
 fn run_in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -557,11 +566,7 @@ fn bit_identical_for_any_thread_count() {
                             n,
                             k,
                             1.0,
-                            MatRef {
-                                data: &a,
-                                rs: k,
-                                cs: 1,
-                            },
+                            row_major(&a, k),
                             MatRef {
                                 data: &b,
                                 rs: 1,
@@ -638,18 +643,7 @@ fn shared_packing_of_a_across_threads_and_panels() {
             run_in_pool(threads, || {
                 isa::with(isa, || {
                     let mut c = vec![0.0f32; m * n];
-                    let (ar, br) = (
-                        MatRef {
-                            data: &a,
-                            rs: k,
-                            cs: 1,
-                        },
-                        MatRef {
-                            data: &b,
-                            rs: n,
-                            cs: 1,
-                        },
-                    );
+                    let (ar, br) = (row_major(&a, k), row_major(&b, n));
                     let cm = MatMut {
                         data: &mut c,
                         rs: n,
@@ -737,16 +731,8 @@ fn identity_product() {
         4,
         4,
         1.0,
-        MatRef {
-            data: &a,
-            rs: 4,
-            cs: 1,
-        },
-        MatRef {
-            data: &eye,
-            rs: 4,
-            cs: 1,
-        },
+        row_major(&a, 4),
+        row_major(&eye, 4),
         0.0,
         MatMut {
             data: &mut c,
@@ -813,16 +799,8 @@ fn avx512_kernel_logic_through_emulation() {
                         n,
                         k,
                         1.0,
-                        MatRef {
-                            data: &a,
-                            rs: k,
-                            cs: 1,
-                        },
-                        MatRef {
-                            data: &b,
-                            rs: n,
-                            cs: 1,
-                        },
+                        row_major(&a, k),
+                        row_major(&b, n),
                         0.0,
                         MatMut {
                             data: &mut c,
@@ -960,18 +938,7 @@ fn fused_small_epilogue_equals_separate_pass_bit_for_bit() {
             let len = (m - 1) * rs + (n - 1) * cs + 1;
             let run = |epi: Epilogue<'_, f32>| {
                 let mut c = vec![7.0f32; len];
-                let (ar, br) = (
-                    MatRef {
-                        data: &a,
-                        rs: k,
-                        cs: 1,
-                    },
-                    MatRef {
-                        data: &b,
-                        rs: n,
-                        cs: 1,
-                    },
-                );
+                let (ar, br) = (row_major(&a, k), row_major(&b, n));
                 let cm = MatMut {
                     data: &mut c,
                     rs,
@@ -1095,16 +1062,8 @@ fn bad_operands_are_errors_before_anything_is_written() {
         }
         r
     };
-    let ar = MatRef {
-        data: &a,
-        rs: k,
-        cs: 1,
-    };
-    let br = MatRef {
-        data: &b,
-        rs: n,
-        cs: 1,
-    };
+    let ar = row_major(&a, k);
+    let br = row_major(&b, n);
     let short_a = MatRef {
         data: &a[..m * k - 1],
         rs: k,
@@ -1174,16 +1133,8 @@ fn bad_operands_are_errors_before_anything_is_written() {
         n,
         k,
         1.0,
-        MatRef {
-            data: &ah,
-            rs: k,
-            cs: 1,
-        },
-        MatRef {
-            data: &bh,
-            rs: n,
-            cs: 1,
-        },
+        row_major(&ah, k),
+        row_major(&bh, n),
         0.0,
         MatMut {
             data: &mut c,
