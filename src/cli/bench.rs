@@ -42,7 +42,7 @@ pub struct BenchArgs {
     /// for mlp the model names (`seed`, `784-512-512-1`).
     #[arg(long, value_delimiter = ',')]
     pub sizes: Vec<String>,
-    /// Kernel path: avx512 (opt-in), avx2 or portable (default: avx2 where the CPU has it).
+    /// Kernel path: avx512, avx2 or portable (default: the best this CPU supports).
     #[arg(long)]
     pub isa: Option<String>,
     /// Print one JSON object per case instead of a table.

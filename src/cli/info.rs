@@ -24,7 +24,7 @@ pub fn run() -> Result<(), String> {
     }
     let active = isa::active();
     println!(
-        "kernels:  (chosen at run time; the avx512 GEMM path is opt-in: EMBER_CPU_ISA=avx512{})",
+        "kernels:  (chosen at run time, best supported first; EMBER_CPU_ISA overrides; avx512{})",
         if Isa::Avx512.is_supported() {
             ", supported here"
         } else {

@@ -6,12 +6,15 @@
 //! runs. The choice is made once per process: from the `EMBER_CPU_ISA` environment variable
 //! (`avx512`, `avx2` or `portable`) when it is set, otherwise from `is_x86_feature_detected!`.
 //!
-//! `avx512` is the AVX2 path everywhere plus a 512-bit f32 GEMM microkernel. It is **opt-in**
-//! (`EMBER_CPU_ISA=avx512`, [`force`], [`with`], `ember bench --isa avx512`), not chosen by
-//! detection: the development machine has no AVX-512, so that microkernel's logic is tested
-//! here through an AVX2 emulation of its 16-lane vectors, but its instructions have not yet run
-//! on AVX-512 hardware. On a machine that has AVX-512, [`supported`] lists it, so the test
-//! suite runs every kernel on it there.
+//! `avx512` is the AVX2 path everywhere plus a 512-bit f32 GEMM microkernel, chosen by
+//! detection on CPUs with AVX-512F (`EMBER_CPU_ISA=avx2` keeps the 256-bit kernel there). The
+//! development machine has no AVX-512, so that microkernel is verified in two parts: its logic
+//! (tiles, edges, strides, the packed driver around it) through an instance of the same macro
+//! on emulated 16-lane vectors in the test suite, and its real machine code, taken from a
+//! release build, on the emulated AVX-512 CPU of Bochs (`scripts/avx512-emulate.py`, run by
+//! CI): exact results for every case. Its speed has not been measured on AVX-512 hardware. On
+//! a machine that has AVX-512, [`supported`] lists it, so the test suite runs every kernel on
+//! it there.
 //!
 //! Tests and benchmarks can change it: [`force`] for the whole process, [`with`] for the calls
 //! made by one closure on the current thread (every kernel reads the ISA once on entry, on the
@@ -26,7 +29,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// x86-64 with AVX-512F as well: the AVX2 kernels plus a 512-bit f32 GEMM microkernel
-    /// (opt-in; see the module docs).
+    /// (see the module docs for how it is verified).
     Avx512,
     /// x86-64 with AVX2 and FMA (256-bit vectors, fused multiply-add).
     Avx2,
@@ -122,10 +125,12 @@ pub fn avx512f_detected() -> bool {
     }
 }
 
-/// The path used when nothing overrides it: AVX2 where the CPU has it (also on AVX-512 CPUs,
-/// until the 512-bit kernel has run on one; see the module docs), else portable.
+/// The path used when nothing overrides it: the best one the CPU supports (AVX-512, then
+/// AVX2+FMA, then portable).
 pub fn detected() -> Isa {
-    if avx2_fma_detected() {
+    if Isa::Avx512.is_supported() {
+        Isa::Avx512
+    } else if avx2_fma_detected() {
         Isa::Avx2
     } else {
         Isa::Portable

@@ -12,11 +12,12 @@
 //! - AVX2+FMA: 6×16 for f32 (12 ymm accumulators, 2 loads of B, 6 broadcasts of A per step)
 //!   and 6×8 for f64 (the same shape in doubles). 12 accumulators + 2 B registers + 1
 //!   broadcast register = 15 of the 16 ymm registers.
-//! - AVX-512F (opt-in, see `isa`): 12×32 for f32 (24 zmm accumulators, 2 loads of B, 12
+//! - AVX-512F (chosen where the CPU has it, see `isa`): 12×32 for f32 (24 zmm accumulators, 2 loads of B, 12
 //!   broadcasts of A per step: 27 of the 32 zmm registers); f64 keeps the AVX2 6×8 kernel.
 //!   Its body is one macro instantiated twice: with the real 512-bit intrinsics, and (in tests)
 //!   with an emulation of a 16-lane vector by two AVX2 registers, so the tile logic, the edges
-//!   and the stores are tested on a machine without AVX-512. Block sizes (MC 480, KC 192,
+//!   and the stores are tested on a machine without AVX-512; the real instance's machine code
+//!   runs on an emulated AVX-512 CPU (`scripts/avx512-emulate.py`). Block sizes (MC 480, KC 192,
 //!   NC 3072) follow a 32 KiB L1d / 1 MiB L2 core and are not yet tuned by measurement.
 //! - portable: a 4×8 (f32) / 4×4 (f64) tile in `wide` vectors (8 accumulators of 128 bits), which
 //!   compile to SSE2 on x86-64 and NEON on aarch64; multiply and add are separate instructions.
