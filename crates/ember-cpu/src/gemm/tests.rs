@@ -1164,3 +1164,18 @@ fn bad_operands_are_errors_before_anything_is_written() {
     gemm(m, n, 0, 1.0, empty, empty, 0.0, cm, Epilogue::default()).unwrap();
     assert!(c.iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn skinny_products_keep_the_avx2_kernel_on_avx512() {
+    use crate::isa::Isa;
+    // N ≤ 16 has no use for the 12×32 tile and loses the in-place A path (see `packed_isa`).
+    assert_eq!(super::packed_isa(Isa::Avx512, 1), Isa::Avx2);
+    assert_eq!(super::packed_isa(Isa::Avx512, 10), Isa::Avx2);
+    assert_eq!(super::packed_isa(Isa::Avx512, 16), Isa::Avx2);
+    assert_eq!(super::packed_isa(Isa::Avx512, 17), Isa::Avx512);
+    assert_eq!(super::packed_isa(Isa::Avx512, 1024), Isa::Avx512);
+    for n in [1, 10, 16, 17, 1024] {
+        assert_eq!(super::packed_isa(Isa::Avx2, n), Isa::Avx2);
+        assert_eq!(super::packed_isa(Isa::Portable, n), Isa::Portable);
+    }
+}
