@@ -123,8 +123,8 @@ def run_case(binary, code_addr, code_size, kc, alpha, beta, rs_c, cs_c, seed):
     hosts = []
     next_gpa = [0x1000_0000]
 
-    def map_range(gva, size, data=b"", rw=True):
-        """Maps [gva, gva+size) page by page and writes `data` at gva."""
+    def map_range(gva, size, rw=True):
+        """Maps [gva, gva+size) page by page to fresh host pages."""
         start = gva & ~(page - 1)
         end = (gva + size + page - 1) & ~(page - 1)
         for p in range(start, end, page):
@@ -134,7 +134,6 @@ def run_case(binary, code_addr, code_size, kc, alpha, beta, rs_c, cs_c, seed):
             next_gpa[0] += page
             mem.page_insert(gpa, hva)
             pt.insert(p, gpa, 1 if rw else 0)
-        return data
 
     # Guest virtual layout: the kernel at its ELF address (plus a base), data elsewhere.
     base = 0x5555_0000_0000
@@ -170,8 +169,9 @@ def run_case(binary, code_addr, code_size, kc, alpha, beta, rs_c, cs_c, seed):
         assert mem.virt_write(pml4, gva, list(bytes(data)))
 
     write(code_gva, code)
-    write(a_gva, struct.pack(f"<{len(a)}f", *a)) if a else None
-    write(b_gva, struct.pack(f"<{len(b)}f", *b)) if b else None
+    if kc:
+        write(a_gva, struct.pack(f"<{len(a)}f", *a))
+        write(b_gva, struct.pack(f"<{len(b)}f", *b))
     write(c_gva, struct.pack(f"<{c_len}f", *c_old))
     write(ret_gva, b"\xf4")  # hlt
     rsp = stack_gva + 3 * page
