@@ -70,7 +70,9 @@ fn main() -> ember_core::Result<()> {
             step,
         };
         for (p, m, v) in &params {
-            let g = grads.get(p).expect("every parameter is on the loss's graph");
+            let g = grads
+                .get(p)
+                .expect("every parameter is on the loss's graph");
             optim::adam_step(p, g, m, v, &cfg)?;
         }
         last = l.to_scalar::<f32>()?;

@@ -106,19 +106,20 @@ template <typename T> __device__ __forceinline__ T act_gelu_tanh(T x) {
     return T(0.5) * x * (T(1) + m_tanh(inner));
 }
 
-// Epilogue activation codes (match ember_cuda::Activation).
-#define ACT_NONE 0
-#define ACT_RELU 1
-#define ACT_SIGMOID 2
-#define ACT_TANH 3
-#define ACT_GELU 4
+// GELU, exact: x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (PyTorch's and Keras's default).
+template <typename T> __device__ __forceinline__ T act_gelu_erf(T x) {
+    return T(0.5) * x * (T(1) + m_erf(x * T(0.7071067811865476)));
+}
+
+// Epilogue activation codes (ACT_*) come from ember_ops::Activation, generated into the prelude.
 
 template <typename T> __device__ __forceinline__ T apply_act(int act, T v) {
     switch (act) {
     case ACT_RELU: return (v > T(0) || m_isnan(v)) ? v : T(0);
     case ACT_SIGMOID: return act_sigmoid(v);
     case ACT_TANH: return m_tanh(v);
-    case ACT_GELU: return act_gelu_tanh(v);
+    case ACT_GELU: return act_gelu_erf(v);
+    case ACT_GELU_TANH: return act_gelu_tanh(v);
     default: return v;
     }
 }

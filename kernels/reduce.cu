@@ -14,14 +14,7 @@
 //   - one thread per output, folding all its elements sequentially (many outputs: column sums
 //     over a batch are coalesced because neighbouring threads read neighbouring columns);
 //   - one block per (output, chunk), tree-reduced, then a second pass over chunks.
-// Op codes mirror ember_cuda::reduce::ReduceOp.
-
-#define R_SUM 0
-#define R_MEAN 1
-#define R_MAX 2
-#define R_MIN 3
-#define R_ARGMAX 4
-#define R_ARGMIN 5
+// Op codes (R_*) come from ember_ops::ReduceOp, generated into the NVRTC prelude.
 
 // A running reduction state: value and (for arg-reductions) the index it came from.
 template <typename T> struct Acc {

@@ -80,7 +80,8 @@ pub struct ModelArgs {
     /// Hidden layer sizes, comma separated.
     #[arg(long, default_value = "10,5")]
     pub hidden: String,
-    /// Activation of the hidden layers: relu, sigmoid, tanh, gelu or linear.
+    /// Activation of the hidden layers: relu, sigmoid, tanh, gelu (exact, erf), gelu_tanh (tanh
+    /// approximation) or linear.
     #[arg(long, default_value = "relu")]
     pub activation: String,
     /// Optimizer: sgd, adam, adamw, adagrad or rmsprop (Keras defaults).

@@ -9,11 +9,11 @@ use crate::dtype::DType;
 use crate::layout::Layout;
 use crate::storage::CpuStorage;
 use ember_cpu::Float;
-use ember_cpu::binary::BinaryOp;
 use ember_cpu::copy::{cast_strided, copy_strided};
 use ember_cpu::gemm::{Epilogue, MatMut, MatRef, Widen};
-use ember_cpu::reduce::ReduceOp;
-use ember_cpu::unary::UnaryOp;
+use ember_ops::BinaryOp;
+use ember_ops::ReduceOp;
+use ember_ops::UnaryOp;
 use std::borrow::Cow;
 
 /// A storage ready for a kernel: f32 or f64 data with the layout to read it through.
@@ -799,14 +799,7 @@ pub(crate) fn split3(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (outer, shape[axis], inner)
 }
 
-/// Which binary cross-entropy form a fused loss kernel computes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum BceForm {
-    /// On probabilities, clamped to [eps, 1 - eps].
-    Probs(f64),
-    /// On logits.
-    Logits,
-}
+pub(crate) use ember_ops::BceForm;
 
 /// Why ember-core's BCE kernel calls cannot fail: the loss checks that input and target have
 /// one shape before any backend call, and the gradient buffer is made that size.

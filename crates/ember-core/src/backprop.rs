@@ -20,9 +20,7 @@ use crate::grad_mode::NoGradGuard;
 use crate::op::Op;
 use crate::storage::StorageData;
 use crate::tensor::{GraphState, Tensor, TensorId};
-use ember_cpu::binary::BinaryOp;
-use ember_cpu::gemm::Activation;
-use ember_cpu::unary::UnaryOp;
+use ember_ops::{Activation, BinaryOp, UnaryOp};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -304,7 +302,7 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                 Some(u) => unary_grad(u, y, y, g)?,
             };
             debug_assert!(
-                *act != Activation::Gelu,
+                act.slope_from_output(),
                 "gelu linear is composed, never recorded"
             );
             let mut v = vec![(x.clone(), dz.matmul(w)?), (w.clone(), dz.t()?.matmul(x)?)];
@@ -484,19 +482,27 @@ fn binary_grads(
         BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
         // d(a/b) = g/b, −g·a/b² = −g·y/b
         BinaryOp::Div => (g.div(b)?, g.mul(y)?.div(b)?.neg()?),
-        // d(a^b) = g·b·a^(b−1), g·y·ln a
-        BinaryOp::Pow => (
-            g.mul(b)?.mul(&a.pow(&b.sub_scalar(1.0)?)?)?,
-            g.mul(y)?.mul(&a.log()?)?,
-        ),
-        // Ties go to the left operand.
+        // d(a^b) = g·b·a^(b−1), g·y·ln a, masked as PyTorch does where the formula is 0·∞:
+        // the base gets 0 where b = 0 (0^0 has slope 0 in a), the exponent gets 0 where a = 0
+        // and b ≥ 0 (y·ln a → 0).
+        BinaryOp::Pow => {
+            let zeros = a.zeros_like()?;
+            let slope = b.mul(&a.pow(&b.sub_scalar(1.0)?)?)?;
+            let da = g.mul(&b.eq(&zeros)?.where_cond(&zeros, &slope)?)?;
+            let zero_base = a.eq(&zeros)?.mul(&b.ge(&zeros)?)?;
+            let dlog = y.mul(&a.log()?)?;
+            (da, g.mul(&zero_base.where_cond(&zeros, &dlog)?)?)
+        }
+        // The larger (smaller) operand gets g; a tie splits it equally, as PyTorch does and as
+        // the max/min reductions do.
         BinaryOp::Maximum | BinaryOp::Minimum => {
-            let mask = if op == BinaryOp::Maximum {
-                a.ge(b)?
+            let wins = if op == BinaryOp::Maximum {
+                a.gt(b)?
             } else {
-                a.le(b)?
+                a.lt(b)?
             };
-            let da = g.mul(&mask)?;
+            let share = wins.add(&a.eq(b)?.mul_scalar(0.5)?)?;
+            let da = g.mul(&share)?;
             (da.clone(), g.sub(&da)?)
         }
         BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {

@@ -15,11 +15,8 @@ use crate::dtype::{DType, Device};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage};
-use ember_cpu::binary::BinaryOp;
-use ember_cpu::gemm::Activation;
-use ember_cpu::reduce::ReduceOp;
-use ember_cpu::unary::UnaryOp;
 use ember_cuda::{CudaDevice, CudaError, DeviceBuffer, FloatElem, Strided};
+use ember_ops::{Activation, BinaryOp, ReduceOp, UnaryOp};
 use std::sync::Arc;
 
 /// Wraps an ember-cuda error as an ember-core one, naming the op and device.
@@ -42,63 +39,6 @@ pub(crate) fn unsupported(op: &'static str, ordinal: usize, what: &str) -> Error
 
 fn view(l: &Layout) -> Strided<'_> {
     Strided::new(l.shape(), l.strides(), l.offset())
-}
-
-fn unary_op(op: UnaryOp) -> ember_cuda::elementwise::UnaryOp {
-    use ember_cuda::elementwise::UnaryOp as C;
-    match op {
-        UnaryOp::Neg => C::Neg,
-        UnaryOp::Abs => C::Abs,
-        UnaryOp::Exp => C::Exp,
-        UnaryOp::Log => C::Log,
-        UnaryOp::Sqrt => C::Sqrt,
-        UnaryOp::Sqr => C::Sqr,
-        UnaryOp::Recip => C::Recip,
-        UnaryOp::Sin => C::Sin,
-        UnaryOp::Cos => C::Cos,
-        UnaryOp::Tanh => C::Tanh,
-        UnaryOp::Sigmoid => C::Sigmoid,
-        UnaryOp::Relu => C::Relu,
-        UnaryOp::LeakyRelu(a) => C::LeakyRelu(a),
-        UnaryOp::Elu(a) => C::Elu(a),
-        UnaryOp::GeluTanh => C::GeluTanh,
-        UnaryOp::GeluErf => C::GeluErf,
-        UnaryOp::Softplus => C::Softplus,
-        UnaryOp::Clamp(lo, hi) => C::Clamp(lo, hi),
-        UnaryOp::Powf(p) => C::Powf(p),
-        UnaryOp::AddScalar(c) => C::AddScalar(c),
-        UnaryOp::MulScalar(c) => C::MulScalar(c),
-    }
-}
-
-fn binary_op(op: BinaryOp) -> ember_cuda::elementwise::BinaryOp {
-    use ember_cuda::elementwise::BinaryOp as C;
-    match op {
-        BinaryOp::Add => C::Add,
-        BinaryOp::Sub => C::Sub,
-        BinaryOp::Mul => C::Mul,
-        BinaryOp::Div => C::Div,
-        BinaryOp::Pow => C::Pow,
-        BinaryOp::Maximum => C::Maximum,
-        BinaryOp::Minimum => C::Minimum,
-        BinaryOp::Eq => C::Eq,
-        BinaryOp::Ne => C::Ne,
-        BinaryOp::Lt => C::Lt,
-        BinaryOp::Le => C::Le,
-        BinaryOp::Gt => C::Gt,
-        BinaryOp::Ge => C::Ge,
-    }
-}
-
-fn act(a: Activation) -> ember_cuda::gemm::Activation {
-    use ember_cuda::gemm::Activation as C;
-    match a {
-        Activation::None => C::None,
-        Activation::Relu => C::Relu,
-        Activation::Sigmoid => C::Sigmoid,
-        Activation::Tanh => C::Tanh,
-        Activation::Gelu => C::Gelu,
-    }
 }
 
 /// The device for ordinal `i`.
@@ -183,7 +123,7 @@ pub(crate) fn contiguous(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
 
 /// y = op(x).
 pub(crate) fn unary(s: &CudaStorage, l: &Layout, op: UnaryOp) -> Result<CudaStorage> {
-    let cop = unary_op(op);
+    let cop = op;
     Ok(produce!("unary", s, l.elem_count(), |out, x| {
         ember_cuda::elementwise::unary(cop, x.view(), view(l), out.view_mut())
     }))
@@ -200,7 +140,7 @@ pub(crate) fn unary_backward(
     dyl: &Layout,
 ) -> Result<CudaStorage> {
     let (x, y, dy) = (contiguous(x, xl)?, contiguous(y, yl)?, contiguous(dy, dyl)?);
-    let cop = unary_op(op);
+    let cop = op;
     let n = xl.elem_count();
     use ember_cuda::elementwise::unary_backward as kernel;
     Ok(match (&x, &y, &dy) {
@@ -226,7 +166,7 @@ pub(crate) fn binary(
     b: &CudaStorage,
     bl: &Layout,
 ) -> Result<CudaStorage> {
-    let cop = binary_op(op);
+    let cop = op;
     let n = al.elem_count();
     use ember_cuda::elementwise::binary as kernel;
     Ok(match (a, b) {
@@ -251,14 +191,7 @@ pub(crate) fn reduce(
     l: &Layout,
     axes: &[usize],
 ) -> Result<CudaStorage> {
-    use ember_cuda::reduce::ReduceOp as C;
-    let cop = match op {
-        ReduceOp::Sum => C::Sum,
-        ReduceOp::Max => C::Max,
-        ReduceOp::Min => C::Min,
-        ReduceOp::ArgMax => C::ArgMax,
-        ReduceOp::ArgMin => C::ArgMin,
-    };
+    let cop = op;
     let n: usize = l
         .shape()
         .iter()
@@ -356,7 +289,7 @@ pub(crate) fn matmul(
             },
             ember_cuda::gemm::Epilogue {
                 bias: bias.as_ref().map(|b| b.view()),
-                act: act(activation),
+                act: activation,
             },
         )
         .map_err(err("matmul", ord))?;

@@ -7,45 +7,7 @@
 use half::{bf16, f16};
 use std::fmt;
 
-/// The element type of a tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// 32-bit IEEE float.
-    F32,
-    /// 64-bit IEEE float.
-    F64,
-    /// 16-bit IEEE half.
-    F16,
-    /// bfloat16 (8-bit exponent, 7-bit mantissa).
-    BF16,
-}
-
-impl DType {
-    /// Bytes per element.
-    pub fn size_in_bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F64 => 8,
-            DType::F16 | DType::BF16 => 2,
-        }
-    }
-
-    /// Lower-case name, as in error messages and checkpoints ("f32").
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F64 => "f64",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-        }
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use ember_ops::DType;
 
 /// Where a tensor's storage lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

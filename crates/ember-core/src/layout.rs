@@ -7,7 +7,7 @@
 //! tensor, say) does the tensor layer copy.
 
 use crate::error::{Error, Result};
-use ember_cpu::Strided;
+use ember_ops::Strided;
 
 /// Up to this many dimensions are stored inline; more spill to the heap.
 const INLINE_DIMS: usize = 6;

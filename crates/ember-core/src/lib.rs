@@ -39,9 +39,9 @@ mod tensor;
 
 pub use backprop::GradStore;
 pub use dtype::{DType, Device, WithDType};
-pub use ember_cpu::binary::BinaryOp;
-pub use ember_cpu::gemm::Activation;
-pub use ember_cpu::unary::UnaryOp;
+/// The op vocabulary shared by every ember crate (re-exported: users never name a kernel crate).
+pub use ember_ops;
+pub use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
 pub use error::{Error, Result};
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
 pub use layout::Layout;

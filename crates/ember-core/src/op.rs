@@ -4,11 +4,9 @@
 //! output points at its inputs, and dropping the output frees the chain. Non-differentiable ops
 //! (comparisons, argmax) record nothing. The rule for each variant lives in `backprop.rs`.
 
-use crate::backend::BceForm;
 use crate::tensor::Tensor;
-use ember_cpu::binary::BinaryOp;
-use ember_cpu::gemm::Activation;
-use ember_cpu::unary::UnaryOp;
+use ember_ops::BceForm;
+use ember_ops::{Activation, BinaryOp, UnaryOp};
 
 /// How a tensor was computed from its inputs.
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@ use crate::cuda_backend;
 use crate::error::{Error, Result};
 use crate::storage::{CpuStorage, CudaStorage, StorageData};
 use crate::tensor::Tensor;
-pub use ember_cpu::optim::{AdagradConfig, AdamConfig, RmspropConfig, SgdConfig};
 use ember_cuda::{DevSlice, DevSliceMut};
+pub use ember_ops::{AdagradConfig, AdamConfig, RmspropConfig, SgdConfig};
 
 /// The typed buffers of one update: the parameter's, the gradient's and each state's (the
 /// states in a stack array owned by `fused_update`, so an update allocates nothing).
@@ -202,7 +202,7 @@ pub fn sgd_step(
     velocity: Option<&Tensor>,
     cfg: &SgdConfig,
 ) -> Result<()> {
-    let ccfg = ember_cuda::optim::SgdConfig {
+    let ccfg = SgdConfig {
         lr: cfg.lr,
         momentum: cfg.momentum,
         nesterov: cfg.nesterov,
@@ -211,7 +211,7 @@ pub fn sgd_step(
     // Without momentum the CUDA kernel never reads the velocity; a one-element stand-in fills
     // the argument.
     fn gpu_sgd<T: ember_cuda::FloatElem>(
-        cfg: &ember_cuda::optim::SgdConfig,
+        cfg: &SgdConfig,
         p: DevSliceMut<'_, T>,
         g: DevSlice<'_, T>,
         mut s: Vec<DevSliceMut<'_, T>>,
@@ -382,7 +382,7 @@ pub fn rmsprop_step(
             None => Ok(()),
         }
     }
-    let ccfg = ember_cuda::optim::RmspropConfig {
+    let ccfg = RmspropConfig {
         lr: cfg.lr,
         rho: cfg.rho,
         momentum: cfg.momentum,
@@ -392,7 +392,7 @@ pub fn rmsprop_step(
     };
     // The states arrive in the order sq_avg, [mom], [grad_avg], as pushed above.
     fn gpu<T: ember_cuda::FloatElem>(
-        cfg: &ember_cuda::optim::RmspropConfig,
+        cfg: &RmspropConfig,
         p: DevSliceMut<'_, T>,
         g: DevSlice<'_, T>,
         s: Vec<DevSliceMut<'_, T>>,

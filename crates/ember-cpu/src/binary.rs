@@ -17,36 +17,7 @@ use crate::par::{CHUNK, parallel};
 use crate::strided::{Strided, for_each_offset};
 use rayon::prelude::*;
 
-/// An elementwise function of two arguments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    /// a + b
-    Add,
-    /// a - b
-    Sub,
-    /// a * b
-    Mul,
-    /// a / b
-    Div,
-    /// a^b
-    Pow,
-    /// max(a, b), NaN if either is NaN
-    Maximum,
-    /// min(a, b), NaN if either is NaN
-    Minimum,
-    /// 1 where a == b
-    Eq,
-    /// 1 where a != b
-    Ne,
-    /// 1 where a < b
-    Lt,
-    /// 1 where a <= b
-    Le,
-    /// 1 where a > b
-    Gt,
-    /// 1 where a >= b
-    Ge,
-}
+pub use ember_ops::BinaryOp;
 
 #[inline(always)]
 fn mask<T: Float>(c: bool) -> T {

@@ -69,18 +69,7 @@ macro_rules! dispatch {
     }};
 }
 
-/// Hyperparameters of SGD.
-#[derive(Debug, Clone, Copy)]
-pub struct SgdConfig {
-    /// Learning rate.
-    pub lr: f64,
-    /// Momentum factor (0 disables the velocity buffer).
-    pub momentum: f64,
-    /// Nesterov momentum.
-    pub nesterov: bool,
-    /// Decoupled weight decay.
-    pub weight_decay: f64,
-}
+pub use ember_ops::SgdConfig;
 
 /// SGD: `v = momentum v - lr g; p += v` (or `p += momentum v - lr g` with Nesterov).
 /// `velocity` is ignored (and may be empty) when momentum is 0.
@@ -142,22 +131,7 @@ fn sgd_body<T: Float>(cfg: &SgdConfig, p: &mut [T], g: &[T], velocity: &mut [T])
     }
 }
 
-/// Hyperparameters of Adam / AdamW.
-#[derive(Debug, Clone, Copy)]
-pub struct AdamConfig {
-    /// Learning rate.
-    pub lr: f64,
-    /// Decay of the first moment.
-    pub beta1: f64,
-    /// Decay of the second moment.
-    pub beta2: f64,
-    /// Added to sqrt(v).
-    pub eps: f64,
-    /// Decoupled weight decay (AdamW when non-zero).
-    pub weight_decay: f64,
-    /// 1-based step count, for the bias corrections.
-    pub step: u64,
-}
+pub use ember_ops::AdamConfig;
 
 /// Adam (Keras form): `m += (1-b1)(g-m); v += (1-b2)(g²-v);
 /// p -= lr·sqrt(1-b2^t)/(1-b1^t) · m / (sqrt v + eps)`.
@@ -230,16 +204,7 @@ fn adam_body<T: Float>(cfg: &AdamConfig, p: &mut [T], g: &[T], m: &mut [T], v: &
     }
 }
 
-/// Hyperparameters of AdaGrad.
-#[derive(Debug, Clone, Copy)]
-pub struct AdagradConfig {
-    /// Learning rate.
-    pub lr: f64,
-    /// Added to the accumulator inside the square root.
-    pub eps: f64,
-    /// Decoupled weight decay.
-    pub weight_decay: f64,
-}
+pub use ember_ops::AdagradConfig;
 
 /// AdaGrad: `acc += g²; p -= lr g / sqrt(acc + eps)`.
 ///
@@ -281,22 +246,7 @@ fn adagrad_body<T: Float>(cfg: &AdagradConfig, p: &mut [T], g: &[T], acc: &mut [
     }
 }
 
-/// Hyperparameters of RMSProp.
-#[derive(Debug, Clone, Copy)]
-pub struct RmspropConfig {
-    /// Learning rate.
-    pub lr: f64,
-    /// Decay of the squared-gradient average.
-    pub rho: f64,
-    /// Momentum factor (0 disables the momentum buffer).
-    pub momentum: f64,
-    /// Added inside the square root.
-    pub eps: f64,
-    /// Subtract the squared mean gradient (centered RMSProp).
-    pub centered: bool,
-    /// Decoupled weight decay.
-    pub weight_decay: f64,
-}
+pub use ember_ops::RmspropConfig;
 
 /// RMSProp (Keras form): `s = rho s + (1-rho) g²; [a = rho a + (1-rho) g; s' = s - a²];
 /// inc = lr g / sqrt(s' + eps); with momentum: `b = momentum b + inc; p -= b`, else `p -= inc`.

@@ -23,22 +23,11 @@ use crate::par::{CHUNK, parallel};
 use crate::strided::{Strided, contiguous_strides, for_each_offset};
 use rayon::prelude::*;
 
-/// How values along the reduced axes are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReduceOp {
-    /// Sum (0 for an empty set).
-    Sum,
-    /// Maximum (-inf for an empty set; NaN if any element is NaN).
-    Max,
-    /// Minimum (+inf for an empty set; NaN if any element is NaN).
-    Min,
-    /// Index of the first maximum along a single axis, stored as a float.
-    ArgMax,
-    /// Index of the first minimum along a single axis, stored as a float.
-    ArgMin,
-}
+pub use ember_ops::ReduceOp;
 
 /// Reduces `x` (viewed through `xv`) over `axes` into `out`.
+///
+/// `Mean` is the sum (in the same order) divided by the number of reduced elements.
 ///
 /// `out.len()` is the product of the kept extents. For `ArgMax`/`ArgMin`, `axes` has exactly one
 /// entry and the reduced extent is non-zero. `Err` (nothing written) when `xv` does not fit in
@@ -53,6 +42,13 @@ pub fn reduce<T: Float>(
     check_reduce(op, x, xv, axes, out.len())?;
     if !reduce_fast(op, x, xv, axes, out) {
         reduce_general(op, x, xv, axes, out);
+    }
+    if op == ReduceOp::Mean {
+        // The paths above sum for Mean; divide by the count (0/0 = NaN for an empty set).
+        let count = T::from_f64(axes.iter().map(|&a| xv.shape[a]).product::<usize>() as f64);
+        for o in out.iter_mut() {
+            *o = *o / count;
+        }
     }
     Ok(())
 }
@@ -117,7 +113,7 @@ fn reduce_general<T: Float>(op: ReduceOp, x: &[T], xv: Strided<'_>, axes: &[usiz
         out_strides[a] = 0;
     }
     let init = match op {
-        ReduceOp::Sum => T::ZERO,
+        ReduceOp::Sum | ReduceOp::Mean => T::ZERO,
         ReduceOp::Max | ReduceOp::ArgMax => T::neg_infinity(),
         ReduceOp::Min | ReduceOp::ArgMin => T::infinity(),
     };
@@ -127,7 +123,7 @@ fn reduce_general<T: Float>(op: ReduceOp, x: &[T], xv: Strided<'_>, axes: &[usiz
     let mut ooffs = Vec::with_capacity(xv.elem_count());
     for_each_offset(ov, |_, off| ooffs.push(off));
     match op {
-        ReduceOp::Sum => for_each_offset(xv, |i, off| out[ooffs[i]] += x[off]),
+        ReduceOp::Sum | ReduceOp::Mean => for_each_offset(xv, |i, off| out[ooffs[i]] += x[off]),
         ReduceOp::Max => for_each_offset(xv, |i, off| {
             let o = &mut out[ooffs[i]];
             let v = x[off];
@@ -215,7 +211,7 @@ fn reduce_fast<T: Float>(
         let per_row = |r: usize, o: &mut T| {
             let row = &x[r * cols..(r + 1) * cols];
             *o = match op {
-                ReduceOp::Sum => sum_slice_isa(isa, row),
+                ReduceOp::Sum | ReduceOp::Mean => sum_slice_isa(isa, row),
                 ReduceOp::Max => max_slice_isa(isa, row, true),
                 ReduceOp::Min => max_slice_isa(isa, row, false),
                 ReduceOp::ArgMax => T::from_f64(arg_slice(isa, row, true) as f64),
@@ -277,7 +273,7 @@ fn fold_rows_body<T: Float>(op: ReduceOp, x: &[T], inner: usize, j0: usize, out:
     let w = out.len();
     let rows = x.len() / inner;
     match op {
-        ReduceOp::Sum => {
+        ReduceOp::Sum | ReduceOp::Mean => {
             out.fill(T::ZERO);
             for r in 0..rows {
                 let row = &x[r * inner + j0..r * inner + j0 + w];

@@ -20,52 +20,7 @@ use crate::strided::{Strided, for_each_offset};
 use crate::vmath::{self, Fused, MulAdd, Unfused};
 use rayon::prelude::*;
 
-/// An elementwise function of one argument. Parameters are carried as f64.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum UnaryOp {
-    /// -x
-    Neg,
-    /// |x|
-    Abs,
-    /// e^x
-    Exp,
-    /// ln x
-    Log,
-    /// sqrt x
-    Sqrt,
-    /// x^2
-    Sqr,
-    /// 1/x
-    Recip,
-    /// sin x
-    Sin,
-    /// cos x
-    Cos,
-    /// tanh x
-    Tanh,
-    /// 1/(1+e^-x), exactly 0 or 1 at the extremes, never NaN for finite x
-    Sigmoid,
-    /// max(x, 0)
-    Relu,
-    /// x if x > 0 else alpha*x
-    LeakyRelu(f64),
-    /// x if x > 0 else alpha*(e^x - 1)
-    Elu(f64),
-    /// 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
-    GeluTanh,
-    /// x * Phi(x) = 0.5x(1 + erf(x/sqrt 2))
-    GeluErf,
-    /// ln(1 + e^x), computed stably
-    Softplus,
-    /// min(max(x, lo), hi)
-    Clamp(f64, f64),
-    /// x^p for a constant p
-    Powf(f64),
-    /// x + c
-    AddScalar(f64),
-    /// x * c
-    MulScalar(f64),
-}
+pub use ember_ops::UnaryOp;
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_C: f64 = 0.044_715;
@@ -220,6 +175,9 @@ pub fn derivative<T: Float>(op: UnaryOp, x: T, y: T) -> T {
                 T::ZERO
             }
         }
+        // p = 0: the slope is 0 everywhere, also at x = 0 where p·x^(p−1) would be 0·∞
+        // (PyTorch masks it the same way).
+        UnaryOp::Powf(0.0) => T::ZERO,
         UnaryOp::Powf(p) => T::from_f64(p) * x.powf(T::from_f64(p - 1.0)),
         UnaryOp::AddScalar(_) => T::ONE,
         UnaryOp::MulScalar(c) => T::from_f64(c),
@@ -616,30 +574,6 @@ mod tests {
         }
     }
 
-    const ALL_OPS: [UnaryOp; 21] = [
-        UnaryOp::Neg,
-        UnaryOp::Abs,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Sqr,
-        UnaryOp::Recip,
-        UnaryOp::Sin,
-        UnaryOp::Cos,
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Relu,
-        UnaryOp::LeakyRelu(0.1),
-        UnaryOp::Elu(0.7),
-        UnaryOp::GeluTanh,
-        UnaryOp::GeluErf,
-        UnaryOp::Softplus,
-        UnaryOp::Clamp(-0.5, 2.0),
-        UnaryOp::Powf(1.5),
-        UnaryOp::AddScalar(0.25),
-        UnaryOp::MulScalar(-3.0),
-    ];
-
     fn inputs() -> Vec<f32> {
         let mut v: Vec<f32> = (0..4000).map(|i| (i as f32 - 2000.0) * 0.013).collect();
         v.extend([
@@ -673,7 +607,7 @@ mod tests {
     fn vectorised_paths_match_f64_reference() {
         let x = inputs();
         for isa in crate::isa::supported() {
-            for op in ALL_OPS {
+            for op in UnaryOp::ALL {
                 let mut out = vec![0.0f32; x.len()];
                 crate::isa::with(isa, || {
                     unary(op, &x, Strided::new(&[x.len()], &[1], 0), &mut out)
@@ -701,7 +635,7 @@ mod tests {
             .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
             .collect();
         for isa in crate::isa::supported() {
-            for op in ALL_OPS {
+            for op in UnaryOp::ALL {
                 let xs: Vec<f32> = if matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Powf(_))
                 {
                     x.iter().map(|v| v.abs() + 0.01).collect()

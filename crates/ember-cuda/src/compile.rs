@@ -133,10 +133,14 @@ pub fn module_source(name: &str) -> Result<String, CudaError> {
     Ok(with_header(name, src))
 }
 
-/// Prepends the common header, with `#line` directives so messages name `common.cuh` or
-/// `<name>.cu` and their own line numbers.
+/// Prepends the op codes generated from ember-ops ([`ember_ops::cuda_defines`]) and the common
+/// header, with `#line` directives so messages name `common.cuh` or `<name>.cu` and their own
+/// line numbers.
 fn with_header(name: &str, src: &str) -> String {
-    format!("#line 1 \"common.cuh\"\n{COMMON_HEADER}\n#line 1 \"{name}.cu\"\n{src}\n")
+    let codes = ember_ops::cuda_defines();
+    format!(
+        "#line 1 \"ember_ops_codes.h\"\n{codes}#line 1 \"common.cuh\"\n{COMMON_HEADER}\n#line 1 \"{name}.cu\"\n{src}\n"
+    )
 }
 
 /// True when the NVRTC library can be loaded.

@@ -407,38 +407,7 @@ impl HalfElem for half::bf16 {
     }
 }
 
-/// Element type of a device buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// 32-bit float.
-    F32,
-    /// 64-bit float.
-    F64,
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    BF16,
-}
-
-impl DType {
-    /// The suffix of kernel names for this type (`f32`, `f64`, `f16`, `bf16`).
-    pub fn suffix(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F64 => "f64",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-        }
-    }
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F64 => 8,
-            DType::F16 | DType::BF16 => 2,
-        }
-    }
-}
+pub use ember_ops::DType;
 
 /// A typed buffer in device memory, owned; freed (asynchronously, on its stream) when dropped.
 pub struct DeviceBuffer<T: DeviceElem> {
@@ -451,7 +420,7 @@ impl<T: DeviceElem> std::fmt::Debug for DeviceBuffer<T> {
         write!(
             f,
             "DeviceBuffer<{}>[{}] on cuda:{}",
-            T::DTYPE.suffix(),
+            T::DTYPE.name(),
             self.data.len(),
             self.device.ordinal
         )

@@ -12,125 +12,11 @@ use crate::launch::{check_in, check_out, grid_1d, launch_err, same_device, to_i6
 use crate::view::{DevView, Strided};
 use cudarc::driver::PushKernelArg;
 
-/// An elementwise function of one argument (same set and semantics as ember-cpu's `UnaryOp`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum UnaryOp {
-    /// -x
-    Neg,
-    /// |x|
-    Abs,
-    /// e^x
-    Exp,
-    /// ln x
-    Log,
-    /// sqrt x
-    Sqrt,
-    /// x^2
-    Sqr,
-    /// 1/x
-    Recip,
-    /// sin x
-    Sin,
-    /// cos x
-    Cos,
-    /// tanh x
-    Tanh,
-    /// 1/(1+e^-x), computed through e^-|x| so it never overflows
-    Sigmoid,
-    /// max(x, 0) (NaN passes through)
-    Relu,
-    /// x if x > 0 else alpha*x
-    LeakyRelu(f64),
-    /// x if x > 0 else alpha*(e^x - 1)
-    Elu(f64),
-    /// GELU, tanh approximation
-    GeluTanh,
-    /// GELU, exact (erf)
-    GeluErf,
-    /// ln(1 + e^x), stable
-    Softplus,
-    /// min(max(x, lo), hi)
-    Clamp(f64, f64),
-    /// x^p
-    Powf(f64),
-    /// x + c
-    AddScalar(f64),
-    /// x * c
-    MulScalar(f64),
-}
-
-impl UnaryOp {
-    /// The kernel's op code and its two parameters (kernels/elementwise.cu `U_*`).
-    fn code(self) -> (i32, f64, f64) {
-        match self {
-            UnaryOp::Neg => (0, 0.0, 0.0),
-            UnaryOp::Abs => (1, 0.0, 0.0),
-            UnaryOp::Exp => (2, 0.0, 0.0),
-            UnaryOp::Log => (3, 0.0, 0.0),
-            UnaryOp::Sqrt => (4, 0.0, 0.0),
-            UnaryOp::Sqr => (5, 0.0, 0.0),
-            UnaryOp::Recip => (6, 0.0, 0.0),
-            UnaryOp::Sin => (7, 0.0, 0.0),
-            UnaryOp::Cos => (8, 0.0, 0.0),
-            UnaryOp::Tanh => (9, 0.0, 0.0),
-            UnaryOp::Sigmoid => (10, 0.0, 0.0),
-            UnaryOp::Relu => (11, 0.0, 0.0),
-            UnaryOp::LeakyRelu(a) => (12, a, 0.0),
-            UnaryOp::Elu(a) => (13, a, 0.0),
-            UnaryOp::GeluTanh => (14, 0.0, 0.0),
-            UnaryOp::GeluErf => (15, 0.0, 0.0),
-            UnaryOp::Softplus => (16, 0.0, 0.0),
-            UnaryOp::Clamp(lo, hi) => (17, lo, hi),
-            UnaryOp::Powf(p) => (18, p, 0.0),
-            UnaryOp::AddScalar(c) => (19, c, 0.0),
-            UnaryOp::MulScalar(c) => (20, c, 0.0),
-        }
-    }
-}
-
-/// Op code of the identity map, used by [`copy_strided`].
-const IDENTITY: i32 = 21;
-
-/// An elementwise function of two arguments (same set and semantics as ember-cpu's `BinaryOp`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    /// a + b
-    Add,
-    /// a - b
-    Sub,
-    /// a * b
-    Mul,
-    /// a / b
-    Div,
-    /// a^b
-    Pow,
-    /// max(a, b), NaN if either is NaN
-    Maximum,
-    /// min(a, b), NaN if either is NaN
-    Minimum,
-    /// 1 where a == b
-    Eq,
-    /// 1 where a != b
-    Ne,
-    /// 1 where a < b
-    Lt,
-    /// 1 where a <= b
-    Le,
-    /// 1 where a > b
-    Gt,
-    /// 1 where a >= b
-    Ge,
-}
-
-impl BinaryOp {
-    fn code(self) -> i32 {
-        self as i32
-    }
-}
+pub use ember_ops::{BinaryOp, UnaryOp};
 
 fn unary_launch<T: FloatElem>(
     op_name: &'static str,
-    code: (i32, f64, f64),
+    op: Option<UnaryOp>,
     x: DevSlice<'_, T>,
     xv: Strided<'_>,
     out: DevSliceMut<'_, T>,
@@ -144,8 +30,13 @@ fn unary_launch<T: FloatElem>(
         return Ok(());
     }
     let n64 = to_i64(op_name, n)?;
-    let (op, p0, p1) = (code.0, T::from_f64(code.1), T::from_f64(code.2));
-    let sfx = T::DTYPE.suffix();
+    // `None` is the identity map (the copy kernels).
+    let (code, (p0, p1)) = match op {
+        Some(u) => (u.code(), u.params()),
+        None => (UnaryOp::IDENTITY_CODE, (0.0, 0.0)),
+    };
+    let (op, p0, p1) = (code as i32, T::from_f64(p0), T::from_f64(p1));
+    let sfx = T::DTYPE.name();
     if xv.is_contiguous() {
         let name = format!("unary_contig_{sfx}");
         let f = dev.function("elementwise", &name)?;
@@ -188,7 +79,7 @@ pub fn unary<T: FloatElem>(
     xv: Strided<'_>,
     out: DevSliceMut<'_, T>,
 ) -> Result<(), CudaError> {
-    unary_launch("unary", op.code(), x, xv, out)
+    unary_launch("unary", Some(op), x, xv, out)
 }
 
 /// Gathers the view `xv` of `x` into contiguous `out` (ember-core's `contiguous()`).
@@ -197,7 +88,7 @@ pub fn copy_strided<T: FloatElem>(
     xv: Strided<'_>,
     out: DevSliceMut<'_, T>,
 ) -> Result<(), CudaError> {
-    unary_launch("copy_strided", (IDENTITY, 0.0, 0.0), x, xv, out)
+    unary_launch("copy_strided", None, x, xv, out)
 }
 
 /// dx\[i\] = dy\[i\] * op'(x\[i\]), using the forward output `y` where the rule needs it.
@@ -219,9 +110,9 @@ pub fn unary_backward<T: FloatElem>(
         return Ok(());
     }
     let n64 = to_i64(OP, n)?;
-    let (code, p0, p1) = op.code();
+    let (code, (p0, p1)) = (op.code() as i32, op.params());
     let (p0, p1) = (T::from_f64(p0), T::from_f64(p1));
-    let name = format!("unary_bwd_{}", T::DTYPE.suffix());
+    let name = format!("unary_bwd_{}", T::DTYPE.name());
     let f = dev.function("elementwise", &name)?;
     let cfg = grid_1d(dev, n, 16 / std::mem::size_of::<T>());
     let mut b = dev.stream().launch_builder(&f);
@@ -269,8 +160,8 @@ pub fn binary<T: FloatElem>(
         return Ok(());
     }
     let n64 = to_i64(OP, n)?;
-    let code = op.code();
-    let sfx = T::DTYPE.suffix();
+    let code = op.code() as i32;
+    let sfx = T::DTYPE.name();
     let sz = std::mem::size_of::<T>() as u64;
     if av.is_contiguous() && bv.is_contiguous() {
         let name = format!("binary_contig_{sfx}");
@@ -312,7 +203,7 @@ pub fn cast_from_f32<H: HalfElem>(
         return Ok(());
     }
     let n64 = to_i64(OP, out.len)?;
-    let name = format!("cast_f32_to_{}", H::DTYPE.suffix());
+    let name = format!("cast_f32_to_{}", H::DTYPE.name());
     let f = dev.function("elementwise", &name)?;
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&x.ptr).arg(&out.ptr).arg(&n64);
@@ -333,7 +224,7 @@ pub fn cast_to_f32<H: HalfElem>(
         return Ok(());
     }
     let n64 = to_i64(OP, out.len)?;
-    let name = format!("cast_{}_to_f32", H::DTYPE.suffix());
+    let name = format!("cast_{}_to_f32", H::DTYPE.name());
     let f = dev.function("elementwise", &name)?;
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&x.ptr).arg(&out.ptr).arg(&n64);

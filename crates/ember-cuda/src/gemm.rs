@@ -37,32 +37,7 @@ pub struct MatMut<'a, T> {
     pub cs: usize,
 }
 
-/// The activation applied in a GEMM epilogue (codes match `ACT_*` in kernels/common.cuh).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Activation {
-    /// No activation.
-    #[default]
-    None,
-    /// max(x, 0)
-    Relu,
-    /// logistic sigmoid
-    Sigmoid,
-    /// tanh
-    Tanh,
-    /// GELU, tanh approximation
-    Gelu,
-}
-
-impl Activation {
-    /// Every activation, for tests and benchmarks.
-    pub const ALL: [Activation; 5] = [
-        Activation::None,
-        Activation::Relu,
-        Activation::Sigmoid,
-        Activation::Tanh,
-        Activation::Gelu,
-    ];
-}
+pub use ember_ops::Activation;
 
 /// What happens to each element of C after the product: bias (length n) added, then `act`.
 #[derive(Debug, Clone, Copy)]
@@ -267,7 +242,7 @@ fn pack<TA, TC>(
         bias,
         alpha,
         beta,
-        act: epi.act as i32,
+        act: epi.act.code() as i32,
         vec_a: 0,
         vec_b: 0,
         last: 0,

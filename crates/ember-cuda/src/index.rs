@@ -146,7 +146,7 @@ unsafe fn launch_indexed<T: FloatElem>(
         to_i64(op, count)?,
         to_i64(op, inner)?,
     );
-    let name = format!("{kernel}_{}", T::DTYPE.suffix());
+    let name = format!("{kernel}_{}", T::DTYPE.name());
     let f = dev.function("index", &name)?;
     let ip = addr(dev, &d_idx);
     let mut l = dev.stream().launch_builder(&f);
@@ -257,7 +257,7 @@ pub fn index_add<T: FloatElem>(
         to_i64(OP, idx.len())?,
         to_i64(OP, inner)?,
     );
-    let name = format!("index_add_{}", T::DTYPE.suffix());
+    let name = format!("index_add_{}", T::DTYPE.name());
     let f = dev.function("index", &name)?;
     let (op_, pp) = (addr(dev, &d_off), addr(dev, &d_pos));
     let mut l = dev.stream().launch_builder(&f);
@@ -410,7 +410,7 @@ pub fn where_cond<T: FloatElem>(
         return Ok(());
     }
     let n64 = to_i64(OP, n)?;
-    let name = format!("where_{}", T::DTYPE.suffix());
+    let name = format!("where_{}", T::DTYPE.name());
     let f = dev.function("index", &name)?;
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&c.ptr)
@@ -443,7 +443,7 @@ pub fn cast<S: FloatElem, D: FloatElem>(
         return Ok(());
     }
     let n64 = to_i64(OP, n)?;
-    let name = format!("cast_{}_to_{}", S::DTYPE.suffix(), D::DTYPE.suffix());
+    let name = format!("cast_{}_to_{}", S::DTYPE.name(), D::DTYPE.name());
     let f = dev.function("index", &name)?;
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&x.ptr).arg(&view).arg(&out.ptr).arg(&n64);
@@ -475,7 +475,7 @@ pub fn concat<T: FloatElem>(
     let total: usize = parts.iter().map(|(_, v)| v.shape[axis]).sum();
     let (outer, _, inner) = split3(first.shape, axis);
     check_out(OP, "out", &out, outer * total * inner)?;
-    let name = format!("concat_part_{}", T::DTYPE.suffix());
+    let name = format!("concat_part_{}", T::DTYPE.name());
     let out_row = to_i64(OP, total * inner)?;
     let mut off = 0usize;
     for ((s, v), view) in parts.iter().zip(&views) {

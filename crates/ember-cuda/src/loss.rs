@@ -35,7 +35,7 @@ fn bce_sum<T: FloatElem>(
         .clamp(1, MAX_PARTS);
     let part = dev.alloc::<f64>(nparts)?;
     let pp = part.raw_ptr();
-    let sfx = T::DTYPE.suffix();
+    let sfx = T::DTYPE.name();
     let name = format!("bce_partial_{sfx}");
     let f = dev.function("loss", &name)?;
     let (epst, lg) = (T::from_f64(eps), logits as i32);
@@ -108,7 +108,7 @@ pub fn bce_probs_grad<T: FloatElem>(
         return Ok(());
     }
     let n64 = to_i64(OP, n)?;
-    let name = format!("bce_probs_grad_{}", T::DTYPE.suffix());
+    let name = format!("bce_probs_grad_{}", T::DTYPE.name());
     let f = dev.function("loss", &name)?;
     let (e, s) = (T::from_f64(eps), T::from_f64(scale));
     let mut l = dev.stream().launch_builder(&f);
@@ -139,7 +139,7 @@ pub fn bce_logits_grad<T: FloatElem>(
         return Ok(());
     }
     let n64 = to_i64(OP, n)?;
-    let name = format!("bce_logits_grad_{}", T::DTYPE.suffix());
+    let name = format!("bce_logits_grad_{}", T::DTYPE.name());
     let f = dev.function("loss", &name)?;
     let s = T::from_f64(scale);
     let mut l = dev.stream().launch_builder(&f);

@@ -11,35 +11,7 @@ use crate::error::{CudaError, invalid};
 use crate::launch::{check_in, check_out, grid_1d, launch_err, same_device, to_i64};
 use cudarc::driver::PushKernelArg;
 
-/// Hyperparameters of SGD.
-#[derive(Debug, Clone, Copy)]
-pub struct SgdConfig {
-    /// Learning rate.
-    pub lr: f64,
-    /// Momentum factor (0 disables the velocity buffer).
-    pub momentum: f64,
-    /// Nesterov momentum.
-    pub nesterov: bool,
-    /// Decoupled weight decay.
-    pub weight_decay: f64,
-}
-
-/// Hyperparameters of Adam / AdamW.
-#[derive(Debug, Clone, Copy)]
-pub struct AdamConfig {
-    /// Learning rate.
-    pub lr: f64,
-    /// Decay of the first moment.
-    pub beta1: f64,
-    /// Decay of the second moment.
-    pub beta2: f64,
-    /// Added to sqrt(v).
-    pub eps: f64,
-    /// Decoupled weight decay (AdamW when non-zero).
-    pub weight_decay: f64,
-    /// 1-based step count, for the bias corrections.
-    pub step: u64,
-}
+pub use ember_ops::{AdagradConfig, AdamConfig, RmspropConfig, SgdConfig};
 
 /// SGD: `v = momentum v - lr g; p += v` (Nesterov: `p += momentum v - lr g`), after decoupled
 /// weight decay `p -= lr wd p`. `velocity` is ignored (and may be empty) when momentum is 0.
@@ -72,7 +44,7 @@ pub fn sgd_step<T: FloatElem>(
     );
     // Without momentum the kernel never touches `vel`; pass p's address as a harmless stand-in.
     let vel = if has_mom { velocity.ptr } else { p.ptr };
-    let name = format!("sgd_step_{}", T::DTYPE.suffix());
+    let name = format!("sgd_step_{}", T::DTYPE.name());
     let f = dev.function("optim", &name)?;
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&p.ptr)
@@ -128,7 +100,7 @@ pub fn adam_step<T: FloatElem>(
     let eps = T::from_f64(cfg.eps);
     let decay = T::from_f64(cfg.lr * cfg.weight_decay);
     let use_wd = (cfg.weight_decay != 0.0) as i32;
-    let name = format!("adam_step_{}", T::DTYPE.suffix());
+    let name = format!("adam_step_{}", T::DTYPE.name());
     let f = dev.function("optim", &name)?;
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&p.ptr)
@@ -145,17 +117,6 @@ pub fn adam_step<T: FloatElem>(
     // SAFETY: p, g, m and v hold n elements each on this device (checked above).
     unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
     Ok(())
-}
-
-/// Hyperparameters of AdaGrad.
-#[derive(Debug, Clone, Copy)]
-pub struct AdagradConfig {
-    /// Learning rate.
-    pub lr: f64,
-    /// Added to the accumulator inside the square root.
-    pub eps: f64,
-    /// Decoupled weight decay.
-    pub weight_decay: f64,
 }
 
 /// AdaGrad: `acc += g²; p -= lr g / sqrt(acc + eps)`, after decoupled weight decay.
@@ -179,7 +140,7 @@ pub fn adagrad_step<T: FloatElem>(
     let eps = T::from_f64(cfg.eps);
     let decay = T::from_f64(cfg.lr * cfg.weight_decay);
     let use_wd = (cfg.weight_decay != 0.0) as i32;
-    let name = format!("adagrad_step_{}", T::DTYPE.suffix());
+    let name = format!("adagrad_step_{}", T::DTYPE.name());
     let f = dev.function("optim", &name)?;
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&p.ptr)
@@ -193,23 +154,6 @@ pub fn adagrad_step<T: FloatElem>(
     // SAFETY: p, g and acc hold n elements each on this device (checked above).
     unsafe { l.launch(grid_1d(dev, n, 1)) }.map_err(|e| launch_err(&name, e))?;
     Ok(())
-}
-
-/// Hyperparameters of RMSProp.
-#[derive(Debug, Clone, Copy)]
-pub struct RmspropConfig {
-    /// Learning rate.
-    pub lr: f64,
-    /// Decay of the squared-gradient average.
-    pub rho: f64,
-    /// Momentum factor (0 disables the momentum buffer).
-    pub momentum: f64,
-    /// Added inside the square root.
-    pub eps: f64,
-    /// Subtract the squared mean gradient (centered RMSProp).
-    pub centered: bool,
-    /// Decoupled weight decay.
-    pub weight_decay: f64,
 }
 
 /// RMSProp (Keras form): `s = rho s + (1-rho) g²; [a = rho a + (1-rho) g; s' = s - a²];
@@ -261,7 +205,7 @@ pub fn rmsprop_step<T: FloatElem>(
         has_mom as i32,
         cfg.centered as i32,
     );
-    let name = format!("rmsprop_step_{}", T::DTYPE.suffix());
+    let name = format!("rmsprop_step_{}", T::DTYPE.name());
     let f = dev.function("optim", &name)?;
     let mut l = dev.stream().launch_builder(&f);
     l.arg(&p.ptr)

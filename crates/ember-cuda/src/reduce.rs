@@ -11,31 +11,7 @@ use crate::launch::{BLOCK, check_in, check_out, grid_1d, launch_err, same_device
 use crate::view::{DevView, Strided};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-/// How values along the reduced axes are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReduceOp {
-    /// Sum (0 for an empty set).
-    Sum,
-    /// Arithmetic mean (NaN for an empty set).
-    Mean,
-    /// Maximum (-inf for an empty set; NaN if any element is NaN).
-    Max,
-    /// Minimum (+inf for an empty set; NaN if any element is NaN).
-    Min,
-    /// Index of the first maximum along a single axis, stored as a float (first NaN wins).
-    ArgMax,
-    /// Index of the first minimum along a single axis, stored as a float (first NaN wins).
-    ArgMin,
-}
-
-impl ReduceOp {
-    fn code(self) -> i32 {
-        self as i32
-    }
-    fn is_arg(self) -> bool {
-        matches!(self, ReduceOp::ArgMax | ReduceOp::ArgMin)
-    }
-}
+pub use ember_ops::ReduceOp;
 
 /// Below this many elements per output, one thread folds a whole output.
 const THREAD_INNER_MAX: usize = 16;
@@ -97,8 +73,8 @@ pub fn reduce<T: FloatElem>(
     let kv = DevView::from_parts(&kept, xv.offset);
     let rv = DevView::from_parts(&red, 0);
     let (outer64, inner64) = (to_i64(OP, outer)?, to_i64(OP, inner)?);
-    let code = op.code();
-    let sfx = T::DTYPE.suffix();
+    let code = op.code() as i32;
+    let sfx = T::DTYPE.name();
 
     // Thread-per-output when outputs are short, or numerous and adjacent in memory (the reduced
     // axes are the outer ones, e.g. a bias gradient summed over the batch): neighbouring threads
@@ -214,7 +190,7 @@ pub fn softmax_rows<T: FloatElem>(
     let rows = out.len / cols;
     let (rows64, cols64) = (to_i64(OP, rows)?, to_i64(OP, cols)?);
     let lg = log as i32;
-    let sfx = T::DTYPE.suffix();
+    let sfx = T::DTYPE.name();
     let (name, cfg) = if cols <= 1024 {
         // One warp per row, 8 rows per 256-thread block.
         (format!("softmax_warp_{sfx}"), grid_1d(dev, rows * 32, 1))

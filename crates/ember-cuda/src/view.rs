@@ -13,44 +13,7 @@ use crate::error::{CudaError, invalid};
 /// Most dimensions a strided operand may have on the device.
 pub const MAX_RANK: usize = 8;
 
-/// A read-only description of a strided view: shape, element strides and start offset.
-#[derive(Debug, Clone, Copy)]
-pub struct Strided<'a> {
-    /// Extent of each dimension.
-    pub shape: &'a [usize],
-    /// Step in elements between neighbours along each dimension (0 for a broadcast dimension).
-    pub strides: &'a [usize],
-    /// Index of element `(0, 0, ..)` in the buffer.
-    pub offset: usize,
-}
-
-impl<'a> Strided<'a> {
-    /// A view of `shape` with the given strides and offset.
-    pub fn new(shape: &'a [usize], strides: &'a [usize], offset: usize) -> Self {
-        Strided {
-            shape,
-            strides,
-            offset,
-        }
-    }
-
-    /// Number of elements the view addresses.
-    pub fn elem_count(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    /// True when the view is a dense row-major block.
-    pub fn is_contiguous(&self) -> bool {
-        let mut expected = 1;
-        for (&d, &s) in self.shape.iter().zip(self.strides).rev() {
-            if d != 1 && s != expected {
-                return false;
-            }
-            expected *= d;
-        }
-        true
-    }
-}
+pub use ember_ops::Strided;
 
 /// Row-major strides of a dense tensor of `shape`.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {

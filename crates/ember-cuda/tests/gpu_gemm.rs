@@ -77,16 +77,11 @@ impl Stored {
     }
 }
 
+/// The activation in f64, through ember-cpu's scalar reference formulas.
 fn act_ref(act: Activation, v: f64) -> f64 {
-    match act {
-        Activation::None => v,
-        Activation::Relu => v.max(0.0),
-        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
-        Activation::Tanh => v.tanh(),
-        Activation::Gelu => {
-            let c = (2.0 / std::f64::consts::PI).sqrt();
-            0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())
-        }
+    match act.as_unary() {
+        None => v,
+        Some(op) => ember_cpu::unary::apply(op, v),
     }
 }
 

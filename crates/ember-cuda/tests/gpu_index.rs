@@ -122,7 +122,7 @@ fn cases(n: usize) -> Vec<(Vec<usize>, usize)> {
 }
 
 fn select_and_add<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
-    let ty = T::DTYPE.suffix();
+    let ty = T::DTYPE.name();
     for n in NS {
         for (shape, axis) in cases(n) {
             for contiguous in [true, false] {
@@ -165,7 +165,7 @@ fn select_and_add<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
 }
 
 fn gather_and_scatter<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
-    let ty = T::DTYPE.suffix();
+    let ty = T::DTYPE.name();
     for n in NS {
         for (shape, axis) in cases(n) {
             for picks in [1, 5] {
@@ -215,7 +215,7 @@ fn gather_and_scatter<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
 }
 
 fn where_and_concat<T: El>(dev: &Arc<CudaDevice>, r: &mut StdRng) {
-    let ty = T::DTYPE.suffix();
+    let ty = T::DTYPE.name();
     for n in NS {
         for contiguous in [true, false] {
             let what = format!("{ty} n {n} contiguous {contiguous}");

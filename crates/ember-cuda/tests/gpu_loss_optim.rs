@@ -313,7 +313,7 @@ fn adagrad_and_rmsprop<T: FloatElem + ember_cpu::Float + Into<f64>>(
     dev: &std::sync::Arc<ember_cuda::CudaDevice>,
     r: &mut rand::rngs::StdRng,
 ) {
-    let ty = T::DTYPE.suffix();
+    let ty = T::DTYPE.name();
     for n in SIZES {
         for wd in [0.0, 1e-2] {
             let cfg = ember_cpu::optim::AdagradConfig {

@@ -21,19 +21,22 @@ pub fn activation_name(a: Activation) -> &'static str {
         Activation::Sigmoid => "sigmoid",
         Activation::Tanh => "tanh",
         Activation::Gelu => "gelu",
+        Activation::GeluTanh => "gelu_tanh",
     }
 }
 
-/// Parses `relu`, `sigmoid`, `tanh`, `gelu` or `linear`/`none` into a fused activation.
+/// Parses `relu`, `sigmoid`, `tanh`, `gelu` (exact, erf: PyTorch's and Keras's default),
+/// `gelu_tanh` (the tanh approximation) or `linear`/`none` into a fused activation.
 pub fn parse_activation(name: &str) -> Result<Activation> {
     match name.to_ascii_lowercase().as_str() {
         "relu" => Ok(Activation::Relu),
         "sigmoid" => Ok(Activation::Sigmoid),
         "tanh" => Ok(Activation::Tanh),
         "gelu" => Ok(Activation::Gelu),
+        "gelu_tanh" => Ok(Activation::GeluTanh),
         "linear" | "none" => Ok(Activation::None),
         other => config_err(format!(
-            "unknown activation '{other}' (expected relu, sigmoid, tanh, gelu or linear)"
+            "unknown activation '{other}' (expected relu, sigmoid, tanh, gelu, gelu_tanh or linear)"
         )),
     }
 }
@@ -281,8 +284,10 @@ pub enum ActivationKind {
     Sigmoid,
     /// `tanh x`.
     Tanh,
-    /// GELU, tanh approximation (Keras's `approximate=True`; PyTorch's `approximate='tanh'`).
+    /// GELU, exact (erf): PyTorch's and Keras's default `gelu`.
     Gelu,
+    /// GELU, tanh approximation (Keras's `approximate=True`; PyTorch's `approximate='tanh'`).
+    GeluTanh,
     /// `x` if positive else `alpha x`. Keras's default alpha is 0.3 (Keras 3: 0.2); PyTorch's 0.01.
     LeakyRelu(f64),
     /// Softmax over the last axis.
@@ -308,6 +313,7 @@ impl Module for ActivationLayer {
             ActivationKind::Sigmoid => x.sigmoid()?,
             ActivationKind::Tanh => x.tanh()?,
             ActivationKind::Gelu => x.gelu()?,
+            ActivationKind::GeluTanh => x.gelu_tanh()?,
             ActivationKind::LeakyRelu(alpha) => x.leaky_relu(alpha)?,
             ActivationKind::Softmax => {
                 if x.rank() == 0 {
@@ -324,6 +330,7 @@ impl Module for ActivationLayer {
             ActivationKind::Sigmoid => "Sigmoid",
             ActivationKind::Tanh => "Tanh",
             ActivationKind::Gelu => "GELU",
+            ActivationKind::GeluTanh => "GELU(tanh)",
             ActivationKind::LeakyRelu(_) => "LeakyReLU",
             ActivationKind::Softmax => "Softmax",
         }

@@ -126,10 +126,10 @@ impl Tensor {
         sigmoid => UnaryOp::Sigmoid;
         /// max(x, 0)
         relu => UnaryOp::Relu;
-        /// GELU, tanh approximation (Keras's and PyTorch's `approximate="tanh"`).
-        gelu => UnaryOp::GeluTanh;
-        /// GELU, exact: x·Φ(x) with the error function.
-        gelu_erf => UnaryOp::GeluErf;
+        /// GELU, exact: x·Φ(x) = 0.5·x·(1 + erf(x/√2)), the default `gelu` of PyTorch and Keras.
+        gelu => UnaryOp::GeluErf;
+        /// GELU, tanh approximation (PyTorch's `approximate='tanh'`, Keras's `approximate=True`).
+        gelu_tanh => UnaryOp::GeluTanh;
         /// ln(1 + e^x), computed stably.
         softplus => UnaryOp::Softplus;
     }
@@ -175,7 +175,7 @@ impl Tensor {
         self.unary_op(UnaryOp::MulScalar(1.0 / c))
     }
 
-    /// x^p for a constant exponent.
+    /// x^p for a constant exponent (for p = 0 the gradient is 0 everywhere, also at x = 0).
     pub fn pow_scalar(&self, p: f64) -> Result<Tensor> {
         self.unary_op(UnaryOp::Powf(p))
     }
@@ -189,11 +189,13 @@ impl Tensor {
         mul => BinaryOp::Mul;
         /// a / b, broadcasting.
         div => BinaryOp::Div;
-        /// a^b, broadcasting.
+        /// a^b, broadcasting. Gradients follow PyTorch at a zero base: the base's is 0 where
+        /// b = 0, the exponent's is 0 where a = 0 and b ≥ 0 (no NaN or −∞ from 0·∞ or ln 0).
         pow => BinaryOp::Pow;
-        /// max(a, b), broadcasting; NaN if either is NaN.
+        /// max(a, b), broadcasting; NaN if either is NaN. The gradient goes to the larger
+        /// operand; a tie splits it equally (PyTorch's `maximum`, and ember's `max` reduction).
         maximum => BinaryOp::Maximum;
-        /// min(a, b), broadcasting; NaN if either is NaN.
+        /// min(a, b), broadcasting; NaN if either is NaN. Ties split the gradient equally.
         minimum => BinaryOp::Minimum;
         /// Mask: 1 where a == b (broadcasting).
         eq => BinaryOp::Eq;

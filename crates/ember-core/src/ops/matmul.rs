@@ -130,8 +130,12 @@ impl Tensor {
             }
         }
         // GELU's slope needs the pre-activation, which the fused op does not keep: compose.
-        if act == Activation::Gelu {
-            return self.linear(w, b, Activation::None)?.gelu();
+        if !act.slope_from_output() {
+            let z = self.linear(w, b, Activation::None)?;
+            return match act.as_unary() {
+                Some(op) => z.unary_op(op),
+                None => Ok(z),
+            };
         }
         let wt = w.layout().transpose(0, 1)?;
         // x, w and the bias are read under one lock per distinct storage (`ReadSet`): a flat

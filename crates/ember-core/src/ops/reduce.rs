@@ -63,6 +63,9 @@ impl Tensor {
         axes: &[usize],
         keepdim: bool,
     ) -> Result<Tensor> {
+        if op == ReduceOp::Mean {
+            return self.mean(axes, keepdim);
+        }
         let axes = self.reduce_axes(name, axes)?;
         if matches!(
             op,
@@ -86,7 +89,8 @@ impl Tensor {
             ReduceOp::Max | ReduceOp::Min => {
                 Tensor::record(|| Op::Extremum(self.clone(), axes.clone()))
             }
-            ReduceOp::ArgMax | ReduceOp::ArgMin => None,
+            // (Mean returned above, through `mean`.)
+            ReduceOp::ArgMax | ReduceOp::ArgMin | ReduceOp::Mean => None,
         };
         // Reducing leading axes without keepdim (a bias gradient's sum over the batch) can
         // build the final shape directly: the result still broadcasts back onto the input,

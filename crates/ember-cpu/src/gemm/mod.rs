@@ -34,7 +34,6 @@ pub(crate) use small::tree;
 
 use crate::element::Float;
 use crate::isa::Isa;
-use crate::unary::UnaryOp;
 pub use kernel::MicroKernel;
 /// A matrix operand: its data slice (already offset to element (0,0)), row and column strides.
 #[derive(Debug, Clone, Copy)]
@@ -70,34 +69,7 @@ pub struct MatMut<'a, T> {
     pub cs: usize,
 }
 
-/// The activation applied in a GEMM epilogue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Activation {
-    /// No activation.
-    #[default]
-    None,
-    /// max(x, 0)
-    Relu,
-    /// logistic sigmoid
-    Sigmoid,
-    /// tanh
-    Tanh,
-    /// GELU, tanh approximation
-    Gelu,
-}
-
-impl Activation {
-    /// The equivalent elementwise op, if any.
-    pub fn as_unary(self) -> Option<UnaryOp> {
-        match self {
-            Activation::None => None,
-            Activation::Relu => Some(UnaryOp::Relu),
-            Activation::Sigmoid => Some(UnaryOp::Sigmoid),
-            Activation::Tanh => Some(UnaryOp::Tanh),
-            Activation::Gelu => Some(UnaryOp::GeluTanh),
-        }
-    }
-}
+pub use ember_ops::Activation;
 
 /// What happens to each element of C after the product is accumulated.
 #[derive(Debug, Clone, Copy, Default)]
