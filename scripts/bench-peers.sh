@@ -5,7 +5,7 @@
 #
 # - Builds `ember` in release (default flags: no target-cpu, what a user gets).
 # - Puts numpy + threadpoolctl in a venv OUTSIDE the repo (~/.venvs/np; override with NP_VENV);
-#   numpy is a benchmark aid, not a dependency.
+#   numpy is a benchmark aid, not a dependency. The peer is scripts/peers/sgemm_py.py (PEER=...).
 # - Runs the numpy peer with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they can pin a
 #   slower kernel) and records the OpenBLAS kernel it reports (`blas_core`).
 # - Each shape runs ember then numpy back to back, so machine noise hits both alike; also runs
@@ -18,7 +18,7 @@ ROUNDS=${1:-5}
 SHAPES=${2:-256,512,1024,2048,256x784x512,256x512x512,256x512x1,10x10x10,10x10x5,10x5x1}
 NP_VENV=${NP_VENV:-$HOME/.venvs/np}
 OUT=${OUT:-target/bench-peers.jsonl}
-PEER=${PEER:-/work/shared/peers/sgemm_py.py}
+PEER=${PEER:-scripts/peers/sgemm_py.py}
 [ -f "$PEER" ] || { echo "peer script not found: $PEER (set PEER=...)" >&2; exit 1; }
 
 if [ ! -x "$NP_VENV/bin/python" ]; then

@@ -6,7 +6,7 @@
 A benchmark aid, not a dependency: run it with the venv that scripts/bench-peers.sh makes
 (~/.venvs/np) and with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset, as that script does. Each
 shape is timed for at least 0.3 s and 5 samples; it prints one JSON line per shape with the
-median and best GFLOP/s. (The shared sgemm peer script is f32 only.)
+median and best GFLOP/s. (scripts/peers/sgemm_py.py is f32 only.)
 """
 import json
 import sys

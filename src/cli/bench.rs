@@ -4,7 +4,7 @@
 //! Cases: `gemm` (GFLOP/s vs the FMA peak of the chosen ISA × threads), `elementwise` and
 //! `loss` (GB/s vs the measured copy bandwidth), `mlp` (a full training step: forward, backward,
 //! Adam), `peak` (the yardsticks themselves) and `all`. Timing follows the peer scripts'
-//! protocol (`shared/peers/sgemm_py.py`): warm up, repeat each call until one sample takes at
+//! protocol (`scripts/peers/sgemm_py.py`): warm up, repeat each call until one sample takes at
 //! least 2 ms, sample until `--min-time` has passed (at least 5 samples), report the median.
 //! `--json` prints one object per case so scripts can line ember up with other libraries.
 

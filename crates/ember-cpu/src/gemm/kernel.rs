@@ -71,13 +71,9 @@ pub fn rows_kernel_f32(isa: Isa, mr: usize, nr: usize) -> Option<RowsKernel<f32>
     None
 }
 
-/// Block sizes for f32, chosen for a 32 KiB L1d / 512 KiB L2 core (Zen 3): a 384-deep B sliver
+/// Block sizes for f32, sized for a 32 KiB L1d / 512 KiB L2 core (Zen 3): a 384-deep B sliver
 /// (24 KiB for NR = 16) stays in L1, an MC×KC block of A (216 KiB) in L2, a KC×NC panel of B
-/// in L3. KC was measured (2026-11-29, 1 thread, 6 interleaved rounds, best samples): 256 →
-/// 384 gave +2 % at 1024³ and 2048³ (fewer passes over C; 448 and 512 were no better). NC
-/// too: 4080 → 1024 (a 1.5 MiB panel of B instead of 3 MiB at 2048³, with A packed twice)
-/// gave +3–6 % at 2048³ on 1 thread over 19 interleaved rounds (best and median); 512 was
-/// worse at 1024³.
+/// (1.5 MiB) in L3; KC and NC are the fastest values measured there (docs/PERFLOG.md).
 const KC_F32: usize = 384;
 const MC_F32: usize = 144;
 const NC_F32: usize = 1024;
@@ -87,7 +83,7 @@ const MC_F64: usize = 96;
 const NC_F64: usize = 2040;
 
 /// f32 block sizes of the AVX-512 kernel (12×32 tile): a 192-deep B sliver is 24 KiB, an
-/// MC×KC block of A 360 KiB.
+/// MC×KC block of A 360 KiB. Untuned: on a Zen 5, KC 512–1024 measured faster (docs/PERFLOG.md).
 const KC_F32_512: usize = 192;
 const MC_F32_512: usize = 480;
 const NC_F32_512: usize = 3072;

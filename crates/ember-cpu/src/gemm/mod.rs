@@ -113,28 +113,19 @@ impl<T> std::fmt::Debug for Kernel<T> {
 pub(crate) const MAX_TILE: usize = 12 * 32;
 
 /// At or below this many multiply-adds (m·n·k) the unpacked small-matrix loop runs instead of
-/// the packed driver. Measured with `ember bench gemm --threads 1` (BENCHMARKS.md): the small
-/// loop wins at the seed model's 10×10×10 and 10×10×5 (5.5–7.7 vs 3.2–5.4 GFLOP/s), ties at
-/// 16³, and loses from 24³ up (15.7 vs 21.8 GFLOP/s), as it does for large shallow products.
+/// the packed driver: it wins at the seed model's shapes, ties at 16³ and loses from 24³ up.
 pub const SMALL_MAX_MNK: usize = 16 * 16 * 16;
 
 /// The same limit for f32 on AVX2 with k ≤ 32, where the small path is the explicit intrinsics
-/// kernel. Measured with `ember bench gemm --threads 1` (best of 5 interleaved rounds, limit
-/// 16³ against 32³): it beats the packed driver at 20³ (34.4 vs 16.4 GFLOP/s), 24³ (45.5 vs
-/// 25.0) and 32³ (76.5 vs 45.6).
+/// kernel: it beats the packed driver up to 32³ (docs/PERFLOG.md).
 pub const SMALL_MAX_MNK_F32_AVX2: usize = 32 * 32 * 32;
 
-/// At or above this many multiply-adds (m·n·k) the packed driver and the matrix-vector path
-/// split work across rayon threads. Measured on the 2-core development machine (1 vs 2 threads,
-/// threshold forced to 1, three rounds): two threads lost at 96³ (55–57 vs 57–58 GFLOP/s) and
-/// won from 128³ up (59 vs 50–53), so the switch sits between them.
+/// At or above this many multiply-adds (m·n·k) the packed driver splits work across rayon
+/// threads: two threads lost at 96³ and won from 128³ up on a 2-core Zen 3 (docs/PERFLOG.md).
 pub const PARALLEL_MIN_MNK: usize = 112 * 112 * 112;
 
 /// At or above this many elements of A (m·k) a matrix-vector product (N = 1 or M = 1) splits
-/// its rows across threads. Measured with `ember bench gemm --threads 2` (6 interleaved rounds,
-/// medians, against the previous limit of PARALLEL_MIN_MNK, which kept these on one thread):
-/// 256×512×1 22 → 33 GFLOP/s, 256×784×1 26 → 40, 512×784×1 23 → 43; at 256×256 and 128×512
-/// (65k elements) two threads only tied, so the limit sits above them.
+/// its rows across threads: two threads won from 256×512 up and only tied at 65k elements.
 pub const GEMV_PARALLEL_MIN_MK: usize = 1 << 17;
 
 /// The destination, as a raw pointer so disjoint tiles can be written from several threads.
