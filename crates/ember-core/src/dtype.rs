@@ -49,6 +49,7 @@ impl fmt::Display for DType {
 
 /// Where a tensor's storage lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Device {
     /// Host memory, computed by ember-cpu.
     Cpu,

@@ -42,7 +42,7 @@ pub use dtype::{DType, Device, WithDType};
 pub use ember_cpu::binary::BinaryOp;
 pub use ember_cpu::gemm::Activation;
 pub use ember_cpu::unary::UnaryOp;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorSource, Result};
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
 pub use layout::Layout;
 pub use loss::Reduction;

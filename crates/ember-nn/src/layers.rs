@@ -218,7 +218,7 @@ impl Dense {
 }
 
 impl Module for Dense {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
         if x.rank() != 2 || x.shape()[1] != self.in_features {
             return config_err(format!(
                 "Dense({} -> {}): expected input [batch, {}], got {:?}",
@@ -302,7 +302,7 @@ impl ActivationLayer {
 }
 
 impl Module for ActivationLayer {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
         Ok(match self.kind {
             ActivationKind::Relu => x.relu()?,
             ActivationKind::Sigmoid => x.sigmoid()?,
@@ -330,12 +330,12 @@ impl Module for ActivationLayer {
     }
 }
 
-/// Inverted dropout: in training each element is zeroed with probability `rate` and the
-/// survivors are scaled by `1 / (1 - rate)`, so evaluation is the identity. The mask comes from
-/// the layer's own seeded generator, so a seed fixes every mask of a training run.
+/// Inverted dropout: in training (`forward(x, true)`) each element is zeroed with probability
+/// `rate` and the survivors are scaled by `1 / (1 - rate)`, so evaluation (`forward(x, false)`)
+/// is the identity. The mask comes from the layer's own seeded generator, drawn from only in
+/// training, so a seed fixes every mask of a training run whatever evaluation calls come between.
 pub struct Dropout {
     rate: f64,
-    training: bool,
     rng: Mutex<StdRng>,
 }
 
@@ -347,7 +347,6 @@ impl Dropout {
         }
         Ok(Dropout {
             rate,
-            training: true,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         })
     }
@@ -359,8 +358,8 @@ impl Dropout {
 }
 
 impl Module for Dropout {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !self.training || self.rate == 0.0 {
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if !training || self.rate == 0.0 {
             return Ok(x.clone());
         }
         let keep = 1.0 - self.rate;
@@ -388,10 +387,6 @@ impl Module for Dropout {
         Ok(x.mul(&mask)?)
     }
 
-    fn set_training(&mut self, training: bool) {
-        self.training = training;
-    }
-
     fn kind(&self) -> &'static str {
         "Dropout"
     }
@@ -413,7 +408,7 @@ impl Flatten {
 }
 
 impl Module for Flatten {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
         match x.rank() {
             0 => config_err("Flatten: input must have a batch dimension"),
             1 => Ok(x.unsqueeze(1)?),
@@ -443,7 +438,6 @@ pub struct BatchNorm1d {
     features: usize,
     momentum: f64,
     eps: f64,
-    training: bool,
 }
 
 impl BatchNorm1d {
@@ -471,7 +465,6 @@ impl BatchNorm1d {
             features,
             momentum,
             eps,
-            training: true,
         })
     }
 }
@@ -502,7 +495,6 @@ impl BatchNorm1d {
             features,
             momentum,
             eps,
-            training: true,
         })
     }
 
@@ -513,7 +505,7 @@ impl BatchNorm1d {
 }
 
 impl Module for BatchNorm1d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         if x.rank() != 2 || x.shape()[1] != self.features {
             return config_err(format!(
                 "BatchNorm1d({}): expected input [batch, {}], got {:?}",
@@ -522,7 +514,7 @@ impl Module for BatchNorm1d {
                 x.shape()
             ));
         }
-        let (mean, var) = if self.training {
+        let (mean, var) = if training {
             let mean = x.mean(&[0], false)?;
             let var = x.var(&[0], false)?;
             // Update the running statistics in place, outside the graph.
@@ -561,10 +553,6 @@ impl Module for BatchNorm1d {
             ("running_mean".into(), self.running_mean.clone()),
             ("running_var".into(), self.running_var.clone()),
         ]
-    }
-
-    fn set_training(&mut self, training: bool) {
-        self.training = training;
     }
 
     fn kind(&self) -> &'static str {
