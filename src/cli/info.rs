@@ -49,6 +49,8 @@ fn paths(isa: Isa) -> Vec<(&'static str, String)> {
         Isa::Avx512 => "avx2+fma, 8 x f32 lanes (the avx512 path changes only the f32 GEMM)",
         Isa::Avx2 => "avx2+fma, 8 x f32 lanes",
         Isa::Portable => "portable (baseline SSE2 on x86-64)",
+        // `Isa` is non-exhaustive: a family added to ember-cpu later is named as it is.
+        other => other.name(),
     };
     vec![
         (

@@ -11,6 +11,7 @@ pub use ember_ops::DType;
 
 /// Where a tensor's storage lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Device {
     /// Host memory, computed by ember-cpu.
     Cpu,

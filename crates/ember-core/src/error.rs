@@ -3,13 +3,56 @@
 //! Each variant names the op and the shapes, dtypes, devices or values involved, so a message
 //! alone tells the user what was wrong: `matmul: lhs [2, 3] and rhs [4, 5]: inner dimensions 3
 //! and 4 differ`. Library code returns these; only operator sugar (`&a + &b`) panics, with the
-//! same message.
+//! same message. When an error of a lower layer caused it (the CUDA layer's `CudaError`), that
+//! error is kept whole in [`Error::DeviceCall`] and returned by
+//! [`std::error::Error::source`], so a caller can downcast to it and match its variants.
 
 use crate::dtype::{DType, Device};
+use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
+
+/// The lower layer's error kept inside an [`Error`] (shared, so `Error` stays `Clone`).
+///
+/// Two sources compare equal when they are the same allocation or print the same text.
+#[derive(Clone)]
+pub struct ErrorSource(Arc<dyn StdError + Send + Sync + 'static>);
+
+impl ErrorSource {
+    /// Wraps an error (any `std::error::Error + Send + Sync`, or a boxed one).
+    pub fn new(error: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> ErrorSource {
+        ErrorSource(Arc::from(error.into()))
+    }
+
+    /// The wrapped error; `downcast_ref` it to reach the original type.
+    pub fn get(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        self.0.as_ref()
+    }
+}
+
+impl fmt::Debug for ErrorSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for ErrorSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq for ErrorSource {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
 
 /// What went wrong in an ember-core operation.
+///
+/// New variants may be added in a minor release, so a `match` needs a wildcard arm.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Error {
     /// Two shapes cannot be broadcast together.
     Broadcast {
@@ -74,6 +117,16 @@ pub enum Error {
         /// Why it cannot run there.
         reason: String,
     },
+    /// A call into the device layer failed (a CUDA driver, NVRTC or kernel-launch error); the
+    /// device layer's own error is kept in `source` and returned by `source()`.
+    DeviceCall {
+        /// The op that failed.
+        op: &'static str,
+        /// The device it ran on.
+        device: Device,
+        /// The device layer's error (for CUDA, an `ember_cuda::CudaError`).
+        source: ErrorSource,
+    },
     /// An index value is out of range or not an integer.
     Index {
         /// The op that failed.
@@ -126,6 +179,7 @@ impl fmt::Display for Error {
                 write!(f, "{op}: devices differ: lhs is on {lhs}, rhs is on {rhs}")
             }
             Error::Device { op, device, reason } => write!(f, "{op} on {device}: {reason}"),
+            Error::DeviceCall { op, device, source } => write!(f, "{op} on {device}: {source}"),
             Error::Index { op, value, size } => {
                 write!(f, "{op}: index {value} is not an integer in 0..{size}")
             }
@@ -134,9 +188,30 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Error::DeviceCall { source, .. } => Some(source.get()),
+            _ => None,
+        }
+    }
+}
 
 impl Error {
+    /// An [`Error::DeviceCall`]: `op` on `device` failed with the device layer's `source`,
+    /// which is kept (not only its text). Its message is `"{op} on {device}: {source}"`.
+    pub fn device_call(
+        op: &'static str,
+        device: Device,
+        source: impl Into<Box<dyn StdError + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::DeviceCall {
+            op,
+            device,
+            source: ErrorSource::new(source),
+        }
+    }
+
     /// Shorthand for [`Error::Shape`].
     pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Self {
         Error::Shape {

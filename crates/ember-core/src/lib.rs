@@ -42,7 +42,7 @@ pub use dtype::{DType, Device, WithDType};
 /// The op vocabulary shared by every ember crate (re-exported: users never name a kernel crate).
 pub use ember_ops;
 pub use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorSource, Result};
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
 pub use layout::Layout;
 pub use loss::Reduction;

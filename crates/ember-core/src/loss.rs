@@ -15,6 +15,7 @@ use crate::tensor::Tensor;
 
 /// How per-element losses combine into one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Reduction {
     /// The mean over elements (NaN for an empty batch).
     #[default]

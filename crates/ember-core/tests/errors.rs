@@ -103,3 +103,25 @@ fn loss_shape_mismatch() {
     );
     assert!(msg(loss::cross_entropy(&t(&[4, 3]), &t(&[3]), Reduction::Mean)).contains("[4, 3]"));
 }
+
+/// A device-layer failure keeps the device layer's error whole: `source()` downcasts to
+/// `ember_cuda::CudaError`, and the message is the one the text-only form printed.
+#[test]
+fn device_call_errors_keep_the_cuda_error_as_source() {
+    use std::error::Error as _;
+    let e =
+        ember_core::Error::device_call("matmul", Device::Cuda(0), ember_cuda::CudaError::NoDevice);
+    assert_eq!(
+        e.to_string(),
+        "matmul on cuda:0: the CUDA driver reports no device"
+    );
+    let source = e.source().expect("the CUDA error is kept");
+    assert_eq!(
+        source.downcast_ref::<ember_cuda::CudaError>(),
+        Some(&ember_cuda::CudaError::NoDevice)
+    );
+    // Clone keeps the same source, and equality holds.
+    assert_eq!(e.clone(), e);
+    // Errors ember-core finds itself have no underlying error.
+    assert!(t(&[2, 3]).add(&t(&[4, 3])).unwrap_err().source().is_none());
+}

@@ -60,6 +60,7 @@ pub(crate) fn check_len(
 /// What a strided or indexed kernel found wrong with its operands. Nothing has been written when
 /// a kernel returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OperandError {
     /// An operand holds a different number of values than the kernel needs.
     Length(LengthMismatch),
@@ -115,7 +116,16 @@ impl std::fmt::Display for OperandError {
     }
 }
 
-impl std::error::Error for OperandError {}
+impl std::error::Error for OperandError {
+    /// The wrapped [`LengthMismatch`] for [`OperandError::Length`] (so a caller can downcast to
+    /// it); the other variants are ember-cpu's own findings and have no underlying error.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OperandError::Length(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<LengthMismatch> for OperandError {
     fn from(e: LengthMismatch) -> Self {
@@ -246,6 +256,21 @@ mod tests {
     use crate::unary::{UnaryOp, unary, unary_backward};
 
     const SENTINEL: f32 = 7.5;
+
+    /// The length error inside an `OperandError` is its `source()`, with its own type.
+    #[test]
+    fn operand_length_error_keeps_its_source() {
+        use std::error::Error as _;
+        let inner = check_len("adam_step", "gradient", 4, 3).unwrap_err();
+        let e = OperandError::from(inner.clone());
+        let source = e.source().and_then(|s| s.downcast_ref::<LengthMismatch>());
+        assert_eq!(source, Some(&inner));
+        let view = OperandError::Axes {
+            op: "reduce",
+            problem: "axis 3 repeats".into(),
+        };
+        assert!(view.source().is_none());
+    }
 
     /// Asserts `r` is an error whose message mentions every word of `words`, and that `out`
     /// still holds only the sentinel.

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// An instruction-set family a kernel can be compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Isa {
     /// x86-64 with AVX-512F as well: the AVX2 kernels plus a 512-bit f32 GEMM microkernel
     /// (see the module docs for how it is verified).

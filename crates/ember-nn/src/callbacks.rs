@@ -7,6 +7,7 @@ use ember_core::{Tensor, no_grad};
 
 /// What a callback asks `fit` to do after an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Control {
     /// Keep training.
     Continue,

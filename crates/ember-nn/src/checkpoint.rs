@@ -27,6 +27,20 @@ fn ck_err(path: &Path, message: impl Into<String>) -> NnError {
     NnError::Checkpoint {
         path: path.display().to_string(),
         message: message.into(),
+        source: None,
+    }
+}
+
+/// A checkpoint error caused by a library call's error `e`, which is kept as its `source()`.
+fn ck_src(
+    path: &Path,
+    message: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> NnError {
+    NnError::Checkpoint {
+        path: path.display().to_string(),
+        message: message.into(),
+        source: Some(Box::new(e)),
     }
 }
 
@@ -124,11 +138,11 @@ pub fn save(path: &Path, network: &Sequential, optimizer: Option<&Optimizer>) ->
     let mut views = Vec::with_capacity(data.len());
     for (name, dtype, shape, bytes) in &data {
         let view = TensorView::new(st_dtype(*dtype), shape.clone(), bytes)
-            .map_err(|e| ck_err(path, format!("tensor '{name}': {e}")))?;
+            .map_err(|e| ck_src(path, format!("tensor '{name}': {e}"), e))?;
         views.push((name.clone(), view));
     }
     let bytes = safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|e| ck_err(path, e.to_string()))?;
+        .map_err(|e| ck_src(path, e.to_string(), e))?;
     write_atomic(path, &bytes)
 }
 
@@ -140,7 +154,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .to_string_lossy()
         .to_string();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let io = |e: std::io::Error| ck_err(path, e.to_string());
+    let io = |e: std::io::Error| ck_src(path, e.to_string(), e);
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -170,11 +184,11 @@ pub fn load(
     network: &Sequential,
     optimizer: Option<&mut Optimizer>,
 ) -> Result<LoadReport> {
-    let bytes = std::fs::read(path).map_err(|e| ck_err(path, e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| ck_src(path, e.to_string(), e))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+        .map_err(|e| ck_src(path, format!("not a safetensors file: {e}"), e))?;
     let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+        .map_err(|e| ck_src(path, format!("not a safetensors file: {e}"), e))?;
     let meta = meta.metadata().clone().unwrap_or_default();
 
     let mut expected = network.named_parameters();
@@ -209,7 +223,7 @@ pub fn load(
     for (name, target) in &expected {
         let view = st
             .tensor(name)
-            .map_err(|e| ck_err(path, format!("tensor '{name}': {e}")))?;
+            .map_err(|e| ck_src(path, format!("tensor '{name}': {e}"), e))?;
         let t = check_view(
             path,
             name,
@@ -342,9 +356,9 @@ fn check_view(
 /// The name of the optimizer whose state `path` holds (`None` for a weights-only file), read
 /// from the header without loading any tensor.
 pub fn stored_optimizer(path: &Path) -> Result<Option<String>> {
-    let bytes = std::fs::read(path).map_err(|e| ck_err(path, e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| ck_src(path, e.to_string(), e))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| ck_err(path, format!("not a safetensors file: {e}")))?;
+        .map_err(|e| ck_src(path, format!("not a safetensors file: {e}"), e))?;
     Ok(meta
         .metadata()
         .as_ref()

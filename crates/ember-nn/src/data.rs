@@ -15,6 +15,7 @@ use std::path::Path;
 
 /// Which CSV column holds the label.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LabelColumn {
     /// The column with this header name.
     Name(String),
@@ -123,6 +124,7 @@ impl Table {
                         "label {} in column '{}' is not a class id in 0..{}",
                         label, self.label_name, classes
                     ),
+                    source: None,
                 });
             }
         }
@@ -138,9 +140,9 @@ impl Table {
 
 /// Reads a CSV file. See [`parse_csv`].
 pub fn load_csv(path: &Path, label: &LabelColumn) -> Result<Table> {
-    let text = std::fs::read(path).map_err(|e| NnError::Io {
+    let text = std::fs::read(path).map_err(|source| NnError::Io {
         path: path.display().to_string(),
-        message: e.to_string(),
+        source,
     })?;
     parse_csv(&text, &path.display().to_string(), label)
 }
@@ -154,6 +156,15 @@ pub fn parse_csv(bytes: &[u8], source: &str, label: &LabelColumn) -> Result<Tabl
         line,
         column,
         message,
+        source: None,
+    };
+    // The csv reader's own failure, kept as the error's `source()`.
+    let reader_err = |line: Option<u64>, message: String, e: csv::Error| NnError::Csv {
+        file: source.to_string(),
+        line,
+        column: None,
+        message,
+        source: Some(e),
     };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -162,7 +173,10 @@ pub fn parse_csv(bytes: &[u8], source: &str, label: &LabelColumn) -> Result<Tabl
         .from_reader(bytes);
     let header: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(|s| s.to_string()).collect(),
-        Err(e) => return Err(err(Some(1), None, format!("cannot read the header: {e}"))),
+        Err(e) => {
+            let message = format!("cannot read the header: {e}");
+            return Err(reader_err(Some(1), message, e));
+        }
     };
     if header.is_empty() || header.iter().all(|h| h.is_empty()) {
         return Err(err(Some(1), None, "empty file: no header row".into()));
@@ -224,7 +238,8 @@ pub fn parse_csv(bytes: &[u8], source: &str, label: &LabelColumn) -> Result<Tabl
             Ok(true) => {}
             Err(e) => {
                 let line = e.position().map(|p| p.line());
-                return Err(err(line, None, format!("cannot read the row: {e}")));
+                let message = format!("cannot read the row: {e}");
+                return Err(reader_err(line, message, e));
             }
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
@@ -362,6 +377,7 @@ pub fn split_and_standardise(
 
 /// Per-column scaling fitted on one part of the data and applied to any part.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Scaler {
     /// `(x − min) / (max − min)`, mapping the fitted range to [0, 1] (a constant column maps
     /// to 0).
@@ -470,9 +486,9 @@ pub struct IdxArray {
 /// the gzip magic bytes.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let name = path.display().to_string();
-    let raw = std::fs::read(path).map_err(|e| NnError::Io {
+    let raw = std::fs::read(path).map_err(|source| NnError::Io {
         path: name.clone(),
-        message: e.to_string(),
+        source,
     })?;
     parse_idx(&raw, &name)
 }
@@ -482,12 +498,17 @@ pub fn parse_idx(raw: &[u8], source: &str) -> Result<IdxArray> {
     let fail = |message: String| NnError::Idx {
         path: source.to_string(),
         message,
+        source: None,
     };
     let bytes: Vec<u8> = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(raw)
             .read_to_end(&mut out)
-            .map_err(|e| fail(format!("gzip: {e}")))?;
+            .map_err(|e| NnError::Idx {
+                path: source.to_string(),
+                message: format!("gzip: {e}"),
+                source: Some(e),
+            })?;
         out
     } else {
         raw.to_vec()

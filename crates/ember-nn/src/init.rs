@@ -12,6 +12,7 @@ use rand::Rng;
 /// How to fill a weight tensor. Fans follow Keras for a Dense kernel: `fan_in` is the number of
 /// inputs and `fan_out` the number of outputs.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Initializer {
     /// Uniform on `[-l, l)` with `l = sqrt(6 / (fan_in + fan_out))`: Keras's default for Dense
     /// kernels (PyTorch's `nn.Linear` default is instead Kaiming-uniform with `a = sqrt(5)`).

@@ -221,7 +221,7 @@ impl Dense {
 }
 
 impl Module for Dense {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
         if x.rank() != 2 || x.shape()[1] != self.in_features {
             return config_err(format!(
                 "Dense({} -> {}): expected input [batch, {}], got {:?}",
@@ -307,7 +307,7 @@ impl ActivationLayer {
 }
 
 impl Module for ActivationLayer {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
         Ok(match self.kind {
             ActivationKind::Relu => x.relu()?,
             ActivationKind::Sigmoid => x.sigmoid()?,
@@ -337,12 +337,12 @@ impl Module for ActivationLayer {
     }
 }
 
-/// Inverted dropout: in training each element is zeroed with probability `rate` and the
-/// survivors are scaled by `1 / (1 - rate)`, so evaluation is the identity. The mask comes from
-/// the layer's own seeded generator, so a seed fixes every mask of a training run.
+/// Inverted dropout: in training (`forward(x, true)`) each element is zeroed with probability
+/// `rate` and the survivors are scaled by `1 / (1 - rate)`, so evaluation (`forward(x, false)`)
+/// is the identity. The mask comes from the layer's own seeded generator, drawn from only in
+/// training, so a seed fixes every mask of a training run whatever evaluation calls come between.
 pub struct Dropout {
     rate: f64,
-    training: bool,
     rng: Mutex<StdRng>,
 }
 
@@ -354,7 +354,6 @@ impl Dropout {
         }
         Ok(Dropout {
             rate,
-            training: true,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         })
     }
@@ -366,8 +365,8 @@ impl Dropout {
 }
 
 impl Module for Dropout {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !self.training || self.rate == 0.0 {
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if !training || self.rate == 0.0 {
             return Ok(x.clone());
         }
         let keep = 1.0 - self.rate;
@@ -395,10 +394,6 @@ impl Module for Dropout {
         Ok(x.mul(&mask)?)
     }
 
-    fn set_training(&mut self, training: bool) {
-        self.training = training;
-    }
-
     fn kind(&self) -> &'static str {
         "Dropout"
     }
@@ -420,7 +415,7 @@ impl Flatten {
 }
 
 impl Module for Flatten {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
         match x.rank() {
             0 => config_err("Flatten: input must have a batch dimension"),
             1 => Ok(x.unsqueeze(1)?),
@@ -450,7 +445,6 @@ pub struct BatchNorm1d {
     features: usize,
     momentum: f64,
     eps: f64,
-    training: bool,
 }
 
 impl BatchNorm1d {
@@ -478,7 +472,6 @@ impl BatchNorm1d {
             features,
             momentum,
             eps,
-            training: true,
         })
     }
 }
@@ -509,7 +502,6 @@ impl BatchNorm1d {
             features,
             momentum,
             eps,
-            training: true,
         })
     }
 
@@ -520,7 +512,7 @@ impl BatchNorm1d {
 }
 
 impl Module for BatchNorm1d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         if x.rank() != 2 || x.shape()[1] != self.features {
             return config_err(format!(
                 "BatchNorm1d({}): expected input [batch, {}], got {:?}",
@@ -529,7 +521,7 @@ impl Module for BatchNorm1d {
                 x.shape()
             ));
         }
-        let (mean, var) = if self.training {
+        let (mean, var) = if training {
             let mean = x.mean(&[0], false)?;
             let var = x.var(&[0], false)?;
             // Update the running statistics in place, outside the graph.
@@ -568,10 +560,6 @@ impl Module for BatchNorm1d {
             ("running_mean".into(), self.running_mean.clone()),
             ("running_var".into(), self.running_var.clone()),
         ]
-    }
-
-    fn set_training(&mut self, training: bool) {
-        self.training = training;
     }
 
     fn kind(&self) -> &'static str {

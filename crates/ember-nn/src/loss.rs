@@ -10,6 +10,7 @@ use ember_core::{Reduction, Tensor, loss};
 
 /// A loss between a model's output and the targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Loss {
     /// Binary cross-entropy on probabilities (a sigmoid output), clamped to `[1e-7, 1 - 1e-7]`
     /// as Keras does. Targets are 0/1 of the same shape as the output (`[N]` is accepted for an

@@ -7,6 +7,7 @@
 
 /// A metric to track during `fit` and report from `evaluate`.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Metric {
     /// Binary accuracy for one output column, categorical accuracy for several (Keras's
     /// `"accuracy"` picks the same way).

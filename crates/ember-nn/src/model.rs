@@ -17,7 +17,7 @@
 //! either way; what changes is when `on_batch_end` runs and when a non-finite loss is noticed.
 
 use crate::callbacks::{Callback, Control};
-use crate::error::{Result, config_err};
+use crate::error::{NnError, Result, config_err};
 use crate::loss::Loss;
 use crate::metrics::Metric;
 use crate::module::Module;
@@ -54,6 +54,7 @@ pub struct FitConfig {
 
 /// When [`Model::fit`] reads batch losses and outputs back to the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum HostReads {
     /// Per batch on the CPU, once per epoch on a GPU.
     #[default]
@@ -281,17 +282,20 @@ impl Model {
         })
     }
 
-    /// One optimisation step on a batch: forward, loss, backward, update. Returns the batch
-    /// loss and the outputs (detached).
+    /// One optimisation step on a batch, in training mode: forward, loss, backward, update.
+    /// Returns the batch loss and the outputs (detached). A NaN or infinite loss returns
+    /// [`NnError::Diverged`] (with no epoch or batch) before the update is applied.
     pub fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<(f64, Tensor)> {
-        let out = self.network.forward(x)?;
+        let out = self.network.forward(x, true)?;
         let loss = self.batch_loss(&out, y)?;
         let value = scalar(&loss)?;
         if !value.is_finite() {
-            return config_err(format!(
-                "loss became {value} at optimizer step {}: lower the learning rate or scale the inputs",
-                self.optimizer.iterations() + 1
-            ));
+            return Err(NnError::Diverged {
+                step: self.optimizer.iterations() + 1,
+                epoch: None,
+                batch: None,
+                loss: value,
+            });
         }
         let grads = loss.backward()?;
         self.optimizer.step(self.network.parameters_ref(), &grads)?;
@@ -301,7 +305,7 @@ impl Model {
     /// [`Model::train_step`] without reading anything back: returns the batch loss and the
     /// outputs as (detached) tensors on the model's device.
     fn train_step_on_device(&mut self, x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
-        let out = self.network.forward(x)?;
+        let out = self.network.forward(x, true)?;
         let loss = self.batch_loss(&out, y)?;
         let grads = loss.backward()?;
         self.optimizer.step(self.network.parameters_ref(), &grads)?;
@@ -378,7 +382,6 @@ impl Model {
         let mut history = History::default();
         for epoch in cfg.initial_epoch..cfg.epochs {
             let start = Instant::now();
-            self.network.set_training(true);
             let mut order: Vec<usize> = (0..n_train).collect();
             if cfg.shuffle {
                 order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch)));
@@ -415,7 +418,15 @@ impl Model {
                     }
                     continue;
                 }
-                let (loss, out) = self.train_step(&xb, &yb)?;
+                let (loss, out) = self.train_step(&xb, &yb).map_err(|e| match e {
+                    NnError::Diverged { step, loss, .. } => NnError::Diverged {
+                        step,
+                        epoch: Some(epoch + 1),
+                        batch: Some(b),
+                        loss,
+                    },
+                    other => other,
+                })?;
                 loss_sum += loss * ids.len() as f64;
                 if !self.metrics.is_empty() {
                     cols = out.elem_count() / ids.len().max(1);
@@ -436,10 +447,12 @@ impl Model {
                 };
                 for ((b, ids), &loss) in order.chunks(cfg.batch_size).enumerate().zip(&losses) {
                     if !loss.is_finite() {
-                        return config_err(format!(
-                            "loss became {loss} at optimizer step {}: lower the learning rate or scale the inputs",
-                            steps_before + b as u64 + 1
-                        ));
+                        return Err(NnError::Diverged {
+                            step: steps_before + b as u64 + 1,
+                            epoch: Some(epoch + 1),
+                            batch: Some(b),
+                            loss,
+                        });
                     }
                     loss_sum += loss * ids.len() as f64;
                     for cb in cfg.callbacks.iter_mut() {
@@ -490,18 +503,17 @@ impl Model {
                 break;
             }
         }
-        self.network.set_training(false);
         Ok(history)
     }
 
-    /// Loss and metrics on `(x, y)` in evaluation mode, in batches of `batch_size`.
-    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+    /// Loss and metrics on `(x, y)` in evaluation mode (the forward passes get
+    /// `training = false`; no layer state changes), in batches of `batch_size`.
+    pub fn evaluate(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
         let n = self.check_xy(x, y)?;
         if batch_size == 0 {
             return config_err("evaluate: batch_size must be at least 1");
         }
-        self.network.set_training(false);
-        let result = no_grad(|| -> Result<Evaluation> {
+        no_grad(|| -> Result<Evaluation> {
             let (mut loss_sum, mut outs, mut cols) = (0.0, Vec::new(), 1);
             // On a GPU the batch losses and outputs stay on the device and are read once.
             let on_device = x.device() != ember_core::Device::Cpu;
@@ -510,7 +522,7 @@ impl Model {
             while start < n {
                 let len = batch_size.min(n - start);
                 let (xb, yb) = (rows(x, start, len)?, rows(y, start, len)?);
-                let out = self.network.forward(&xb)?;
+                let out = self.network.forward(&xb, false)?;
                 let loss = self.batch_loss(&out, &yb)?;
                 cols = out.elem_count() / len;
                 if on_device {
@@ -541,13 +553,13 @@ impl Model {
                 cols,
                 labels,
             })
-        });
-        self.network.set_training(true);
-        result
+        })
     }
 
-    /// The model's outputs for `x` in evaluation mode, computed in batches of `batch_size`.
-    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    /// The model's outputs for `x` in evaluation mode (the forward passes get
+    /// `training = false`; no layer state changes, so a later `fit` behaves exactly as if
+    /// `predict` had not been called), computed in batches of `batch_size`.
+    pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
         if x.rank() == 0 {
             return config_err("predict: x needs a batch dimension");
         }
@@ -555,13 +567,12 @@ impl Model {
             return config_err("predict: batch_size must be at least 1");
         }
         let n = x.shape()[0];
-        self.network.set_training(false);
-        let result = no_grad(|| -> Result<Tensor> {
+        no_grad(|| -> Result<Tensor> {
             let mut parts = Vec::new();
             let mut start = 0;
             while start < n {
                 let len = batch_size.min(n - start);
-                parts.push(self.network.forward(&rows(x, start, len)?)?);
+                parts.push(self.network.forward(&rows(x, start, len)?, false)?);
                 start += len;
             }
             if parts.is_empty() {
@@ -569,9 +580,7 @@ impl Model {
             }
             let refs: Vec<&Tensor> = parts.iter().collect();
             Ok(Tensor::cat(&refs, 0)?)
-        });
-        self.network.set_training(true);
-        result
+        })
     }
 
     /// The Keras-like summary table for inputs of `input_shape` (without the batch dimension).

@@ -2,17 +2,26 @@
 //!
 //! A module maps a tensor to a tensor, owns zero or more parameters (variables the optimizer
 //! updates), may own buffers (state such as BatchNorm's running statistics that is saved in
-//! checkpoints but not trained), and may behave differently in training and evaluation mode
-//! (Dropout, BatchNorm). Names are local ("weight", "bias"); `Sequential` prefixes them to make
-//! the model-wide names stored in checkpoints.
+//! checkpoints but not trained), and may behave differently in training and evaluation (Dropout,
+//! BatchNorm). Names are local ("weight", "bias"); `Sequential` prefixes them to make the
+//! model-wide names stored in checkpoints.
+//!
+//! Training or evaluation is an argument of each call, `forward(x, training)`, as in Keras's
+//! `layer(x, training=...)`, not a mode stored in the module: `fit` passes `true`, `evaluate`
+//! and `predict` pass `false`, and nothing has to be switched back afterwards. A plain `bool`
+//! was chosen over a two-value enum because it is what Keras and Flax use and there is no
+//! third mode to anticipate.
 
 use crate::error::Result;
 use ember_core::Tensor;
 
 /// A building block of a network.
 pub trait Module {
-    /// Applies the module to a batch `x` (first dimension = batch).
-    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// Applies the module to a batch `x` (first dimension = batch). `training` selects the
+    /// training behaviour (Dropout drops, BatchNorm normalises with the batch's statistics and
+    /// updates its running ones) or the evaluation behaviour (Dropout is the identity,
+    /// BatchNorm uses its running statistics and changes nothing).
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor>;
 
     /// The trainable parameters with their local names, in a fixed order.
     fn parameters(&self) -> Vec<(String, Tensor)> {
@@ -23,9 +32,6 @@ pub trait Module {
     fn buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
-
-    /// Switches between training (`true`) and evaluation (`false`) behaviour.
-    fn set_training(&mut self, _training: bool) {}
 
     /// The layer's type name as shown by `summary()`, e.g. `"Dense"`.
     fn kind(&self) -> &'static str;

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 /// The algorithm and its own hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Algorithm {
     /// SGD: `v = momentum·v − lr·g; p += v` (Nesterov: `p += momentum·v − lr·g`).
     /// Keras defaults: momentum 0, nesterov false (PyTorch: same; PyTorch writes the velocity
@@ -111,6 +112,7 @@ impl Algorithm {
 /// Gradient clipping, applied before the update (Keras's `clipvalue`, `clipnorm`,
 /// `global_clipnorm`).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Clip {
     /// No clipping.
     None,
@@ -125,6 +127,7 @@ pub enum Clip {
 /// A learning-rate schedule, a function of the optimizer's step count (number of batches seen,
 /// as Keras's schedules count them).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Schedule {
     /// The base learning rate throughout.
     Constant,

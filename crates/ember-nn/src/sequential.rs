@@ -212,10 +212,10 @@ impl Sequential {
 }
 
 impl Module for Sequential {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let mut h = x.clone();
         for layer in &self.layers {
-            h = layer.forward(&h)?;
+            h = layer.forward(&h, training)?;
         }
         Ok(h)
     }
@@ -226,12 +226,6 @@ impl Module for Sequential {
 
     fn buffers(&self) -> Vec<(String, Tensor)> {
         self.named_buffers()
-    }
-
-    fn set_training(&mut self, training: bool) {
-        for layer in &mut self.layers {
-            layer.set_training(training);
-        }
     }
 
     fn kind(&self) -> &'static str {

@@ -225,3 +225,32 @@ fn loading_reports_another_optimizers_state_and_bad_files() {
     );
     assert!(b.load(&dir.join("nope.safetensors")).is_err());
 }
+
+/// A file that is not a safetensors file: the safetensors crate's error is kept as `source()`;
+/// a missing file keeps the operating system's error.
+#[test]
+fn checkpoint_errors_keep_the_underlying_error() {
+    use std::error::Error;
+    let dir = temp_dir("source");
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"not a checkpoint").unwrap();
+    let net = model(&[3], 0, DType::F32).network;
+    let err = checkpoint::load(&garbage, &net, None).unwrap_err();
+    assert!(matches!(err, NnError::Checkpoint { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a safetensors file"), "{err}");
+    assert!(
+        err.source()
+            .and_then(|s| s.downcast_ref::<safetensors::SafeTensorError>())
+            .is_some(),
+        "{err:?}"
+    );
+    let err = checkpoint::load(&dir.join("missing.safetensors"), &net, None).unwrap_err();
+    let io = err
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        io.map(|e| e.kind()),
+        Some(std::io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+}

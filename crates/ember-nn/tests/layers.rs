@@ -69,7 +69,7 @@ fn dense_forward_matches_hand_computation_for_each_activation() {
     ];
     for (act, f) in cases {
         let layer = Dense::from_tensors(var(&W, &[2, 3]), Some(var(&B, &[2])), act).unwrap();
-        let y = layer.forward(&t(&X, &[2, 3])).unwrap();
+        let y = layer.forward(&t(&X, &[2, 3]), true).unwrap();
         assert_eq!(y.shape(), &[2, 2]);
         close(&y.to_vec::<f64>().unwrap(), &dense_by_hand(f), 1e-12);
     }
@@ -90,7 +90,7 @@ fn dense_gradcheck_input_weight_bias() {
                         ember_nn::NnError::Core(c) => c,
                         other => panic!("{other}"),
                     })?;
-                let y = layer.forward(&inp[0]).map_err(|e| match e {
+                let y = layer.forward(&inp[0], true).map_err(|e| match e {
                     ember_nn::NnError::Core(c) => c,
                     other => panic!("{other}"),
                 })?;
@@ -106,7 +106,7 @@ fn dense_rejects_wrong_input_width_with_layer_and_shapes() {
     let mut rng = StdRng::seed_from_u64(0);
     let layer = Dense::new(3, 2, Activation::Relu, &mut rng).unwrap();
     let err = layer
-        .forward(&t(&[1.0; 8], &[2, 4]))
+        .forward(&t(&[1.0; 8], &[2, 4]), true)
         .unwrap_err()
         .to_string();
     assert!(
@@ -140,7 +140,7 @@ fn dense_new_uses_glorot_limit_and_zero_bias() {
 fn act_layer_by_hand(kind: ActivationKind, f: fn(f64) -> f64) {
     let layer = ActivationLayer::new(kind);
     let y = layer
-        .forward(&t(&X, &[2, 3]))
+        .forward(&t(&X, &[2, 3]), true)
         .unwrap()
         .to_vec::<f64>()
         .unwrap();
@@ -150,7 +150,7 @@ fn act_layer_by_hand(kind: ActivationKind, f: fn(f64) -> f64) {
         |inp| {
             weighted_sum(
                 &ActivationLayer::new(kind)
-                    .forward(&inp[0])
+                    .forward(&inp[0], true)
                     .map_err(core_err)?,
             )
         },
@@ -198,7 +198,7 @@ fn leaky_relu_layer() {
 fn softmax_layer() {
     let layer = ActivationLayer::new(ActivationKind::Softmax);
     let y = layer
-        .forward(&t(&X, &[2, 3]))
+        .forward(&t(&X, &[2, 3]), true)
         .unwrap()
         .to_vec::<f64>()
         .unwrap();
@@ -212,7 +212,7 @@ fn softmax_layer() {
         |inp| {
             weighted_sum(
                 &ActivationLayer::new(ActivationKind::Softmax)
-                    .forward(&inp[0])
+                    .forward(&inp[0], true)
                     .map_err(core_err)?,
             )
         },
@@ -223,8 +223,8 @@ fn softmax_layer() {
 #[test]
 fn dropout_scales_survivors_is_seeded_and_off_in_eval() {
     let ones = Tensor::ones(vec![50, 40], DType::F64, Device::Cpu).unwrap();
-    let mut d = Dropout::new(0.25, 7).unwrap();
-    let a = d.forward(&ones).unwrap().to_vec::<f64>().unwrap();
+    let d = Dropout::new(0.25, 7).unwrap();
+    let a = d.forward(&ones, true).unwrap().to_vec::<f64>().unwrap();
     // Every element is 0 or 1/(1-0.25); about a quarter are dropped.
     assert!(a.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-12));
     let dropped = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
@@ -232,19 +232,37 @@ fn dropout_scales_survivors_is_seeded_and_off_in_eval() {
     // Same seed, same mask; the next call draws a new mask.
     let b = Dropout::new(0.25, 7)
         .unwrap()
-        .forward(&ones)
+        .forward(&ones, true)
         .unwrap()
         .to_vec::<f64>()
         .unwrap();
     assert_eq!(a, b);
-    let c = d.forward(&ones).unwrap().to_vec::<f64>().unwrap();
+    let c = d.forward(&ones, true).unwrap().to_vec::<f64>().unwrap();
     assert_ne!(a, c);
-    d.set_training(false);
     assert_eq!(
-        d.forward(&ones).unwrap().to_vec::<f64>().unwrap(),
+        d.forward(&ones, false).unwrap().to_vec::<f64>().unwrap(),
         vec![1.0; 2000]
     );
     assert!(Dropout::new(1.0, 0).is_err());
+}
+
+/// Dropout drops only when the call says it is training, and an evaluation call draws nothing
+/// from its generator: the masks of training calls are the same with or without evaluation
+/// calls in between.
+#[test]
+fn dropout_is_active_only_when_training() {
+    let ones = Tensor::ones(vec![20, 10], DType::F64, Device::Cpu).unwrap();
+    let mask =
+        |d: &Dropout, training: bool| d.forward(&ones, training).unwrap().to_vec::<f64>().unwrap();
+    let interleaved = Dropout::new(0.5, 11).unwrap();
+    let plain = Dropout::new(0.5, 11).unwrap();
+    let first = mask(&interleaved, true);
+    assert!(first.contains(&0.0), "a training call drops elements");
+    assert_eq!(mask(&interleaved, false), vec![1.0; 200]);
+    assert_eq!(mask(&interleaved, false), vec![1.0; 200]);
+    let second = mask(&interleaved, true);
+    assert_eq!(first, mask(&plain, true));
+    assert_eq!(second, mask(&plain, true));
 }
 
 #[test]
@@ -255,7 +273,7 @@ fn dropout_gradcheck_with_a_fixed_mask() {
             weighted_sum(
                 &Dropout::new(0.5, 3)
                     .unwrap()
-                    .forward(&inp[0])
+                    .forward(&inp[0], true)
                     .map_err(core_err)?,
             )
         },
@@ -266,12 +284,12 @@ fn dropout_gradcheck_with_a_fixed_mask() {
 #[test]
 fn flatten_merges_trailing_dimensions() {
     let x = t(&(0..24).map(f64::from).collect::<Vec<_>>(), &[2, 3, 4]);
-    let y = Flatten::new().forward(&x).unwrap();
+    let y = Flatten::new().forward(&x, true).unwrap();
     assert_eq!(y.shape(), &[2, 12]);
     assert_eq!(y.to_vec::<f64>().unwrap(), x.to_vec::<f64>().unwrap());
     assert_eq!(Flatten::new().output_shape(&[3, 4]).unwrap(), vec![12]);
     check_grad(
-        |inp| weighted_sum(&Flatten::new().forward(&inp[0]).map_err(core_err)?),
+        |inp| weighted_sum(&Flatten::new().forward(&inp[0], true).map_err(core_err)?),
         &[var(
             &(0..24).map(|i| f64::from(i) * 0.1).collect::<Vec<_>>(),
             &[2, 3, 4],
@@ -285,7 +303,7 @@ fn batchnorm_training_forward_and_running_stats_by_hand() {
     let x = t(&[1.0, 2.0, 3.0, 6.0], &[2, 2]);
     let bn = BatchNorm1d::from_tensors(var(&[2.0, 1.0], &[2]), var(&[0.5, -1.0], &[2]), 0.99, 1e-3)
         .unwrap();
-    let y = bn.forward(&x).unwrap().to_vec::<f64>().unwrap();
+    let y = bn.forward(&x, true).unwrap().to_vec::<f64>().unwrap();
     let s0 = (1.0f64 + 1e-3).sqrt();
     let s1 = (4.0f64 + 1e-3).sqrt();
     let want = [
@@ -306,16 +324,18 @@ fn batchnorm_training_forward_and_running_stats_by_hand() {
 
 #[test]
 fn batchnorm_eval_uses_running_stats() {
-    let mut bn =
-        BatchNorm1d::from_tensors(var(&[1.0], &[1]), var(&[0.0], &[1]), 0.99, 1e-3).unwrap();
-    bn.set_training(false);
+    let bn = BatchNorm1d::from_tensors(var(&[1.0], &[1]), var(&[0.0], &[1]), 0.99, 1e-3).unwrap();
     // Running mean 0, var 1: y = x / sqrt(1 + eps).
     let y = bn
-        .forward(&t(&[2.0, -4.0], &[2, 1]))
+        .forward(&t(&[2.0, -4.0], &[2, 1]), false)
         .unwrap()
         .to_vec::<f64>()
         .unwrap();
     close(&y, &[2.0 / 1.001f64.sqrt(), -4.0 / 1.001f64.sqrt()], 1e-12);
+    // Evaluation leaves the running statistics as they were.
+    let (rm, rv) = bn.running_stats();
+    assert_eq!(rm.to_vec::<f64>().unwrap(), vec![0.0]);
+    assert_eq!(rv.to_vec::<f64>().unwrap(), vec![1.0]);
 }
 
 #[test]
@@ -324,7 +344,7 @@ fn batchnorm_gradcheck_input_gamma_beta() {
         |inp| {
             let bn = BatchNorm1d::from_tensors(inp[1].clone(), inp[2].clone(), 0.99, 1e-3)
                 .map_err(core_err)?;
-            weighted_sum(&bn.forward(&inp[0]).map_err(core_err)?)
+            weighted_sum(&bn.forward(&inp[0], true).map_err(core_err)?)
         },
         &[
             var(&[0.5, -1.0, 2.0, -0.3, 0.8, 0.1, 1.5, 0.2, -0.7], &[3, 3]),

@@ -384,9 +384,19 @@ fn per_epoch_host_reads_still_catch_a_non_finite_loss() {
         let mut model = tiny_model(Optimizer::sgd().with_lr(0.1));
         let mut cfg = quiet(3, 3, 0.0);
         cfg.host_reads = reads;
-        let err = model.fit(&x, &y, cfg).unwrap_err().to_string();
+        let err = model.fit(&x, &y, cfg).unwrap_err();
+        match &err {
+            NnError::Diverged {
+                step: 1,
+                epoch: Some(1),
+                batch: Some(0),
+                loss,
+            } if loss.is_nan() => {}
+            other => panic!("{reads:?}: expected Diverged at step 1, got {other:?}"),
+        }
         assert!(
-            err.contains("loss became NaN at optimizer step 1:"),
+            err.to_string()
+                .contains("loss became NaN at optimizer step 1 (epoch 1, batch 0):"),
             "{reads:?}: {err}"
         );
         // Per batch, the NaN step is never applied; per epoch, the epoch's 4 batches ran
@@ -397,4 +407,101 @@ fn per_epoch_host_reads_still_catch_a_non_finite_loss() {
             _ => assert_eq!(steps, 0),
         }
     }
+}
+
+/// A learning rate far too large makes the loss overflow to infinity and then NaN. That is
+/// reported as `NnError::Diverged` naming the epoch, batch and step, not as a configuration
+/// error, and the update of the diverged batch is not applied.
+#[test]
+fn a_huge_learning_rate_is_reported_as_divergence() {
+    let (x, y) = tiny_problem();
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut model = Sequential::new()
+        .add(Dense::new(2, 4, Activation::None, &mut rng).unwrap())
+        .add(Dense::new(4, 1, Activation::None, &mut rng).unwrap())
+        .compile(Optimizer::sgd().with_lr(1e30), Loss::MeanSquaredError, &[]);
+    let err = model.fit(&x, &y, quiet(5, 2, 0.0)).unwrap_err();
+    let NnError::Diverged {
+        step,
+        epoch: Some(epoch),
+        batch: Some(batch),
+        loss,
+    } = err
+    else {
+        panic!("expected NnError::Diverged, got {err:?}");
+    };
+    assert!(!loss.is_finite(), "{loss}");
+    assert_eq!(
+        step,
+        model.optimizer.iterations() + 1,
+        "the bad step is not applied"
+    );
+    assert_eq!(step, (epoch as u64 - 1) * 5 + batch as u64 + 1);
+    assert!(
+        step > 1,
+        "the first loss is finite; the first update blows up the weights"
+    );
+    assert!(std::error::Error::source(&err).is_none());
+}
+
+/// Every parameter and buffer of the model, as bits.
+fn state_bits(model: &Model) -> Vec<(String, Vec<u64>)> {
+    let mut all = model.network.named_parameters();
+    all.extend(model.network.named_buffers());
+    all.into_iter()
+        .map(|(name, t)| {
+            let bits = t
+                .to_vec::<f64>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            (name, bits)
+        })
+        .collect()
+}
+
+/// `predict` and `evaluate` pass `training = false` and leave no mode behind: training after
+/// them gives bit-identical weights, running statistics and dropout masks to training without
+/// them, both through `fit` and through a bare `train_step` (which, when the mode was stored,
+/// ran in whatever mode the last call had left).
+#[test]
+fn predict_between_trainings_does_not_change_them() {
+    let (x, y) = tiny_problem();
+    let build = || {
+        let mut rng = StdRng::seed_from_u64(5);
+        Sequential::new()
+            .add(Dense::new(2, 6, Activation::Relu, &mut rng).unwrap())
+            .add(BatchNorm1d::new(6).unwrap())
+            .add(Dropout::new(0.5, 9).unwrap())
+            .add(Dense::new(6, 1, Activation::Sigmoid, &mut rng).unwrap())
+            .compile(
+                Optimizer::adam().with_lr(0.05),
+                Loss::BinaryCrossEntropy,
+                &[Metric::Accuracy],
+            )
+    };
+    let run = |look_in_between: bool| {
+        let mut model = build();
+        model.fit(&x, &y, quiet(2, 3, 0.0)).unwrap();
+        if look_in_between {
+            let before = state_bits(&model);
+            let p1 = model.predict(&x, 4).unwrap().to_vec::<f64>().unwrap();
+            let p2 = model.predict(&x, 4).unwrap().to_vec::<f64>().unwrap();
+            assert_eq!(p1, p2, "predict is deterministic (no dropout)");
+            model.evaluate(&x, &y, 4).unwrap();
+            assert_eq!(
+                state_bits(&model),
+                before,
+                "predict/evaluate change no state"
+            );
+        }
+        model.train_step(&x, &y).unwrap();
+        model.fit(&x, &y, quiet(2, 3, 0.0)).unwrap();
+        model.train_step(&x, &y).unwrap();
+        state_bits(&model)
+    };
+    let plain = run(false);
+    let with_predict = run(true);
+    assert_eq!(plain, with_predict);
 }

@@ -157,6 +157,7 @@ impl<T> CPtr<T> {
 /// Why [`gemm`] refused its operands. Every operand is checked before any kernel runs, so a
 /// caller's mistake is this error, never an out-of-bounds access in the unsafe kernels.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GemmError {
     /// The operand's slice ends before its last element (`rows`×`cols` with strides `rs`,
     /// `cs` needs `(rows-1)·rs + (cols-1)·cs + 1` elements).
