@@ -19,13 +19,10 @@ use ember_cuda::{CudaDevice, CudaError, DeviceBuffer, FloatElem, Strided};
 use ember_ops::{Activation, BinaryOp, ReduceOp, UnaryOp};
 use std::sync::Arc;
 
-/// Wraps an ember-cuda error as an ember-core one, naming the op and device.
+/// Wraps an ember-cuda error as an ember-core one, naming the op and device and keeping the
+/// CUDA error as its `source()`.
 pub(crate) fn err(op: &'static str, ordinal: usize) -> impl FnOnce(CudaError) -> Error {
-    move |e| Error::Device {
-        op,
-        device: Device::Cuda(ordinal),
-        reason: e.to_string(),
-    }
+    move |e| Error::device_call(op, Device::Cuda(ordinal), e)
 }
 
 /// The op is not available for CUDA tensors.
