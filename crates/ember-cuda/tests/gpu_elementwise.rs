@@ -62,6 +62,9 @@ fn erf(x: f64) -> f64 {
     }
 }
 
+/// Independent f64 references for the ops written out here; an op added to the vocabulary later
+/// falls back to ember-cpu's formula in f64 (the CPU twin), so it is tested without an edit.
+#[allow(unreachable_patterns)]
 fn ref_unary(op: UnaryOp, x: f64) -> f64 {
     let c = (2.0 / std::f64::consts::PI).sqrt();
     match op {
@@ -98,9 +101,12 @@ fn ref_unary(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Powf(p) => x.powf(p),
         UnaryOp::AddScalar(s) => x + s,
         UnaryOp::MulScalar(s) => x * s,
+        other => ember_cpu::unary::apply(other, x),
     }
 }
 
+/// Like [`ref_unary`], for the derivative.
+#[allow(unreachable_patterns)]
 fn ref_deriv(op: UnaryOp, x: f64, y: f64) -> f64 {
     let c = (2.0 / std::f64::consts::PI).sqrt();
     match op {
@@ -140,9 +146,11 @@ fn ref_deriv(op: UnaryOp, x: f64, y: f64) -> f64 {
         }
         UnaryOp::Softplus => sigmoid(x),
         UnaryOp::Clamp(lo, hi) => (x >= lo && x <= hi) as i32 as f64,
+        UnaryOp::Powf(0.0) => 0.0,
         UnaryOp::Powf(p) => p * x.powf(p - 1.0),
         UnaryOp::AddScalar(_) => 1.0,
         UnaryOp::MulScalar(s) => s,
+        other => ember_cpu::unary::derivative(other, x, y),
     }
 }
 
