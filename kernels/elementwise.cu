@@ -40,6 +40,7 @@ template <typename T> __device__ __forceinline__ T unary_apply(int op, T x, T p0
     case U_POWF: return m_pow(x, p0);
     case U_ADD_SCALAR: return x + p0;
     case U_MUL_SCALAR: return x * p0;
+    case U_SILU: return x * act_sigmoid(x);
     default: return x;  // U_IDENTITY
     }
 }
@@ -77,6 +78,7 @@ template <typename T> __device__ __forceinline__ T unary_deriv(int op, T x, T y,
     case U_POWF: return p0 == T(0) ? T(0) : p0 * m_pow(x, p0 - T(1));  // no 0*inf at p = 0
     case U_ADD_SCALAR: return T(1);
     case U_MUL_SCALAR: return p0;
+    case U_SILU: { T s = act_sigmoid(x); return s + x * s * (T(1) - s); }
     default: return T(1);
     }
 }

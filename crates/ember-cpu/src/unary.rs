@@ -106,6 +106,7 @@ pub fn apply<T: Float>(op: UnaryOp, x: T) -> T {
         UnaryOp::Powf(p) => x.powf(T::from_f64(p)),
         UnaryOp::AddScalar(c) => x + T::from_f64(c),
         UnaryOp::MulScalar(c) => x * T::from_f64(c),
+        UnaryOp::Silu => x * sigmoid(x),
     }
 }
 
@@ -181,6 +182,11 @@ pub fn derivative<T: Float>(op: UnaryOp, x: T, y: T) -> T {
         UnaryOp::Powf(p) => T::from_f64(p) * x.powf(T::from_f64(p - 1.0)),
         UnaryOp::AddScalar(_) => T::ONE,
         UnaryOp::MulScalar(c) => T::from_f64(c),
+        // d(x s) = s + x s (1 - s), s = sigmoid(x)
+        UnaryOp::Silu => {
+            let s = sigmoid(x);
+            s + x * s * (T::ONE - s)
+        }
     }
 }
 

@@ -49,11 +49,13 @@ pub enum UnaryOp {
     AddScalar(f64),
     /// x * c
     MulScalar(f64),
+    /// x * sigmoid(x) (SiLU, also called swish)
+    Silu,
 }
 
 impl UnaryOp {
     /// One value of every variant (parameterised ops with a representative parameter).
-    pub const ALL: [UnaryOp; 21] = [
+    pub const ALL: [UnaryOp; 22] = [
         UnaryOp::Neg,
         UnaryOp::Abs,
         UnaryOp::Exp,
@@ -75,10 +77,11 @@ impl UnaryOp {
         UnaryOp::Powf(2.5),
         UnaryOp::AddScalar(0.5),
         UnaryOp::MulScalar(-1.5),
+        UnaryOp::Silu,
     ];
 
     /// The code of the identity map (the CUDA copy kernels' op), one past the last op.
-    pub const IDENTITY_CODE: u32 = 21;
+    pub const IDENTITY_CODE: u32 = 22;
 
     /// The numeric code (`U_*` in the CUDA sources).
     pub fn code(self) -> u32 {
@@ -104,6 +107,7 @@ impl UnaryOp {
             UnaryOp::Powf(_) => 18,
             UnaryOp::AddScalar(_) => 19,
             UnaryOp::MulScalar(_) => 20,
+            UnaryOp::Silu => 21,
         }
     }
 
@@ -131,6 +135,7 @@ impl UnaryOp {
             UnaryOp::Powf(_) => "POWF",
             UnaryOp::AddScalar(_) => "ADD_SCALAR",
             UnaryOp::MulScalar(_) => "MUL_SCALAR",
+            UnaryOp::Silu => "SILU",
         }
     }
 

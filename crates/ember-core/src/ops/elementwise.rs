@@ -132,6 +132,8 @@ impl Tensor {
         gelu_tanh => UnaryOp::GeluTanh;
         /// ln(1 + e^x), computed stably.
         softplus => UnaryOp::Softplus;
+        /// x·sigmoid(x) (SiLU / swish, PyTorch's `silu`).
+        silu => UnaryOp::Silu;
     }
 
     /// x for x > 0, alpha·x otherwise.
