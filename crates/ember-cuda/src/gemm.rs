@@ -637,7 +637,7 @@ mod tests {
 
     #[test]
     fn smem_constant_matches_the_source() {
-        let src = include_str!("../../../kernels/hgemm.cu");
+        let src = include_str!("../kernels/hgemm.cu");
         assert!(src.contains("#define HSTAGES 3") && src.contains("#define HBM 128"));
         assert!(src.contains("#define HBK 32") && src.contains("#define HBN 128"));
         assert!(src.contains("#define A_STAGE (HBM * A_LD)"));
