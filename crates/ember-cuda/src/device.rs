@@ -10,8 +10,8 @@
 //! off, and launches take raw device pointers checked against buffer lengths on the host.
 //!
 //! Kernel modules are compiled on first use (NVRTC, exact arch, see [`crate::compile`]) or read
-//! from `EMBER_CUDA_KERNEL_DIR` (`<module>.<arch>.cubin` or `<module>.cubin`), loaded once per
-//! device and cached with their functions.
+//! from `EMBER_CUDA_KERNEL_DIR` (`<module>.<arch>.cubin`, see [`crate::precompiled`]), loaded
+//! once per device and cached with their functions.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -25,8 +25,9 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::compile::{arch_for_capability, compile_module};
+use crate::compile::{arch_for_capability, compile_module, nvrtc_available};
 use crate::error::{CudaError, describe, driver_err, invalid};
+use crate::precompiled::{KERNEL_DIR_ENV, ModuleImage, locate, read_cubin};
 
 /// True when the CUDA driver library can be loaded (it says nothing about devices).
 pub fn driver_available() -> bool {
@@ -219,27 +220,21 @@ impl CudaDevice {
             .map_err(|e| driver_err("cuStreamSynchronize", e))
     }
 
-    /// Loads kernel module `name` (compiling it if needed) and caches it.
+    /// Loads kernel module `name` and caches it: from `EMBER_CUDA_KERNEL_DIR`'s
+    /// `<name>.<arch>.cubin` when that variable is set and the file exists, else compiled by
+    /// NVRTC (see [`crate::precompiled::locate`]).
     pub fn module(&self, name: &str) -> Result<Arc<CudaModule>, CudaError> {
         let mut mods = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = mods.get(name) {
             return Ok(m.clone());
         }
-        let image = match std::env::var_os("EMBER_CUDA_KERNEL_DIR") {
-            Some(dir) => {
-                let dir = std::path::PathBuf::from(dir);
-                let specific = dir.join(format!("{name}.{}.cubin", self.arch));
-                let path = if specific.exists() {
-                    specific
-                } else {
-                    dir.join(format!("{name}.cubin"))
-                };
-                std::fs::read(&path).map_err(|e| CudaError::KernelFile {
-                    path: path.display().to_string(),
-                    detail: e.to_string(),
-                })?
-            }
-            None => compile_module(name, &self.arch)?.cubin,
+        let dir = std::env::var_os(KERNEL_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from);
+        let exists = |p: &std::path::Path| p.is_file();
+        let image = match locate(dir.as_deref(), name, &self.arch, exists, nvrtc_available())? {
+            ModuleImage::File(path) => read_cubin(&path)?,
+            ModuleImage::Compile => compile_module(name, &self.arch)?.cubin,
         };
         let module = self
             .ctx
