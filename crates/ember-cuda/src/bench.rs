@@ -184,6 +184,22 @@ impl Default for BenchOptions {
     }
 }
 
+impl BenchOptions {
+    /// Small sizes and short batches: a smoke test of every kernel path of `suite` in seconds
+    /// (what `cuda_bench --quick` and `ember bench --device cuda --quick` run).
+    pub fn quick(suite: Suite) -> Self {
+        BenchOptions {
+            suite,
+            sgemm_sizes: vec![512],
+            hgemm_sizes: vec![1024],
+            elems: 1 << 22,
+            batches: 3,
+            batch_ms: 10.0,
+            ..BenchOptions::default()
+        }
+    }
+}
+
 /// Median time of one call of `f`, in ms, measured with CUDA events on the device's stream.
 fn time_ms(
     dev: &CudaDevice,
