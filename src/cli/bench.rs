@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// With `--device cuda`: small sizes and short batches, a smoke test of every kernel path.
+    #[arg(long)]
+    pub quick: bool,
     /// Seconds of sampling per case.
     #[arg(long, default_value_t = 0.5)]
     pub min_time: f64,
@@ -64,6 +67,7 @@ pub struct BenchArgs {
 /// Runs `ember bench`.
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.device.as_str() {
+        "cpu" if args.quick => return Err("bench: --quick applies to --device cuda".into()),
         "cpu" => {}
         "cuda" => return run_cuda(&args),
         other => {
@@ -120,9 +124,13 @@ fn run_cuda(args: &BenchArgs) -> Result<(), String> {
         }
     };
     let dev = ember_cuda::CudaDevice::get(0).map_err(|e| format!("bench: no usable GPU: {e}"))?;
-    let mut opts = BenchOptions {
-        suite,
-        ..BenchOptions::default()
+    let mut opts = if args.quick {
+        BenchOptions::quick(suite)
+    } else {
+        BenchOptions {
+            suite,
+            ..BenchOptions::default()
+        }
     };
     if args.case == Case::Gemm && !args.sizes.is_empty() {
         opts.sgemm_sizes = args

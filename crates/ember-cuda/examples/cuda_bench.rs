@@ -34,17 +34,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut opts = BenchOptions {
-        suite,
-        ..BenchOptions::default()
+    let opts = if quick {
+        BenchOptions::quick(suite)
+    } else {
+        BenchOptions {
+            suite,
+            ..BenchOptions::default()
+        }
     };
-    if quick {
-        opts.sgemm_sizes = vec![512];
-        opts.hgemm_sizes = vec![1024];
-        opts.elems = 1 << 22;
-        opts.batches = 3;
-        opts.batch_ms = 10.0;
-    }
     if !json {
         println!(
             "device: {} ({}, {} SMs)",

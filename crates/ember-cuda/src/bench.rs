@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use cudarc::cublas::sys as cb;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::CudaSlice;
 use cudarc::driver::sys::CUevent_flags;
 
-use crate::device::{CudaDevice, DeviceBuffer, HalfElem};
+use crate::device::{CudaDevice, DeviceBuffer, DeviceElem, HalfElem};
 use crate::elementwise::{UnaryOp, unary, unary_backward};
 use crate::error::{CudaError, driver_err};
 use crate::gemm::{
@@ -183,6 +184,22 @@ impl Default for BenchOptions {
     }
 }
 
+impl BenchOptions {
+    /// Small sizes and short batches: a smoke test of every kernel path of `suite` in seconds
+    /// (what `cuda_bench --quick` and `ember bench --device cuda --quick` run).
+    pub fn quick(suite: Suite) -> Self {
+        BenchOptions {
+            suite,
+            sgemm_sizes: vec![512],
+            hgemm_sizes: vec![1024],
+            elems: 1 << 22,
+            batches: 3,
+            batch_ms: 10.0,
+            ..BenchOptions::default()
+        }
+    }
+}
+
 /// Median time of one call of `f`, in ms, measured with CUDA events on the device's stream.
 fn time_ms(
     dev: &CudaDevice,
@@ -315,6 +332,24 @@ fn small(i: usize) -> f32 {
     ((i.wrapping_mul(2654435761) >> 7) % 2048) as f32 / 1024.0 - 1.0
 }
 
+/// A, B and C as cuBLAS takes them.
+type BlasOperands<'b, T> = (&'b CudaSlice<T>, &'b CudaSlice<T>, &'b mut CudaSlice<T>);
+
+/// The cudarc slices cuBLAS takes; an empty operand (a GEMM size of 0) has none to give.
+fn blas_operands<'b, T: DeviceElem>(
+    a: &'b DeviceBuffer<T>,
+    b: &'b DeviceBuffer<T>,
+    c: &'b mut DeviceBuffer<T>,
+) -> Result<BlasOperands<'b, T>, CudaError> {
+    match (a.cuda_slice(), b.cuda_slice(), c.cuda_slice_mut()) {
+        (Some(a), Some(b), Some(c)) => Ok((a, b, c)),
+        _ => Err(CudaError::Cublas {
+            op: "gemm".into(),
+            detail: "an operand is empty (GEMM size 0): nothing to time".into(),
+        }),
+    }
+}
+
 fn bench_gemm(c: &mut Ctx<'_>, blas: Option<&CudaBlas>) -> Result<(), CudaError> {
     let dev = c.dev;
     for &n in &c.opts.sgemm_sizes.clone() {
@@ -327,12 +362,12 @@ fn bench_gemm(c: &mut Ctx<'_>, blas: Option<&CudaBlas>) -> Result<(), CudaError>
         if let Some(blas) = blas {
             let cfg = blas_cfg(n, 1.0f32, 0.0f32);
             let ms = time_ms(dev, c.opts, &mut || {
+                let (a, b, cm) = blas_operands(&a, &b, &mut cm)?;
                 // SAFETY: all three buffers hold n*n f32 and the config describes n x n x n.
-                unsafe { blas.gemm(cfg, b.cuda_slice(), a.cuda_slice(), cm.cuda_slice_mut()) }
-                    .map_err(|e| CudaError::Cublas {
-                        op: "sgemm".into(),
-                        detail: format!("{e:?}"),
-                    })
+                unsafe { blas.gemm(cfg, b, a, cm) }.map_err(|e| CudaError::Cublas {
+                    op: "sgemm".into(),
+                    detail: format!("{e:?}"),
+                })
             })?;
             let rate = c.push(
                 "sgemm",
@@ -414,13 +449,12 @@ where
     if let Some(blas) = blas {
         let cfg = blas_cfg(n, H::from_f32(1.0), H::from_f32(0.0));
         let ms = time_ms(dev, c.opts, &mut || {
+            let (a, b, cm) = blas_operands(&a, &b, &mut cm)?;
             // SAFETY: all three buffers hold n*n elements and the config describes n x n x n.
-            unsafe { blas.gemm(cfg, b.cuda_slice(), a.cuda_slice(), cm.cuda_slice_mut()) }.map_err(
-                |e| CudaError::Cublas {
-                    op: "gemm_ex".into(),
-                    detail: format!("{e:?}"),
-                },
-            )
+            unsafe { blas.gemm(cfg, b, a, cm) }.map_err(|e| CudaError::Cublas {
+                op: "gemm_ex".into(),
+                detail: format!("{e:?}"),
+            })
         })?;
         ceiling = Some(c.push(
             "hgemm",

@@ -1,6 +1,6 @@
 //! Run-time compilation of the embedded kernel sources with NVRTC.
 //!
-//! The `.cu` files in `kernels/` are embedded in the library with `include_str!`, so a build needs
+//! The `.cu` files in the crate's `kernels/` are embedded with `include_str!`, so a build needs
 //! no CUDA toolkit and no build script. On first use a module is compiled by NVRTC (loaded
 //! dynamically) to a CUBIN for the device's exact architecture, which the driver loads without a
 //! PTX JIT step. Each source gets `kernels/common.cuh` prepended, with `#line` directives so
@@ -17,21 +17,18 @@ use cudarc::nvrtc::sys as nv;
 use crate::error::CudaError;
 
 /// The header prepended to every module: typedefs, 16-bit conversions, strided views, helpers.
-pub const COMMON_HEADER: &str = include_str!("../../../kernels/common.cuh");
+pub const COMMON_HEADER: &str = include_str!("../kernels/common.cuh");
 
 /// Every embedded kernel module: (name, source). The name is the file stem in `kernels/`.
 pub const MODULES: &[(&str, &str)] = &[
-    (
-        "elementwise",
-        include_str!("../../../kernels/elementwise.cu"),
-    ),
-    ("index", include_str!("../../../kernels/index.cu")),
-    ("reduce", include_str!("../../../kernels/reduce.cu")),
-    ("loss", include_str!("../../../kernels/loss.cu")),
-    ("optim", include_str!("../../../kernels/optim.cu")),
-    ("sgemm", include_str!("../../../kernels/sgemm.cu")),
-    ("hgemm", include_str!("../../../kernels/hgemm.cu")),
-    ("wgmma", include_str!("../../../kernels/wgmma.cu")),
+    ("elementwise", include_str!("../kernels/elementwise.cu")),
+    ("index", include_str!("../kernels/index.cu")),
+    ("reduce", include_str!("../kernels/reduce.cu")),
+    ("loss", include_str!("../kernels/loss.cu")),
+    ("optim", include_str!("../kernels/optim.cu")),
+    ("sgemm", include_str!("../kernels/sgemm.cu")),
+    ("hgemm", include_str!("../kernels/hgemm.cu")),
+    ("wgmma", include_str!("../kernels/wgmma.cu")),
 ];
 
 /// Modules that use Hopper-only instructions (`wgmma`) and compile only for `sm_90a`.

@@ -10,8 +10,8 @@
 //! off, and launches take raw device pointers checked against buffer lengths on the host.
 //!
 //! Kernel modules are compiled on first use (NVRTC, exact arch, see [`crate::compile`]) or read
-//! from `EMBER_CUDA_KERNEL_DIR` (`<module>.<arch>.cubin` or `<module>.cubin`), loaded once per
-//! device and cached with their functions.
+//! from `EMBER_CUDA_KERNEL_DIR` (`<module>.<arch>.cubin`, see [`crate::precompiled`]), loaded
+//! once per device and cached with their functions.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -25,8 +25,9 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::compile::{arch_for_capability, compile_module};
+use crate::compile::{arch_for_capability, compile_module, nvrtc_available};
 use crate::error::{CudaError, describe, driver_err, invalid};
+use crate::precompiled::{KERNEL_DIR_ENV, ModuleImage, locate, read_cubin};
 
 /// True when the CUDA driver library can be loaded (it says nothing about devices).
 pub fn driver_available() -> bool {
@@ -219,27 +220,21 @@ impl CudaDevice {
             .map_err(|e| driver_err("cuStreamSynchronize", e))
     }
 
-    /// Loads kernel module `name` (compiling it if needed) and caches it.
+    /// Loads kernel module `name` and caches it: from `EMBER_CUDA_KERNEL_DIR`'s
+    /// `<name>.<arch>.cubin` when that variable is set and the file exists, else compiled by
+    /// NVRTC (see [`crate::precompiled::locate`]).
     pub fn module(&self, name: &str) -> Result<Arc<CudaModule>, CudaError> {
         let mut mods = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = mods.get(name) {
             return Ok(m.clone());
         }
-        let image = match std::env::var_os("EMBER_CUDA_KERNEL_DIR") {
-            Some(dir) => {
-                let dir = std::path::PathBuf::from(dir);
-                let specific = dir.join(format!("{name}.{}.cubin", self.arch));
-                let path = if specific.exists() {
-                    specific
-                } else {
-                    dir.join(format!("{name}.cubin"))
-                };
-                std::fs::read(&path).map_err(|e| CudaError::KernelFile {
-                    path: path.display().to_string(),
-                    detail: e.to_string(),
-                })?
-            }
-            None => compile_module(name, &self.arch)?.cubin,
+        let dir = std::env::var_os(KERNEL_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from);
+        let exists = |p: &std::path::Path| p.is_file();
+        let image = match locate(dir.as_deref(), name, &self.arch, exists, nvrtc_available())? {
+            ModuleImage::File(path) => read_cubin(&path)?,
+            ModuleImage::Compile => compile_module(name, &self.arch)?.cubin,
         };
         let module = self
             .ctx
@@ -274,55 +269,66 @@ impl CudaDevice {
         Ok(f)
     }
 
-    /// A buffer of `len` elements with unspecified contents (no fill pass).
+    /// A buffer of `len` elements with unspecified contents (no fill pass). `len == 0` gives an
+    /// empty buffer without calling the driver (which refuses zero-byte allocations).
     pub fn alloc<T: DeviceElem>(
         self: &Arc<Self>,
         len: usize,
     ) -> Result<DeviceBuffer<T>, CudaError> {
-        let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
-            .ok_or_else(|| invalid("alloc", format!("{len} elements overflow the byte count")))?;
+        let Some(bytes) = alloc_bytes::<T>("alloc", len)? else {
+            return Ok(self.empty());
+        };
         // SAFETY: the memory is uninitialised device memory; reading it yields unspecified
         // values but no undefined behaviour on the host, and ember kernels write before reading.
         let data = unsafe { self.stream.alloc::<T>(len) }.map_err(|e| self.alloc_err(bytes, e))?;
-        Ok(DeviceBuffer {
-            data,
-            device: self.clone(),
-        })
+        Ok(self.holding(data))
     }
 
-    /// A buffer of `len` zeros.
+    /// A buffer of `len` zeros (`len == 0`: an empty buffer, no driver call).
     pub fn alloc_zeros<T: DeviceElem>(
         self: &Arc<Self>,
         len: usize,
     ) -> Result<DeviceBuffer<T>, CudaError> {
-        let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
-            .ok_or_else(|| invalid("alloc_zeros", format!("{len} elements overflow")))?;
+        let Some(bytes) = alloc_bytes::<T>("alloc_zeros", len)? else {
+            return Ok(self.empty());
+        };
         let data = self
             .stream
             .alloc_zeros::<T>(len)
             .map_err(|e| self.alloc_err(bytes, e))?;
-        Ok(DeviceBuffer {
-            data,
-            device: self.clone(),
-        })
+        Ok(self.holding(data))
     }
 
-    /// Copies a host slice into a new device buffer.
+    /// Copies a host slice into a new device buffer (an empty slice: an empty buffer, no driver
+    /// call).
     pub fn upload<T: DeviceElem>(
         self: &Arc<Self>,
         host: &[T],
     ) -> Result<DeviceBuffer<T>, CudaError> {
-        let bytes = std::mem::size_of_val(host);
+        let Some(bytes) = alloc_bytes::<T>("upload", host.len())? else {
+            return Ok(self.empty());
+        };
         let data = self
             .stream
             .clone_htod(host)
             .map_err(|e| self.alloc_err(bytes, e))?;
-        Ok(DeviceBuffer {
-            data,
+        Ok(self.holding(data))
+    }
+
+    /// An empty buffer on this device: no device memory behind it.
+    fn empty<T: DeviceElem>(self: &Arc<Self>) -> DeviceBuffer<T> {
+        DeviceBuffer {
+            data: None,
             device: self.clone(),
-        })
+        }
+    }
+
+    /// A buffer owning `data`, which is never empty (see [`alloc_bytes`]).
+    fn holding<T: DeviceElem>(self: &Arc<Self>, data: CudaSlice<T>) -> DeviceBuffer<T> {
+        DeviceBuffer {
+            data: Some(data),
+            device: self.clone(),
+        }
     }
 
     fn alloc_err(&self, bytes: usize, e: cudarc::driver::DriverError) -> CudaError {
@@ -335,6 +341,18 @@ impl CudaDevice {
             driver_err(format!("allocating {bytes} bytes"), e)
         }
     }
+}
+
+/// The byte count of a `len`-element allocation of `T`: `None` when `len == 0`, meaning "make an
+/// empty buffer and do not call the driver" (`cuMemAllocAsync` rejects zero bytes), an error
+/// when the count overflows.
+fn alloc_bytes<T>(op: &'static str, len: usize) -> Result<Option<usize>, CudaError> {
+    if len == 0 {
+        return Ok(None);
+    }
+    len.checked_mul(std::mem::size_of::<T>())
+        .map(Some)
+        .ok_or_else(|| invalid(op, format!("{len} elements overflow the byte count")))
 }
 
 /// Element types a device buffer can hold. Sealed: f32, f64, and the 16-bit floats (which the
@@ -410,8 +428,13 @@ impl HalfElem for half::bf16 {
 pub use ember_ops::DType;
 
 /// A typed buffer in device memory, owned; freed (asynchronously, on its stream) when dropped.
+///
+/// An empty buffer holds no device allocation at all (the driver refuses zero-byte
+/// allocations): its address is 0, copies to and from it do nothing, and the kernels, which all
+/// return early on zero elements, never dereference it.
 pub struct DeviceBuffer<T: DeviceElem> {
-    data: CudaSlice<T>,
+    /// The allocation; `None` exactly when the buffer is empty.
+    data: Option<CudaSlice<T>>,
     device: Arc<CudaDevice>,
 }
 
@@ -421,7 +444,7 @@ impl<T: DeviceElem> std::fmt::Debug for DeviceBuffer<T> {
             f,
             "DeviceBuffer<{}>[{}] on cuda:{}",
             T::DTYPE.name(),
-            self.data.len(),
+            self.len(),
             self.device.ordinal
         )
     }
@@ -430,11 +453,11 @@ impl<T: DeviceElem> std::fmt::Debug for DeviceBuffer<T> {
 impl<T: DeviceElem> DeviceBuffer<T> {
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data.as_ref().map_or(0, |d| d.len())
     }
-    /// True when the buffer holds no element.
+    /// True when the buffer holds no element (and so no device memory).
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.data.is_none()
     }
     /// The device holding the buffer.
     pub fn device(&self) -> &Arc<CudaDevice> {
@@ -442,11 +465,14 @@ impl<T: DeviceElem> DeviceBuffer<T> {
     }
     /// Copies the buffer to a new host vector (waits for queued work first).
     pub fn to_host(&self) -> Result<Vec<T>, CudaError> {
-        let v = self
-            .device
-            .stream
-            .clone_dtoh(&self.data)
-            .map_err(|e| driver_err("copy device to host", e))?;
+        let v = match &self.data {
+            Some(d) => self
+                .device
+                .stream
+                .clone_dtoh(d)
+                .map_err(|e| driver_err("copy device to host", e))?,
+            None => Vec::new(),
+        };
         // A copy to pageable memory completes before returning; synchronising anyway also
         // surfaces any asynchronous kernel error here, next to the read that observes it.
         self.device.synchronize()?;
@@ -464,9 +490,12 @@ impl<T: DeviceElem> DeviceBuffer<T> {
                 ),
             ));
         }
+        let Some(data) = self.data.as_mut() else {
+            return Ok(()); // both empty
+        };
         self.device
             .stream
-            .memcpy_htod(host, &mut self.data)
+            .memcpy_htod(host, data)
             .map_err(|e| driver_err("copy host to device", e))
     }
     /// Copies the whole of `src` (same length, same device) into this buffer on the device.
@@ -483,9 +512,12 @@ impl<T: DeviceElem> DeviceBuffer<T> {
                 ),
             ));
         }
+        let (Some(from), Some(to)) = (src.data.as_ref(), self.data.as_mut()) else {
+            return Ok(()); // both empty
+        };
         self.device
             .stream
-            .memcpy_dtod(&src.data, &mut self.data)
+            .memcpy_dtod(from, to)
             .map_err(|e| driver_err("copy device to device", e))
     }
     /// The whole buffer as a read-only slice for kernel calls.
@@ -543,20 +575,22 @@ impl<T: DeviceElem> DeviceBuffer<T> {
         }
         Ok(())
     }
-    /// The raw device address of element 0.
+    /// The raw device address of element 0 (0 for an empty buffer, which owns no memory).
     pub fn raw_ptr(&self) -> u64 {
         // With event tracking off the guard does nothing; the address stays valid while `self`
         // lives, which the borrow in DevSlice enforces.
-        let (p, _guard) = self.data.device_ptr(&self.device.stream);
-        p
+        self.data.as_ref().map_or(0, |d| {
+            let (p, _guard) = d.device_ptr(&self.device.stream);
+            p
+        })
     }
-    /// The underlying cudarc slice (for cuBLAS and other raw uses).
-    pub fn cuda_slice(&self) -> &CudaSlice<T> {
-        &self.data
+    /// The underlying cudarc slice (for cuBLAS and other raw uses); `None` for an empty buffer.
+    pub fn cuda_slice(&self) -> Option<&CudaSlice<T>> {
+        self.data.as_ref()
     }
-    /// The underlying cudarc slice, writable.
-    pub fn cuda_slice_mut(&mut self) -> &mut CudaSlice<T> {
-        &mut self.data
+    /// The underlying cudarc slice, writable; `None` for an empty buffer.
+    pub fn cuda_slice_mut(&mut self) -> Option<&mut CudaSlice<T>> {
+        self.data.as_mut()
     }
 }
 
@@ -615,5 +649,25 @@ impl<'a, T> DevSliceMut<'a, T> {
             dev: self.dev,
             _m: PhantomData,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_elements_never_reach_the_allocator() {
+        assert_eq!(alloc_bytes::<f32>("alloc", 0), Ok(None));
+        assert_eq!(alloc_bytes::<f64>("upload", 0), Ok(None));
+        assert_eq!(alloc_bytes::<f32>("alloc", 1), Ok(Some(4)));
+        assert_eq!(alloc_bytes::<half::bf16>("alloc", 3), Ok(Some(6)));
+        assert!(matches!(
+            alloc_bytes::<f64>("alloc_zeros", usize::MAX / 4),
+            Err(CudaError::InvalidArgument {
+                op: "alloc_zeros",
+                ..
+            })
+        ));
     }
 }

@@ -69,12 +69,23 @@ pub enum CudaError {
     },
     /// No embedded kernel module has this name.
     UnknownModule(String),
-    /// A precompiled kernel file from `EMBER_CUDA_KERNEL_DIR` could not be read.
+    /// A precompiled kernel file (`EMBER_CUDA_KERNEL_DIR`, or the precompile writer's output)
+    /// could not be read or written, or is not a CUBIN.
     KernelFile {
         /// The path tried.
         path: String,
-        /// The I/O error.
+        /// What failed: the I/O error, or why the contents were refused.
         detail: String,
+    },
+    /// `EMBER_CUDA_KERNEL_DIR` names a folder without this module's CUBIN for the device's
+    /// architecture, and NVRTC is not available to compile it instead.
+    PrecompiledMissing {
+        /// The folder named by `EMBER_CUDA_KERNEL_DIR`.
+        dir: String,
+        /// Module name (e.g. `sgemm`).
+        module: String,
+        /// The device's architecture (e.g. `sm_90a`).
+        arch: String,
     },
     /// A caller passed arguments the operation cannot accept (shapes, strides, lengths, devices).
     InvalidArgument {
@@ -130,8 +141,15 @@ impl fmt::Display for CudaError {
             CudaError::Nvrtc { op, detail } => write!(f, "NVRTC error in {op}: {detail}"),
             CudaError::UnknownModule(m) => write!(f, "no kernel module named {m:?}"),
             CudaError::KernelFile { path, detail } => {
-                write!(f, "cannot read precompiled kernel {path}: {detail}")
+                write!(f, "precompiled kernel {path}: {detail}")
             }
+            CudaError::PrecompiledMissing { dir, module, arch } => write!(
+                f,
+                "EMBER_CUDA_KERNEL_DIR={dir} has no {module}.{arch}.cubin and NVRTC \
+                 (libnvrtc.so.13) is not available to compile module {module} for {arch}: \
+                 precompile it (cargo run -p ember-cuda --example precompile -- DIR {arch}) or \
+                 put NVRTC on LD_LIBRARY_PATH"
+            ),
             CudaError::InvalidArgument { op, msg } => write!(f, "{op}: {msg}"),
             CudaError::Cublas { op, detail } => write!(f, "cuBLAS error in {op}: {detail}"),
         }

@@ -284,10 +284,98 @@ pub fn gemm(
     sgemm_version(SgemmVersion::Auto, m, n, k, alpha, a, b, beta, c, epi)
 }
 
-/// C\[m×n\] = act(alpha·A·B + beta·C + bias) in fp32 with the chosen ladder version.
+/// The block tile of the register-blocked SGEMM versions ([`SgemmVersion::RegBlocked`],
+/// [`SgemmVersion::Vectorized`], [`SgemmVersion::Auto`]); the naive and tiled versions have one
+/// fixed tile each and ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SgemmTile {
+    /// By shape: 128×128 when those tiles cover every SM at least once, else 64×64 (see
+    /// [`SgemmTile::resolve`]).
+    #[default]
+    Auto,
+    /// 64×64 block tiles, 4×4 per thread.
+    T64,
+    /// 128×128 block tiles, 8×8 per thread.
+    T128,
+}
+
+/// The environment variable that forces the SGEMM block tile: `64`, `128` or `auto` (read
+/// once per process; see [`SgemmTile::from_env`]).
+pub const SGEMM_TILE_ENV: &str = "EMBER_CUDA_SGEMM_TILE";
+
+impl SgemmTile {
+    /// Parses `64`, `128` or `auto` (the values of [`SGEMM_TILE_ENV`]).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "auto" | "" => Some(SgemmTile::Auto),
+            "64" => Some(SgemmTile::T64),
+            "128" => Some(SgemmTile::T128),
+            _ => None,
+        }
+    }
+
+    /// The tile [`SGEMM_TILE_ENV`] asks for, read once per process: unset means `Auto`; a
+    /// value other than `64`, `128` or `auto` is an error at every SGEMM call (not silently
+    /// ignored, so a mistyped forcing cannot pass for a tested one).
+    pub fn from_env() -> Result<Self, CudaError> {
+        static CHOICE: std::sync::OnceLock<Result<SgemmTile, String>> = std::sync::OnceLock::new();
+        CHOICE
+            .get_or_init(|| match std::env::var(SGEMM_TILE_ENV) {
+                Err(_) => Ok(SgemmTile::Auto),
+                Ok(v) => SgemmTile::parse(&v).ok_or(v),
+            })
+            .clone()
+            .map_err(|v| {
+                invalid(
+                    "sgemm",
+                    format!("{SGEMM_TILE_ENV}={v:?}: expected 64, 128 or auto"),
+                )
+            })
+    }
+
+    /// The block tile edge (64 or 128) used for an m×n output on a device with `sm_count`
+    /// SMs: a forced tile as asked; `Auto` gives 128 when the 128×128 tiles number at least
+    /// `sm_count` (every SM gets one), else 64 (more, smaller blocks keep the SMs busy).
+    pub fn resolve(self, m: usize, n: usize, sm_count: usize) -> usize {
+        match self {
+            SgemmTile::T64 => 64,
+            SgemmTile::T128 => 128,
+            SgemmTile::Auto => {
+                if m.div_ceil(128).saturating_mul(n.div_ceil(128)) >= sm_count {
+                    128
+                } else {
+                    64
+                }
+            }
+        }
+    }
+}
+
+/// C\[m×n\] = act(alpha·A·B + beta·C + bias) in fp32 with the chosen ladder version, the
+/// register-blocked tile chosen by shape unless [`SGEMM_TILE_ENV`] forces one.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_version(
     version: SgemmVersion,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    beta: f32,
+    c: MatMut<'_, f32>,
+    epi: Epilogue<'_, f32>,
+) -> Result<(), CudaError> {
+    let tile = SgemmTile::from_env()?;
+    sgemm_with_tile(version, tile, m, n, k, alpha, a, b, beta, c, epi)
+}
+
+/// [`sgemm_version`] with the block tile of the register-blocked versions given explicitly
+/// (what the tests use to run the 128×128 kernels on shapes too small to select them).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with_tile(
+    version: SgemmVersion,
+    tile: SgemmTile,
     m: usize,
     n: usize,
     k: usize,
@@ -337,9 +425,8 @@ pub fn sgemm_version(
             },
         ),
         SgemmVersion::RegBlocked | SgemmVersion::Vectorized | SgemmVersion::Auto => {
-            // Shape class: 128x128 tiles when they fill the SMs at least once, else 64x64.
-            let big = m.div_ceil(128) * n.div_ceil(128) >= dev.sm_count();
-            let tile = if big { 128 } else { 64 };
+            let tile = tile.resolve(m, n, dev.sm_count());
+            let big = tile == 128;
             let vec = version != SgemmVersion::RegBlocked;
             if vec {
                 // 16-byte loads also need 16-byte aligned bases.
@@ -603,6 +690,31 @@ mod tests {
     }
 
     #[test]
+    fn tile_choice() {
+        // 132 SMs (H100 SXM / H200): 128x128 tiles once there are at least 132 of them.
+        assert_eq!(SgemmTile::Auto.resolve(1024, 1024, 132), 64); // 64 tiles
+        assert_eq!(SgemmTile::Auto.resolve(1536, 1408, 132), 128); // 12 x 11 = 132
+        assert_eq!(SgemmTile::Auto.resolve(1536, 1407, 132), 128); // ragged: still 12 x 11
+        assert_eq!(SgemmTile::Auto.resolve(1536, 1280, 132), 64); // 12 x 10 = 120
+        assert_eq!(SgemmTile::Auto.resolve(2048, 2048, 132), 128);
+        assert_eq!(SgemmTile::Auto.resolve(129, 130, 4), 128); // 2 x 2 on a 4-SM device
+        assert_eq!(SgemmTile::Auto.resolve(usize::MAX, usize::MAX, 132), 128); // no overflow
+        // Forced tiles ignore the shape.
+        assert_eq!(SgemmTile::T128.resolve(1, 1, 132), 128);
+        assert_eq!(SgemmTile::T64.resolve(8192, 8192, 132), 64);
+    }
+
+    #[test]
+    fn tile_names_parse() {
+        assert_eq!(SgemmTile::parse("128"), Some(SgemmTile::T128));
+        assert_eq!(SgemmTile::parse(" 64\n"), Some(SgemmTile::T64));
+        assert_eq!(SgemmTile::parse("auto"), Some(SgemmTile::Auto));
+        assert_eq!(SgemmTile::parse(""), Some(SgemmTile::Auto));
+        assert_eq!(SgemmTile::parse("256"), None);
+        assert_eq!(SgemmTile::parse("big"), None);
+    }
+
+    #[test]
     fn version_names_round_trip() {
         for v in SgemmVersion::ALL {
             assert_eq!(SgemmVersion::from_name(v.name()), Some(v));
@@ -612,7 +724,7 @@ mod tests {
 
     #[test]
     fn smem_constant_matches_the_source() {
-        let src = include_str!("../../../kernels/hgemm.cu");
+        let src = include_str!("../kernels/hgemm.cu");
         assert!(src.contains("#define HSTAGES 3") && src.contains("#define HBM 128"));
         assert!(src.contains("#define HBK 32") && src.contains("#define HBN 128"));
         assert!(src.contains("#define A_STAGE (HBM * A_LD)"));

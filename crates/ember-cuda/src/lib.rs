@@ -2,8 +2,9 @@
 //! compiled at run time by NVRTC and launched through cudarc.
 //!
 //! Nothing here needs a CUDA toolkit to build: cudarc loads `libcuda`, `libnvrtc` (and, for the
-//! kernel lab only, `libcublas`) dynamically, and the kernel sources (`kernels/*.cu`) are embedded
-//! with `include_str!` and compiled for the device's exact architecture on first use. On a
+//! kernel lab only, `libcublas`) dynamically, and the kernel sources (this crate's `kernels/*.cu`,
+//! which the repository's top-level `kernels` links to) are embedded with `include_str!` and
+//! compiled for the device's exact architecture on first use, or loaded precompiled. On a
 //! machine without a GPU every entry point returns a clear [`CudaError`]; nothing panics.
 //!
 //! Like ember-cpu, every kernel is a plain function over device slices with sizes and strides,
@@ -15,6 +16,9 @@
 //!   [`DeviceBuffer`] and the borrowed [`DevSlice`] / [`DevSliceMut`] kernels take.
 //! - [`compile`]: NVRTC compilation of the embedded modules ([`compile_module`]), usable with no
 //!   GPU, and the ptxas resource report.
+//! - [`precompiled`]: `EMBER_CUDA_KERNEL_DIR`, a folder of CUBINs compiled elsewhere
+//!   (`<module>.<arch>.cubin`, written by [`precompiled::precompile`] or the `precompile`
+//!   example), so a machine with only an NVIDIA driver, no NVRTC, runs the kernels.
 //! - [`view`]: [`Strided`] views and their checked kernel form.
 //! - [`elementwise`], [`index`], [`reduce`], [`loss`], [`optim`], [`gemm`]: the kernel families
 //!   ([`index`]: index_select, gather and their adjoints, where, f32/f64 casts, concatenation).
@@ -33,6 +37,7 @@ pub mod index;
 mod launch;
 pub mod loss;
 pub mod optim;
+pub mod precompiled;
 pub mod reduce;
 pub mod view;
 

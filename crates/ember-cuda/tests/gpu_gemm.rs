@@ -3,7 +3,9 @@
 //! (column-major) and padded/misaligned, C row-major, transposed and padded, every epilogue
 //! (alpha, beta, bias, each activation). C is poisoned with NaN before each launch: where beta
 //! is 0 the poison must be ignored, and the padding around C must still be NaN afterwards (no
-//! out-of-bounds write).
+//! out-of-bounds write). The 128×128 and 64×64 SGEMM block tiles are also forced
+//! (`sgemm_with_tile`) on ragged shapes, since the shape rule picks 128×128 only for outputs
+//! with at least one such tile per SM.
 //!
 //! Tolerances, per element, relative to s = |alpha|·Σ_p|a_ip·b_pj| + |beta·c_ij| + |bias_j|:
 //! - fp32: the dot product accumulates k rounded terms; for random signs the error grows like
@@ -21,7 +23,8 @@ use std::sync::Arc;
 
 use common::*;
 use ember_cuda::gemm::{
-    Activation, Epilogue, HgemmVersion, MatMut, MatRef, SgemmVersion, hgemm_version, sgemm_version,
+    Activation, Epilogue, HgemmVersion, MatMut, MatRef, SgemmTile, SgemmVersion, hgemm_version,
+    sgemm_version, sgemm_with_tile,
 };
 use ember_cuda::{CudaDevice, DeviceElem};
 use rand::rngs::StdRng;
@@ -240,67 +243,124 @@ fn upload<T: DeviceElem>(
     dev.upload(&host).unwrap()
 }
 
+/// Runs one SGEMM case on the device and checks C (and its padding) against the f64 reference.
+/// `tile`: `None` goes through `sgemm_version` (the tile chosen by shape, or forced by
+/// `EMBER_CUDA_SGEMM_TILE`), `Some` through `sgemm_with_tile`.
+fn sgemm_case(
+    dev: &Arc<CudaDevice>,
+    r: &mut StdRng,
+    version: SgemmVersion,
+    tile: Option<SgemmTile>,
+    c: &Case,
+) {
+    let round = |x: f64| x as f32 as f64;
+    let (a, b, cm, bias) = make(r, c, &round);
+    let to32 = |x: f64| x as f32;
+    let (da, db, dbias) = (
+        upload(dev, &a.buf, &to32),
+        upload(dev, &b.buf, &to32),
+        upload(dev, &bias, &to32),
+    );
+    let mut dc = upload(dev, &cm.buf, &to32);
+    let clen = dc.len();
+    let epi = Epilogue {
+        bias: c.e.bias.then(|| dbias.view()),
+        act: c.e.act,
+    };
+    let ma = MatRef {
+        data: da.slice(a.off..a.buf.len()).unwrap(),
+        rs: a.rs,
+        cs: a.cs,
+    };
+    let mb = MatRef {
+        data: db.slice(b.off..b.buf.len()).unwrap(),
+        rs: b.rs,
+        cs: b.cs,
+    };
+    let mc = MatMut {
+        data: dc.slice_mut(cm.off..clen).unwrap(),
+        rs: cm.rs,
+        cs: cm.cs,
+    };
+    let (alpha, beta) = (c.e.alpha as f32, c.e.beta as f32);
+    let res = match tile {
+        None => sgemm_version(version, c.m, c.n, c.k, alpha, ma, mb, beta, mc, epi),
+        Some(t) => sgemm_with_tile(version, t, c.m, c.n, c.k, alpha, ma, mb, beta, mc, epi),
+    };
+    res.unwrap();
+    let got: Vec<f64> = dc.to_host().unwrap().iter().map(|&x| x as f64).collect();
+    let (want, scale) = reference(c, &a, &b, &cm, &bias);
+    let what = format!(
+        "sgemm {} tile {:?} m={} n={} k={} A {:?} B {:?} C {:?} {:?}",
+        version.name(),
+        tile,
+        c.m,
+        c.n,
+        c.k,
+        c.la,
+        c.lb,
+        c.lc,
+        c.e
+    );
+    check(&what, &got, &want, &scale, 1e-5, 0.0);
+}
+
 #[test]
 fn every_sgemm_version_matches_f64_reference() {
     let Some(dev) = gpu_or_skip("gpu_gemm::sgemm") else {
         return;
     };
     let mut r = rng("sgemm");
-    let round = |x: f64| x as f32 as f64;
     for version in SgemmVersion::ALL {
         for c in cases() {
-            let (a, b, cm, bias) = make(&mut r, &c, &round);
-            let to32 = |x: f64| x as f32;
-            let (da, db, dbias) = (
-                upload(&dev, &a.buf, &to32),
-                upload(&dev, &b.buf, &to32),
-                upload(&dev, &bias, &to32),
-            );
-            let mut dc = upload(&dev, &cm.buf, &to32);
-            let clen = dc.len();
-            let epi = Epilogue {
-                bias: c.e.bias.then(|| dbias.view()),
-                act: c.e.act,
-            };
-            let res = sgemm_version(
-                version,
-                c.m,
-                c.n,
-                c.k,
-                c.e.alpha as f32,
-                MatRef {
-                    data: da.slice(a.off..a.buf.len()).unwrap(),
-                    rs: a.rs,
-                    cs: a.cs,
-                },
-                MatRef {
-                    data: db.slice(b.off..b.buf.len()).unwrap(),
-                    rs: b.rs,
-                    cs: b.cs,
-                },
-                c.e.beta as f32,
-                MatMut {
-                    data: dc.slice_mut(cm.off..clen).unwrap(),
-                    rs: cm.rs,
-                    cs: cm.cs,
-                },
-                epi,
-            );
-            res.unwrap();
-            let got: Vec<f64> = dc.to_host().unwrap().iter().map(|&x| x as f64).collect();
-            let (want, scale) = reference(&c, &a, &b, &cm, &bias);
-            let what = format!(
-                "sgemm {} m={} n={} k={} A {:?} B {:?} C {:?} {:?}",
-                version.name(),
-                c.m,
-                c.n,
-                c.k,
-                c.la,
-                c.lb,
-                c.lc,
-                c.e
-            );
-            check(&what, &got, &want, &scale, 1e-5, 0.0);
+            sgemm_case(&dev, &mut r, version, None, &c);
+        }
+    }
+}
+
+/// Shapes with ragged edges in every dimension for the forced-tile test: more than one 128×128
+/// tile with partial ones at the right and bottom, a k that is not a multiple of the 8-deep
+/// k-tile, single rows and columns, and one shape with full tiles only.
+const TILE_SHAPES: [(usize, usize, usize); 6] = [
+    (129, 130, 131),
+    (257, 131, 45),
+    (131, 257, 9),
+    (1, 129, 17),
+    (130, 1, 33),
+    (256, 128, 64),
+];
+
+/// The 128×128 register-blocked kernels (`sgemm_regblock_128`, `sgemm_vec_128`) are chosen by
+/// shape only when the tiles cover every SM (132 on an H200: 1536×1408 and up), which no other
+/// correctness test reaches; forcing the tile runs them, and the 64×64 ones, on ragged shapes
+/// in every layout. (`compute-sanitizer` runs this test in `scripts/gpu-check.sh`.)
+#[test]
+fn forced_tiles_match_f64_reference() {
+    let Some(dev) = gpu_or_skip("gpu_gemm::forced_tiles") else {
+        return;
+    };
+    let mut r = rng("forced_tiles");
+    let epis = epilogues();
+    let mut t = 0;
+    for tile in [SgemmTile::T128, SgemmTile::T64] {
+        for version in [SgemmVersion::RegBlocked, SgemmVersion::Vectorized] {
+            for &(m, n, k) in &TILE_SHAPES {
+                for la in LAYS {
+                    for lb in LAYS {
+                        let c = Case {
+                            m,
+                            n,
+                            k,
+                            la,
+                            lb,
+                            lc: LAYS[t % 3],
+                            e: epis[t % epis.len()],
+                        };
+                        t += 1;
+                        sgemm_case(&dev, &mut r, version, Some(tile), &c);
+                    }
+                }
+            }
         }
     }
 }
