@@ -13,39 +13,12 @@
 //! Every rule is a few lines of tensor ops, written as its vector-Jacobian product: given the
 //! gradient `g` of the output `y`, return the gradient of each input.
 
-use crate::backend;
-use crate::cuda_backend;
 use crate::error::{Error, Result};
 use crate::grad_mode::NoGradGuard;
+use crate::id_map::{IdMap, IdSet};
 use crate::op::Op;
-use crate::storage::StorageData;
 use crate::tensor::{GraphState, Tensor, TensorId};
-use ember_ops::{Activation, BinaryOp, UnaryOp};
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// Tensor ids are unique counters: SipHash (the default) is wasted work on them in the backward
-/// walk, so one multiply by a large odd constant (Fibonacci hashing) spreads an id over all 64
-/// bits, which the hash table's tag bits need.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ b as u64;
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type IdMap<V> = HashMap<TensorId, V, BuildHasherDefault<IdHasher>>;
-type IdSet = HashSet<TensorId, BuildHasherDefault<IdHasher>>;
+use ember_ops::BinaryOp;
 
 /// Gradients from one `backward` call, keyed by tensor.
 #[derive(Debug, Default)]
@@ -230,29 +203,6 @@ impl Tensor {
     }
 }
 
-/// dx = g · op'(x), through the fused elementwise backward kernel.
-fn unary_grad(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    // One read lock per distinct storage (see `ReadSet`): the Dense rule passes y for both x
-    // and y.
-    let set = Tensor::read_set([x, y, g]);
-    let data: StorageData = match (set.data(0), set.data(1), set.data(2)) {
-        (StorageData::Cpu(a), StorageData::Cpu(b), StorageData::Cpu(c)) => StorageData::Cpu(
-            backend::unary_backward(op, a, x.layout(), b, y.layout(), c, g.layout()),
-        ),
-        (StorageData::Cuda(a), StorageData::Cuda(b), StorageData::Cuda(c)) => StorageData::Cuda(
-            cuda_backend::unary_backward(op, a, x.layout(), b, y.layout(), c, g.layout())?,
-        ),
-        _ => {
-            return Err(Error::DeviceMismatch {
-                op: "backward",
-                lhs: x.device(),
-                rhs: g.device(),
-            });
-        }
-    };
-    Ok(Tensor::from_storage(data, x.shape(), None))
-}
-
 /// Sums `g` (of a broadcast result's shape) back down to `shape`.
 fn unbroadcast(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let lead = g.rank() - shape.len();
@@ -272,7 +222,7 @@ fn unbroadcast(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
 fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
     Ok(match op {
         // d/dx f(x) = f'(x), e.g. d sigmoid = y(1-y), d tanh = 1-y², d relu = [x>0].
-        Op::Unary(u, x) => vec![(x.clone(), unary_grad(*u, x, y, g)?)],
+        Op::Unary(u, x) => vec![(x.clone(), Tensor::unary_backward(*u, x, y, g)?)],
         Op::Binary(b, lhs, rhs) => binary_grads(*b, y, lhs, rhs, g)?,
         // Every summed element gets the gradient of its sum.
         Op::Sum(x) => vec![(x.clone(), g.broadcast_to(x.shape())?)],
@@ -290,27 +240,6 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             (a.clone(), g.matmul(&b.t()?)?),
             (b.clone(), a.t()?.matmul(g)?),
         ],
-        // y = act(x·wᵀ + b): dz = g·act'(z) (from y), dx = dz·w, dw = dzᵀ·x, db = Σ_rows dz.
-        Op::Linear { x, w, b, act } => {
-            if let Some(v) = linear_grads_cpu(x, w, b.as_ref(), *act, y, g) {
-                return Ok(v);
-            }
-            let dz = match act.as_unary() {
-                None => g.clone(),
-                // For relu, sigmoid and tanh the slope is a function of y alone; relu's
-                // [z > 0] equals [y > 0], so y stands in for z.
-                Some(u) => unary_grad(u, y, y, g)?,
-            };
-            debug_assert!(
-                act.slope_from_output(),
-                "gelu linear is composed, never recorded"
-            );
-            let mut v = vec![(x.clone(), dz.matmul(w)?), (w.clone(), dz.t()?.matmul(x)?)];
-            if let Some(b) = b {
-                v.push((b.clone(), dz.sum(&[0], false)?));
-            }
-            v
-        }
         // softmax: dx = y ⊙ (g − Σ g⊙y).
         Op::Softmax(x) => {
             let last = y.rank() - 1;
@@ -360,20 +289,8 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
             v
         }
         // Picked rows send their gradients back to where they came from (summed on repeats).
-        Op::IndexSelect(x, idx, dim) => {
-            let data = g.map_data(
-                |s, l| backend::index_add(s, l, x.shape(), *dim, idx),
-                |c, l| cuda_backend::index_add(c, l, x.shape(), *dim, idx),
-            )?;
-            vec![(x.clone(), Tensor::from_storage(data, x.shape(), None))]
-        }
-        Op::Gather(x, idx, dim) => {
-            let data = g.map_data(
-                |s, l| backend::scatter_add(s, l, x.shape(), *dim, idx),
-                |c, l| cuda_backend::scatter_add(c, l, x.shape(), *dim, idx),
-            )?;
-            vec![(x.clone(), Tensor::from_storage(data, x.shape(), None))]
-        }
+        Op::IndexSelect(x, idx, dim) => vec![(x.clone(), g.index_add_to(x.shape(), *dim, idx)?)],
+        Op::Gather(x, idx, dim) => vec![(x.clone(), g.scatter_add_to(x.shape(), *dim, idx)?)],
         // The chosen branch gets g, the other zeros.
         Op::Where(c, a, b) => {
             let zeros = g.zeros_like()?;
@@ -382,90 +299,9 @@ fn input_grads(y: &Tensor, op: &Op, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>
                 (b.clone(), c.where_cond(&zeros, g)?),
             ]
         }
-        Op::Bce {
-            input,
-            target,
-            form,
-            scale,
-            input_grad,
-        } => {
-            // CPU: fold the (scalar) upstream gradient into the kernel's scale. CUDA: keep it on
-            // the device and multiply afterwards, so backward never waits for a download.
-            let on_host = input.device() == crate::Device::Cpu;
-            let gs = if on_host { g.to_scalar::<f64>()? } else { 1.0 };
-            let upstream = |t: Tensor| -> Result<Tensor> {
-                if on_host {
-                    Ok(t)
-                } else {
-                    t.mul(&g.broadcast_to(input.shape())?)
-                }
-            };
-            let dx = match input_grad {
-                // Computed with the loss (CPU): only the upstream scalar is left to apply.
-                Some(gx) if gs == 1.0 => gx.clone(),
-                Some(gx) => gx.mul_scalar(gs)?,
-                None => {
-                    let data = Tensor::map_data2(
-                        "backward",
-                        input,
-                        target,
-                        |sp, lp, sy, ly| backend::bce_grad(*form, sp, lp, sy, ly, scale * gs),
-                        |cp, lp, cy, ly| cuda_backend::bce_grad(*form, cp, lp, cy, ly, *scale),
-                    )?;
-                    upstream(Tensor::from_storage(data, input.shape(), None))?
-                }
-            };
-            let mut v = vec![(input.clone(), dx)];
-            if target.requires_grad() {
-                // dL/dy = −x (logits) or −(ln p − ln(1−p)) on the clamped p (probabilities).
-                let dy = match form {
-                    backend::BceForm::Logits => input.neg()?,
-                    backend::BceForm::Probs(eps) => {
-                        let p = input.clamp(*eps, 1.0 - eps)?;
-                        p.log()?.sub(&p.neg()?.add_scalar(1.0)?.log()?)?.neg()?
-                    }
-                };
-                v.push((target.clone(), upstream(dy.mul_scalar(scale * gs)?)?));
-            }
-            v
-        }
+        // A fused op (Dense layer, BCE loss) carries its own rule (`fused/`).
+        Op::Fused(op) => op.backward(y, g)?,
     })
-}
-
-/// The Linear rule on the CPU as one backend call (dz stays a scratch buffer, dx is computed
-/// only when x needs it); `None` when any operand lives on a GPU, which takes the composed rule.
-fn linear_grads_cpu(
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    act: Activation,
-    y: &Tensor,
-    g: &Tensor,
-) -> Option<Vec<(Tensor, Tensor)>> {
-    let set = Tensor::read_set([x, w, y, g]);
-    let (StorageData::Cpu(cx), StorageData::Cpu(cw), StorageData::Cpu(cy), StorageData::Cpu(cg)) =
-        (set.data(0), set.data(1), set.data(2), set.data(3))
-    else {
-        return None;
-    };
-    let r = backend::linear_backward(
-        act.as_unary(),
-        (cx, x.layout()),
-        (cw, w.layout()),
-        (cy, y.layout()),
-        (cg, g.layout()),
-        x.requires_grad(),
-        b.is_some(),
-    );
-    let mut v = Vec::with_capacity(3);
-    if let Some(dx) = r.dx {
-        v.push((x.clone(), Tensor::from_storage(dx, x.shape(), None)));
-    }
-    v.push((w.clone(), Tensor::from_storage(r.dw, w.shape(), None)));
-    if let (Some(b), Some(db)) = (b, r.db) {
-        v.push((b.clone(), Tensor::from_storage(db, b.shape(), None)));
-    }
-    Some(v)
 }
 
 /// Rules for the differentiable binary ops (operands already share the output's shape).

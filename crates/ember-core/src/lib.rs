@@ -21,11 +21,12 @@
 
 mod backend;
 mod backprop;
-mod cuda_backend;
 pub mod dtype;
 pub mod error;
+mod fused;
 pub mod grad_mode;
 pub mod gradcheck;
+mod id_map;
 pub mod layout;
 pub mod loss;
 pub mod memory;

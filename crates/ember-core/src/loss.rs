@@ -2,16 +2,16 @@
 //! mean squared error, and cross-entropy over class indices.
 //!
 //! The two BCE forms are fused ops (one pass forward, one pass backward, each with its own rule
-//! in `backprop.rs`), because they sit at the end of every step of the seed model. MSE and
+//! in `fused/bce.rs`), because they sit at the end of every step of the seed model. MSE and
 //! cross-entropy are composed from primitives (cross-entropy is `log_softmax` + `gather`), so
 //! their gradients come from the primitives' rules.
 
-use crate::backend::{self, BceForm};
-use crate::cuda_backend;
 use crate::error::{Error, Result};
+use crate::fused::{BceOp, FusedOp};
 use crate::op::Op;
 use crate::storage::StorageData;
 use crate::tensor::Tensor;
+use ember_ops::BceForm;
 
 /// How per-element losses combine into one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,46 +58,35 @@ fn fused_bce(
 ) -> Result<Tensor> {
     check_pair(op, input, target)?;
     let scale = scale_for(reduction, input.elem_count());
-    // On the CPU, when the input's gradient will be needed, the loss and that gradient come
-    // from one pass over the data; the gradient waits in the op record for backward.
+    // When the input's gradient will be needed and the device can, the loss and that gradient
+    // come from one pass over the data (the CPU); the gradient waits in the op record for
+    // backward. Otherwise the loss alone (on a GPU a device scalar: nothing waits for the host
+    // until it is read).
     let wants_grad = crate::grad_mode::is_grad_enabled() && input.requires_grad();
-    if wants_grad && input.device() == crate::Device::Cpu {
-        let set = Tensor::read_set([input, target]);
-        if let (StorageData::Cpu(sp), StorageData::Cpu(sy)) = (set.data(0), set.data(1)) {
-            let (sum, grad) =
-                backend::bce_sum_grad(form, sp, input.layout(), sy, target.layout(), scale);
-            let value = StorageData::Cpu(backend::from_f64(&[sum * scale], sp.dtype()));
-            drop(set);
-            let input_grad = Tensor::from_storage(StorageData::Cpu(grad), input.shape(), None);
-            let record = Tensor::record(|| Op::Bce {
-                input: input.clone(),
-                target: target.clone(),
-                form,
-                scale,
-                input_grad: Some(input_grad),
-            });
-            return Ok(Tensor::from_storage(value, &[], record));
-        }
-    }
-    // On the GPU the loss stays a device scalar: nothing waits for the host until it is read.
-    let value = Tensor::map_data2(
-        op,
-        input,
-        target,
-        |sp, lp, sy, ly| {
-            backend::from_f64(
-                &[backend::bce_sum(form, sp, lp, sy, ly) * scale],
-                sp.dtype(),
-            )
-        },
-        |cp, lp, cy, ly| cuda_backend::bce_sum(form, cp, lp, cy, ly, scale),
-    )?;
-    let record = Tensor::record(|| Op::Bce {
-        input: input.clone(),
-        target: target.clone(),
-        form,
-        scale,
-        input_grad: None,
+    let set = Tensor::read_set([input, target]);
+    let (p, y) = (
+        (set.data(0), input.layout()),
+        (set.data(1), target.layout()),
+    );
+    let fused = if wants_grad {
+        StorageData::bce_loss_and_grad(form, p, y, scale)?
+    } else {
+        None
+    };
+    let (value, input_grad) = match fused {
+        Some((value, grad)) => (value, Some(grad)),
+        None => (StorageData::bce_loss(form, p, y, scale)?, None),
+    };
+    drop(set);
+    let input_grad = input_grad.map(|g| Tensor::from_storage(g, input.shape(), None));
+    let record = Tensor::record(|| {
+        Op::Fused(FusedOp::Bce(BceOp {
+            input: input.clone(),
+            target: target.clone(),
+            form,
+            scale,
+            input_grad,
+        }))
     });
     Ok(Tensor::from_storage(value, &[], record))
 }

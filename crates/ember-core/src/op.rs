@@ -2,11 +2,12 @@
 //!
 //! Each variant owns its inputs (cheap `Tensor` handles), which is all the graph there is: the
 //! output points at its inputs, and dropping the output frees the chain. Non-differentiable ops
-//! (comparisons, argmax) record nothing. The rule for each variant lives in `backprop.rs`.
+//! (comparisons, argmax) record nothing. The rule for each primitive lives in `backprop.rs`;
+//! fused ops carry theirs (`fused/`).
 
+use crate::fused::FusedOp;
 use crate::tensor::Tensor;
-use ember_ops::BceForm;
-use ember_ops::{Activation, BinaryOp, UnaryOp};
+use ember_ops::{BinaryOp, UnaryOp};
 
 /// How a tensor was computed from its inputs.
 #[derive(Debug, Clone)]
@@ -21,13 +22,6 @@ pub(crate) enum Op {
     Extremum(Tensor, Vec<usize>),
     /// Batched matrix product with equal batch dims.
     Matmul(Tensor, Tensor),
-    /// Dense layer: act(x · wᵀ + b), with act one that its output determines the slope of.
-    Linear {
-        x: Tensor,
-        w: Tensor,
-        b: Option<Tensor>,
-        act: Activation,
-    },
     /// Softmax along the last axis.
     Softmax(Tensor),
     /// Log-softmax along the last axis.
@@ -50,16 +44,9 @@ pub(crate) enum Op {
     Gather(Tensor, Vec<usize>, usize),
     /// cond ? a : b (the mask gets no gradient).
     Where(Tensor, Tensor, Tensor),
-    /// Fused binary cross-entropy: scale * Σ loss(input, target).
-    Bce {
-        input: Tensor,
-        target: Tensor,
-        form: BceForm,
-        scale: f64,
-        /// `scale · d(loss)/d(input)`, when the CPU forward computed it in the same pass as the
-        /// loss (backward then only scales it by the upstream gradient). Not an input.
-        input_grad: Option<Tensor>,
-    },
+    /// A fused op (a Dense layer, a BCE loss): its forward ran as one kernel pass; its
+    /// backward lives with it in `fused/`.
+    Fused(FusedOp),
 }
 
 impl Op {
@@ -82,18 +69,8 @@ impl Op {
                 f(a);
                 f(b)
             }
-            Op::Linear { x, w, b, .. } => {
-                f(x);
-                f(w);
-                if let Some(b) = b {
-                    f(b);
-                }
-            }
             Op::Cat(xs, _) => xs.iter().for_each(f),
-            Op::Bce { input, target, .. } => {
-                f(input);
-                f(target)
-            }
+            Op::Fused(op) => op.visit_inputs(f),
         }
     }
 }

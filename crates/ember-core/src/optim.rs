@@ -8,7 +8,7 @@
 //! Parameters and states must be contiguous f32 or f64 tensors with their own storage (not views
 //! of each other). The update rules (Keras 3 forms) are documented in `ember_cpu::optim`.
 
-use crate::cuda_backend;
+use crate::backend::cuda as cuda_backend;
 use crate::error::{Error, Result};
 use crate::storage::{CpuStorage, CudaStorage, StorageData};
 use crate::tensor::Tensor;
@@ -105,7 +105,7 @@ fn fused_update(
     let grad = if grad.is_contiguous() && !aliased {
         grad
     } else {
-        let dense = grad.map_data(crate::backend::contiguous, cuda_backend::contiguous)?;
+        let dense = grad.with_storage(StorageData::contiguous)?;
         grad_copy = Tensor::from_storage(dense, grad.shape(), None);
         &grad_copy
     };

@@ -9,14 +9,13 @@
 //! The ops themselves live in `ops/` (forward) and `backprop.rs` (derivative rules).
 
 use crate::backend;
-use crate::cuda_backend;
 use crate::dtype::{DType, Device, WithDType};
 use crate::error::{Error, Result};
 use crate::grad_mode::is_grad_enabled;
 use crate::layout::Layout;
 use crate::op::Op;
 use crate::shape::Shape;
-use crate::storage::{CpuStorage, CudaStorage, Storage, StorageData};
+use crate::storage::{CpuStorage, Storage, StorageData};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -167,67 +166,29 @@ impl Tensor {
         ReadSet { guards, slot }
     }
 
-    /// Runs `f` on the CPU buffer and layout, or reports that `op` has no CUDA path yet.
-    pub(crate) fn with_cpu<R>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&CpuStorage, &Layout) -> R,
-    ) -> Result<R> {
+    /// Read guards on the storages of any number of tensors, one per distinct storage (the
+    /// slice form of [`Tensor::read_set`], for `cat`).
+    pub(crate) fn read_many<'a>(tensors: &[&'a Tensor]) -> ReadMany<'a> {
+        let mut guards = Vec::with_capacity(tensors.len());
+        let mut slot = Vec::with_capacity(tensors.len());
+        for (i, t) in tensors.iter().enumerate() {
+            let first = (0..i).find(|&j| t.shares_storage(tensors[j]));
+            slot.push(match first {
+                Some(j) => slot[j],
+                None => {
+                    guards.push(t.storage());
+                    guards.len() - 1
+                }
+            });
+        }
+        ReadMany { guards, slot }
+    }
+
+    /// Runs `f` on this tensor's storage and layout under a read lock. Ops pass a method of
+    /// [`StorageData`] (the dispatch seam in `backend/`), so nothing here branches on a device.
+    pub(crate) fn with_storage<R>(&self, f: impl FnOnce(&StorageData, &Layout) -> R) -> R {
         let s = self.storage();
-        match s.data() {
-            StorageData::Cpu(c) => Ok(f(c, &self.0.layout)),
-            StorageData::Cuda(c) => Err(cuda_backend::unsupported(op, c.ordinal(), op)),
-        }
-    }
-
-    /// Computes a new buffer from this tensor's on whichever device holds it.
-    pub(crate) fn map_data(
-        &self,
-        cpu: impl FnOnce(&CpuStorage, &Layout) -> CpuStorage,
-        cuda: impl FnOnce(&CudaStorage, &Layout) -> Result<CudaStorage>,
-    ) -> Result<StorageData> {
-        self.dispatch(
-            |s, l| StorageData::Cpu(cpu(s, l)),
-            |c, l| Ok(StorageData::Cuda(cuda(c, l)?)),
-        )
-    }
-
-    /// Computes a new buffer from two tensors on the same device (callers check devices match).
-    pub(crate) fn map_data2(
-        op: &'static str,
-        a: &Tensor,
-        b: &Tensor,
-        cpu: impl FnOnce(&CpuStorage, &Layout, &CpuStorage, &Layout) -> CpuStorage,
-        cuda: impl FnOnce(&CudaStorage, &Layout, &CudaStorage, &Layout) -> Result<CudaStorage>,
-    ) -> Result<StorageData> {
-        // Operands sharing one storage (`x.mul(&x)`, a tensor and its view) take its lock once.
-        let set = Tensor::read_set([a, b]);
-        match (set.data(0), set.data(1)) {
-            (StorageData::Cpu(x), StorageData::Cpu(y)) => {
-                Ok(StorageData::Cpu(cpu(x, a.layout(), y, b.layout())))
-            }
-            (StorageData::Cuda(x), StorageData::Cuda(y)) => {
-                Ok(StorageData::Cuda(cuda(x, a.layout(), y, b.layout())?))
-            }
-            _ => Err(Error::DeviceMismatch {
-                op,
-                lhs: a.device(),
-                rhs: b.device(),
-            }),
-        }
-    }
-
-    /// Runs `cpu` or `cuda` on this tensor's buffer and layout, whichever device holds it.
-    pub(crate) fn dispatch<R>(
-        &self,
-        cpu: impl FnOnce(&CpuStorage, &Layout) -> R,
-        cuda: impl FnOnce(&CudaStorage, &Layout) -> Result<R>,
-    ) -> Result<R> {
-        let s = self.storage();
-        match s.data() {
-            StorageData::Cpu(c) => Ok(cpu(c, &self.0.layout)),
-            StorageData::Cuda(c) => cuda(c, &self.0.layout),
-        }
+        f(s.data(), &self.0.layout)
     }
 
     /// Locks this node's graph state (backward reads or takes the recorded op through it).
@@ -444,15 +405,10 @@ impl Tensor {
 
     /// All elements in row-major order, converted to `T`.
     pub fn to_vec<T: WithDType>(&self) -> Result<Vec<T>> {
-        self.dispatch(
-            |s, l| read_as::<T>(s, l),
-            |c, l| {
-                Ok(read_as::<T>(
-                    &cuda_backend::to_host(c, l)?,
-                    &Layout::contiguous(l.shape()),
-                ))
-            },
-        )
+        self.with_storage(|s, l| {
+            let (host, hl) = StorageData::on_host(s, l)?;
+            Ok(read_as::<T>(&host, &hl))
+        })
     }
 
     /// The rows of a rank-2 tensor.
@@ -482,18 +438,8 @@ impl Tensor {
         // On the CPU the one element is read in place (a loss read every step should not
         // allocate); converting through f64 is exact for every ember dtype, so this equals the
         // cast `to_vec` does.
-        {
-            let st = self.storage();
-            if let StorageData::Cpu(c) = st.data() {
-                let at = self.0.layout.offset();
-                let v = match c {
-                    CpuStorage::F32(v) => v[at] as f64,
-                    CpuStorage::F64(v) => v[at],
-                    CpuStorage::F16(v) => v[at].to_f64(),
-                    CpuStorage::BF16(v) => v[at].to_f64(),
-                };
-                return Ok(T::from_f64(v));
-            }
+        if let Some(v) = self.with_storage(|s, l| s.host_value(l.offset())) {
+            return Ok(T::from_f64(v));
         }
         Ok(self.to_vec::<T>()?[0])
     }
@@ -556,47 +502,9 @@ impl Tensor {
         // tensor to itself (or to a view of itself) neither deadlocks nor reads a half-written
         // buffer.
         let src = src.to_device(self.device())?;
-        let values: StorageData = src.dispatch(
-            |s, l| StorageData::Cpu(backend::contiguous(s, l)),
-            |c, l| Ok(StorageData::Cuda(cuda_backend::contiguous(c, l)?)),
-        )?;
+        let values = src.with_storage(StorageData::contiguous)?;
         let mut guard = self.storage_mut();
-        let (dst, values) = match (guard.data_mut(), &values) {
-            (StorageData::Cpu(dst), StorageData::Cpu(values)) => (dst, values),
-            (StorageData::Cuda(dst), StorageData::Cuda(values)) => {
-                let ord = dst.ordinal();
-                let whole = layout.offset() == 0;
-                let e = cuda_backend::err("assign", ord);
-                return match (dst, values) {
-                    (CudaStorage::F32(d), CudaStorage::F32(s)) if whole && d.len() == s.len() => {
-                        d.copy_from_device(s).map_err(e)
-                    }
-                    (CudaStorage::F64(d), CudaStorage::F64(s)) if whole && d.len() == s.len() => {
-                        d.copy_from_device(s).map_err(e)
-                    }
-                    _ => Err(cuda_backend::unsupported(
-                        "assign",
-                        ord,
-                        "assigning into part of a GPU buffer",
-                    )),
-                };
-            }
-            _ => unreachable!("the source was moved to this tensor's device"),
-        };
-        let r = layout.offset()..layout.offset() + layout.elem_count();
-        match (dst, values) {
-            (CpuStorage::F32(d), CpuStorage::F32(s)) => d[r].copy_from_slice(s),
-            (CpuStorage::F64(d), CpuStorage::F64(s)) => d[r].copy_from_slice(s),
-            (CpuStorage::F16(d), CpuStorage::F16(s)) => d[r].copy_from_slice(s),
-            (CpuStorage::BF16(d), CpuStorage::BF16(s)) => d[r].copy_from_slice(s),
-            _ => {
-                return Err(Error::DTypeMismatch {
-                    op: "assign",
-                    lhs: self.dtype(),
-                    rhs: src.dtype(),
-                });
-            }
-        }
+        StorageData::write(guard.data_mut(), layout, &values)?;
         Ok(())
     }
 }
@@ -625,7 +533,7 @@ pub(crate) fn to_cpu_storage<T: WithDType>(data: Vec<T>) -> CpuStorage {
 
 /// Reads a view as `T`, converting the dtype.
 fn read_as<T: WithDType>(s: &CpuStorage, l: &Layout) -> Vec<T> {
-    let converted = backend::cast(s, l, T::DTYPE);
+    let converted = backend::cpu::view::cast(s, l, T::DTYPE);
     let any: Box<dyn std::any::Any> = match converted {
         CpuStorage::F32(v) => Box::new(v),
         CpuStorage::F64(v) => Box::new(v),
@@ -658,6 +566,20 @@ impl<const N: usize> ReadSet<'_, N> {
             Some(guard) => guard.data(),
             None => unreachable!("read_set fills the slot of every first occurrence"),
         }
+    }
+}
+
+/// Read access to the storages of a slice of operands (see [`ReadSet`]).
+pub(crate) struct ReadMany<'a> {
+    guards: Vec<RwLockReadGuard<'a, Storage>>,
+    /// Operand i's guard is `guards[slot[i]]`.
+    slot: Vec<usize>,
+}
+
+impl ReadMany<'_> {
+    /// The storage data of operand `i`.
+    pub(crate) fn data(&self, i: usize) -> &StorageData {
+        self.guards[self.slot[i]].data()
     }
 }
 

@@ -6,17 +6,15 @@
 //! never has to think about broadcasting: the `Broadcast` rule sums gradients back.
 
 use super::check_same;
-use crate::backend;
-use crate::cuda_backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::op::Op;
 use crate::shape::broadcast_shapes;
 use crate::storage::StorageData;
 use crate::tensor::Tensor;
-use ember_cpu::binary::BinaryOp;
-use ember_cpu::unary::UnaryOp;
+use ember_ops::{BinaryOp, UnaryOp};
 
-fn binary_name(op: BinaryOp) -> &'static str {
+/// The op's name in error messages.
+pub(crate) fn binary_name(op: BinaryOp) -> &'static str {
     match op {
         BinaryOp::Add => "add",
         BinaryOp::Sub => "sub",
@@ -32,13 +30,6 @@ fn binary_name(op: BinaryOp) -> &'static str {
         BinaryOp::Gt => "gt",
         BinaryOp::Ge => "ge",
     }
-}
-
-fn is_comparison(op: BinaryOp) -> bool {
-    matches!(
-        op,
-        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
-    )
 }
 
 macro_rules! unary_methods {
@@ -64,15 +55,32 @@ macro_rules! scalar_rhs_methods {
 impl Tensor {
     /// Applies an elementwise function (the generic form behind `exp`, `relu`, ...).
     pub fn unary_op(&self, op: UnaryOp) -> Result<Tensor> {
-        let data = self.map_data(
-            |s, l| backend::unary(s, l, op),
-            |c, l| cuda_backend::unary(c, l, op),
-        )?;
+        let data = self.with_storage(|s, l| StorageData::unary(s, l, op))?;
         Ok(Tensor::from_storage(
             data,
             self.shape(),
             Tensor::record(|| Op::Unary(op, self.clone())),
         ))
+    }
+
+    /// dx = g · op'(x), given x, y = op(x) and g of one shape, through the fused elementwise
+    /// backward kernel (for the derivative rules; records nothing).
+    pub(crate) fn unary_backward(
+        op: UnaryOp,
+        x: &Tensor,
+        y: &Tensor,
+        g: &Tensor,
+    ) -> Result<Tensor> {
+        // One read lock per distinct storage (`ReadSet`): the Linear rule passes y for x and y.
+        let set = Tensor::read_set([x, y, g]);
+        let data = StorageData::unary_backward(
+            op,
+            (set.data(0), x.layout()),
+            (set.data(1), y.layout()),
+            (set.data(2), g.layout()),
+        )?;
+        drop(set);
+        Ok(Tensor::from_storage(data, x.shape(), None))
     }
 
     /// Applies an elementwise function of two broadcast operands.
@@ -81,14 +89,11 @@ impl Tensor {
         check_same(name, self, rhs)?;
         let shape = broadcast_shapes(name, self.shape(), rhs.shape())?;
         let (a, b) = (self.broadcast_to(&shape)?, rhs.broadcast_to(&shape)?);
-        let data = Tensor::map_data2(
-            name,
-            &a,
-            &b,
-            |sa, la, sb, lb| backend::binary(op, sa, la, sb, lb),
-            |ca, la, cb, lb| cuda_backend::binary(op, ca, la, cb, lb),
-        )?;
-        let record = if is_comparison(op) {
+        // Operands sharing one storage (`x.mul(&x)`, a tensor and its view) take its lock once.
+        let set = Tensor::read_set([&a, &b]);
+        let data = StorageData::binary(op, (set.data(0), a.layout()), (set.data(1), b.layout()))?;
+        drop(set);
+        let record = if op.is_comparison() {
             None
         } else {
             Tensor::record(|| Op::Binary(op, a, b))
@@ -242,24 +247,13 @@ impl Tensor {
         let c = self.detach().broadcast_to(&shape)?;
         let a = on_true.broadcast_to(&shape)?;
         let b = on_false.broadcast_to(&shape)?;
-        let data: StorageData = {
-            let set = Tensor::read_set([&c, &a, &b]);
-            match (set.data(0), set.data(1), set.data(2)) {
-                (StorageData::Cpu(sc), StorageData::Cpu(sa), StorageData::Cpu(sb)) => {
-                    backend::where_cond(sc, c.layout(), sa, a.layout(), sb, b.layout()).into()
-                }
-                (StorageData::Cuda(sc), StorageData::Cuda(sa), StorageData::Cuda(sb)) => {
-                    cuda_backend::where_cond(sc, c.layout(), sa, a.layout(), sb, b.layout())?.into()
-                }
-                _ => {
-                    return Err(Error::DeviceMismatch {
-                        op: "where_cond",
-                        lhs: self.device(),
-                        rhs: on_true.device(),
-                    });
-                }
-            }
-        };
+        let set = Tensor::read_set([&c, &a, &b]);
+        let data = StorageData::where_cond(
+            (set.data(0), c.layout()),
+            (set.data(1), a.layout()),
+            (set.data(2), b.layout()),
+        )?;
+        drop(set);
         Ok(Tensor::from_storage(
             data,
             &shape,

@@ -6,11 +6,10 @@
 //! read to the host for that (a download when it lives on a GPU), and the checked indices are
 //! what both the CPU and the CUDA kernels receive, and what the backward rules reuse.
 
-use crate::backend;
-use crate::cuda_backend;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::op::Op;
+use crate::storage::StorageData;
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -45,10 +44,7 @@ impl Tensor {
             ));
         }
         let idx = indices.indices("index_select", self.shape()[dim])?;
-        let data = self.map_data(
-            |s, l| backend::index_select(s, l, dim, &idx),
-            |c, l| cuda_backend::index_select(c, l, dim, &idx),
-        )?;
+        let data = self.with_storage(|s, l| StorageData::index_select(s, l, dim, &idx))?;
         let mut shape = self.shape().to_vec();
         shape[dim] = idx.len();
         Ok(Tensor::from_storage(
@@ -87,10 +83,7 @@ impl Tensor {
         }
         let idx = indices.indices("gather", self.shape()[dim])?;
         let out_shape = indices.shape().to_vec();
-        let data = self.map_data(
-            |s, l| backend::gather(s, l, dim, &idx, &out_shape),
-            |c, l| cuda_backend::gather(c, l, dim, &idx, &out_shape),
-        )?;
+        let data = self.with_storage(|s, l| StorageData::gather(s, l, dim, &idx, &out_shape))?;
         Ok(Tensor::from_storage(
             data,
             &out_shape,
@@ -111,5 +104,28 @@ impl Tensor {
         let mut shape = indices.shape().to_vec();
         shape.push(num_classes);
         rows.reshape(shape)
+    }
+
+    /// The adjoint of `index_select`: this gradient (of the selected shape) added into zeros of
+    /// `shape` at the rows `idx` along `dim` (repeats summed). For the derivative rules.
+    pub(crate) fn index_add_to(
+        &self,
+        shape: &[usize],
+        dim: usize,
+        idx: &[usize],
+    ) -> Result<Tensor> {
+        let data = self.with_storage(|s, l| StorageData::index_add(s, l, shape, dim, idx))?;
+        Ok(Tensor::from_storage(data, shape, None))
+    }
+
+    /// The adjoint of `gather`: this gradient scatter-added into zeros of `shape`.
+    pub(crate) fn scatter_add_to(
+        &self,
+        shape: &[usize],
+        dim: usize,
+        idx: &[usize],
+    ) -> Result<Tensor> {
+        let data = self.with_storage(|s, l| StorageData::scatter_add(s, l, shape, dim, idx))?;
+        Ok(Tensor::from_storage(data, shape, None))
     }
 }

@@ -5,14 +5,14 @@
 //! never need `.contiguous()`; the backward rules use transposed *views* the same way.
 
 use super::check_same;
-use crate::backend::{self, MatmulSpec};
-use crate::cuda_backend;
+use crate::backend::MatmulSpec;
 use crate::error::{Error, Result};
+use crate::fused::{FusedOp, LinearOp};
 use crate::op::Op;
 use crate::shape::broadcast_shapes;
 use crate::storage::StorageData;
 use crate::tensor::Tensor;
-use ember_cpu::gemm::Activation;
+use ember_ops::Activation;
 
 impl Tensor {
     /// Matrix product. Rank-2 operands give `[m, n]`; higher ranks treat leading dimensions as
@@ -76,18 +76,18 @@ impl Tensor {
             m,
             n,
             k,
-            bias: None,
             act: Activation::None,
         };
-        let data = Tensor::map_data2(
+        let set = Tensor::read_set([&a, &b]);
+        let (sa, sb) = (set.data(0), set.data(1));
+        let data = StorageData::matmul(
             "matmul",
-            &a,
-            &b,
-            |sa, la, sb, lb| backend::matmul(&spec, sa, la, sb, lb),
-            |ca, la, cb, lb| {
-                cuda_backend::matmul(&batch, (m, n, k), ca, la, cb, lb, None, Activation::None)
-            },
+            &spec,
+            (sa, a.layout()),
+            (sb, b.layout()),
+            (sa, None),
         )?;
+        drop(set);
         let shape = if batch.is_empty() {
             vec![m, n]
         } else {
@@ -141,38 +141,28 @@ impl Tensor {
         // x, w and the bias are read under one lock per distinct storage (`ReadSet`): a flat
         // parameter buffer may hold both w and b. Without a bias, x stands in for it.
         let set = Tensor::read_set([self, w, b.unwrap_or(self)]);
-        let data: StorageData = match (set.data(0), set.data(1), set.data(2)) {
-            (StorageData::Cpu(sx), StorageData::Cpu(sw), StorageData::Cpu(sb)) => {
-                let spec = MatmulSpec {
-                    batch: &[],
-                    m,
-                    n,
-                    k,
-                    bias: b.map(|b| (sb, b.layout())),
-                    act,
-                };
-                backend::matmul(&spec, sx, self.layout(), sw, &wt).into()
-            }
-            (StorageData::Cuda(cx), StorageData::Cuda(cw), StorageData::Cuda(cb)) => {
-                let bias = b.map(|b| (cb, b.layout()));
-                let (lx, lw) = (self.layout(), &wt);
-                cuda_backend::matmul(&[], (m, n, k), cx, lx, cw, lw, bias, act)?.into()
-            }
-            // Devices were checked to match above; kept as an error, never a panic.
-            _ => {
-                return Err(Error::DeviceMismatch {
-                    op: "linear",
-                    lhs: self.device(),
-                    rhs: w.device(),
-                });
-            }
-        };
-        drop(set);
-        let op = || Op::Linear {
-            x: self.clone(),
-            w: w.clone(),
-            b: b.cloned(),
+        let spec = MatmulSpec {
+            batch: &[],
+            m,
+            n,
+            k,
             act,
+        };
+        let data = StorageData::matmul(
+            "linear",
+            &spec,
+            (set.data(0), self.layout()),
+            (set.data(1), &wt),
+            (set.data(2), b.map(|b| b.layout())),
+        )?;
+        drop(set);
+        let op = || {
+            Op::Fused(FusedOp::Linear(LinearOp {
+                x: self.clone(),
+                w: w.clone(),
+                b: b.cloned(),
+                act,
+            }))
         };
         Ok(Tensor::from_storage(data, &[m, n], Tensor::record(op)))
     }

@@ -1,12 +1,15 @@
 //! Forward ops on tensors, grouped by family. Each op validates its arguments (returning an
-//! [`Error`] that names shapes and dtypes), calls one function of the CPU dispatch
-//! point (`backend.rs`) and records an [`Op`](crate::op::Op) when a gradient may flow.
+//! [`Error`] that names shapes and dtypes), calls one method of the dispatch seam
+//! ([`StorageData`](crate::storage::StorageData), in `backend/`), which runs it on the
+//! operands' device, and records an [`Op`](crate::op::Op) when a gradient may flow.
 
 mod elementwise;
 mod index;
 mod matmul;
 mod reduce;
 mod view;
+
+pub(crate) use elementwise::binary_name;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

@@ -5,12 +5,11 @@
 //! then reshape away the axes when `keepdim` is false; that keeps one derivative rule per
 //! primitive. mean, var and logsumexp are composites, so their gradients come for free.
 
-use crate::backend;
-use crate::cuda_backend;
 use crate::error::{Error, Result};
 use crate::op::Op;
+use crate::storage::StorageData;
 use crate::tensor::Tensor;
-use ember_cpu::reduce::ReduceOp;
+use ember_ops::ReduceOp;
 
 impl Tensor {
     /// Validates `axes` for this tensor: in range, no repeats; returns them sorted.
@@ -80,10 +79,7 @@ impl Tensor {
                 ),
             ));
         }
-        let data = self.map_data(
-            |s, l| backend::reduce(op, s, l, &axes),
-            |c, l| cuda_backend::reduce(op, c, l, &axes),
-        )?;
+        let data = self.with_storage(|s, l| StorageData::reduce(op, s, l, &axes))?;
         let record = match op {
             ReduceOp::Sum => Tensor::record(|| Op::Sum(self.clone())),
             ReduceOp::Max | ReduceOp::Min => {
@@ -199,10 +195,7 @@ impl Tensor {
     /// Softmax along `axis`: e^(x − max) / Σ e^(x − max).
     pub fn softmax(&self, axis: usize) -> Result<Tensor> {
         self.along_last("softmax", axis, |x| {
-            let data = x.map_data(
-                |s, l| backend::softmax_last(s, l, false),
-                |c, l| cuda_backend::softmax_last(c, l, false),
-            )?;
+            let data = x.with_storage(|s, l| StorageData::softmax_last(s, l, false))?;
             Ok(Tensor::from_storage(
                 data,
                 x.shape(),
@@ -214,10 +207,7 @@ impl Tensor {
     /// Log-softmax along `axis`: x − logsumexp(x), stable for any input.
     pub fn log_softmax(&self, axis: usize) -> Result<Tensor> {
         self.along_last("log_softmax", axis, |x| {
-            let data = x.map_data(
-                |s, l| backend::softmax_last(s, l, true),
-                |c, l| cuda_backend::softmax_last(c, l, true),
-            )?;
+            let data = x.with_storage(|s, l| StorageData::softmax_last(s, l, true))?;
             Ok(Tensor::from_storage(
                 data,
                 x.shape(),

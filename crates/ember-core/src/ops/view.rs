@@ -5,13 +5,10 @@
 //! base tensor. `contiguous()` returns the same tensor when no copy is needed.
 
 use super::check_same;
-use crate::backend;
-use crate::cuda_backend;
 use crate::dtype::{DType, Device};
 use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::shape::Shape;
-use crate::storage::CpuStorage;
 use crate::storage::StorageData;
 use crate::tensor::Tensor;
 
@@ -133,10 +130,7 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        let data: StorageData = self.dispatch(
-            |s, l| StorageData::Cpu(backend::contiguous(s, l)),
-            |c, l| Ok(StorageData::Cuda(cuda_backend::contiguous(c, l)?)),
-        )?;
+        let data = self.with_storage(StorageData::contiguous)?;
         Ok(Tensor::from_storage(
             data,
             self.shape(),
@@ -150,10 +144,7 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let data = self.map_data(
-            |s, l| backend::cast(s, l, dtype),
-            |c, l| cuda_backend::cast(c, l, dtype),
-        )?;
+        let data = self.with_storage(|s, l| StorageData::cast(s, l, dtype))?;
         Ok(Tensor::from_storage(
             data,
             self.shape(),
@@ -167,24 +158,7 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
-        let data: StorageData = match device {
-            Device::Cpu => self.dispatch(
-                |_, _| unreachable!("a host tensor is already on the CPU"),
-                |c, l| Ok(StorageData::Cpu(cuda_backend::to_host(c, l)?)),
-            )?,
-            Device::Cuda(i) => self.dispatch(
-                |s, l| cuda_backend::upload(s, l, i).map(StorageData::Cuda),
-                |c, l| {
-                    let host = cuda_backend::to_host(c, l)?;
-                    Ok(cuda_backend::upload(
-                        &host,
-                        &crate::layout::Layout::contiguous(l.shape()),
-                        i,
-                    )
-                    .map(StorageData::Cuda))
-                },
-            )??,
-        };
+        let data = self.with_storage(|s, l| StorageData::to_device(s, l, device))?;
         Ok(Tensor::from_storage(
             data,
             self.shape(),
@@ -225,47 +199,14 @@ impl Tensor {
         }
         let mut shape = first.shape().to_vec();
         shape[dim] = tensors.iter().map(|t| t.shape()[dim]).sum();
-        // Gather each input as [outer, extent, inner] and interleave rows per outer index.
-        let outer: usize = shape[..dim].iter().product();
-        let inner: usize = shape[dim + 1..].iter().product();
-        let data: StorageData = match first.device() {
-            Device::Cpu => {
-                let parts: Vec<CpuStorage> = tensors
-                    .iter()
-                    .map(|t| t.with_cpu("cat", backend::contiguous))
-                    .collect::<Result<_>>()?;
-                concat_parts(&parts, tensors, dim, outer, inner, first.dtype()).into()
-            }
-            // The CUDA kernel reads each part through its own view: no contiguous copies.
-            Device::Cuda(_) => {
-                // One read lock per distinct storage (`ReadSet`): `cat(&[&x, &x])` is common.
-                let mut guards = Vec::with_capacity(tensors.len());
-                let mut slot = Vec::with_capacity(tensors.len());
-                for (i, t) in tensors.iter().enumerate() {
-                    let first = (0..i).find(|&j| t.shares_storage(tensors[j]));
-                    slot.push(match first {
-                        Some(j) => slot[j],
-                        None => {
-                            guards.push(t.storage());
-                            guards.len() - 1
-                        }
-                    });
-                }
-                let parts = slot
-                    .iter()
-                    .zip(tensors)
-                    .map(|(&g, t)| match guards[g].data() {
-                        StorageData::Cuda(c) => Ok((c, t.layout())),
-                        StorageData::Cpu(_) => Err(Error::DeviceMismatch {
-                            op: "cat",
-                            lhs: first.device(),
-                            rhs: t.device(),
-                        }),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                cuda_backend::concat(&parts, dim)?.into()
-            }
-        };
+        // One read lock per distinct storage: `cat(&[&x, &x])` is common.
+        let set = Tensor::read_many(tensors);
+        let parts: Vec<_> = (0..tensors.len())
+            .map(|i| (set.data(i), tensors[i].layout()))
+            .collect();
+        let data = StorageData::concat(&parts, dim)?;
+        drop(parts);
+        drop(set);
         let inputs = tensors.iter().map(|t| (*t).clone()).collect();
         Ok(Tensor::from_storage(
             data,
@@ -282,39 +223,5 @@ impl Tensor {
             .collect::<Result<_>>()?;
         let refs: Vec<&Tensor> = expanded.iter().collect();
         Tensor::cat(&refs, dim)
-    }
-}
-
-/// Joins contiguous parts along `dim` with ember-cpu's concat kernel.
-fn concat_parts(
-    parts: &[CpuStorage],
-    tensors: &[&Tensor],
-    dim: usize,
-    outer: usize,
-    inner: usize,
-    dtype: DType,
-) -> CpuStorage {
-    macro_rules! go {
-        ($variant:ident, $zero:expr) => {{
-            let slices: Vec<(&[_], usize)> = parts
-                .iter()
-                .zip(tensors)
-                .map(|(p, t)| match p {
-                    CpuStorage::$variant(v) => (v.as_slice(), t.shape()[dim] * inner),
-                    _ => unreachable!("cat parts share a dtype"),
-                })
-                .collect();
-            let total: usize = parts.iter().map(|p| p.len()).sum();
-            let mut out = vec![$zero; total];
-            ember_cpu::copy::concat(&slices, outer, &mut out)
-                .expect(crate::backend::KERNEL_CHECKED);
-            CpuStorage::$variant(out)
-        }};
-    }
-    match dtype {
-        DType::F32 => go!(F32, 0f32),
-        DType::F64 => go!(F64, 0f64),
-        DType::F16 => go!(F16, half::f16::ZERO),
-        DType::BF16 => go!(BF16, half::bf16::ZERO),
     }
 }

@@ -1,4 +1,5 @@
-//! The CUDA dispatch point: the twin of `backend.rs` for tensors on a GPU.
+//! The CUDA backend: [`BackendStorage`](super::BackendStorage) for device buffers, the twin of
+//! [`super::cpu`].
 //!
 //! Each function takes device storages with their layouts, allocates the output on the same
 //! device and calls one ember-cuda kernel; nothing is copied to the host except where an op
@@ -10,13 +11,13 @@
 //! Kernels run asynchronously on the device's stream; errors from a launch surface at the next
 //! synchronising call (a download), as with any CUDA program.
 
-use crate::backend::BceForm;
+use super::{Arg, MatmulSpec};
 use crate::dtype::{DType, Device};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage};
 use ember_cuda::{CudaDevice, CudaError, DeviceBuffer, FloatElem, Strided};
-use ember_ops::{Activation, BinaryOp, ReduceOp, UnaryOp};
+use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
 use std::sync::Arc;
 
 /// Wraps an ember-cuda error as an ember-core one, naming the op and device and keeping the
@@ -47,11 +48,11 @@ pub(crate) fn device(op: &'static str, i: usize) -> Result<Arc<CudaDevice>> {
 pub(crate) fn upload(s: &CpuStorage, l: &Layout, ordinal: usize) -> Result<CudaStorage> {
     let dev = device("to_device", ordinal)?;
     let e = err("to_device", ordinal);
-    Ok(match crate::backend::contiguous(s, l) {
+    Ok(match super::cpu::view::contiguous(s, l) {
         CpuStorage::F32(v) => CudaStorage::F32(dev.upload(&v).map_err(e)?),
         CpuStorage::F64(v) => CudaStorage::F64(dev.upload(&v).map_err(e)?),
         other => {
-            match crate::backend::cast(&other, &Layout::contiguous(&[other.len()]), DType::F32) {
+            match super::cpu::view::cast(&other, &Layout::contiguous(&[other.len()]), DType::F32) {
                 CpuStorage::F32(v) => CudaStorage::F32(dev.upload(&v).map_err(e)?),
                 _ => unreachable!("cast to f32 yields f32"),
             }
@@ -353,7 +354,7 @@ pub(crate) fn bce_grad(
 
 /// (product before `axis`, extent of `axis`, product after `axis`).
 fn split3(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    crate::backend::split3(shape, axis)
+    super::cpu::index::split3(shape, axis)
 }
 
 /// index_select along `axis` with indices the caller has checked (`Tensor::indices`).
@@ -523,4 +524,124 @@ pub(crate) fn concat(parts: &[(&CudaStorage, &Layout)], axis: usize) -> Result<C
         CudaStorage::F32(_) => go!(F32, f32),
         CudaStorage::F64(_) => go!(F64, f64),
     })
+}
+
+/// Overwrites the whole of `dst` (a contiguous view from offset 0) with the dense `src`.
+pub(crate) fn write(dst: &mut CudaStorage, dl: &Layout, src: &CudaStorage) -> Result<()> {
+    let ord = dst.ordinal();
+    let whole = dl.offset() == 0;
+    let e = err("assign", ord);
+    match (dst, src) {
+        (CudaStorage::F32(d), CudaStorage::F32(s)) if whole && d.len() == s.len() => {
+            d.copy_from_device(s).map_err(e)
+        }
+        (CudaStorage::F64(d), CudaStorage::F64(s)) if whole && d.len() == s.len() => {
+            d.copy_from_device(s).map_err(e)
+        }
+        _ => Err(unsupported(
+            "assign",
+            ord,
+            "assigning into part of a GPU buffer",
+        )),
+    }
+}
+
+/// The CUDA side of the seam: every method is one call to a function above.
+impl super::BackendStorage for CudaStorage {
+    fn contiguous((x, xl): Arg<'_, Self>) -> Result<Self> {
+        contiguous(x, xl)
+    }
+    fn cast((x, xl): Arg<'_, Self>, dtype: DType) -> Result<Self> {
+        cast(x, xl, dtype)
+    }
+    fn unary((x, xl): Arg<'_, Self>, op: UnaryOp) -> Result<Self> {
+        unary(x, xl, op)
+    }
+    fn unary_backward(
+        op: UnaryOp,
+        (x, xl): Arg<'_, Self>,
+        (y, yl): Arg<'_, Self>,
+        (dy, dyl): Arg<'_, Self>,
+    ) -> Result<Self> {
+        unary_backward(op, x, xl, y, yl, dy, dyl)
+    }
+    fn binary(op: BinaryOp, (a, al): Arg<'_, Self>, (b, bl): Arg<'_, Self>) -> Result<Self> {
+        binary(op, a, al, b, bl)
+    }
+    fn where_cond(
+        (c, cl): Arg<'_, Self>,
+        (a, al): Arg<'_, Self>,
+        (b, bl): Arg<'_, Self>,
+    ) -> Result<Self> {
+        where_cond(c, cl, a, al, b, bl)
+    }
+    fn reduce(op: ReduceOp, (x, xl): Arg<'_, Self>, axes: &[usize]) -> Result<Self> {
+        reduce(op, x, xl, axes)
+    }
+    fn softmax_last((x, xl): Arg<'_, Self>, log: bool) -> Result<Self> {
+        softmax_last(x, xl, log)
+    }
+    fn matmul(
+        spec: &MatmulSpec<'_>,
+        (a, al): Arg<'_, Self>,
+        (b, bl): Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self> {
+        matmul(
+            spec.batch,
+            (spec.m, spec.n, spec.k),
+            a,
+            al,
+            b,
+            bl,
+            bias,
+            spec.act,
+        )
+    }
+    fn index_select((x, xl): Arg<'_, Self>, axis: usize, idx: &[usize]) -> Result<Self> {
+        index_select(x, xl, axis, idx)
+    }
+    fn index_add(
+        (g, gl): Arg<'_, Self>,
+        shape: &[usize],
+        axis: usize,
+        idx: &[usize],
+    ) -> Result<Self> {
+        index_add(g, gl, shape, axis, idx)
+    }
+    fn gather(
+        (x, xl): Arg<'_, Self>,
+        axis: usize,
+        idx: &[usize],
+        out_shape: &[usize],
+    ) -> Result<Self> {
+        gather(x, xl, axis, idx, out_shape)
+    }
+    fn scatter_add(
+        (g, gl): Arg<'_, Self>,
+        shape: &[usize],
+        axis: usize,
+        idx: &[usize],
+    ) -> Result<Self> {
+        scatter_add(g, gl, shape, axis, idx)
+    }
+    fn concat(parts: &[Arg<'_, Self>], axis: usize) -> Result<Self> {
+        concat(parts, axis)
+    }
+    fn bce_loss(
+        form: BceForm,
+        (p, pl): Arg<'_, Self>,
+        (y, yl): Arg<'_, Self>,
+        scale: f64,
+    ) -> Result<Self> {
+        bce_sum(form, p, pl, y, yl, scale)
+    }
+    fn bce_grad(
+        form: BceForm,
+        (p, pl): Arg<'_, Self>,
+        (y, yl): Arg<'_, Self>,
+        scale: f64,
+    ) -> Result<Self> {
+        bce_grad(form, p, pl, y, yl, scale)
+    }
 }

@@ -1,0 +1,480 @@
+//! The dispatch seam: one trait every device's storage implements, and the one place where
+//! ember-core decides which device runs an op.
+//!
+//! [`BackendStorage`] lists what the tensor ops need from a device: one method per op family,
+//! each taking storages of that device with the layouts to read them by and returning a fresh
+//! storage. [`cpu`] implements it for host buffers with ember-cpu's kernels, [`cuda`] for device
+//! buffers with ember-cuda's. The ops in `ops/` never match on a device: they call the methods
+//! of [`StorageData`] below, each of which is one use of the [`on_device!`] macro — the only
+//! device match (both operands on the CPU, both on one GPU, or an error naming the devices).
+//! Adding a device means implementing the trait; adding an op family means one trait method
+//! and one [`StorageData`] method.
+//!
+//! Semantics that differ by device are not allowed here: a CUDA method either computes what the
+//! CPU method computes (the GPU tests compare them) or returns an error naming the op.
+
+pub(crate) mod cpu;
+pub(crate) mod cuda;
+
+use crate::dtype::{DType, Device};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::storage::{CpuStorage, CudaStorage, StorageData};
+use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
+
+pub(crate) use cpu::matmul::LinearGrads;
+pub(crate) use cpu::view::{filled, from_f64};
+
+/// An operand: a storage of some device and the layout to read it through.
+pub(crate) type Arg<'a, S> = (&'a S, &'a Layout);
+
+/// The shape of one batched matrix product (device-neutral).
+pub(crate) struct MatmulSpec<'a> {
+    /// Batch extents (already broadcast: both operands have them).
+    pub batch: &'a [usize],
+    /// Rows of the result.
+    pub m: usize,
+    /// Columns of the result.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Activation applied as the result is stored (fused epilogue).
+    pub act: Activation,
+}
+
+/// What a device's storage computes for the tensor ops. Every method returns a fresh, dense
+/// storage on the operands' device; operands are already validated by the op (shapes, dtypes,
+/// axes, indices), so an `Err` here is a device failure or an op the device lacks.
+pub(crate) trait BackendStorage: Sized {
+    /// A dense copy of the view, in the same dtype.
+    fn contiguous(x: Arg<'_, Self>) -> Result<Self>;
+    /// The view's elements converted to `dtype`, dense.
+    fn cast(x: Arg<'_, Self>, dtype: DType) -> Result<Self>;
+    /// y = op(x).
+    fn unary(x: Arg<'_, Self>, op: UnaryOp) -> Result<Self>;
+    /// dx = dy · op'(x), given x, y = op(x) and dy of one shape.
+    fn unary_backward(
+        op: UnaryOp,
+        x: Arg<'_, Self>,
+        y: Arg<'_, Self>,
+        dy: Arg<'_, Self>,
+    ) -> Result<Self>;
+    /// out = op(a, b), both views already of the output's shape (broadcast by stride 0).
+    fn binary(op: BinaryOp, a: Arg<'_, Self>, b: Arg<'_, Self>) -> Result<Self>;
+    /// out = cond ? a : b, all of the output's shape.
+    fn where_cond(c: Arg<'_, Self>, a: Arg<'_, Self>, b: Arg<'_, Self>) -> Result<Self>;
+    /// Reduction over `axes`, keepdim layout (arg-reductions give f32 indices, f64 for f64).
+    fn reduce(op: ReduceOp, x: Arg<'_, Self>, axes: &[usize]) -> Result<Self>;
+    /// Softmax (or log-softmax) along the last axis.
+    fn softmax_last(x: Arg<'_, Self>, log: bool) -> Result<Self>;
+    /// act(A·B + bias) over the batch; A `batch ++ [m, k]`, B `batch ++ [k, n]`, bias `[n]`.
+    fn matmul(
+        spec: &MatmulSpec<'_>,
+        a: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self>;
+    /// The Dense layer's backward in one call (dx only when wanted, db only with a bias), or
+    /// `None` when the device has no fused form and the composed rule should run.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        _act: Option<UnaryOp>,
+        _x: Arg<'_, Self>,
+        _w: Arg<'_, Self>,
+        _y: Arg<'_, Self>,
+        _g: Arg<'_, Self>,
+        _want_dx: bool,
+        _want_db: bool,
+    ) -> Result<Option<LinearGrads<Self>>> {
+        Ok(None)
+    }
+    /// Picks `idx` along `axis`.
+    fn index_select(x: Arg<'_, Self>, axis: usize, idx: &[usize]) -> Result<Self>;
+    /// The adjoint of index_select: `g` scatter-added into zeros of `shape`.
+    fn index_add(g: Arg<'_, Self>, shape: &[usize], axis: usize, idx: &[usize]) -> Result<Self>;
+    /// Gathers along `axis` with an index array shaped like the output.
+    fn gather(x: Arg<'_, Self>, axis: usize, idx: &[usize], out_shape: &[usize]) -> Result<Self>;
+    /// The adjoint of gather: `g` scatter-added into zeros of `shape`.
+    fn scatter_add(g: Arg<'_, Self>, shape: &[usize], axis: usize, idx: &[usize]) -> Result<Self>;
+    /// The parts joined along `axis` (all of one dtype and matching shapes elsewhere).
+    fn concat(parts: &[Arg<'_, Self>], axis: usize) -> Result<Self>;
+    /// A one-element storage of `p`'s dtype holding `scale · Σ BCE(p, y)`.
+    fn bce_loss(form: BceForm, p: Arg<'_, Self>, y: Arg<'_, Self>, scale: f64) -> Result<Self>;
+    /// The loss (as [`BackendStorage::bce_loss`]) and `scale · dBCE/dp` in one pass, or `None`
+    /// when the device computes them separately.
+    fn bce_loss_and_grad(
+        _form: BceForm,
+        _p: Arg<'_, Self>,
+        _y: Arg<'_, Self>,
+        _scale: f64,
+    ) -> Result<Option<(Self, Self)>> {
+        Ok(None)
+    }
+    /// `scale · dBCE/dp` per element.
+    fn bce_grad(form: BceForm, p: Arg<'_, Self>, y: Arg<'_, Self>, scale: f64) -> Result<Self>;
+}
+
+/// The error for operands on different devices (the first pair that differs).
+fn mismatch(op: &'static str, devices: &[Device]) -> Error {
+    let lhs = devices[0];
+    let rhs = devices.iter().copied().find(|&d| d != lhs).unwrap_or(lhs);
+    Error::DeviceMismatch { op, lhs, rhs }
+}
+
+/// The device match, written once: binds each named operand to its CPU or CUDA storage and
+/// evaluates `$call` (the same expression, through [`BackendStorage`], for either device), or
+/// reports a device mismatch naming `$op`.
+macro_rules! on_device {
+    ($op:expr, ($($s:ident),+) => $call:expr) => {
+        match ($($s,)+) {
+            ($(StorageData::Cpu($s),)+) => Ok(StorageData::Cpu($call?)),
+            ($(StorageData::Cuda($s),)+) => Ok(StorageData::Cuda($call?)),
+            #[allow(unreachable_patterns)]
+            _ => Err(mismatch($op, &[$($s.device()),+])),
+        }
+    };
+}
+
+/// The ops on storages of either device: each is one [`on_device!`] dispatch to the trait.
+impl StorageData {
+    /// See [`BackendStorage::contiguous`].
+    #[inline]
+    pub(crate) fn contiguous(x: &StorageData, xl: &Layout) -> Result<StorageData> {
+        on_device!("contiguous", (x) => BackendStorage::contiguous((x, xl)))
+    }
+
+    /// See [`BackendStorage::cast`].
+    #[inline]
+    pub(crate) fn cast(x: &StorageData, xl: &Layout, dtype: DType) -> Result<StorageData> {
+        on_device!("to_dtype", (x) => BackendStorage::cast((x, xl), dtype))
+    }
+
+    /// See [`BackendStorage::unary`].
+    #[inline]
+    pub(crate) fn unary(x: &StorageData, xl: &Layout, op: UnaryOp) -> Result<StorageData> {
+        on_device!("unary", (x) => BackendStorage::unary((x, xl), op))
+    }
+
+    /// See [`BackendStorage::unary_backward`].
+    #[inline]
+    pub(crate) fn unary_backward(
+        op: UnaryOp,
+        (x, xl): Arg<'_, StorageData>,
+        (y, yl): Arg<'_, StorageData>,
+        (dy, dyl): Arg<'_, StorageData>,
+    ) -> Result<StorageData> {
+        on_device!("backward", (x, y, dy) => BackendStorage::unary_backward(op, (x, xl), (y, yl), (dy, dyl)))
+    }
+
+    /// See [`BackendStorage::binary`].
+    #[inline]
+    pub(crate) fn binary(
+        op: BinaryOp,
+        (a, al): Arg<'_, StorageData>,
+        (b, bl): Arg<'_, StorageData>,
+    ) -> Result<StorageData> {
+        on_device!(crate::ops::binary_name(op), (a, b) => BackendStorage::binary(op, (a, al), (b, bl)))
+    }
+
+    /// See [`BackendStorage::where_cond`].
+    #[inline]
+    pub(crate) fn where_cond(
+        (c, cl): Arg<'_, StorageData>,
+        (a, al): Arg<'_, StorageData>,
+        (b, bl): Arg<'_, StorageData>,
+    ) -> Result<StorageData> {
+        on_device!("where_cond", (c, a, b) => BackendStorage::where_cond((c, cl), (a, al), (b, bl)))
+    }
+
+    /// See [`BackendStorage::reduce`].
+    #[inline]
+    pub(crate) fn reduce(
+        op: ReduceOp,
+        x: &StorageData,
+        xl: &Layout,
+        axes: &[usize],
+    ) -> Result<StorageData> {
+        on_device!("reduce", (x) => BackendStorage::reduce(op, (x, xl), axes))
+    }
+
+    /// See [`BackendStorage::softmax_last`].
+    #[inline]
+    pub(crate) fn softmax_last(x: &StorageData, xl: &Layout, log: bool) -> Result<StorageData> {
+        on_device!("softmax", (x) => BackendStorage::softmax_last((x, xl), log))
+    }
+
+    /// See [`BackendStorage::matmul`]; without a bias, pass any operand as `bias.0` and `None`
+    /// layout (the storage is then not read).
+    #[inline]
+    pub(crate) fn matmul(
+        op: &'static str,
+        spec: &MatmulSpec<'_>,
+        (a, al): Arg<'_, StorageData>,
+        (b, bl): Arg<'_, StorageData>,
+        (bias, biasl): (&StorageData, Option<&Layout>),
+    ) -> Result<StorageData> {
+        on_device!(op, (a, b, bias) => BackendStorage::matmul(spec, (a, al), (b, bl), biasl.map(|l| (bias, l))))
+    }
+
+    /// See [`BackendStorage::linear_backward`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn linear_backward(
+        act: Option<UnaryOp>,
+        (x, xl): Arg<'_, StorageData>,
+        (w, wl): Arg<'_, StorageData>,
+        (y, yl): Arg<'_, StorageData>,
+        (g, gl): Arg<'_, StorageData>,
+        want_dx: bool,
+        want_db: bool,
+    ) -> Result<Option<LinearGrads<StorageData>>> {
+        fn lift<S: Into<StorageData>>(
+            r: Option<LinearGrads<S>>,
+        ) -> Option<LinearGrads<StorageData>> {
+            r.map(|g| LinearGrads {
+                dx: g.dx.map(Into::into),
+                dw: g.dw.into(),
+                db: g.db.map(Into::into),
+            })
+        }
+        match (x, w, y, g) {
+            (
+                StorageData::Cpu(x),
+                StorageData::Cpu(w),
+                StorageData::Cpu(y),
+                StorageData::Cpu(g),
+            ) => Ok(lift(CpuStorage::linear_backward(
+                act,
+                (x, xl),
+                (w, wl),
+                (y, yl),
+                (g, gl),
+                want_dx,
+                want_db,
+            )?)),
+            (
+                StorageData::Cuda(x),
+                StorageData::Cuda(w),
+                StorageData::Cuda(y),
+                StorageData::Cuda(g),
+            ) => Ok(lift(CudaStorage::linear_backward(
+                act,
+                (x, xl),
+                (w, wl),
+                (y, yl),
+                (g, gl),
+                want_dx,
+                want_db,
+            )?)),
+            _ => Err(mismatch(
+                "backward",
+                &[x.device(), w.device(), y.device(), g.device()],
+            )),
+        }
+    }
+
+    /// See [`BackendStorage::index_select`].
+    #[inline]
+    pub(crate) fn index_select(
+        x: &StorageData,
+        xl: &Layout,
+        axis: usize,
+        idx: &[usize],
+    ) -> Result<StorageData> {
+        on_device!("index_select", (x) => BackendStorage::index_select((x, xl), axis, idx))
+    }
+
+    /// See [`BackendStorage::index_add`].
+    #[inline]
+    pub(crate) fn index_add(
+        g: &StorageData,
+        gl: &Layout,
+        shape: &[usize],
+        axis: usize,
+        idx: &[usize],
+    ) -> Result<StorageData> {
+        on_device!("index_add", (g) => BackendStorage::index_add((g, gl), shape, axis, idx))
+    }
+
+    /// See [`BackendStorage::gather`].
+    #[inline]
+    pub(crate) fn gather(
+        x: &StorageData,
+        xl: &Layout,
+        axis: usize,
+        idx: &[usize],
+        out_shape: &[usize],
+    ) -> Result<StorageData> {
+        on_device!("gather", (x) => BackendStorage::gather((x, xl), axis, idx, out_shape))
+    }
+
+    /// See [`BackendStorage::scatter_add`].
+    #[inline]
+    pub(crate) fn scatter_add(
+        g: &StorageData,
+        gl: &Layout,
+        shape: &[usize],
+        axis: usize,
+        idx: &[usize],
+    ) -> Result<StorageData> {
+        on_device!("scatter_add", (g) => BackendStorage::scatter_add((g, gl), shape, axis, idx))
+    }
+
+    /// See [`BackendStorage::concat`]; every part must be on the first part's device.
+    #[inline]
+    pub(crate) fn concat(parts: &[Arg<'_, StorageData>], axis: usize) -> Result<StorageData> {
+        let devices: Vec<Device> = parts.iter().map(|(s, _)| s.device()).collect();
+        if devices.iter().any(|&d| d != devices[0]) {
+            return Err(mismatch("cat", &devices));
+        }
+        match parts.first().map(|p| p.0) {
+            Some(StorageData::Cuda(_)) => {
+                let cuda: Vec<Arg<'_, CudaStorage>> = parts
+                    .iter()
+                    .filter_map(|&(s, l)| match s {
+                        StorageData::Cuda(c) => Some((c, l)),
+                        StorageData::Cpu(_) => None,
+                    })
+                    .collect();
+                Ok(StorageData::Cuda(CudaStorage::concat(&cuda, axis)?))
+            }
+            _ => {
+                let cpu: Vec<Arg<'_, CpuStorage>> = parts
+                    .iter()
+                    .filter_map(|&(s, l)| match s {
+                        StorageData::Cpu(c) => Some((c, l)),
+                        StorageData::Cuda(_) => None,
+                    })
+                    .collect();
+                Ok(StorageData::Cpu(CpuStorage::concat(&cpu, axis)?))
+            }
+        }
+    }
+
+    /// See [`BackendStorage::bce_loss`].
+    #[inline]
+    pub(crate) fn bce_loss(
+        form: BceForm,
+        (p, pl): Arg<'_, StorageData>,
+        (y, yl): Arg<'_, StorageData>,
+        scale: f64,
+    ) -> Result<StorageData> {
+        on_device!("binary_cross_entropy", (p, y) => BackendStorage::bce_loss(form, (p, pl), (y, yl), scale))
+    }
+
+    /// See [`BackendStorage::bce_loss_and_grad`].
+    #[inline]
+    pub(crate) fn bce_loss_and_grad(
+        form: BceForm,
+        (p, pl): Arg<'_, StorageData>,
+        (y, yl): Arg<'_, StorageData>,
+        scale: f64,
+    ) -> Result<Option<(StorageData, StorageData)>> {
+        fn lift<S: Into<StorageData>>(r: Option<(S, S)>) -> Option<(StorageData, StorageData)> {
+            r.map(|(a, b)| (a.into(), b.into()))
+        }
+        match (p, y) {
+            (StorageData::Cpu(p), StorageData::Cpu(y)) => Ok(lift(CpuStorage::bce_loss_and_grad(
+                form,
+                (p, pl),
+                (y, yl),
+                scale,
+            )?)),
+            (StorageData::Cuda(p), StorageData::Cuda(y)) => Ok(lift(
+                CudaStorage::bce_loss_and_grad(form, (p, pl), (y, yl), scale)?,
+            )),
+            _ => Err(mismatch("binary_cross_entropy", &[p.device(), y.device()])),
+        }
+    }
+
+    /// See [`BackendStorage::bce_grad`].
+    #[inline]
+    pub(crate) fn bce_grad(
+        form: BceForm,
+        (p, pl): Arg<'_, StorageData>,
+        (y, yl): Arg<'_, StorageData>,
+        scale: f64,
+    ) -> Result<StorageData> {
+        on_device!("backward", (p, y) => BackendStorage::bce_grad(form, (p, pl), (y, yl), scale))
+    }
+
+    /// The view copied to `device` (dense), converting between host and GPU memory; the one
+    /// place data crosses devices.
+    #[inline]
+    pub(crate) fn to_device(x: &StorageData, xl: &Layout, device: Device) -> Result<StorageData> {
+        Ok(match (x, device) {
+            (StorageData::Cpu(c), Device::Cpu) => StorageData::Cpu(cpu::view::contiguous(c, xl)),
+            (StorageData::Cuda(c), Device::Cpu) => StorageData::Cpu(cuda::to_host(c, xl)?),
+            (StorageData::Cpu(c), Device::Cuda(i)) => StorageData::Cuda(cuda::upload(c, xl, i)?),
+            (StorageData::Cuda(c), Device::Cuda(i)) if c.ordinal() == i => {
+                StorageData::Cuda(cuda::contiguous(c, xl)?)
+            }
+            (StorageData::Cuda(c), Device::Cuda(i)) => {
+                let host = cuda::to_host(c, xl)?;
+                StorageData::Cuda(cuda::upload(&host, &Layout::contiguous(xl.shape()), i)?)
+            }
+        })
+    }
+}
+
+/// Host access and in-place writes: the remaining places where storage meets a device.
+impl StorageData {
+    /// The view as host data: borrowed as it lies on the CPU, downloaded (dense) from a GPU.
+    #[inline]
+    pub(crate) fn on_host<'a>(
+        x: &'a StorageData,
+        xl: &'a Layout,
+    ) -> Result<(
+        std::borrow::Cow<'a, CpuStorage>,
+        std::borrow::Cow<'a, Layout>,
+    )> {
+        use std::borrow::Cow;
+        Ok(match x {
+            StorageData::Cpu(c) => (Cow::Borrowed(c), Cow::Borrowed(xl)),
+            StorageData::Cuda(c) => (
+                Cow::Owned(cuda::to_host(c, xl)?),
+                Cow::Owned(Layout::contiguous(xl.shape())),
+            ),
+        })
+    }
+
+    /// Element `at` of a host buffer as f64 (exact for every dtype), read in place; `None` for
+    /// device memory (read it through [`StorageData::on_host`]).
+    #[inline]
+    pub(crate) fn host_value(&self, at: usize) -> Option<f64> {
+        match self {
+            StorageData::Cpu(CpuStorage::F32(v)) => v.get(at).map(|&x| x as f64),
+            StorageData::Cpu(CpuStorage::F64(v)) => v.get(at).copied(),
+            StorageData::Cpu(CpuStorage::F16(v)) => v.get(at).map(|x| x.to_f64()),
+            StorageData::Cpu(CpuStorage::BF16(v)) => v.get(at).map(|x| x.to_f64()),
+            StorageData::Cuda(_) => None,
+        }
+    }
+
+    /// Overwrites `dst`'s elements in the contiguous range `dl` with the dense `src` (same
+    /// device and dtype; the caller checked shapes).
+    #[inline]
+    pub(crate) fn write(dst: &mut StorageData, dl: &Layout, src: &StorageData) -> Result<()> {
+        let r = dl.offset()..dl.offset() + dl.elem_count();
+        match (dst, src) {
+            (StorageData::Cpu(d), StorageData::Cpu(s)) => {
+                match (d, s) {
+                    (CpuStorage::F32(d), CpuStorage::F32(s)) => d[r].copy_from_slice(s),
+                    (CpuStorage::F64(d), CpuStorage::F64(s)) => d[r].copy_from_slice(s),
+                    (CpuStorage::F16(d), CpuStorage::F16(s)) => d[r].copy_from_slice(s),
+                    (CpuStorage::BF16(d), CpuStorage::BF16(s)) => d[r].copy_from_slice(s),
+                    (d, s) => {
+                        return Err(Error::DTypeMismatch {
+                            op: "assign",
+                            lhs: d.dtype(),
+                            rhs: s.dtype(),
+                        });
+                    }
+                }
+                Ok(())
+            }
+            (StorageData::Cuda(d), StorageData::Cuda(s)) => cuda::write(d, dl, s),
+            (d, s) => Err(mismatch("assign", &[d.device(), s.device()])),
+        }
+    }
+}

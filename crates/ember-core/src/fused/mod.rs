@@ -1,0 +1,62 @@
+//! Fused ops: several primitives computed in one kernel pass, plugged into autograd through one
+//! extension point.
+//!
+//! The op record (`op.rs`) lists primitives plus one variant, [`Op::Fused`](crate::op::Op),
+//! holding a [`FusedOp`]. A fused op has
+//! - a forward per device: one method of [`BackendStorage`](crate::backend::BackendStorage),
+//!   implemented by each device's storage (`matmul` with its epilogue for Linear, `bce_loss` and
+//!   `bce_loss_and_grad` for the BCE losses), called from the op's public function;
+//! - a backward: [`Fused::backward`], the vector-Jacobian product, in the op's own file here.
+//!
+//! Dispatch over [`FusedOp`] is a `match` (static), not a trait object.
+//!
+//! Adding one (a convolution, attention, a recurrent cell) means: a struct with its inputs and
+//! parameters implementing [`Fused`], a variant of [`FusedOp`], and its forward method in the
+//! backend trait. The enum (rather than a boxed trait object) keeps recording allocation-free:
+//! a training step records a Linear per layer.
+
+mod bce;
+mod linear;
+
+pub(crate) use bce::BceOp;
+pub(crate) use linear::LinearOp;
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// What autograd needs from a fused op.
+pub(crate) trait Fused {
+    /// Calls `f` on each tensor the op read, in order.
+    fn visit_inputs(&self, f: impl FnMut(&Tensor));
+    /// (input, gradient) pairs given the output `y` and the gradient `g` of the loss w.r.t. it.
+    fn backward(&self, y: &Tensor, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>>;
+}
+
+/// Every fused op ember records.
+#[derive(Debug, Clone)]
+pub(crate) enum FusedOp {
+    /// A Dense layer, `act(x·wᵀ + b)`.
+    Linear(LinearOp),
+    /// Binary cross-entropy (probabilities or logits), reduced.
+    Bce(BceOp),
+}
+
+/// Dispatches to the op (statically: the backward walk visits every node's inputs).
+impl FusedOp {
+    /// See [`Fused::visit_inputs`].
+    #[inline]
+    pub(crate) fn visit_inputs(&self, f: impl FnMut(&Tensor)) {
+        match self {
+            FusedOp::Linear(op) => op.visit_inputs(f),
+            FusedOp::Bce(op) => op.visit_inputs(f),
+        }
+    }
+
+    /// See [`Fused::backward`].
+    pub(crate) fn backward(&self, y: &Tensor, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+        match self {
+            FusedOp::Linear(op) => op.backward(y, g),
+            FusedOp::Bce(op) => op.backward(y, g),
+        }
+    }
+}
