@@ -11,7 +11,10 @@
 //! build no graph of their own (gradients are first order).
 //!
 //! Every rule is a few lines of tensor ops, written as its vector-Jacobian product: given the
-//! gradient `g` of the output `y`, return the gradient of each input.
+//! gradient `g` of the output `y`, return the gradient of each input. The elementwise ops share
+//! one rule, `dx = g · f'(x)`, whose derivatives `f'` are the table
+//! [`ember_cpu::unary::derivative`] (mirrored by `kernels/elementwise.cu` on a GPU). Fused ops
+//! (a Dense layer, a BCE loss) carry their rules in `fused/`.
 
 use crate::error::{Error, Result};
 use crate::grad_mode::NoGradGuard;

@@ -4,10 +4,12 @@
 //! 1. [`dtype`], [`shape`], [`layout`]: what a tensor is made of (element type, extents,
 //!    strides). Views (transpose, narrow, broadcast) are layouts over shared storage.
 //! 2. `tensor.rs`: the [`Tensor`] handle (an `Arc` to an immutable node), creation and read-back.
-//! 3. `ops/`: the forward ops. Each validates its inputs, calls the CPU dispatch point
-//!    (`backend.rs`, one `match` on dtype per op, calling an ember-cpu kernel) and records an
-//!    op record (`op.rs`) when a gradient may flow.
-//! 4. `backprop.rs`: `backward()` and every derivative rule, one short commented rule per op.
+//! 3. `ops/`: the forward ops. Each validates its inputs, calls one method of the dispatch seam
+//!    (`backend/mod.rs`: the trait each device's storage implements, and the one device
+//!    match; `backend/cpu/` and `backend/cuda.rs` call the kernels) and records an op record
+//!    (`op.rs`) when a gradient may flow.
+//! 4. `backprop.rs`: `backward()` and the derivative rule of every primitive, one short
+//!    commented rule per op; `fused/`: the fused ops (Dense layer, BCE) with their own rules.
 //! 5. [`loss`], [`optim`], [`gradcheck`]: losses, fused optimizer updates, gradient checking.
 //!
 //! ```

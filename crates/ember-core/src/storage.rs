@@ -1,9 +1,8 @@
 //! Storage: the flat buffers behind tensors, and the count of live bytes.
 //!
-//! [`Storage`] is an enum over devices, and [`CpuStorage`] an enum over dtypes; ops `match` on
-//! them once (see `backend.rs`), which is easier to follow than a tree of trait objects. CUDA
-//! storage arrives with the ember-cuda integration; until then a CUDA device is reported as
-//! unavailable by the ops that would create it.
+//! [`StorageData`] is an enum over devices, [`CpuStorage`] and [`CudaStorage`] enums over
+//! dtypes. Each device's storage implements the backend trait (`backend/mod.rs`), where the
+//! one device match lives; the f32/f64 cases of each CPU op are one generic body.
 //!
 //! Every storage adds its size to a global counter when created and subtracts it when dropped,
 //! so [`crate::memory::live_bytes`] tells tests whether a training loop leaks graphs.

@@ -5,7 +5,7 @@
 //! each taking storages of that device with the layouts to read them by and returning a fresh
 //! storage. [`cpu`] implements it for host buffers with ember-cpu's kernels, [`cuda`] for device
 //! buffers with ember-cuda's. The ops in `ops/` never match on a device: they call the methods
-//! of [`StorageData`] below, each of which is one use of the [`on_device!`] macro — the only
+//! of [`StorageData`] below, each of which is one use of the `on_device!` macro — the only
 //! device match (both operands on the CPU, both on one GPU, or an error naming the devices).
 //! Adding a device means implementing the trait; adding an op family means one trait method
 //! and one [`StorageData`] method.
@@ -135,7 +135,7 @@ macro_rules! on_device {
     };
 }
 
-/// The ops on storages of either device: each is one [`on_device!`] dispatch to the trait.
+/// The ops on storages of either device: each is one `on_device!` dispatch to the trait.
 impl StorageData {
     /// See [`BackendStorage::contiguous`].
     #[inline]

@@ -65,7 +65,7 @@ fn dense_bias<'a, T: CpuFloat>(bias: Option<(&'a CpuStorage, &'a Layout)>) -> Op
     })
 }
 
-/// [`dense_bias`] in the element type of `_like` (names `T` inside a [`per_float!`] body).
+/// [`dense_bias`] in the element type of `_like` (names `T` inside a `per_float!` body).
 fn dense_bias_like<'a, T: CpuFloat>(
     _like: &[T],
     bias: Option<(&'a CpuStorage, &'a Layout)>,

@@ -4,7 +4,7 @@
 //! Kernels compute in f32 or f64. An f32/f64 storage is handed to the kernel as it lies, with
 //! its strided layout; an f16/bf16 storage is first widened into a contiguous f32 copy and the
 //! result narrowed back to the original dtype ([`operand`], [`Output::into_storage`]). Each op
-//! is written once, generic over the float type, through [`per_float!`]: the f32 and f64 cases
+//! is written once, generic over the float type, through `per_float!`: the f32 and f64 cases
 //! are the same code. This module holds no arithmetic of its own; the families live in files
 //! mirroring `ops/`: [`view`] (copies, casts, fills), [`elementwise`], [`reduce`], [`matmul`],
 //! [`index`], [`loss`].
@@ -154,7 +154,7 @@ macro_rules! per_float {
     };
 }
 
-/// Like [`per_float!`] for a body whose result is the same type for both floats (a sum).
+/// Like `per_float!` for a body whose result is the same type for both floats (a sum).
 macro_rules! per_float_value {
     (($($opnd:expr),+) => |$($x:ident),+| $body:expr) => {
         match ($($opnd,)+) {
