@@ -123,6 +123,13 @@ fn info_prints_a_gpu_line() {
 
 #[test]
 fn bench_refuses_unknown_sizes() {
+    // Before anything is measured: nothing on stdout.
+    let out = ember(&["bench", "mlp", "--sizes", "seed,foo", "--min-time", "0"]);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     one_line_error(
         &[
             "bench",
