@@ -2,8 +2,9 @@
 //! `ember info` (what this machine offers and which kernel paths ember chose).
 //!
 //! Each subcommand lives in its own module under `src/cli/` with its own argument struct, so
-//! this file is only the dispatch. Errors are printed as one line and exit with status 1;
-//! no panic trace reaches the user.
+//! this file is only the dispatch. Errors of a subcommand are printed as one line and exit with
+//! status 1; clap's own messages for bad flags are printed whole (status 2); no panic trace
+//! reaches the user.
 
 use clap::{Parser, Subcommand};
 
@@ -28,8 +29,10 @@ enum Command {
 }
 
 fn main() {
-    // A closed stdout (`ember bench | head`) makes `println!` panic; end quietly, with the
-    // status a Unix tool stopped by SIGPIPE has, instead of printing a panic trace.
+    // Writing to a closed or full stdout makes `println!` panic. A closed pipe (`ember bench |
+    // head`) ends quietly with the status a Unix tool stopped by SIGPIPE has; any other write
+    // error (`ember train > /dev/full`) is reported in one line with status 1. No panic trace
+    // reaches the user either way.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let msg = info
@@ -37,21 +40,22 @@ fn main() {
             .downcast_ref::<String>()
             .map(String::as_str)
             .unwrap_or("");
-        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(141);
+        if let Some(rest) = msg.strip_prefix("failed printing to stdout") {
+            if msg.contains("Broken pipe") {
+                std::process::exit(141);
+            }
+            let why = rest.trim_start_matches(':').trim();
+            eprintln!("error: cannot write to stdout: {why}");
+            std::process::exit(1);
         }
         default_hook(info);
     }));
-    // Bad flags get one line and exit status 2; --help and --version print as usual.
+    // Bad flags get clap's whole message (the error, the usage line and any "a similar
+    // argument exists" tip) on stderr with exit status 2; --help and --version print to
+    // stdout with status 0. Bare `ember` prints the help on stderr with status 2.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(),
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{}", first.trim());
-            std::process::exit(2);
-        }
+        Err(e) => e.exit(),
     };
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),

@@ -1,7 +1,8 @@
 //! `ember info`: what this machine offers and which kernel path ember chose for each op family.
 //!
 //! Reads the CPU model from `/proc/cpuinfo` where it exists (Linux) and says "unknown"
-//! elsewhere; ISA extensions come from the same run-time detection the kernels use.
+//! elsewhere; ISA extensions come from the same run-time detection the kernels use. The `gpu:`
+//! line names CUDA device 0 or says why there is none (no driver, no device).
 
 use ember_cpu::isa::{self, Isa};
 
@@ -38,7 +39,25 @@ pub fn run() -> Result<(), String> {
         "threads:  {} (rayon; set RAYON_NUM_THREADS to change)",
         rayon::current_num_threads()
     );
+    println!("gpu:      {}", gpu());
     Ok(())
+}
+
+/// The CUDA device ember would use (`--device cuda` is device 0), or why there is none.
+fn gpu() -> String {
+    match ember_cuda::CudaDevice::get(0) {
+        Ok(dev) => format!(
+            "{} ({}, {} SMs) as cuda:0",
+            dev.name(),
+            dev.arch(),
+            dev.sm_count()
+        ),
+        Err(e) => {
+            let why = e.to_string();
+            let first = why.lines().next().unwrap_or("unknown error");
+            format!("none ({first})")
+        }
+    }
 }
 
 /// The kernel path per op family for `isa`.

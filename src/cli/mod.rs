@@ -1,5 +1,45 @@
-//! Subcommands of the `ember` binary, one module each.
+//! Subcommands of the `ember` binary, one module each, and the rules they share.
 
 pub mod bench;
 pub mod info;
+pub mod memory;
 pub mod train;
+
+/// Parses a whole-number flag value (`--epochs`, `--threads`, ...). The numeric flags accept
+/// a leading `-` (clap's `allow_negative_numbers`), so `--epochs -1` reaches this check and
+/// gets an answer naming the value instead of clap's "unexpected argument '-1'".
+pub fn whole_number(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) => Ok(n),
+        Err(_) if s.trim().parse::<i128>().is_ok() => {
+            Err(format!("'{s}' is negative: expected a whole number ≥ 0"))
+        }
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// The rule `--threads` follows in every subcommand: absent (rayon's choice) or at least 1.
+pub fn check_threads(threads: Option<usize>) -> Result<(), String> {
+    if threads == Some(0) {
+        return Err("--threads must be at least 1".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_and_threads() {
+        assert_eq!(whole_number("12"), Ok(12));
+        assert!(whole_number("-1").unwrap_err().contains("negative"));
+        assert!(
+            whole_number("x")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        assert!(check_threads(Some(0)).is_err());
+        assert!(check_threads(Some(1)).is_ok() && check_threads(None).is_ok());
+    }
+}

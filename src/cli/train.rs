@@ -22,10 +22,11 @@ use ember_nn::model::{EpochLogs, FitConfig, History, Model};
 use ember_nn::optim::Optimizer;
 use ember_nn::regularizer::Regularizer;
 use ember_nn::sequential::Sequential;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -52,21 +53,23 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub model: Box<ModelArgs>,
     /// Worker threads for the CPU kernels (default: rayon's choice, one per core).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::whole_number)]
     pub threads: Option<usize>,
     /// Device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Class counted as positive by precision, recall, F1 and AUC (two-class data).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = super::whole_number)]
     pub positive_class: usize,
     /// Start from the weights (and optimizer state, if it matches) in this checkpoint.
     #[arg(long, value_name = "PATH.safetensors")]
     pub load: Option<PathBuf>,
-    /// Save weights and optimizer state here after training.
+    /// Save weights and optimizer state here after training (the directory must exist; it
+    /// is checked before the first epoch).
     #[arg(long, value_name = "PATH.safetensors")]
     pub save: Option<PathBuf>,
-    /// Write training and validation loss and accuracy curves as SVG.
+    /// Write training and validation loss and accuracy curves as SVG (the name must end in
+    /// `.svg`; checked before the first epoch, and written after `--save`).
     #[arg(long, value_name = "PATH.svg")]
     pub plot: Option<PathBuf>,
     /// Print JSON lines (one per epoch, then one with the test results) instead of text.
@@ -78,7 +81,7 @@ pub struct TrainArgs {
 #[derive(Args, Debug)]
 pub struct ModelArgs {
     /// Hidden layer sizes, comma separated.
-    #[arg(long, default_value = "10,5")]
+    #[arg(long, default_value = "10,5", allow_hyphen_values = true)]
     pub hidden: String,
     /// Activation of the hidden layers: relu, sigmoid, tanh, gelu (exact, erf), gelu_tanh (tanh
     /// approximation) or linear.
@@ -88,31 +91,31 @@ pub struct ModelArgs {
     #[arg(long, default_value = "adam")]
     pub optimizer: String,
     /// Learning rate (default: the optimizer's Keras default, 0.001 for adam).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Number of epochs.
-    #[arg(long, default_value_t = DEFAULT_EPOCHS)]
+    #[arg(long, default_value_t = DEFAULT_EPOCHS, allow_negative_numbers = true, value_parser = super::whole_number)]
     pub epochs: usize,
     /// Samples per batch.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::whole_number)]
     pub batch_size: usize,
     /// Fraction of the training part held out (from its end) for validation.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     pub validation_split: f64,
     /// Fraction of the data held out as the test part.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     pub test_split: f64,
     /// L1 penalty on every Dense weight.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub l1: f64,
     /// L2 penalty on every Dense weight.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub l2: f64,
     /// Dropout rate after each hidden layer.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub dropout: f64,
     /// Seed of the split, the initial weights, the shuffles and dropout.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
 }
 
@@ -126,11 +129,34 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             .map_err(|e| format!("--threads {n}: {e}"))?;
     }
     let device = parse_device(&args.device)?;
+    // Output paths first: a bad one must not cost a training run.
+    if let Some(path) = &args.save {
+        check_output("--save", path)?;
+    }
+    if let Some(path) = &args.plot {
+        check_plot_name(path)?;
+        check_output("--plot", path)?;
+    }
     let (table, source, class_names) = load_table(&args)?;
-    let classes = table.class_count();
-    table
-        .check_class_labels(&source, classes)
-        .map_err(|e| e.to_string())?;
+    // The labels are checked (whole numbers, a sane class count) before anything is sized by
+    // the number of classes.
+    let info = table.class_info(&source).map_err(|e| e.to_string())?;
+    let classes = info.classes;
+    let missing = info.missing();
+    if info.present() == 1 {
+        let only = (0..classes).find(|&c| info.counts[c] > 0).unwrap_or(0);
+        eprintln!(
+            "warning: {source}: only class {only} is present in column '{}': precision, recall, F1 and AUC are undefined",
+            table.label_name
+        );
+    } else if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
+        eprintln!(
+            "warning: {source}: labels run 0..{} but there are no rows for classes {}; they stay classes of the model",
+            classes - 1,
+            list.join(", ")
+        );
+    }
     if classes == 2 && args.positive_class > 1 {
         return Err(format!(
             "--positive-class {} is not a class of two-class data (0 or 1)",
@@ -159,6 +185,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         scaler.transform(&mut trainval).map_err(|e| e.to_string())?;
         scaler.transform(&mut test).map_err(|e| e.to_string())?;
     }
+
+    check_training_memory(&args, table.cols(), classes, trainval.rows().max(1))?;
 
     let binary = classes == 2;
     let to_xy = |t: &Table| -> Result<(Tensor, Tensor), String> {
@@ -206,8 +234,13 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     }
 
     if !args.json {
+        let present = if info.present() < classes {
+            format!(" ({} with rows)", info.present())
+        } else {
+            String::new()
+        };
         println!(
-            "Data: {source}: {} rows, {} features, {classes} classes; train {} / validation {} / test {}",
+            "Data: {source}: {} rows, {} features, {classes} classes{present}; train {} / validation {} / test {}",
             table.rows(),
             table.cols(),
             n_fit,
@@ -232,6 +265,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let reporter = Reporter {
         json: args.json,
         epochs: args.model.epochs,
+        batches: 0,
+        show_bar: !args.json && std::io::stdout().is_terminal(),
         bar: None,
     };
     let started = Instant::now();
@@ -255,7 +290,15 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let train_seconds = started.elapsed().as_secs_f64();
     let steps = model.optimizer.iterations();
 
-    report_test(&args, &mut model, &test, to_xy, classes, &class_names)?;
+    report_test(
+        &args,
+        &mut model,
+        &test,
+        to_xy,
+        classes,
+        &class_names,
+        trainval.rows(),
+    )?;
 
     if !args.json {
         println!(
@@ -266,19 +309,130 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             steps as f64 / train_seconds.max(1e-9)
         );
     }
-    if let Some(path) = &args.plot {
-        plot_history(&history, path)?;
-        if !args.json {
-            println!("Wrote curves to {}", path.display());
-        }
-    }
-    if let Some(path) = &args.save {
-        model.save(path).map_err(|e| e.to_string())?;
-        if !args.json {
+    write_outputs(
+        &model,
+        &history,
+        args.save.as_deref(),
+        args.plot.as_deref(),
+        args.json,
+    )
+}
+
+/// Writes the checkpoint, then the plot. The checkpoint goes first so that a failure of the
+/// optional plot never loses the trained model; that failure is still returned (non-zero
+/// exit), saying the model was saved.
+fn write_outputs(
+    model: &Model,
+    history: &History,
+    save: Option<&Path>,
+    plot: Option<&Path>,
+    json: bool,
+) -> Result<(), String> {
+    if let Some(path) = save {
+        model.save(path).map_err(|e| format!("--save: {e}"))?;
+        if !json {
             println!("Saved weights and optimizer state to {}", path.display());
         }
     }
+    if let Some(path) = plot {
+        if let Err(e) = plot_history(history, path) {
+            return Err(match save {
+                Some(saved) => format!("{e} (the model was saved to {})", saved.display()),
+                None => e,
+            });
+        }
+        if !json {
+            println!("Wrote curves to {}", path.display());
+        }
+    }
     Ok(())
+}
+
+/// Checks, before training, that `path` can be written: not a directory, in a directory that
+/// exists and accepts new files (a probe file is created there and removed).
+fn check_output(flag: &str, path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(format!("{flag} {shown}: is a directory, not a file name"));
+    }
+    if path.file_name().is_none() {
+        return Err(format!("{flag} {shown}: has no file name"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "{flag} {shown}: the directory {} does not exist",
+            dir.display()
+        ));
+    }
+    let probe = dir.join(format!(".ember-write-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+        }
+        Err(e) => {
+            return Err(format!(
+                "{flag} {shown}: cannot write in {}: {e}",
+                dir.display()
+            ));
+        }
+    }
+    if path.exists()
+        && let Err(e) = std::fs::OpenOptions::new().append(true).open(path)
+    {
+        return Err(format!("{flag} {shown}: cannot overwrite it: {e}"));
+    }
+    Ok(())
+}
+
+/// `--plot` writes SVG only: any other extension (`.png` would get SVG text) is refused.
+fn check_plot_name(path: &Path) -> Result<(), String> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) if ext.eq_ignore_ascii_case("svg") => Ok(()),
+        Some(ext) => Err(format!(
+            "--plot {}: cannot write '.{ext}' files: the curves are written as SVG (name the file .svg)",
+            path.display()
+        )),
+        None => Err(format!(
+            "--plot {}: no extension: the curves are written as SVG (name the file .svg)",
+            path.display()
+        )),
+    }
+}
+
+/// Refuses, before anything is allocated, a model and batch that cannot fit in memory.
+fn check_training_memory(
+    args: &TrainArgs,
+    inputs: usize,
+    classes: usize,
+    rows: usize,
+) -> Result<(), String> {
+    let mut widths = vec![inputs];
+    widths.extend(parse_hidden(&args.model.hidden)?);
+    widths.push(if classes == 2 { 1 } else { classes });
+    let buffers = Optimizer::by_name(&args.model.optimizer)
+        .map_err(|e| e.to_string())?
+        .algorithm
+        .buffer_names()
+        .len();
+    let batch = args.model.batch_size;
+    let (state, activations, data) = super::memory::training_bytes(&widths, rows, batch, buffers);
+    let flag = if activations > state {
+        format!("--batch-size {batch} (with --hidden {})", args.model.hidden)
+    } else {
+        format!("--hidden {}", args.model.hidden)
+    };
+    let total = state.saturating_add(activations).saturating_add(data);
+    super::memory::check(
+        &format!(
+            "{flag}: training (parameters, gradients, {} optimizer state, one batch's activations)",
+            args.model.optimizer
+        ),
+        total,
+    )
 }
 
 /// Rejects out-of-range values with a message naming the flag.
@@ -310,9 +464,7 @@ fn check_args(a: &TrainArgs) -> Result<(), String> {
             return Err(format!("{name} must be a non-negative number, got {v}"));
         }
     }
-    if a.threads == Some(0) {
-        return Err("--threads must be at least 1".into());
-    }
+    super::check_threads(a.threads)?;
     parse_hidden(&a.model.hidden)?;
     parse_activation(&a.model.activation).map_err(|e| format!("--activation: {e}"))?;
     Optimizer::by_name(&a.model.optimizer).map_err(|e| format!("--optimizer: {e}"))?;
@@ -358,8 +510,9 @@ fn load_table(args: &TrainArgs) -> Result<(Table, String, Vec<String>), String> 
     match args.data.as_deref() {
         None => {
             let source = "<embedded breast_cancer.csv>".to_string();
-            let table = data::parse_csv(BREAST_CANCER_CSV.as_bytes(), &source, &label)
-                .map_err(|e| e.to_string())?;
+            let table =
+                data::parse_csv_as(BREAST_CANCER_CSV.as_bytes(), &source, &label, DType::F32)
+                    .map_err(|e| e.to_string())?;
             Ok((table, source, vec!["malignant".into(), "benign".into()]))
         }
         Some("synthetic") => Ok((
@@ -368,7 +521,8 @@ fn load_table(args: &TrainArgs) -> Result<(Table, String, Vec<String>), String> 
             Vec::new(),
         )),
         Some(path) => {
-            let table = data::load_csv(Path::new(path), &label).map_err(|e| e.to_string())?;
+            let table = data::load_csv_as(Path::new(path), &label, DType::F32)
+                .map_err(|e| e.to_string())?;
             Ok((table, path.to_string(), Vec::new()))
         }
     }
@@ -434,28 +588,48 @@ fn build_model(
     Ok(net.compile(optimizer, loss, &[Metric::Accuracy]))
 }
 
-/// Prints the progress bar and one line (or JSON object) per epoch.
+/// Prints the progress bar (on a terminal, without `--json`) and one line (or JSON object)
+/// per epoch.
 struct Reporter {
     json: bool,
     epochs: usize,
+    /// Batches per epoch, from `on_train_begin`.
+    batches: usize,
+    /// Whether to draw the bar: stdout is a terminal and the output is text.
+    show_bar: bool,
     bar: Option<ProgressBar>,
 }
 
+/// The bar of one epoch: batches done of `batches`, their rate and the time left, drawn on
+/// stdout (indicatif draws nothing where stdout is not a terminal).
+fn epoch_bar(epoch: usize, epochs: usize, batches: usize) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout());
+    if let Ok(style) = ProgressStyle::with_template(
+        "Epoch {msg} [{bar:30}] {pos}/{len} batches, {rate}, ETA {eta}",
+    ) {
+        let style = style.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} batches/s", state.per_sec());
+            },
+        );
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(format!("{}/{}", epoch + 1, epochs));
+    bar
+}
+
 impl Callback for Reporter {
-    fn on_train_begin(&mut self, _epochs: usize, _batches: usize) {}
+    fn on_train_begin(&mut self, _epochs: usize, batches: usize) {
+        self.batches = batches;
+    }
 
     fn on_batch_end(&mut self, epoch: usize, batch: usize, _loss: f64) {
-        if self.json {
+        if !self.show_bar {
             return;
         }
         if batch == 0 {
-            let bar = ProgressBar::new(0);
-            if let Ok(style) = ProgressStyle::with_template("Epoch {msg} [{bar:30}] {pos} batches")
-            {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.set_message(format!("{}/{}", epoch + 1, self.epochs));
-            self.bar = Some(bar);
+            self.bar = Some(epoch_bar(epoch, self.epochs, self.batches));
         }
         if let Some(bar) = &self.bar {
             bar.inc(1);
@@ -517,6 +691,7 @@ fn report_test(
     to_xy: impl Fn(&Table) -> Result<(Tensor, Tensor), String>,
     classes: usize,
     class_names: &[String],
+    trainval_rows: usize,
 ) -> Result<(), String> {
     if test.rows() == 0 {
         if args.json {
@@ -532,8 +707,16 @@ fn report_test(
                     ("confusion", Value::Array(Vec::new())),
                 ])
             );
-        } else {
+        } else if args.model.test_split == 0.0 {
             println!("No test part (--test-split 0).");
+        } else {
+            let n = trainval_rows + test.rows();
+            println!(
+                "No test part: --test-split {} of {n} row{} gives each class round(its rows × {}) = 0 test rows.",
+                args.model.test_split,
+                if n == 1 { "" } else { "s" },
+                args.model.test_split
+            );
         }
         return Ok(());
     }
@@ -544,8 +727,12 @@ fn report_test(
     let truth: Vec<usize> = eval.labels.iter().map(|&l| l as usize).collect();
     let predicted = predicted_classes(&eval.scores, eval.cols);
     let cm = ConfusionMatrix::new(&truth, &predicted, classes);
-    // Two classes: scores of the chosen positive class. More: macro averages over the classes.
-    let (precision, recall, f1, auc) = if classes == 2 {
+    // Two classes: scores of the chosen positive class. More: macro averages over the classes
+    // whose score is defined. With fewer than two classes among the true labels nothing
+    // separates classes, so all four are undefined.
+    let (precision, recall, f1, auc) = if cm.classes_present() < 2 {
+        (None, None, None, None)
+    } else if classes == 2 {
         let pos = args.positive_class;
         let scores: Vec<f64> = eval
             .scores
@@ -554,13 +741,12 @@ fn report_test(
             .collect();
         let is_pos: Vec<bool> = truth.iter().map(|&t| t == pos).collect();
         (
-            cm.precision(pos),
-            cm.recall(pos),
-            cm.f1(pos),
+            cm.checked_precision(pos),
+            cm.checked_recall(pos),
+            cm.checked_f1(pos),
             roc_auc(&scores, &is_pos),
         )
     } else {
-        let k = classes as f64;
         let mut aucs = Vec::new();
         for c in 0..classes {
             let s: Vec<f64> = eval
@@ -580,10 +766,14 @@ fn report_test(
         } else {
             Some(aucs.iter().sum::<f64>() / aucs.len() as f64)
         };
+        let macro_avg = |score: &dyn Fn(usize) -> Option<f64>| {
+            let defined: Vec<f64> = (0..classes).filter_map(score).collect();
+            (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
+        };
         (
-            (0..classes).map(|c| cm.precision(c)).sum::<f64>() / k,
-            (0..classes).map(|c| cm.recall(c)).sum::<f64>() / k,
-            (0..classes).map(|c| cm.f1(c)).sum::<f64>() / k,
+            macro_avg(&|c| cm.checked_precision(c)),
+            macro_avg(&|c| cm.checked_recall(c)),
+            macro_avg(&|c| cm.checked_f1(c)),
             auc,
         )
     };
@@ -598,10 +788,10 @@ fn report_test(
             "{}",
             json_object(&[
                 ("test_loss", num(eval.loss)),
-                ("test_accuracy", num(cm.accuracy())),
-                ("precision", num(precision)),
-                ("recall", num(recall)),
-                ("f1", num(f1)),
+                ("test_accuracy", opt_num(cm.checked_accuracy())),
+                ("precision", opt_num(precision)),
+                ("recall", opt_num(recall)),
+                ("f1", opt_num(f1)),
                 ("auc", opt_num(auc)),
                 ("confusion", confusion),
             ])
@@ -614,21 +804,27 @@ fn report_test(
             .map(|n| format!("{c} ({n})"))
             .unwrap_or_else(|| c.to_string())
     };
+    let shown = |v: Option<f64>| v.map_or_else(|| "undefined".to_string(), |v| format!("{v:.4}"));
     println!(
-        "Test ({} rows): loss {:.4} - accuracy {:.4} - precision {:.4} - recall {:.4} - f1 {:.4} - auc {}",
+        "Test ({} rows): loss {:.4} - accuracy {} - precision {} - recall {} - f1 {} - auc {}",
         test.rows(),
         eval.loss,
-        cm.accuracy(),
-        precision,
-        recall,
-        f1,
-        auc.map(|a| format!("{a:.4}"))
-            .unwrap_or_else(|| "n/a".into())
+        shown(cm.checked_accuracy()),
+        shown(precision),
+        shown(recall),
+        shown(f1),
+        shown(auc)
     );
-    if classes == 2 {
+    if cm.classes_present() < 2 {
+        println!(
+            "Only one class is present in the test part: precision, recall, F1 and AUC are undefined."
+        );
+    } else if classes == 2 {
         println!("Positive class: {}", name(args.positive_class));
     } else {
-        println!("Precision, recall and F1 are macro averages over the {classes} classes.");
+        println!(
+            "Precision, recall and F1 are macro averages over the classes where each is defined."
+        );
     }
     println!("Confusion matrix (rows: true class, columns: predicted class):");
     let width = cm
@@ -656,7 +852,8 @@ fn report_test(
     Ok(())
 }
 
-/// Writes loss and accuracy curves (train and validation) side by side as SVG.
+/// Writes loss and accuracy curves (train and validation) side by side as SVG. Errors name
+/// `--plot` and the path.
 fn plot_history(history: &History, path: &Path) -> Result<(), String> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Display| format!("--plot {}: {e}", path.display());
@@ -719,4 +916,49 @@ fn plot_history(history: &History, path: &Path) -> Result<(), String> {
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ember_nn::layers::Dense;
+
+    #[test]
+    fn the_bar_counts_batches_of_the_epoch() {
+        let bar = epoch_bar(2, 5, 487);
+        assert_eq!(bar.length(), Some(487));
+        assert_eq!(bar.message(), "3/5");
+        assert_eq!(bar.position(), 0);
+    }
+
+    #[test]
+    fn a_failing_plot_does_not_lose_the_model() {
+        let dir = std::env::temp_dir().join(format!("ember-cli-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let saved = dir.join("m.safetensors");
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut net = Sequential::new();
+        net.push(Dense::new(2, 1, Activation::Sigmoid, &mut rng).unwrap());
+        let model = net.compile(Optimizer::adam(), Loss::BinaryCrossEntropy, &[]);
+        let plot = Path::new("/nonexistent-ember-dir/x.svg");
+        let err =
+            write_outputs(&model, &History::default(), Some(&saved), Some(plot), true).unwrap_err();
+        assert!(saved.exists(), "the model was not saved");
+        assert!(err.contains("--plot") && err.contains("saved to"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn output_checks() {
+        assert!(check_plot_name(Path::new("a.SVG")).is_ok());
+        assert!(
+            check_plot_name(Path::new("a.png"))
+                .unwrap_err()
+                .contains(".png")
+        );
+        assert!(check_plot_name(Path::new("a")).is_err());
+        let e = check_output("--save", Path::new("/nonexistent-ember-dir/m.safetensors"));
+        assert!(e.unwrap_err().contains("does not exist"));
+        assert!(check_output("--save", Path::new("/")).is_err());
+    }
 }

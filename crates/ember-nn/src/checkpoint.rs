@@ -7,7 +7,9 @@
 //! `ember.optimizer.iterations`).
 //!
 //! Saving writes a temporary file next to the target, flushes it to disk and renames it over
-//! the target, so a crash mid-save leaves the previous checkpoint intact. Loading checks every
+//! the target, so a crash mid-save leaves the previous checkpoint intact. The temporary file is
+//! `.NAME.tmp-PID`; one left by a save that was killed is removed by the next save of the same
+//! target (see [`write_atomic`]). Loading checks every
 //! name, shape and dtype before it changes anything, and says which one is wrong.
 
 use crate::error::{NnError, Result};
@@ -146,13 +148,20 @@ pub fn save(path: &Path, network: &Sequential, optimizer: Option<&Optimizer>) ->
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it onto `path`.
+/// Writes `bytes` to a temporary file beside `path` (`.NAME.tmp-PID`), syncs it and renames
+/// it onto `path`.
+///
+/// First it removes what earlier saves of the same `path` left behind when they were killed
+/// mid-write: only files named exactly `.NAME.tmp-PID` (PID in decimal) whose process is gone
+/// (`/proc/PID` absent; where `/proc` is not mounted, files last modified over an hour ago).
+/// Other files, and temporary files of running saves, are left alone.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| ck_err(path, "the path has no file name"))?
         .to_string_lossy()
         .to_string();
+    remove_stale_temps(path, &file_name);
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let io = |e: std::io::Error| ck_src(path, e.to_string(), e);
     let result = (|| -> std::io::Result<()> {
@@ -165,6 +174,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io)
+}
+
+/// Removes temporary files of killed saves of `path` (see [`write_atomic`]); failures to
+/// read the directory or remove a file are ignored (the save itself reports real problems).
+fn remove_stale_temps(path: &Path, file_name: &str) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{file_name}.tmp-");
+    let have_proc = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let gone = if have_proc {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600)
+        };
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// What [`load`] restored.

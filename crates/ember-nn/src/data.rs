@@ -86,8 +86,17 @@ impl Table {
         Ok(out)
     }
 
-    /// The features as a `[rows, cols]` tensor of `dtype` on the CPU.
+    /// The features as a `[rows, cols]` tensor of `dtype` on the CPU. A value that `dtype`
+    /// cannot hold (beyond f32's range, say, which a cast would turn into infinity) is an error
+    /// naming its line and column instead of a silent infinity or NaN later.
     pub fn features_tensor(&self, dtype: DType) -> Result<Tensor> {
+        let d = self.cols().max(1);
+        for (i, &v) in self.features.iter().enumerate() {
+            if !fits(dtype, v) {
+                let (row, col) = (i / d, i % d);
+                return Err(self.range_error(row, &self.feature_names[col], v, dtype));
+            }
+        }
         Ok(Tensor::from_vec(
             self.features.clone(),
             vec![self.rows(), self.cols()],
@@ -96,20 +105,39 @@ impl Table {
         .to_dtype(dtype)?)
     }
 
-    /// The labels as a `[rows, 1]` tensor (for binary or regression outputs).
+    /// The labels as a `[rows, 1]` tensor (for binary or regression outputs); a label
+    /// `dtype` cannot hold is an error naming its line.
     pub fn labels_column(&self, dtype: DType) -> Result<Tensor> {
+        self.check_labels_fit(dtype)?;
         Ok(
             Tensor::from_vec(self.labels.clone(), vec![self.rows(), 1], Device::Cpu)?
                 .to_dtype(dtype)?,
         )
     }
 
-    /// The labels as a `[rows]` tensor of class ids (for cross-entropy).
+    /// The labels as a `[rows]` tensor of class ids (for cross-entropy); a label `dtype`
+    /// cannot hold is an error naming its line.
     pub fn labels_tensor(&self, dtype: DType) -> Result<Tensor> {
+        self.check_labels_fit(dtype)?;
         Ok(
             Tensor::from_vec(self.labels.clone(), vec![self.rows()], Device::Cpu)?
                 .to_dtype(dtype)?,
         )
+    }
+
+    fn check_labels_fit(&self, dtype: DType) -> Result<()> {
+        match self.labels.iter().position(|&v| !fits(dtype, v)) {
+            Some(row) => Err(self.range_error(row, &self.label_name, self.labels[row], dtype)),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for a value of row `row`, column `column`, that `dtype` cannot hold.
+    fn range_error(&self, row: usize, column: &str, value: f64, dtype: DType) -> NnError {
+        NnError::Config(format!(
+            "line {}: value {value:e} in column '{column}' is beyond the range of {dtype}",
+            self.lines.get(row).copied().unwrap_or(0)
+        ))
     }
 
     /// Checks that every label is an integer in `0..classes`, naming the first line that is not.
@@ -131,26 +159,149 @@ impl Table {
         Ok(())
     }
 
-    /// The number of classes: one more than the largest label (at least 2).
+    /// The number of classes: one more than the largest label (at least 2). It trusts the
+    /// labels: one stray large label makes a huge count. For data from outside, use
+    /// [`Table::class_info`], which checks them first.
     pub fn class_count(&self) -> usize {
         let max = self.labels.iter().cloned().fold(0.0f64, f64::max);
         (max as usize + 1).max(2)
     }
 }
 
+/// The largest number of classes [`Table::class_info`] accepts (labels `0..=65535`). A label
+/// above it is far more likely a stray value (or the wrong column) than a class id, and each
+/// class costs an output unit and a row and column of the confusion matrix.
+pub const MAX_CLASSES: usize = 65_536;
+
+/// The classes of a label column, as found by [`Table::class_info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassInfo {
+    /// Number of classes: one more than the largest label, and at least 2.
+    pub classes: usize,
+    /// Rows per class id, `classes` entries.
+    pub counts: Vec<usize>,
+}
+
+impl ClassInfo {
+    /// The class ids below `classes` that no row has (gaps such as 1 and 3 in labels 0, 2, 4,
+    /// or class 1 when every label is 0).
+    pub fn missing(&self) -> Vec<usize> {
+        (0..self.classes).filter(|&c| self.counts[c] == 0).collect()
+    }
+
+    /// Number of classes with at least one row.
+    pub fn present(&self) -> usize {
+        self.counts.iter().filter(|&&c| c > 0).count()
+    }
+}
+
+impl Table {
+    /// Checks the labels as class ids and counts them, before anything is sized by the
+    /// class count. Errors, naming the file, line and value: a label that is not a whole
+    /// number ≥ 0; a label that would make more than [`MAX_CLASSES`] classes; a largest label
+    /// that makes more than two classes and more classes than there are rows (one stray value
+    /// such as `1000000` in a column of 0s and 1s). Gaps (labels 0, 2, 4) are not errors here:
+    /// [`ClassInfo::missing`] names them, for the caller to report.
+    pub fn class_info(&self, source: &str) -> Result<ClassInfo> {
+        let bad = |line: u64, message: String| NnError::Csv {
+            file: source.to_string(),
+            line: Some(line),
+            column: None,
+            message,
+            source: None,
+        };
+        let mut largest: Option<(usize, u64)> = None;
+        for (&label, &line) in self.labels.iter().zip(&self.lines) {
+            if !(label.fract() == 0.0 && label >= 0.0) {
+                return Err(bad(
+                    line,
+                    format!(
+                        "label {label} in column '{}' is not a whole number ≥ 0: the label column must hold class ids 0, 1, 2, ... (choose it with --target)",
+                        self.label_name
+                    ),
+                ));
+            }
+            if label >= MAX_CLASSES as f64 {
+                return Err(bad(
+                    line,
+                    format!(
+                        "label {label} in column '{}' would make {} classes, more than the limit of {MAX_CLASSES}",
+                        self.label_name,
+                        label + 1.0
+                    ),
+                ));
+            }
+            let id = label as usize;
+            if largest.is_none_or(|(l, _)| id > l) {
+                largest = Some((id, line));
+            }
+        }
+        let Some((max, line)) = largest else {
+            return Ok(ClassInfo {
+                classes: 2,
+                counts: vec![0; 2],
+            });
+        };
+        let classes = (max + 1).max(2);
+        if classes > 2 && classes > self.rows() {
+            return Err(bad(
+                line,
+                format!(
+                    "label {max} in column '{}' would make {classes} classes, but the data has only {} rows",
+                    self.label_name,
+                    self.rows()
+                ),
+            ));
+        }
+        let mut counts = vec![0; classes];
+        for &label in &self.labels {
+            counts[label as usize] += 1;
+        }
+        Ok(ClassInfo { classes, counts })
+    }
+}
+
+/// Whether `dtype` holds `v` as a finite number (a cast to f32 turns 1e39 into infinity).
+fn fits(dtype: DType, v: f64) -> bool {
+    match dtype {
+        DType::F64 => v.is_finite(),
+        DType::F32 => (v as f32).is_finite(),
+        DType::F16 => half::f16::from_f64(v).is_finite(),
+        DType::BF16 => half::bf16::from_f64(v).is_finite(),
+    }
+}
+
 /// Reads a CSV file. See [`parse_csv`].
 pub fn load_csv(path: &Path, label: &LabelColumn) -> Result<Table> {
+    load_csv_as(path, label, DType::F64)
+}
+
+/// Reads a CSV file whose values will be trained in `dtype`. See [`parse_csv_as`].
+pub fn load_csv_as(path: &Path, label: &LabelColumn, dtype: DType) -> Result<Table> {
     let text = std::fs::read(path).map_err(|source| NnError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    parse_csv(&text, &path.display().to_string(), label)
+    parse_csv_as(&text, &path.display().to_string(), label, dtype)
 }
 
 /// Parses CSV text with a header row. Every field must be a finite number; the `label` column
 /// becomes the labels and every other column a feature. `source` names the data in errors,
-/// which give the 1-based line and column of the first bad field.
+/// which give the 1-based line and column of the first bad field. Line numbers count `\n`,
+/// `\r\n` and a lone `\r` alike as one line end.
 pub fn parse_csv(bytes: &[u8], source: &str, label: &LabelColumn) -> Result<Table> {
+    parse_csv_as(bytes, source, label, DType::F64)
+}
+
+/// [`parse_csv`] for data that will be trained in `dtype`: every field must also be finite
+/// once converted to `dtype` (`1e39` parses as an f64 but is infinite as an f32), and the
+/// error names the line and column of the first that is not.
+pub fn parse_csv_as(
+    bytes: &[u8],
+    source: &str,
+    label: &LabelColumn,
+    dtype: DType,
+) -> Result<Table> {
     let err = |line: Option<u64>, column: Option<(usize, String)>, message: String| NnError::Csv {
         file: source.to_string(),
         line,
@@ -232,17 +383,23 @@ pub fn parse_csv(bytes: &[u8], source: &str, label: &LabelColumn) -> Result<Tabl
         lines: Vec::new(),
     };
     let mut record = csv::StringRecord::new();
+    // Line numbers come from the byte offsets the reader reports: its own line count is one
+    // too low per `\r\n` in some cases.
+    let mut lines = LineCounter::default();
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map(|p| p.line());
+                let line = e.position().map(|p| lines.line_at(bytes, p.byte()));
                 let message = format!("cannot read the row: {e}");
                 return Err(reader_err(line, message, e));
             }
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = record
+            .position()
+            .map(|p| lines.line_at(bytes, p.byte()))
+            .unwrap_or(0);
         // A blank line reads as one empty field; the csv crate skips most of them already.
         if record.len() == 1 && record.get(0) == Some("") {
             continue;
@@ -280,6 +437,13 @@ pub fn parse_csv(bytes: &[u8], source: &str, label: &LabelColumn) -> Result<Tabl
                     format!("'{field}' is not a finite number"),
                 ));
             }
+            if !fits(dtype, value) {
+                return Err(err(
+                    Some(line),
+                    column,
+                    format!("'{field}' is beyond the range of {dtype} (it would become infinite)"),
+                ));
+            }
             if j == label_idx {
                 table.labels.push(value);
             } else {
@@ -292,6 +456,42 @@ pub fn parse_csv(bytes: &[u8], source: &str, label: &LabelColumn) -> Result<Tabl
         return Err(err(None, None, "no data rows after the header".into()));
     }
     Ok(table)
+}
+
+/// Turns byte offsets (increasing) into 1-based line numbers, counting `\n`, `\r\n` and a
+/// lone `\r` each as one line end. It resumes from the last offset, so a whole file costs one
+/// pass.
+#[derive(Default)]
+struct LineCounter {
+    /// Offset counted up to.
+    offset: usize,
+    /// Line ends before `offset`.
+    ends: u64,
+}
+
+impl LineCounter {
+    /// The line on which the text at `offset` starts; a record never starts on a line end, so
+    /// any at `offset` (blank lines skipped by the reader) are counted too.
+    fn line_at(&mut self, bytes: &[u8], offset: u64) -> u64 {
+        let mut target = (offset as usize).min(bytes.len());
+        while target < bytes.len() && matches!(bytes[target], b'\r' | b'\n') {
+            target += 1;
+        }
+        if target < self.offset {
+            *self = LineCounter::default();
+        }
+        let mut i = self.offset;
+        while i < target {
+            match bytes[i] {
+                b'\n' => self.ends += 1,
+                b'\r' if bytes.get(i + 1) != Some(&b'\n') => self.ends += 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        self.offset = target;
+        self.ends + 1
+    }
 }
 
 /// `0..n` in a random order fixed by `seed`.

@@ -168,7 +168,9 @@ pub struct ConfusionMatrix {
 }
 
 impl ConfusionMatrix {
-    /// Builds the matrix for `classes` classes; pairs with an id `>= classes` are ignored.
+    /// Builds the matrix for `classes` classes; pairs with an id `>= classes` are ignored. It
+    /// holds `classes²` counts: check class ids from outside first (see
+    /// `data::Table::class_info`, which caps them at `data::MAX_CLASSES`).
     pub fn new(truth: &[usize], predicted: &[usize], classes: usize) -> ConfusionMatrix {
         let mut counts = vec![vec![0; classes]; classes];
         for (&t, &p) in truth.iter().zip(predicted) {
@@ -220,6 +222,57 @@ impl ConfusionMatrix {
     }
 }
 
+/// Undefined-aware forms: `None` where the ratio is 0/0 (scikit-learn's `zero_division`
+/// case), instead of the 0 the plain forms report. A report should print these as
+/// "undefined" rather than as a score of 0.
+impl ConfusionMatrix {
+    /// Fraction on the diagonal; `None` when no sample was counted.
+    pub fn checked_accuracy(&self) -> Option<f64> {
+        let correct: usize = (0..self.counts.len()).map(|i| self.counts[i][i]).sum();
+        checked_ratio(correct, self.total())
+    }
+
+    /// TP / (TP + FP) for class `positive`; `None` when nothing was predicted as it (or it
+    /// is not a class of the matrix).
+    pub fn checked_precision(&self, positive: usize) -> Option<f64> {
+        let row = self.counts.get(positive)?;
+        let predicted: usize = self.counts.iter().map(|r| r[positive]).sum();
+        checked_ratio(row[positive], predicted)
+    }
+
+    /// TP / (TP + FN) for class `positive`; `None` when no sample is of that class.
+    pub fn checked_recall(&self, positive: usize) -> Option<f64> {
+        let row = self.counts.get(positive)?;
+        checked_ratio(row[positive], row.iter().sum())
+    }
+
+    /// Harmonic mean of precision and recall; `None` when either is undefined, 0 when both
+    /// are 0.
+    pub fn checked_f1(&self, positive: usize) -> Option<f64> {
+        let (p, r) = (
+            self.checked_precision(positive)?,
+            self.checked_recall(positive)?,
+        );
+        Some(if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        })
+    }
+
+    /// Number of classes with at least one true sample.
+    pub fn classes_present(&self) -> usize {
+        self.counts
+            .iter()
+            .filter(|row| row.iter().any(|&c| c > 0))
+            .count()
+    }
+}
+
+fn checked_ratio(a: usize, b: usize) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
 fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
@@ -249,6 +302,24 @@ mod tests {
         // Nothing predicted positive: precision 0, F1 0, no division by zero.
         let cm = ConfusionMatrix::new(&[1, 0], &[0, 0], 2);
         assert_eq!((cm.precision(1), cm.f1(1)), (0.0, 0.0));
+    }
+
+    #[test]
+    fn checked_forms_say_undefined_instead_of_zero() {
+        // Every true label 0, every prediction 0: class 1's scores are 0/0.
+        let cm = ConfusionMatrix::new(&[0, 0, 0], &[0, 0, 0], 2);
+        assert_eq!(cm.precision(1), 0.0);
+        assert_eq!(cm.checked_precision(1), None);
+        assert_eq!(cm.checked_recall(1), None);
+        assert_eq!(cm.checked_f1(1), None);
+        assert_eq!(cm.checked_accuracy(), Some(1.0));
+        assert_eq!(cm.classes_present(), 1);
+        // Defined zeros stay zeros.
+        let cm = ConfusionMatrix::new(&[1, 0], &[0, 1], 2);
+        assert_eq!(cm.checked_precision(1), Some(0.0));
+        assert_eq!(cm.checked_f1(1), Some(0.0));
+        assert_eq!(ConfusionMatrix::new(&[], &[], 2).checked_accuracy(), None);
+        assert_eq!(cm.checked_recall(7), None);
     }
 
     #[test]

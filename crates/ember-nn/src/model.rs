@@ -508,10 +508,18 @@ impl Model {
 
     /// Loss and metrics on `(x, y)` in evaluation mode (the forward passes get
     /// `training = false`; no layer state changes), in batches of `batch_size`.
+    ///
+    /// Zero rows is an error ([`NnError::Config`]): a mean loss and an accuracy over no
+    /// samples are undefined, not 0.
     pub fn evaluate(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
         let n = self.check_xy(x, y)?;
         if batch_size == 0 {
             return config_err("evaluate: batch_size must be at least 1");
+        }
+        if n == 0 {
+            return config_err(
+                "evaluate: x and y have no rows: loss and metrics over no samples are undefined",
+            );
         }
         no_grad(|| -> Result<Evaluation> {
             let (mut loss_sum, mut outs, mut cols) = (0.0, Vec::new(), 1);

@@ -254,3 +254,30 @@ fn checkpoint_errors_keep_the_underlying_error() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_save_removes_temp_files_left_by_killed_saves_and_nothing_else() {
+    let dir = temp_dir("stale");
+    let target = dir.join("m.safetensors");
+    // Left by a save killed mid-write: a PID above Linux's largest (2^22) is never alive.
+    let stale = dir.join(".m.safetensors.tmp-4999999");
+    // Not ours to remove: a live process's temp file (our parent's PID, alive while we run),
+    // another checkpoint's, and names that only look alike.
+    let parent = std::os::unix::process::parent_id();
+    let live = dir.join(format!(".m.safetensors.tmp-{parent}"));
+    let other = dir.join(".n.safetensors.tmp-4999999");
+    let odd = [
+        dir.join(".m.safetensors.tmp-12ab"),
+        dir.join(".m.safetensors.tmp-"),
+        dir.join("m.safetensors.tmp-4999999"),
+    ];
+    for p in [&stale, &live, &other].into_iter().chain(&odd) {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    model(&[4], 0, DType::F32).save(&target).unwrap();
+    assert!(target.exists());
+    assert!(!stale.exists(), "the stale temp file is still there");
+    for p in [&live, &other].into_iter().chain(&odd) {
+        assert!(p.exists(), "{} was removed", p.display());
+    }
+}

@@ -274,3 +274,19 @@ fn io_and_csv_errors_keep_their_source() {
         "{err:?}"
     );
 }
+
+#[test]
+fn crlf_and_lone_cr_line_endings_give_the_same_line_numbers() {
+    for eol in ["\n", "\r\n", "\r"] {
+        let text = ["a,b,label", "1,2,0", "3,4,1", "5,x,1", ""].join(eol);
+        let e = csv_err(&text, LabelColumn::Last);
+        assert!(e.contains("line 4, column 2 (b)"), "{eol:?}: {e}");
+        let good = ["a,b,label", "1,2,0", "", "3,4,1", ""].join(eol);
+        let t = parse_csv(good.as_bytes(), "t.csv", &LabelColumn::Last).unwrap();
+        assert_eq!(t.lines, vec![2, 4], "{eol:?}");
+    }
+    // A quoted field spanning lines: the row is named by its first line.
+    let text = "a,b,label\r\n\"1\r\n\",2,0\r\n3,y,1\r\n";
+    let e = csv_err(text, LabelColumn::Last);
+    assert!(e.contains("line 4, column 2 (b)"), "{e}");
+}

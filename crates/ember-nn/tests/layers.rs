@@ -182,7 +182,7 @@ fn tanh_layer() {
 
 #[test]
 fn gelu_layer_tanh_approximation() {
-    act_layer_by_hand(ActivationKind::Gelu, |v| {
+    act_layer_by_hand(ActivationKind::GeluTanh, |v| {
         0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
     });
 }

@@ -505,3 +505,15 @@ fn predict_between_trainings_does_not_change_them() {
     let with_predict = run(true);
     assert_eq!(plain, with_predict);
 }
+
+#[test]
+fn evaluate_on_zero_rows_is_an_error_not_a_zero_accuracy() {
+    let (x, y) = tiny_problem();
+    let model = tiny_model(Optimizer::adam());
+    let (x0, y0) = (x.narrow(0, 0, 0).unwrap(), y.narrow(0, 0, 0).unwrap());
+    let err = model.evaluate(&x0, &y0, 4).unwrap_err().to_string();
+    assert!(
+        err.contains("no rows") && err.contains("undefined"),
+        "{err}"
+    );
+}
