@@ -143,9 +143,43 @@ pub fn save(path: &Path, network: &Sequential, optimizer: Option<&Optimizer>) ->
             .map_err(|e| ck_src(path, format!("tensor '{name}': {e}"), e))?;
         views.push((name.clone(), view));
     }
-    let bytes = safetensors::tensor::serialize(views, Some(metadata))
+    let mut bytes = safetensors::tensor::serialize(views, Some(metadata))
         .map_err(|e| ck_src(path, e.to_string(), e))?;
+    sort_header(&mut bytes);
     write_atomic(path, &bytes)
+}
+
+/// Rewrites the JSON header of serialized safetensors bytes with its keys sorted, in place.
+///
+/// safetensors writes the metadata map from a `HashMap`, whose order changes from process to
+/// process, so two saves of the same weights differed in a few header bytes. Sorting keeps the
+/// header's content and length (compact JSON either way), so a checkpoint of the same state is
+/// the same bytes every time. Anything unexpected (a header that does not parse, or would change
+/// length) leaves the bytes as safetensors wrote them.
+fn sort_header(bytes: &mut [u8]) {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    else {
+        return;
+    };
+    let Some(end) = usize::try_from(len).ok().and_then(|n| n.checked_add(8)) else {
+        return;
+    };
+    let Some(header) = bytes.get_mut(8..end) else {
+        return;
+    };
+    let text_len = header.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
+    // serde_json's `Map` is a BTreeMap (its `preserve_order` feature is off), so re-encoding
+    // a parsed `Value` sorts every object's keys.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&header[..text_len]) else {
+        return;
+    };
+    if let Ok(sorted) = serde_json::to_vec(&value)
+        && sorted.len() == text_len
+    {
+        header[..text_len].copy_from_slice(&sorted);
+    }
 }
 
 /// Writes `bytes` to a temporary file beside `path` (`.NAME.tmp-PID`), syncs it and renames
@@ -425,5 +459,42 @@ impl Model {
     /// Loads weights, buffers and (when the file has it for the same optimizer) optimizer state.
     pub fn load(&mut self, path: &Path) -> Result<LoadReport> {
         load(path, &self.network, Some(&mut self.optimizer))
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::sort_header;
+
+    fn framed(header: &str) -> Vec<u8> {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(&[1, 2, 3, 4]);
+        b
+    }
+
+    #[test]
+    fn header_keys_are_sorted_in_place() {
+        let mut b = framed(r#"{"__metadata__":{"z":"1","format":"pt"},"w":{"a":1},"b":{"a":2}}  "#);
+        sort_header(&mut b);
+        assert_eq!(
+            b,
+            framed(r#"{"__metadata__":{"format":"pt","z":"1"},"b":{"a":2},"w":{"a":1}}  "#)
+        );
+    }
+
+    #[test]
+    fn anything_unexpected_is_left_alone() {
+        for bad in [framed("{not json}   "), vec![1, 2, 3], framed("")] {
+            let mut b = bad.clone();
+            sort_header(&mut b);
+            assert_eq!(b, bad);
+        }
+        // A length field pointing past the end.
+        let mut b = framed("{}");
+        b[0] = 200;
+        let before = b.clone();
+        sort_header(&mut b);
+        assert_eq!(b, before);
     }
 }
