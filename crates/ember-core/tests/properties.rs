@@ -27,10 +27,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// The proptest configuration: the default case count (`PROPTEST_CASES` overrides it).
 fn config() -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    // Failures are kept as named tests in core_regressions.rs instead of a seed file.
-    c.failure_persistence = None;
-    c
+    ProptestConfig {
+        // Failures are kept as named tests in core_regressions.rs instead of a seed file.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// Runs `f`, turning a panic into a test failure that names the call and the panic message.
