@@ -47,6 +47,8 @@ for t in "${targets[@]}"; do
         grep -E 'panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer|Test unit written' "$log" | head -5 | sed 's/^/    /'
     fi
 done
+# The targets that read files through a path leave one scratch folder per process.
+rm -rf corpus-work/scratch-*
 if [ ${#failed[@]} -gt 0 ]; then
     echo "fuzz: crashes in ${failed[*]} (inputs in fuzz/artifacts/, logs in fuzz/corpus-work/)" >&2
     exit 1

@@ -47,9 +47,12 @@ impl<'a> Cursor<'a> {
 }
 
 /// A file path private to this process (and `tag`), for loaders that read from a path. The
-/// fuzzer runs one input at a time per process, so reusing the path is safe.
+/// fuzzer runs one input at a time per process, so reusing the path is safe. The folder is
+/// `fuzz/corpus-work/scratch-<pid>/` (ignored by git); scripts/fuzz.sh removes it afterwards.
 pub fn scratch_path(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ember-fuzz-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus-work")
+        .join(format!("scratch-{}", std::process::id()));
     // An existing directory is fine; any other failure shows up when the file is written.
     let _ = std::fs::create_dir_all(&dir);
     dir.join(tag)
