@@ -52,14 +52,9 @@ fuzz_target!(|input: &[u8]| {
             .all(|v| v.is_finite())
     );
 
-    // What `ember train` does with a loaded table, all through public calls. Known bug,
-    // skipped so the fuzzer can look for others (remove when fixed): `class_count` overflows
-    // on a label >= 2^64; see `class_count_overflows_on_huge_label` in
-    // crates/ember-nn/tests/nn_regressions.rs.
-    if table.labels.iter().all(|&l| l < usize::MAX as f64) {
-        let classes = table.class_count();
-        let _ = table.check_class_labels("fuzz.csv", classes);
-    }
+    // What `ember train` does with a loaded table, all through public calls.
+    let classes = table.class_count();
+    let _ = table.check_class_labels("fuzz.csv", classes);
     for stratified in [false, true] {
         if let Ok((train, test)) = data::split_and_standardise(&table, 0.25, 1, stratified) {
             assert_eq!(train.rows() + test.rows(), rows, "a split keeps every row");

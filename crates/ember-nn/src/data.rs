@@ -162,9 +162,11 @@ impl Table {
     /// The number of classes: one more than the largest label (at least 2). It trusts the
     /// labels: one stray large label makes a huge count. For data from outside, use
     /// [`Table::class_info`], which checks them first.
+    /// A label at or beyond `usize::MAX` saturates the count (the `as` cast does) rather than
+    /// overflowing; [`Table::check_class_labels`] then rejects it.
     pub fn class_count(&self) -> usize {
         let max = self.labels.iter().cloned().fold(0.0f64, f64::max);
-        (max as usize + 1).max(2)
+        (max as usize).saturating_add(1).max(2)
     }
 }
 
@@ -745,8 +747,10 @@ pub fn parse_idx(raw: &[u8], source: &str) -> Result<IdxArray> {
             u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
         })
         .collect();
-    let count: usize = dims.iter().product();
-    if bytes.len() - header != count {
+    // A product beyond usize cannot match any file's length: report it like a short file.
+    let count = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if count != Some(bytes.len() - header) {
+        let count = count.map_or_else(|| "more than usize::MAX".to_string(), |c| c.to_string());
         return Err(fail(format!(
             "dimensions {dims:?} need {count} values, the file holds {}",
             bytes.len() - header

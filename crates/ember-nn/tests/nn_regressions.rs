@@ -23,7 +23,7 @@ fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> T {
 }
 
 #[test]
-#[ignore = "bug: parse_idx multiplies the header's dimensions unchecked and panics when the product overflows usize; found by fuzz target idx_reader"]
+// Fixed: was parse_idx multiplies the header's dimensions unchecked and panics when the product overflows usize; found by fuzz target idx_reader
 fn idx_dimension_product_overflow_panics() {
     // Rank 3, every extent 2^32 - 1: the product overflows 64 bits. 16 bytes in all.
     let mut bytes = vec![0, 0, 0x08, 3];
@@ -33,7 +33,7 @@ fn idx_dimension_product_overflow_panics() {
 }
 
 #[test]
-#[ignore = "bug: Table::class_count computes `max as usize + 1`, which overflows for a label >= 2^64 (e.g. 1e20 in a CSV); found by fuzz target csv_loader"]
+// Fixed: was Table::class_count computes `max as usize + 1`, which overflows for a label >= 2^64 (e.g. 1e20 in a CSV); found by fuzz target csv_loader
 fn class_count_overflows_on_huge_label() {
     let table = data::parse_csv(b"x,y\n1,1e20\n", "huge.csv", &LabelColumn::Last).unwrap();
     let classes = no_panic("class_count", || table.class_count());
