@@ -275,65 +275,76 @@ impl Module for Dense {
 /// PyTorch's name for a fully connected layer; the same type as [`Dense`].
 pub type Linear = Dense;
 
-/// Which function an [`ActivationLayer`] applies.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ActivationKind {
-    /// `max(x, 0)`.
-    Relu,
-    /// `1 / (1 + e^-x)`.
-    Sigmoid,
-    /// `tanh x`.
-    Tanh,
-    /// GELU, exact (erf): PyTorch's and Keras's default `gelu`.
-    Gelu,
-    /// GELU, tanh approximation (Keras's `approximate=True`; PyTorch's `approximate='tanh'`).
-    GeluTanh,
-    /// `x` if positive else `alpha x`. Keras's default alpha is 0.3 (Keras 3: 0.2); PyTorch's 0.01.
-    LeakyRelu(f64),
-    /// Softmax over the last axis.
-    Softmax,
-}
-
-/// A parameter-free activation layer.
+/// A parameter-free activation layer (Keras's `Activation('relu')`), applying the same
+/// [`Activation`] a [`Dense`] layer fuses: nn has one activation vocabulary. The activations
+/// with a parameter or an axis are layers of their own: [`LeakyRelu`] and [`Softmax`], as in
+/// Keras and PyTorch.
 pub struct ActivationLayer {
-    kind: ActivationKind,
+    act: Activation,
 }
 
 impl ActivationLayer {
-    /// An activation layer applying `kind`.
-    pub fn new(kind: ActivationKind) -> ActivationLayer {
-        ActivationLayer { kind }
+    /// An activation layer applying `act` (`Activation::None` is the identity).
+    pub fn new(act: Activation) -> ActivationLayer {
+        ActivationLayer { act }
     }
 }
 
 impl Module for ActivationLayer {
     fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        Ok(match self.kind {
-            ActivationKind::Relu => x.relu()?,
-            ActivationKind::Sigmoid => x.sigmoid()?,
-            ActivationKind::Tanh => x.tanh()?,
-            ActivationKind::Gelu => x.gelu()?,
-            ActivationKind::GeluTanh => x.gelu_tanh()?,
-            ActivationKind::LeakyRelu(alpha) => x.leaky_relu(alpha)?,
-            ActivationKind::Softmax => {
-                if x.rank() == 0 {
-                    return config_err("Softmax: input must have at least one dimension");
-                }
-                x.softmax(x.rank() - 1)?
-            }
+        Ok(match self.act.as_unary() {
+            Some(op) => x.unary_op(op)?,
+            None => x.clone(),
         })
     }
 
     fn kind(&self) -> &'static str {
-        match self.kind {
-            ActivationKind::Relu => "ReLU",
-            ActivationKind::Sigmoid => "Sigmoid",
-            ActivationKind::Tanh => "Tanh",
-            ActivationKind::Gelu => "GELU",
-            ActivationKind::GeluTanh => "GELU(tanh)",
-            ActivationKind::LeakyRelu(_) => "LeakyReLU",
-            ActivationKind::Softmax => "Softmax",
+        match self.act {
+            Activation::Relu => "ReLU",
+            Activation::Sigmoid => "Sigmoid",
+            Activation::Tanh => "Tanh",
+            Activation::Gelu => "GELU",
+            Activation::GeluTanh => "GELU(tanh)",
+            Activation::None => "Identity",
         }
+    }
+}
+
+/// `x` if positive else `alpha·x`. Keras's default alpha is 0.3 (Keras 3: 0.2); PyTorch's 0.01.
+pub struct LeakyRelu {
+    alpha: f64,
+}
+
+impl LeakyRelu {
+    /// A leaky ReLU with slope `alpha` for negative inputs.
+    pub fn new(alpha: f64) -> LeakyRelu {
+        LeakyRelu { alpha }
+    }
+}
+
+impl Module for LeakyRelu {
+    fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        Ok(x.leaky_relu(self.alpha)?)
+    }
+
+    fn kind(&self) -> &'static str {
+        "LeakyReLU"
+    }
+}
+
+/// Softmax over the last axis.
+pub struct Softmax;
+
+impl Module for Softmax {
+    fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        if x.rank() == 0 {
+            return config_err("Softmax: input must have at least one dimension");
+        }
+        Ok(x.softmax(x.rank() - 1)?)
+    }
+
+    fn kind(&self) -> &'static str {
+        "Softmax"
     }
 }
 

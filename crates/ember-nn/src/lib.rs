@@ -48,7 +48,7 @@ pub mod prelude {
     pub use crate::error::{NnError, Result};
     pub use crate::init::Initializer;
     pub use crate::layers::{
-        ActivationKind, ActivationLayer, BatchNorm1d, Dense, DenseOptions, Dropout, Flatten,
+        ActivationLayer, BatchNorm1d, Dense, DenseOptions, Dropout, Flatten, LeakyRelu, Softmax,
     };
     pub use crate::loss::Loss;
     pub use crate::metrics::{ConfusionMatrix, Metric};

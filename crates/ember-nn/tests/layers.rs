@@ -3,7 +3,7 @@
 
 use ember_core::gradcheck::gradcheck;
 use ember_core::{Activation, DType, Device, Tensor};
-use ember_nn::layers::{ActivationKind, ActivationLayer, BatchNorm1d, Dense, Dropout, Flatten};
+use ember_nn::layers::{ActivationLayer, BatchNorm1d, Dense, Dropout, Flatten, LeakyRelu, Softmax};
 use ember_nn::loss::Loss;
 use ember_nn::module::Module;
 use ember_nn::regularizer::Regularizer;
@@ -137,8 +137,8 @@ fn dense_new_uses_glorot_limit_and_zero_bias() {
     assert_eq!(layer.weight().dtype(), DType::F32);
 }
 
-fn act_layer_by_hand(kind: ActivationKind, f: fn(f64) -> f64) {
-    let layer = ActivationLayer::new(kind);
+fn act_layer_by_hand(make: impl Fn() -> Box<dyn Module>, f: fn(f64) -> f64) {
+    let layer = make();
     let y = layer
         .forward(&t(&X, &[2, 3]), true)
         .unwrap()
@@ -147,13 +147,7 @@ fn act_layer_by_hand(kind: ActivationKind, f: fn(f64) -> f64) {
     let want: Vec<f64> = X.iter().map(|&v| f(v)).collect();
     close(&y, &want, 1e-12);
     check_grad(
-        |inp| {
-            weighted_sum(
-                &ActivationLayer::new(kind)
-                    .forward(&inp[0], true)
-                    .map_err(core_err)?,
-            )
-        },
+        |inp| weighted_sum(&make().forward(&inp[0], true).map_err(core_err)?),
         &[var(&X, &[2, 3])],
     );
 }
@@ -167,36 +161,71 @@ fn core_err(e: ember_nn::NnError) -> ember_core::Error {
 
 #[test]
 fn relu_layer() {
-    act_layer_by_hand(ActivationKind::Relu, |v| v.max(0.0));
+    act_layer_by_hand(
+        || Box::new(ActivationLayer::new(Activation::Relu)),
+        |v| v.max(0.0),
+    );
 }
 
 #[test]
 fn sigmoid_layer() {
-    act_layer_by_hand(ActivationKind::Sigmoid, |v| 1.0 / (1.0 + (-v).exp()));
+    act_layer_by_hand(
+        || Box::new(ActivationLayer::new(Activation::Sigmoid)),
+        |v| 1.0 / (1.0 + (-v).exp()),
+    );
 }
 
 #[test]
 fn tanh_layer() {
-    act_layer_by_hand(ActivationKind::Tanh, f64::tanh);
+    act_layer_by_hand(
+        || Box::new(ActivationLayer::new(Activation::Tanh)),
+        f64::tanh,
+    );
 }
 
 #[test]
 fn gelu_layer_tanh_approximation() {
-    act_layer_by_hand(ActivationKind::GeluTanh, |v| {
-        0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
-    });
+    act_layer_by_hand(
+        || Box::new(ActivationLayer::new(Activation::GeluTanh)),
+        |v| {
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+        },
+    );
+}
+
+#[test]
+fn gelu_layer_exact() {
+    // The layer is the core's exact GELU (checked against hand values in ember-core's
+    // tests/semantics.rs), not the tanh approximation.
+    let x = t(&X, &[2, 3]);
+    let y = ActivationLayer::new(Activation::Gelu)
+        .forward(&x, true)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    close(&y, &x.gelu().unwrap().to_vec::<f64>().unwrap(), 0.0);
+    assert_ne!(y, x.gelu_tanh().unwrap().to_vec::<f64>().unwrap());
+}
+
+#[test]
+fn identity_activation_layer() {
+    act_layer_by_hand(|| Box::new(ActivationLayer::new(Activation::None)), |v| v);
 }
 
 #[test]
 fn leaky_relu_layer() {
-    act_layer_by_hand(ActivationKind::LeakyRelu(0.2), |v| {
-        if v > 0.0 { v } else { 0.2 * v }
-    });
+    act_layer_by_hand(
+        || Box::new(LeakyRelu::new(0.2)),
+        |v| {
+            if v > 0.0 { v } else { 0.2 * v }
+        },
+    );
 }
 
 #[test]
 fn softmax_layer() {
-    let layer = ActivationLayer::new(ActivationKind::Softmax);
+    let layer = Softmax;
     let y = layer
         .forward(&t(&X, &[2, 3]), true)
         .unwrap()
@@ -209,13 +238,7 @@ fn softmax_layer() {
     }
     close(&y, &want, 1e-12);
     check_grad(
-        |inp| {
-            weighted_sum(
-                &ActivationLayer::new(ActivationKind::Softmax)
-                    .forward(&inp[0], true)
-                    .map_err(core_err)?,
-            )
-        },
+        |inp| weighted_sum(&Softmax.forward(&inp[0], true).map_err(core_err)?),
         &[var(&X, &[2, 3])],
     );
 }
