@@ -70,6 +70,13 @@ pub enum Error {
         /// What about the shapes is wrong, naming them.
         detail: String,
     },
+    /// A buffer could not be allocated: the op, and the bytes it asked for.
+    OutOfMemory {
+        /// The op that failed.
+        op: &'static str,
+        /// Bytes requested (saturated at `usize::MAX` when the count itself overflowed).
+        bytes: usize,
+    },
     /// A data length does not match the element count of a shape.
     ElementCount {
         /// The op that failed.
@@ -158,6 +165,9 @@ impl fmt::Display for Error {
                 )
             }
             Error::Shape { op, detail } => write!(f, "{op}: {detail}"),
+            Error::OutOfMemory { op, bytes } => {
+                write!(f, "{op}: out of memory allocating {bytes} bytes")
+            }
             Error::ElementCount {
                 op,
                 shape,

@@ -22,9 +22,24 @@ impl Shape {
         self.0.len()
     }
 
-    /// Product of the extents (1 for a scalar).
+    /// Product of the extents (1 for a scalar). Wraps when the product overflows `usize`: for
+    /// caller-given shapes use [`Shape::checked_elem_count`].
     pub fn elem_count(&self) -> usize {
-        self.0.iter().product()
+        self.0.iter().fold(1usize, |a, &d| a.wrapping_mul(d))
+    }
+
+    /// Product of the extents, or an error naming `op` and the shape when it does not fit in
+    /// `usize` (no buffer could hold it).
+    pub fn checked_elem_count(&self, op: &'static str) -> crate::Result<usize> {
+        self.0
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| {
+                crate::Error::shape(
+                    op,
+                    format!("shape {:?} has more elements than usize can count", self.0),
+                )
+            })
     }
 
     /// Consumes the shape into its extents.

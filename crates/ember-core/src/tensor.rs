@@ -206,7 +206,9 @@ impl Tensor {
         device: Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        let data = backend::filled(value, shape.elem_count(), dtype);
+        let n = shape.checked_elem_count("full")?;
+        reserve("full", n, dtype)?;
+        let data = backend::filled(value, n, dtype);
         Tensor::from_storage(data, shape.dims(), None).to_device(device)
     }
 
@@ -237,8 +239,8 @@ impl Tensor {
         device: Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        if data.len() != shape.elem_count() {
-            let expected = shape.elem_count();
+        let expected = shape.checked_elem_count("from_vec")?;
+        if data.len() != expected {
             return Err(Error::ElementCount {
                 op: "from_vec",
                 shape: shape.into_dims(),
@@ -269,7 +271,15 @@ impl Tensor {
                 ),
             ));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let count = ((end - start) / step).ceil().max(0.0);
+        if count >= usize::MAX as f64 {
+            return Err(Error::OutOfMemory {
+                op: "arange",
+                bytes: usize::MAX,
+            });
+        }
+        let n = count as usize;
+        reserve("arange", n, DType::F64)?;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Tensor::from_storage(backend::from_f64(&values, dtype), &[n], None).to_device(device)
     }
@@ -282,6 +292,7 @@ impl Tensor {
         dtype: DType,
         device: Device,
     ) -> Result<Tensor> {
+        reserve("linspace", n, DType::F64)?;
         let values: Vec<f64> = match n {
             0 => vec![],
             1 => vec![start],
@@ -294,7 +305,9 @@ impl Tensor {
 
     /// The n×n identity matrix.
     pub fn eye(n: usize, dtype: DType, device: Device) -> Result<Tensor> {
-        let mut values = vec![0.0; n * n];
+        let count = Shape::from((n, n)).checked_elem_count("eye")?;
+        reserve("eye", count, DType::F64)?;
+        let mut values = vec![0.0; count];
         for i in 0..n {
             values[i * n + i] = 1.0;
         }
@@ -317,7 +330,9 @@ impl Tensor {
             ));
         }
         let shape = shape.into();
-        let values: Vec<f64> = (0..shape.elem_count())
+        let n = shape.checked_elem_count("rand")?;
+        reserve("rand", n, DType::F64)?;
+        let values: Vec<f64> = (0..n)
             .map(|_| lo + (hi - lo) * rng.random::<f64>())
             .collect();
         Tensor::from_storage(backend::from_f64(&values, dtype), shape.dims(), None)
@@ -336,9 +351,9 @@ impl Tensor {
         let normal = rand_distr::Normal::new(mean, std)
             .map_err(|e| Error::invalid("randn", format!("mean {mean}, std {std}: {e}")))?;
         let shape = shape.into();
-        let values: Vec<f64> = (0..shape.elem_count())
-            .map(|_| rand::Rng::sample(rng, normal))
-            .collect();
+        let n = shape.checked_elem_count("randn")?;
+        reserve("randn", n, DType::F64)?;
+        let values: Vec<f64> = (0..n).map(|_| rand::Rng::sample(rng, normal)).collect();
         Tensor::from_storage(backend::from_f64(&values, dtype), shape.dims(), None)
             .to_device(device)
     }
@@ -507,6 +522,28 @@ impl Tensor {
         StorageData::write(guard.data_mut(), layout, &values)?;
         Ok(())
     }
+}
+
+/// Checks that `n` elements of `dtype` can be allocated before a creation op builds them: the
+/// byte count must fit in `isize` and the allocator must grant it (probed with `try_reserve`,
+/// released at once), so a caller's huge size is an [`Error::OutOfMemory`] naming the op and
+/// the bytes, not an abort.
+pub(crate) fn reserve(op: &'static str, n: usize, dtype: DType) -> Result<()> {
+    let bytes = n
+        .checked_mul(dtype.size_in_bytes())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or(Error::OutOfMemory {
+            op,
+            bytes: n.saturating_mul(dtype.size_in_bytes()),
+        })?;
+    // Small buffers are always granted; probing them would cost an allocation per tensor.
+    if bytes > 1 << 30 {
+        let mut probe: Vec<u8> = Vec::new();
+        probe
+            .try_reserve_exact(bytes)
+            .map_err(|_| Error::OutOfMemory { op, bytes })?;
+    }
+    Ok(())
 }
 
 /// Moves a typed vector into storage.

@@ -100,3 +100,42 @@ fn gelu_is_exact_and_gelu_tanh_approximate() {
     assert_eq!(lin(Activation::Gelu), exact);
     assert_eq!(lin(Activation::GeluTanh), approx);
 }
+
+#[test]
+fn logsumexp_over_an_empty_axis_is_minus_infinity() {
+    // PyTorch: torch.logsumexp(torch.empty(2, 0), dim=1) == [-inf, -inf].
+    let x = Tensor::zeros(vec![2, 0], ember_core::DType::F64, Device::Cpu).unwrap();
+    let y = x.logsumexp(&[1], false).unwrap();
+    assert_eq!(y.to_vec::<f64>().unwrap(), vec![f64::NEG_INFINITY; 2]);
+}
+
+#[test]
+fn stack_errors_name_stack() {
+    let a = Tensor::zeros(vec![2], ember_core::DType::F32, Device::Cpu).unwrap();
+    let b = Tensor::zeros(vec![3], ember_core::DType::F32, Device::Cpu).unwrap();
+    let e = Tensor::stack(&[&a, &b], 0).unwrap_err().to_string();
+    assert!(e.starts_with("stack:"), "{e}");
+    let e = Tensor::stack(&[], 0).unwrap_err().to_string();
+    assert!(e.starts_with("stack:"), "{e}");
+    let e = Tensor::stack(&[&a], 2).unwrap_err().to_string();
+    assert!(e.starts_with("stack"), "{e}");
+}
+
+#[test]
+fn creation_too_large_to_allocate_is_an_error_not_an_abort() {
+    // 2^40 f32 values (4 TiB): more than this machine's memory. Where the kernel grants any
+    // virtual reservation (overcommit mode 1), the probe cannot tell, so the check is skipped.
+    let mode = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+    if mode.trim() == "1" {
+        println!("SKIPPED: vm.overcommit_memory = 1 grants any reservation, so no OOM can be seen");
+        return;
+    }
+    let e = Tensor::zeros(vec![1usize << 40], ember_core::DType::F32, Device::Cpu).unwrap_err();
+    assert!(
+        matches!(e, ember_core::Error::OutOfMemory { op: "full", bytes } if bytes == 1 << 42),
+        "{e}"
+    );
+    assert!(e.to_string().contains("4398046511104 bytes"), "{e}");
+    let e = Tensor::zeros(vec![usize::MAX, 2], ember_core::DType::F32, Device::Cpu).unwrap_err();
+    assert!(e.to_string().contains("more elements than usize"), "{e}");
+}

@@ -159,6 +159,11 @@ impl Tensor {
     /// neither overflows nor underflows.
     pub fn logsumexp(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let axes = self.reduce_axes("logsumexp", axes)?;
+        // Over an empty set the sum of exponentials is 0: −∞, as PyTorch gives (the sum of no
+        // elements is 0, so this keeps the gradient path, of size zero).
+        if axes.iter().any(|&a| self.shape()[a] == 0) {
+            return self.sum(&axes, keepdim)?.add_scalar(f64::NEG_INFINITY);
+        }
         // The shift is a constant for the gradient; clamp ±inf so x − m stays defined.
         let big = match self.dtype() {
             crate::DType::F64 => f64::MAX,

@@ -17,7 +17,7 @@ impl Tensor {
     /// contiguous, otherwise a copy first.
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
-        if shape.elem_count() != self.elem_count() {
+        if shape.checked_elem_count("reshape")? != self.elem_count() {
             return Err(Error::shape(
                 "reshape",
                 format!(
@@ -81,6 +81,7 @@ impl Tensor {
         if shape.dims() == self.shape() {
             return Ok(self.clone());
         }
+        shape.checked_elem_count("broadcast_to")?;
         let l = self.layout().broadcast_to(shape.dims())?;
         Ok(self.view(l, Tensor::record(|| Op::Broadcast(self.clone()))))
     }
@@ -217,6 +218,30 @@ impl Tensor {
 
     /// Stacks equally shaped tensors along a new dimension `dim`.
     pub fn stack(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
+        // Checked here so that errors name `stack`, not the `cat` it is built on.
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::invalid("stack", "needs at least one tensor"))?;
+        if dim > first.rank() {
+            return Err(Error::Axis {
+                op: "stack",
+                axis: dim,
+                shape: first.shape().to_vec(),
+            });
+        }
+        for t in tensors {
+            check_same("stack", first, t)?;
+            if t.shape() != first.shape() {
+                return Err(Error::shape(
+                    "stack",
+                    format!(
+                        "tensors must have one shape, got {:?} and {:?}",
+                        first.shape(),
+                        t.shape()
+                    ),
+                ));
+            }
+        }
         let expanded: Vec<Tensor> = tensors
             .iter()
             .map(|t| t.unsqueeze(dim))
