@@ -257,21 +257,7 @@ mod tests {
     #[test]
     fn every_op_layout_and_isa_matches_scalar() {
         use crate::gemm::tests_rng::Rng;
-        let ops = [
-            BinaryOp::Add,
-            BinaryOp::Sub,
-            BinaryOp::Mul,
-            BinaryOp::Div,
-            BinaryOp::Pow,
-            BinaryOp::Maximum,
-            BinaryOp::Minimum,
-            BinaryOp::Eq,
-            BinaryOp::Ne,
-            BinaryOp::Lt,
-            BinaryOp::Le,
-            BinaryOp::Gt,
-            BinaryOp::Ge,
-        ];
+        let ops = BinaryOp::ALL;
         let mut rng = Rng::new(4);
         let a: Vec<f32> = (0..200)
             .map(|i| {

@@ -309,21 +309,8 @@ fn ref_binary(op: BinaryOp, a: f64, b: f64) -> f64 {
     }
 }
 
-const BINARY: [BinaryOp; 13] = [
-    BinaryOp::Add,
-    BinaryOp::Sub,
-    BinaryOp::Mul,
-    BinaryOp::Div,
-    BinaryOp::Pow,
-    BinaryOp::Maximum,
-    BinaryOp::Minimum,
-    BinaryOp::Eq,
-    BinaryOp::Ne,
-    BinaryOp::Lt,
-    BinaryOp::Le,
-    BinaryOp::Gt,
-    BinaryOp::Ge,
-];
+/// Every binary op.
+const BINARY: [BinaryOp; BinaryOp::ALL.len()] = BinaryOp::ALL;
 
 fn binary_case<T: FloatElem + Into<f64>>(dev: &Arc<CudaDevice>, r: &mut rand::rngs::StdRng) {
     let (rel, abs) = tol::<T>();
