@@ -53,3 +53,38 @@ fn bench_refuses_operands_larger_than_memory() {
         "--sizes",
     );
 }
+
+/// Under an address-space limit (`ulimit -v`, 1 GiB here) a model whose parameters and
+/// optimizer state need more is refused in one line before training, where it used to abort
+/// with "memory allocation of N bytes failed" (SIGABRT) once the limit was hit. The same model
+/// trains without the limit only on a machine with the memory, so nothing else is checked.
+#[test]
+fn train_under_an_address_space_limit_is_refused_cleanly() {
+    let Ok(sh) = which_sh() else {
+        println!("SKIPPED: no /bin/sh to set ulimit -v");
+        return;
+    };
+    let cmd = format!(
+        "ulimit -v 1048576 && exec '{}' train --hidden 8192,8192 --epochs 1",
+        env!("CARGO_BIN_EXE_ember")
+    );
+    let out = Command::new(sh)
+        .args(["-c", &cmd])
+        .output()
+        .expect("sh runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--hidden") && err.contains("ulimit -v"),
+        "{err}"
+    );
+}
+
+fn which_sh() -> Result<&'static str, ()> {
+    if std::path::Path::new("/bin/sh").exists() {
+        Ok("/bin/sh")
+    } else {
+        Err(())
+    }
+}

@@ -2,9 +2,10 @@
 //! machine can give before anything is allocated, so an impossible size is one line naming the
 //! flag instead of an allocation abort or an out-of-memory kill minutes later.
 //!
-//! The limit is `MemAvailable` from `/proc/meminfo` (Linux); where that file is absent it is a
-//! fixed 16 GiB. `EMBER_MEMORY_LIMIT` (bytes, with an optional `K`, `M`, `G` or `T` suffix,
-//! powers of 1024) overrides both.
+//! The limit is `MemAvailable` from `/proc/meminfo` (Linux), or less when the process has an
+//! address-space limit (`ulimit -v`): then the room left under it (the limit minus `VmSize`).
+//! Where neither file exists it is a fixed 16 GiB. `EMBER_MEMORY_LIMIT` (bytes, with an optional
+//! `K`, `M`, `G` or `T` suffix, powers of 1024) overrides them.
 
 /// The limit used where the operating system does not say how much memory is available.
 const FALLBACK_LIMIT: u128 = 16 << 30;
@@ -16,16 +17,42 @@ pub fn limit() -> (u128, String) {
     {
         return (bytes, format!("EMBER_MEMORY_LIMIT={v}"));
     }
-    match available_from_meminfo() {
+    let available = match available_from_meminfo() {
         Some(bytes) => (
             bytes,
-            "memory available (MemAvailable in /proc/meminfo)".into(),
+            "memory available (MemAvailable in /proc/meminfo)".to_string(),
         ),
         None => (
             FALLBACK_LIMIT,
-            "ember's default limit (no /proc/meminfo)".into(),
+            "ember's default limit (no /proc/meminfo)".to_string(),
         ),
+    };
+    match address_space_room() {
+        Some(room) if room < available.0 => (
+            room,
+            "room under this process's address-space limit (ulimit -v)".into(),
+        ),
+        _ => available,
     }
+}
+
+/// Bytes left under the soft address-space limit (`RLIMIT_AS`, `ulimit -v`): the limit from
+/// `/proc/self/limits` minus `VmSize` from `/proc/self/status`; `None` when unlimited or unknown.
+fn address_space_room() -> Option<u128> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    let soft: u128 = line
+        .trim_start_matches("Max address space")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?; // "unlimited" does not parse: no limit
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let vm = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let used_kib: u128 = vm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(soft.saturating_sub(used_kib * 1024))
 }
 
 /// `MemAvailable` in bytes, where `/proc/meminfo` exists.
