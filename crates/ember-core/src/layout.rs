@@ -303,10 +303,16 @@ impl Layout {
 
     /// Storage offset of matrix number `index` (row-major over the leading `batch` dimensions)
     /// of a batched layout whose first `batch.len()` dimensions are those batch dimensions.
+    /// Batch extents beyond the layout's rank are ignored, and a batch with an extent of 0 holds
+    /// no matrix: the layout's own offset is returned (never a division by zero).
     pub fn batch_offset(&self, batch: &[usize], index: usize) -> usize {
         let mut rem = index;
         let mut off = self.offset;
-        for d in (0..batch.len()).rev() {
+        let dims = batch.len().min(self.strides().len());
+        if batch[..dims].contains(&0) {
+            return off;
+        }
+        for d in (0..dims).rev() {
             off += (rem % batch[d]) * self.strides()[d];
             rem /= batch[d];
         }

@@ -61,8 +61,29 @@ impl Table {
         self.feature_names.len()
     }
 
+    /// Checks that the public fields agree: `rows × cols` feature values and one source line
+    /// per row. The loaders build consistent tables; a caller-built one is checked by every
+    /// method that indexes by row (an error naming `op`, not an out-of-range panic).
+    pub fn check_consistent(&self, op: &str) -> Result<()> {
+        let want = self.rows().checked_mul(self.cols());
+        if want != Some(self.features.len()) || self.lines.len() != self.rows() {
+            return config_err(format!(
+                "{op}: inconsistent table: {} rows and {} columns need {} feature values and {} \
+                 line numbers, it holds {} and {}",
+                self.rows(),
+                self.cols(),
+                want.map_or_else(|| "more than usize::MAX".to_string(), |w| w.to_string()),
+                self.rows(),
+                self.features.len(),
+                self.lines.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// A new table with the rows at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Result<Table> {
+        self.check_consistent("select")?;
         let d = self.cols();
         let mut out = Table {
             feature_names: self.feature_names.clone(),
@@ -188,7 +209,10 @@ impl ClassInfo {
     /// The class ids below `classes` that no row has (gaps such as 1 and 3 in labels 0, 2, 4,
     /// or class 1 when every label is 0).
     pub fn missing(&self) -> Vec<usize> {
-        (0..self.classes).filter(|&c| self.counts[c] == 0).collect()
+        // (A caller-built ClassInfo may have fewer counts than classes: those count as 0.)
+        (0..self.classes)
+            .filter(|&c| self.counts.get(c).is_none_or(|&n| n == 0))
+            .collect()
     }
 
     /// Number of classes with at least one row.
@@ -602,13 +626,15 @@ pub enum Scaler {
 impl Scaler {
     /// Fits min-max scaling on the columns of `table` (pass the training part only).
     pub fn fit_min_max(table: &Table) -> Result<Scaler> {
+        table.check_consistent("min-max scaler")?;
         let (d, n) = (table.cols(), table.rows());
         if n == 0 {
             return config_err("min-max scaler: cannot fit on zero rows");
         }
         let mut min = vec![f64::INFINITY; d];
         let mut max = vec![f64::NEG_INFINITY; d];
-        for row in table.features.chunks(d) {
+        // (With no feature columns there are no values: `max(1)` only keeps `chunks` legal.)
+        for row in table.features.chunks(d.max(1)) {
             for j in 0..d {
                 min[j] = min[j].min(row[j]);
                 max[j] = max[j].max(row[j]);
@@ -619,19 +645,20 @@ impl Scaler {
 
     /// Fits standardisation on the columns of `table` (pass the training part only).
     pub fn fit_standard(table: &Table) -> Result<Scaler> {
+        table.check_consistent("standard scaler")?;
         let (d, n) = (table.cols(), table.rows());
         if n == 0 {
             return config_err("standard scaler: cannot fit on zero rows");
         }
         let mut mean = vec![0.0; d];
-        for row in table.features.chunks(d) {
+        for row in table.features.chunks(d.max(1)) {
             for j in 0..d {
                 mean[j] += row[j];
             }
         }
         mean.iter_mut().for_each(|m| *m /= n as f64);
         let mut var = vec![0.0; d];
-        for row in table.features.chunks(d) {
+        for row in table.features.chunks(d.max(1)) {
             for j in 0..d {
                 var[j] += (row[j] - mean[j]).powi(2);
             }
@@ -648,15 +675,19 @@ impl Scaler {
 
     /// Scales `table`'s features in place.
     pub fn transform(&self, table: &mut Table) -> Result<()> {
+        table.check_consistent("scaler transform")?;
         let d = table.cols();
-        let width = match self {
-            Scaler::MinMax { min, .. } => min.len(),
-            Scaler::Standard { mean, .. } => mean.len(),
+        // Both vectors of the (public) variant must have the table's width.
+        let (width, other) = match self {
+            Scaler::MinMax { min, max } => (min.len(), max.len()),
+            Scaler::Standard { mean, std } => (mean.len(), std.len()),
         };
-        if width != d {
-            return config_err(format!("scaler fitted on {width} columns, table has {d}"));
+        if width != d || other != d {
+            return config_err(format!(
+                "scaler fitted on {width} columns ({other} in its second vector), table has {d}"
+            ));
         }
-        for row in table.features.chunks_mut(d) {
+        for row in table.features.chunks_mut(d.max(1)) {
             for j in 0..d {
                 row[j] = match self {
                     Scaler::MinMax { min, max } => {

@@ -48,7 +48,7 @@ impl Metric {
             Metric::Recall => cm.recall(positive),
             Metric::F1 => cm.f1(positive),
             Metric::Auc => {
-                if cols == 1 {
+                if cols <= 1 {
                     let pos: Vec<bool> = truth.iter().map(|&t| t == positive).collect();
                     let s: Vec<f64> = if positive == 1 {
                         scores.to_vec()
@@ -186,29 +186,45 @@ impl ConfusionMatrix {
         self.counts.iter().flatten().sum()
     }
 
+    /// The count of (true `t`, predicted `p`); 0 for a cell the matrix does not have (`counts`
+    /// is public: a caller-built matrix may be ragged, and is read as zero-padded to square).
+    fn cell(&self, t: usize, p: usize) -> usize {
+        self.counts
+            .get(t)
+            .and_then(|row| row.get(p))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Samples predicted as `p`.
+    fn predicted_as(&self, p: usize) -> usize {
+        (0..self.counts.len()).map(|t| self.cell(t, p)).sum()
+    }
+
+    /// Samples of true class `t`.
+    fn actual(&self, t: usize) -> usize {
+        self.counts.get(t).map_or(0, |row| row.iter().sum())
+    }
+
+    /// Samples on the diagonal.
+    fn correct(&self) -> usize {
+        (0..self.counts.len()).map(|i| self.cell(i, i)).sum()
+    }
+
     /// Fraction on the diagonal (0 if empty).
     pub fn accuracy(&self) -> f64 {
-        let correct: usize = (0..self.counts.len()).map(|i| self.counts[i][i]).sum();
-        ratio(correct, self.total())
+        ratio(self.correct(), self.total())
     }
 
     /// TP / (TP + FP) for class `positive`; 0 when nothing was predicted positive (sklearn's
     /// `zero_division=0`).
     pub fn precision(&self, positive: usize) -> f64 {
-        if positive >= self.counts.len() {
-            return 0.0;
-        }
-        let predicted: usize = self.counts.iter().map(|row| row[positive]).sum();
-        ratio(self.counts[positive][positive], predicted)
+        ratio(self.cell(positive, positive), self.predicted_as(positive))
     }
 
     /// TP / (TP + FN) for class `positive`; 0 when the class is absent.
     pub fn recall(&self, positive: usize) -> f64 {
-        if positive >= self.counts.len() {
-            return 0.0;
-        }
-        let actual: usize = self.counts[positive].iter().sum();
-        ratio(self.counts[positive][positive], actual)
+        ratio(self.cell(positive, positive), self.actual(positive))
     }
 
     /// Harmonic mean of precision and recall for class `positive` (0 when both are 0).
@@ -228,22 +244,20 @@ impl ConfusionMatrix {
 impl ConfusionMatrix {
     /// Fraction on the diagonal; `None` when no sample was counted.
     pub fn checked_accuracy(&self) -> Option<f64> {
-        let correct: usize = (0..self.counts.len()).map(|i| self.counts[i][i]).sum();
-        checked_ratio(correct, self.total())
+        checked_ratio(self.correct(), self.total())
     }
 
     /// TP / (TP + FP) for class `positive`; `None` when nothing was predicted as it (or it
     /// is not a class of the matrix).
     pub fn checked_precision(&self, positive: usize) -> Option<f64> {
-        let row = self.counts.get(positive)?;
-        let predicted: usize = self.counts.iter().map(|r| r[positive]).sum();
-        checked_ratio(row[positive], predicted)
+        self.counts.get(positive)?;
+        checked_ratio(self.cell(positive, positive), self.predicted_as(positive))
     }
 
     /// TP / (TP + FN) for class `positive`; `None` when no sample is of that class.
     pub fn checked_recall(&self, positive: usize) -> Option<f64> {
-        let row = self.counts.get(positive)?;
-        checked_ratio(row[positive], row.iter().sum())
+        self.counts.get(positive)?;
+        checked_ratio(self.cell(positive, positive), self.actual(positive))
     }
 
     /// Harmonic mean of precision and recall; `None` when either is undefined, 0 when both

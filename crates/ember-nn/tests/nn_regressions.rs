@@ -44,7 +44,7 @@ fn class_count_overflows_on_huge_label() {
 }
 
 #[test]
-#[ignore = "bug: Metric::Auc.compute with cols = 0 reaches `step_by(0)` and panics; found by reading for the panic audit"]
+// Fixed; was: Metric::Auc.compute with cols = 0 reaches `step_by(0)` and panics; found by reading for the panic audit
 fn auc_metric_with_zero_columns_panics() {
     let v = no_panic("Metric::Auc.compute(cols = 0)", || {
         Metric::Auc.compute(&[], 0, &[], 0)
@@ -53,7 +53,7 @@ fn auc_metric_with_zero_columns_panics() {
 }
 
 #[test]
-#[ignore = "bug: Scaler::fit_standard/fit_min_max on a Table with no feature columns call chunks(0) and panic; found by reading for the panic audit"]
+// Fixed; was: Scaler::fit_standard/fit_min_max on a Table with no feature columns call chunks(0) and panic; found by reading for the panic audit
 fn scaler_fit_on_zero_feature_columns_panics() {
     let table = data::Table {
         feature_names: vec![],
@@ -86,24 +86,56 @@ fn inconsistent_table() -> data::Table {
 }
 
 #[test]
-#[ignore = "bug: Table's fields are public and Scaler::fit_*/transform and Table::select index them assuming rows*cols features and one line per row; found by the panic audit"]
+// Fixed; was: Table's fields are public and Scaler::fit_*/transform and Table::select index them assuming rows*cols features and one line per row; found by the panic audit
 fn inconsistent_table_panics_in_scalers_and_select() {
     let t = inconsistent_table();
     let r = no_panic("Scaler::fit_standard", || data::Scaler::fit_standard(&t));
     let _ = no_panic("Scaler::fit_min_max", || data::Scaler::fit_min_max(&t));
-    if let Ok(s) = r {
+    if let Ok(s) = &r {
         let mut t2 = t.clone();
         let _ = no_panic("Scaler::transform", || s.transform(&mut t2));
     }
-    let _ = no_panic("Table::select", || t.select(&[1]));
+    let e = no_panic("Table::select", || t.select(&[1])).unwrap_err();
+    assert!(e.to_string().contains("inconsistent table"), "{e}");
+    assert!(r.is_err(), "fitting on an inconsistent table is an error");
 }
 
 #[test]
-#[ignore = "bug: ConfusionMatrix::counts is public and accuracy/precision index it as a square matrix; found by the panic audit"]
+// Fixed; was: ConfusionMatrix::counts is public and accuracy/precision index it as a square matrix; found by the panic audit
 fn ragged_confusion_matrix_panics() {
     let cm = ember_nn::metrics::ConfusionMatrix {
         counts: vec![vec![], vec![1]],
     };
     no_panic("ConfusionMatrix::accuracy", || cm.accuracy());
     no_panic("ConfusionMatrix::precision", || cm.precision(1));
+}
+
+// Found by the panic audit, fixed with it: hand-built values whose public fields disagree.
+#[test]
+fn short_class_counts_and_mismatched_scaler_vectors_do_not_panic() {
+    let info = data::ClassInfo {
+        classes: 3,
+        counts: vec![4],
+    };
+    assert_eq!(
+        no_panic("ClassInfo::missing", || info.missing()),
+        vec![1, 2]
+    );
+    let scaler = data::Scaler::MinMax {
+        min: vec![0.0, 0.0],
+        max: vec![1.0],
+    };
+    let mut t = data::Table {
+        feature_names: vec!["a".into(), "b".into()],
+        label_name: "y".into(),
+        features: vec![1.0, 2.0],
+        labels: vec![0.0],
+        lines: vec![2],
+    };
+    let r = no_panic("Scaler::transform", || scaler.transform(&mut t));
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("2 columns (1 in its second vector)")
+    );
 }
