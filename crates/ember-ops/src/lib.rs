@@ -15,11 +15,13 @@
 //! derivative in ember-cpu (`unary::apply` / `unary::derivative`) and in
 //! `kernels/elementwise.cu` (`unary_apply` / `unary_deriv`), and a tensor method in ember-core.
 
+mod conv;
 mod dtype;
 mod ops;
 mod optim;
 mod strided;
 
+pub use conv::{Axis, Conv2dSpec, Pool2dSpec, PoolKind};
 pub use dtype::DType;
 pub use ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
 pub use optim::{AdagradConfig, AdamConfig, RmspropConfig, SgdConfig};
