@@ -70,7 +70,7 @@ impl GradStore {
 fn topo_order(root: &Tensor, retain: bool) -> Result<Vec<(Tensor, Op)>> {
     // Room for a small network's graph up front, so a training step does not regrow these.
     let mut order = Vec::with_capacity(16);
-    let mut seen = IdSet::with_capacity_and_hasher(32, Default::default());
+    let mut seen = IdSet::new();
     // Iterative post-order DFS (deep graphs must not overflow the stack).
     let mut stack: Vec<(Tensor, Option<Op>)> = Vec::with_capacity(32);
     stack.push((root.clone(), None));
@@ -110,7 +110,7 @@ fn topo_order(root: &Tensor, retain: bool) -> Result<Vec<(Tensor, Op)>> {
             // The node goes below its inputs on the stack, so it is emitted after them.
             // (`inputs` is one scratch buffer reused for every node.)
             op.visit_inputs(|input| {
-                if input.requires_grad() && !seen.contains(&input.id()) {
+                if input.requires_grad() && !seen.contains(input.id()) {
                     inputs.push(input.clone());
                 }
             });

@@ -226,6 +226,20 @@ impl Layout {
     pub fn transpose(&self, a: usize, b: usize) -> Result<Layout> {
         self.check_axis("transpose", a)?;
         self.check_axis("transpose", b)?;
+        // Inline dims (every rank ≤ 6) are swapped in place of a copy; this runs for every
+        // Dense layer's forward (w is read as wᵀ).
+        if let (Dims::Inline { len, v: sv }, Dims::Inline { v: st, .. }) =
+            (&self.shape, &self.strides)
+        {
+            let (mut sv, mut st) = (*sv, *st);
+            sv.swap(a, b);
+            st.swap(a, b);
+            return Ok(Layout {
+                shape: Dims::Inline { len: *len, v: sv },
+                strides: Dims::Inline { len: *len, v: st },
+                offset: self.offset,
+            });
+        }
         let mut l = self.clone();
         l.shape.swap(a, b);
         l.strides.swap(a, b);

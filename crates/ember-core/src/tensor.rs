@@ -24,6 +24,9 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub struct TensorId(u64);
 
 impl TensorId {
+    /// An id no tensor has (ids start at 1): a filler for fixed-size arrays of ids.
+    pub(crate) const NONE: TensorId = TensorId(0);
+
     fn fresh() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         TensorId(NEXT.fetch_add(1, Ordering::Relaxed))

@@ -24,7 +24,7 @@ mod strided;
 pub use conv::{Axis, Conv2dSpec, Pool2dSpec, PoolKind};
 pub use dtype::DType;
 pub use ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
-pub use optim::{AdagradConfig, AdamConfig, RmspropConfig, SgdConfig};
+pub use optim::{AdagradConfig, AdamConfig, OptimStep, RmspropConfig, SgdConfig};
 pub use strided::Strided;
 
 /// The `#define` lines that give the CUDA sources every op code: `U_<NAME>` for [`UnaryOp`]

@@ -58,3 +58,47 @@ pub struct RmspropConfig {
     /// Decoupled weight decay.
     pub weight_decay: f64,
 }
+
+/// One fused optimizer update: the rule and its hyperparameters. Each rule reads its state
+/// tensors from fixed slots (see [`OptimStep::STATE_SLOTS`]): slot 0, 1 and 2 hold
+/// - SGD: the velocity (only with momentum);
+/// - Adam: the first moment, the second moment;
+/// - AdaGrad: the accumulator;
+/// - RMSProp: the squared-gradient average, the momentum buffer (with momentum), the gradient
+///   average (centered).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimStep {
+    /// SGD with optional (Nesterov) momentum.
+    Sgd(SgdConfig),
+    /// Adam / AdamW.
+    Adam(AdamConfig),
+    /// AdaGrad.
+    Adagrad(AdagradConfig),
+    /// RMSProp.
+    Rmsprop(RmspropConfig),
+}
+
+impl OptimStep {
+    /// How many state slots an update may use.
+    pub const STATE_SLOTS: usize = 3;
+
+    /// The op's name in messages (`adam_step`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimStep::Sgd(_) => "sgd_step",
+            OptimStep::Adam(_) => "adam_step",
+            OptimStep::Adagrad(_) => "adagrad_step",
+            OptimStep::Rmsprop(_) => "rmsprop_step",
+        }
+    }
+
+    /// Which of the three slots the rule reads with these hyperparameters.
+    pub fn used_slots(&self) -> [bool; 3] {
+        match self {
+            OptimStep::Sgd(c) => [c.momentum != 0.0, false, false],
+            OptimStep::Adam(_) => [true, true, false],
+            OptimStep::Adagrad(_) => [true, false, false],
+            OptimStep::Rmsprop(c) => [true, c.momentum > 0.0, c.centered],
+        }
+    }
+}

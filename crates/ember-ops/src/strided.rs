@@ -44,7 +44,15 @@ impl<'a> Strided<'a> {
 
     /// The contiguous range of the buffer when [`Strided::is_contiguous`] holds.
     pub fn contiguous_range(&self) -> Option<std::ops::Range<usize>> {
-        self.is_contiguous()
-            .then(|| self.offset..self.offset + self.elem_count())
+        // One pass: the running product of extents is both the expected stride and, at the
+        // end, the element count.
+        let mut expected = 1;
+        for (&d, &s) in self.shape.iter().zip(self.strides).rev() {
+            if d != 1 && s != expected {
+                return None;
+            }
+            expected *= d;
+        }
+        Some(self.offset..self.offset + expected)
     }
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage};
 use ember_cuda::{CudaDevice, CudaError, DeviceBuffer, FloatElem, Strided};
-use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
+use ember_ops::{Activation, BceForm, BinaryOp, OptimStep, ReduceOp, UnaryOp};
 use std::sync::Arc;
 
 /// Wraps an ember-cuda error as an ember-core one, naming the op and device and keeping the
@@ -644,4 +644,93 @@ impl super::BackendStorage for CudaStorage {
     ) -> Result<Self> {
         bce_grad(form, p, pl, y, yl, scale)
     }
+    fn optimizer_step(
+        step: &OptimStep,
+        (p, po): (&mut Self, usize),
+        (g, go): (&Self, usize),
+        states: [Option<(&mut Self, usize)>; 3],
+        n: usize,
+    ) -> Result<()> {
+        let ord = p.ordinal();
+        match (p, g) {
+            (CudaStorage::F32(p), CudaStorage::F32(g)) => {
+                optimizer_step_typed(step, ord, (p, po), (g, go), states, n)
+            }
+            (CudaStorage::F64(p), CudaStorage::F64(g)) => {
+                optimizer_step_typed(step, ord, (p, po), (g, go), states, n)
+            }
+            _ => Err(Error::invalid(
+                step.name(),
+                "the gradient's dtype differs from the parameter's",
+            )),
+        }
+    }
+}
+
+/// The f32 and f64 device buffers, for generic code over [`CudaStorage`].
+trait CudaFloat: FloatElem {
+    /// The buffer when `s` holds this type.
+    fn buffer_mut(s: &mut CudaStorage) -> Option<&mut DeviceBuffer<Self>>;
+}
+
+impl CudaFloat for f32 {
+    fn buffer_mut(s: &mut CudaStorage) -> Option<&mut DeviceBuffer<f32>> {
+        match s {
+            CudaStorage::F32(b) => Some(b),
+            CudaStorage::F64(_) => None,
+        }
+    }
+}
+
+impl CudaFloat for f64 {
+    fn buffer_mut(s: &mut CudaStorage) -> Option<&mut DeviceBuffer<f64>> {
+        match s {
+            CudaStorage::F64(b) => Some(b),
+            CudaStorage::F32(_) => None,
+        }
+    }
+}
+
+/// One fused optimizer update with ember-cuda's kernels (the rules and roundings are the CPU's).
+fn optimizer_step_typed<T: CudaFloat>(
+    step: &OptimStep,
+    ord: usize,
+    (p, po): (&mut DeviceBuffer<T>, usize),
+    (g, go): (&DeviceBuffer<T>, usize),
+    states: [Option<(&mut CudaStorage, usize)>; 3],
+    n: usize,
+) -> Result<()> {
+    use ember_cuda::optim as k;
+    let op = step.name();
+    let e = || err(op, ord);
+    let pv = p.slice_mut(po..po + n).map_err(e())?;
+    let gv = g.slice(go..go + n).map_err(e())?;
+    let mut slots = [None, None, None];
+    for (slot, s) in slots.iter_mut().zip(states) {
+        if let Some((s, off)) = s {
+            let b = T::buffer_mut(s).ok_or_else(|| {
+                Error::invalid(op, "a state tensor's dtype differs from the parameter's")
+            })?;
+            *slot = Some(b.slice_mut(off..off + n).map_err(e())?);
+        }
+    }
+    let [s0, s1, s2] = slots;
+    let missing = || Error::invalid(op, "a required state tensor is missing");
+    match step {
+        OptimStep::Sgd(c) => match s0 {
+            Some(v) => k::sgd_step(c, pv, gv, v),
+            // Without momentum the kernel never reads the velocity; a one-element stand-in
+            // fills the argument.
+            None => {
+                let mut stand_in = pv.device().alloc::<T>(1).map_err(e())?;
+                k::sgd_step(c, pv, gv, stand_in.view_mut())
+            }
+        },
+        OptimStep::Adam(c) => {
+            k::adam_step(c, pv, gv, s0.ok_or_else(missing)?, s1.ok_or_else(missing)?)
+        }
+        OptimStep::Adagrad(c) => k::adagrad_step(c, pv, gv, s0.ok_or_else(missing)?),
+        OptimStep::Rmsprop(c) => k::rmsprop_step(c, pv, gv, s0.ok_or_else(missing)?, s1, s2),
+    }
+    .map_err(e())
 }

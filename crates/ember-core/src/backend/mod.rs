@@ -20,7 +20,7 @@ use crate::dtype::{DType, Device};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage, StorageData};
-use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
+use ember_ops::{Activation, BceForm, BinaryOp, OptimStep, ReduceOp, UnaryOp};
 
 pub(crate) use cpu::matmul::LinearGrads;
 pub(crate) use cpu::view::{filled, from_f64};
@@ -112,6 +112,15 @@ pub(crate) trait BackendStorage: Sized {
     }
     /// `scale · dBCE/dp` per element.
     fn bce_grad(form: BceForm, p: Arg<'_, Self>, y: Arg<'_, Self>, scale: f64) -> Result<Self>;
+    /// One fused optimizer update in place over `n` elements: the parameter and the state
+    /// slots the rule uses (each `(buffer, offset)` of a dense range), from the dense gradient.
+    fn optimizer_step(
+        step: &OptimStep,
+        param: (&mut Self, usize),
+        grad: (&Self, usize),
+        states: [Option<(&mut Self, usize)>; 3],
+        n: usize,
+    ) -> Result<()>;
 }
 
 /// The error for operands on different devices (the first pair that differs).
@@ -477,4 +486,59 @@ impl StorageData {
             (d, s) => Err(mismatch("assign", &[d.device(), s.device()])),
         }
     }
+
+    /// See [`BackendStorage::optimizer_step`]: the device match for in-place updates (the
+    /// caller holds the write guards, so the storages arrive as `&mut`).
+    pub(crate) fn optimizer_step(
+        step: &OptimStep,
+        (p, po): (&mut StorageData, usize),
+        (g, go): (&StorageData, usize),
+        states: [Option<(&mut StorageData, usize)>; 3],
+        n: usize,
+    ) -> Result<()> {
+        let op = step.name();
+        match (p, g) {
+            (StorageData::Cpu(p), StorageData::Cpu(g)) => {
+                let states = states_on(op, states, |s| match s {
+                    StorageData::Cpu(c) => Some(c),
+                    StorageData::Cuda(_) => None,
+                })?;
+                CpuStorage::optimizer_step(step, (p, po), (g, go), states, n)
+            }
+            (StorageData::Cuda(p), StorageData::Cuda(g)) => {
+                let states = states_on(op, states, |s| match s {
+                    StorageData::Cuda(c) => Some(c),
+                    StorageData::Cpu(_) => None,
+                })?;
+                CudaStorage::optimizer_step(step, (p, po), (g, go), states, n)
+            }
+            (p, g) => Err(mismatch(op, &[p.device(), g.device()])),
+        }
+    }
+}
+
+/// The state slots on one device (`pick` unwraps that device's storage), or a device mismatch.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+fn states_on<'a, S>(
+    op: &'static str,
+    states: [Option<(&'a mut StorageData, usize)>; 3],
+    pick: impl Fn(&'a mut StorageData) -> Option<&'a mut S>,
+) -> Result<[Option<(&'a mut S, usize)>; 3]> {
+    let mut out: [Option<(&'a mut S, usize)>; 3] = [None, None, None];
+    for (o, s) in out.iter_mut().zip(states) {
+        if let Some((s, off)) = s {
+            let device = s.device();
+            *o = Some((
+                pick(s).ok_or_else(|| {
+                    Error::invalid(
+                        op,
+                        format!("a state tensor is on {device}, not the parameter's device"),
+                    )
+                })?,
+                off,
+            ));
+        }
+    }
+    Ok(out)
 }

@@ -13,6 +13,7 @@ pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod loss;
 pub(crate) mod matmul;
+pub(crate) mod optim;
 pub(crate) mod reduce;
 pub(crate) mod view;
 
@@ -23,7 +24,7 @@ use crate::layout::Layout;
 use crate::storage::CpuStorage;
 use ember_cpu::Float;
 use ember_cpu::copy::{cast_strided, copy_strided};
-use ember_ops::{BceForm, BinaryOp, ReduceOp, UnaryOp};
+use ember_ops::{BceForm, BinaryOp, OptimStep, ReduceOp, UnaryOp};
 use std::borrow::Cow;
 
 /// One operand of a kernel: its data (borrowed, or a widened copy) and the layout to read it by.
@@ -100,6 +101,8 @@ pub(crate) trait CpuFloat: Float {
     fn view(op: Operand<'_>) -> Option<View<'_, Self>>;
     /// The buffer when `s` stores this float type as it is (no widening).
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
+    /// The same, writable.
+    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
     /// Wraps a result of this float type.
     fn output(v: Vec<Self>) -> Output;
 }
@@ -120,6 +123,12 @@ impl CpuFloat for f32 {
             _ => None,
         }
     }
+    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [f32]> {
+        match s {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl CpuFloat for f64 {
@@ -133,6 +142,12 @@ impl CpuFloat for f64 {
         Output::F64(v)
     }
     fn slice(s: &CpuStorage) -> Option<&[f64]> {
+        match s {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [f64]> {
         match s {
             CpuStorage::F64(v) => Some(v),
             _ => None,
@@ -349,5 +364,15 @@ impl super::BackendStorage for CpuStorage {
     #[inline]
     fn bce_grad(form: BceForm, p: Arg<'_, Self>, y: Arg<'_, Self>, scale: f64) -> Result<Self> {
         Ok(loss::bce_grad(form, p, y, scale))
+    }
+    #[inline]
+    fn optimizer_step(
+        step: &OptimStep,
+        param: (&mut Self, usize),
+        grad: (&Self, usize),
+        states: [Option<(&mut Self, usize)>; 3],
+        n: usize,
+    ) -> Result<()> {
+        optim::step(step, param, grad, states, n)
     }
 }
