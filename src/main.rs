@@ -1,5 +1,5 @@
-//! The `ember` command line: `ember train` (the main job), `ember bench` (the kernel lab) and
-//! `ember info` (what this machine offers and which kernel paths ember chose).
+//! The `ember` command line: `ember train` (the main job), `ember predict` and `ember evaluate`
+//! (a saved model on new data), `ember bench` (the kernel lab) and `ember info` (what this machine offers and which kernel paths ember chose).
 //!
 //! Each subcommand lives in its own module under `src/cli/` with its own argument struct, so
 //! this file is only the dispatch. Errors of a subcommand are printed as one line and exit with
@@ -22,6 +22,10 @@ struct Cli {
 enum Command {
     /// Train a dense network (by default the seed model on breast-cancer data).
     Train(cli::train::TrainArgs),
+    /// Predict classes and probabilities with a model saved by `ember train --save`.
+    Predict(cli::predict::PredictArgs),
+    /// Evaluate a model saved by `ember train --save` on labelled data.
+    Evaluate(cli::predict::EvaluateArgs),
     /// Benchmark kernels against the machine's measured peak.
     Bench(cli::bench::BenchArgs),
     /// Print the CPU, detected ISA extensions, chosen kernel paths and GPU availability.
@@ -59,6 +63,8 @@ fn main() {
     };
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),
+        Command::Predict(args) => cli::predict::run_predict(args),
+        Command::Evaluate(args) => cli::predict::run_evaluate(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Info => cli::info::run(),
     };

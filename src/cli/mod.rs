@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod info;
 pub mod memory;
+pub mod predict;
+pub mod scaling;
 pub mod train;
 
 /// Parses a whole-number flag value (`--epochs`, `--threads`, ...). The numeric flags accept

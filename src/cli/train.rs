@@ -1,27 +1,36 @@
-//! `ember train`: the main job. Trains a dense network on a CSV table (by default the Wisconsin
-//! breast-cancer data embedded in the binary) the way the seed Keras program does, then reports
-//! test accuracy, precision, recall, F1, ROC AUC and the confusion matrix.
+//! `ember train`: the main job. Trains a network on a CSV table (by default the Wisconsin
+//! breast-cancer data embedded in the binary) or a folder of IDX images (`--data mnist`) the
+//! way the seed Keras program does, then reports test accuracy, precision, recall, F1, ROC AUC
+//! and the confusion matrix.
+//!
+//! The network is a model file's (`--model FILE.toml|.json`, see `ember_nn::spec`) or the one
+//! the flags describe (Dense layers `--hidden`, `--activation`, optional dropout and L1/L2),
+//! which is turned into the same kind of model description first, so both paths build, train
+//! and save alike; the description goes into the checkpoint with the input scaling, for
+//! `ember predict` and `ember evaluate`.
 //!
 //! The pipeline, in order: load the table; hold out a stratified `--test-split` (seeded by
-//! `--seed`, each class keeping its share) as the test part; of the rest, `fit` keeps the last `--validation-split` for validation (Keras
-//! semantics), so the scaler (standardisation) is fitted on the remaining training rows only;
-//! build Dense layers (`--hidden`, `--activation`, optional dropout and L1/L2), compile with the
-//! optimizer and binary cross-entropy (two classes, sigmoid output) or softmax cross-entropy
-//! (more classes), fit, evaluate on the test part. With the same flags and seed the output is
-//! identical digit for digit, apart from the measured times.
+//! `--seed`, each class keeping its share) as the test part (an IDX folder brings its own test
+//! set); of the rest, `fit` keeps the last `--validation-split` for validation (Keras
+//! semantics), so the scaler (standardisation; pixels are divided by 255 instead) is fitted on
+//! the remaining training rows only; build the network, compile with the optimizer and the
+//! loss (binary cross-entropy for one sigmoid output, softmax cross-entropy on logits for one
+//! output per class), fit, evaluate on the test part. With the same flags and seed the output
+//! is identical digit for digit, apart from the measured times.
 
+use super::scaling::Scaling;
 use clap::Args;
-use ember_core::{Activation, DType, Device, Tensor};
+use ember_core::{DType, Device, Tensor};
 use ember_nn::callbacks::{Callback, Control};
 use ember_nn::checkpoint;
 use ember_nn::data::{self, LabelColumn, Scaler, Table};
-use ember_nn::layers::{Dense, DenseOptions, Dropout, parse_activation};
+use ember_nn::layers::parse_activation;
 use ember_nn::loss::Loss;
 use ember_nn::metrics::{ConfusionMatrix, Metric, predicted_classes, roc_auc};
 use ember_nn::model::{EpochLogs, FitConfig, History, Model};
 use ember_nn::optim::Optimizer;
-use ember_nn::regularizer::Regularizer;
 use ember_nn::sequential::Sequential;
+use ember_nn::spec::{LayerSpec, ModelSpec};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -87,18 +96,24 @@ pub struct ModelArgs {
     /// approximation) or linear.
     #[arg(long, default_value = "relu")]
     pub activation: String,
-    /// Optimizer: sgd, adam, adamw, adagrad or rmsprop (Keras defaults).
-    #[arg(long, default_value = "adam")]
-    pub optimizer: String,
+    /// A model file (TOML or JSON, see `examples/models/`): the layers, loss, optimizer and
+    /// training settings. It replaces --hidden, --activation, --dropout, --l1 and --l2;
+    /// --epochs, --batch-size, --optimizer and --lr, when given, override the file.
+    #[arg(long = "model", value_name = "PATH.toml|PATH.json")]
+    pub model_file: Option<PathBuf>,
+    /// Optimizer: sgd, adam, adamw, adagrad or rmsprop (Keras defaults; default: the model
+    /// file's, else adam).
+    #[arg(long)]
+    pub optimizer: Option<String>,
     /// Learning rate (default: the optimizer's Keras default, 0.001 for adam).
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// Number of epochs.
-    #[arg(long, default_value_t = DEFAULT_EPOCHS, allow_negative_numbers = true, value_parser = super::whole_number)]
-    pub epochs: usize,
-    /// Samples per batch.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = super::whole_number)]
-    pub batch_size: usize,
+    /// Number of epochs (default: the model file's, else 100).
+    #[arg(long, allow_negative_numbers = true, value_parser = super::whole_number)]
+    pub epochs: Option<usize>,
+    /// Samples per batch (default: the model file's, else 10).
+    #[arg(long, allow_negative_numbers = true, value_parser = super::whole_number)]
+    pub batch_size: Option<usize>,
     /// Fraction of the training part held out (from its end) for validation.
     #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     pub validation_split: f64,
@@ -119,8 +134,40 @@ pub struct ModelArgs {
     pub seed: u64,
 }
 
+impl ModelArgs {
+    /// The number of epochs (the flag, else the model file's, else [`DEFAULT_EPOCHS`]).
+    fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(DEFAULT_EPOCHS)
+    }
+
+    /// Samples per batch (the flag, else the model file's, else [`DEFAULT_BATCH`]).
+    fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(DEFAULT_BATCH)
+    }
+
+    /// The optimizer's name (the flag, else the model file's, else adam).
+    fn optimizer_name(&self) -> &str {
+        self.optimizer.as_deref().unwrap_or("adam")
+    }
+}
+
+/// Default samples per batch, as in the seed Keras program.
+const DEFAULT_BATCH: usize = 10;
+
 /// Runs `ember train`.
-pub fn run(args: TrainArgs) -> Result<(), String> {
+pub fn run(mut args: TrainArgs) -> Result<(), String> {
+    let spec = match &args.model.model_file {
+        Some(path) => Some(ModelSpec::load(path).map_err(|e| format!("--model: {e}"))?),
+        None => None,
+    };
+    if let Some(spec) = &spec {
+        let training = spec.training.clone().unwrap_or_default();
+        args.model.epochs = args.model.epochs.or(training.epochs);
+        args.model.batch_size = args.model.batch_size.or(training.batch_size);
+        if args.model.optimizer.is_none() {
+            args.model.optimizer = spec.optimizer.as_ref().map(|o| o.name.clone());
+        }
+    }
     check_args(&args)?;
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
@@ -137,7 +184,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         check_plot_name(path)?;
         check_output("--plot", path)?;
     }
-    let (table, source, class_names) = load_table(&args)?;
+    let (table, given_test, source, class_names) = load_data(&args)?;
     // The labels are checked (whole numbers, a sane class count) before anything is sized by
     // the number of classes.
     let info = table.class_info(&source).map_err(|e| e.to_string())?;
@@ -164,12 +211,20 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         ));
     }
 
-    // Test split, then the scaler fitted on the rows `fit` will train on.
-    let (trainval_idx, test_idx) =
-        data::stratified_split(&table.labels, args.model.test_split, args.model.seed)
-            .map_err(|e| e.to_string())?;
-    let mut trainval = table.select(&trainval_idx).map_err(|e| e.to_string())?;
-    let mut test = table.select(&test_idx).map_err(|e| e.to_string())?;
+    // Test split (an image folder brings its own test set), then the scaler fitted on the
+    // rows `fit` will train on.
+    let (mut trainval, mut test) = match given_test {
+        Some(test) => (table.clone(), test),
+        None => {
+            let (trainval_idx, test_idx) =
+                data::stratified_split(&table.labels, args.model.test_split, args.model.seed)
+                    .map_err(|e| e.to_string())?;
+            (
+                table.select(&trainval_idx).map_err(|e| e.to_string())?,
+                table.select(&test_idx).map_err(|e| e.to_string())?,
+            )
+        }
+    };
     let n_fit = if args.model.validation_split > 0.0 {
         ((trainval.rows() as f64) * (1.0 - args.model.validation_split)).ceil() as usize
     } else {
@@ -178,19 +233,44 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     if n_fit == 0 {
         return Err("no training rows left after the test and validation splits".into());
     }
-    if args.data.as_deref() != Some("synthetic") {
+    let scaling = if args.data.as_deref() == Some("synthetic") {
+        Scaling::None
+    } else if is_image_folder(args.data.as_deref()) {
+        Scaling::Pixels
+    } else {
         let fit_rows: Vec<usize> = (0..n_fit.min(trainval.rows())).collect();
         let scaler = Scaler::fit_standard(&trainval.select(&fit_rows).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
         scaler.transform(&mut trainval).map_err(|e| e.to_string())?;
         scaler.transform(&mut test).map_err(|e| e.to_string())?;
-    }
+        match scaler {
+            Scaler::Standard { mean, std } => Scaling::Standard { mean, std },
+            _ => Scaling::None,
+        }
+    };
 
-    check_training_memory(&args, table.cols(), classes, trainval.rows().max(1))?;
+    if spec.is_none() {
+        check_training_memory(&args, table.cols(), classes, trainval.rows().max(1))?;
+    }
+    let spec = match spec {
+        Some(s) => s,
+        None => flags_spec(&args, table.cols(), classes)?,
+    };
+    let input_shape = spec.input_shape.clone();
+    if input_shape.iter().product::<usize>() != table.cols() {
+        return Err(format!(
+            "--model: input_shape {input_shape:?} holds {} values per example, the data has {} features",
+            input_shape.iter().product::<usize>(),
+            table.cols()
+        ));
+    }
 
     let binary = classes == 2;
     let to_xy = |t: &Table| -> Result<(Tensor, Tensor), String> {
         let x = t.features_tensor(DType::F32).map_err(|e| e.to_string())?;
+        let mut shape = vec![t.rows()];
+        shape.extend(&input_shape);
+        let x = x.reshape(shape).map_err(|e| e.to_string())?;
         let y = if binary {
             t.labels_column(DType::F32)
         } else {
@@ -204,8 +284,15 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     };
     let (x_train, y_train) = to_xy(&trainval)?;
 
-    let mut model = build_model(&args, table.cols(), classes, device)?;
+    let mut model = build_model(&args, &spec, classes, device)?;
     model.positive_class = args.positive_class;
+    model.metadata.insert("ember.model".into(), spec.to_json());
+    model
+        .metadata
+        .insert("ember.scaling".into(), scaling.to_json());
+    model
+        .metadata
+        .insert("ember.classes".into(), classes.to_string());
     if let Some(path) = &args.load {
         // Optimizer state is restored only when it belongs to the optimizer chosen now;
         // otherwise the weights alone start the new run.
@@ -249,22 +336,22 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         );
         print!(
             "{}",
-            model.summary(&[table.cols()]).map_err(|e| e.to_string())?
+            model.summary(&input_shape).map_err(|e| e.to_string())?
         );
         println!(
             "Optimizer {} (lr {}), loss {}, batch {}, {} epochs, seed {}",
             model.optimizer.algorithm.name(),
             model.optimizer.lr,
             model.loss.name(),
-            args.model.batch_size,
-            args.model.epochs,
+            args.model.batch_size(),
+            args.model.epochs(),
             args.model.seed
         );
     }
 
     let reporter = Reporter {
         json: args.json,
-        epochs: args.model.epochs,
+        epochs: args.model.epochs(),
         batches: 0,
         show_bar: !args.json && std::io::stdout().is_terminal(),
         bar: None,
@@ -275,8 +362,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             &x_train,
             &y_train,
             FitConfig {
-                epochs: args.model.epochs,
-                batch_size: args.model.batch_size,
+                epochs: args.model.epochs(),
+                batch_size: args.model.batch_size(),
                 validation_split: args.model.validation_split,
                 shuffle: true,
                 seed: args.model.seed,
@@ -290,8 +377,14 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let train_seconds = started.elapsed().as_secs_f64();
     let steps = model.optimizer.iterations();
 
+    let opts = ReportOpts {
+        json: args.json,
+        test_split: args.model.test_split,
+        positive_class: args.positive_class,
+        batch_size: args.model.batch_size(),
+    };
     report_test(
-        &args,
+        &opts,
         &mut model,
         &test,
         to_xy,
@@ -413,12 +506,12 @@ fn check_training_memory(
     let mut widths = vec![inputs];
     widths.extend(parse_hidden(&args.model.hidden)?);
     widths.push(if classes == 2 { 1 } else { classes });
-    let buffers = Optimizer::by_name(&args.model.optimizer)
+    let buffers = Optimizer::by_name(args.model.optimizer_name())
         .map_err(|e| e.to_string())?
         .algorithm
         .buffer_names()
         .len();
-    let batch = args.model.batch_size;
+    let batch = args.model.batch_size();
     let (state, activations, data) = super::memory::training_bytes(&widths, rows, batch, buffers);
     let flag = if activations > state {
         format!("--batch-size {batch} (with --hidden {})", args.model.hidden)
@@ -429,7 +522,7 @@ fn check_training_memory(
     super::memory::check(
         &format!(
             "{flag}: training (parameters, gradients, {} optimizer state, one batch's activations)",
-            args.model.optimizer
+            args.model.optimizer_name()
         ),
         total,
     )
@@ -447,10 +540,10 @@ fn check_args(a: &TrainArgs) -> Result<(), String> {
     fraction("--validation-split", a.model.validation_split)?;
     fraction("--test-split", a.model.test_split)?;
     fraction("--dropout", a.model.dropout)?;
-    if a.model.epochs == 0 {
+    if a.model.epochs() == 0 {
         return Err("--epochs must be at least 1".into());
     }
-    if a.model.batch_size == 0 {
+    if a.model.batch_size() == 0 {
         return Err("--batch-size must be at least 1".into());
     }
     match a.model.lr {
@@ -467,7 +560,7 @@ fn check_args(a: &TrainArgs) -> Result<(), String> {
     super::check_threads(a.threads)?;
     parse_hidden(&a.model.hidden)?;
     parse_activation(&a.model.activation).map_err(|e| format!("--activation: {e}"))?;
-    Optimizer::by_name(&a.model.optimizer).map_err(|e| format!("--optimizer: {e}"))?;
+    Optimizer::by_name(a.model.optimizer_name()).map_err(|e| format!("--optimizer: {e}"))?;
     Ok(())
 }
 
@@ -498,6 +591,76 @@ fn parse_device(s: &str) -> Result<Device, String> {
             "--device: unknown device '{other}' (expected cpu or cuda)"
         )),
     }
+}
+
+/// Whether `--data` names a folder of IDX files (`mnist` is the repository's `data/mnist`).
+pub fn is_image_folder(data: Option<&str>) -> bool {
+    data.is_some_and(|d| d == "mnist" || Path::new(d).is_dir())
+}
+
+/// The folder `--data mnist` or `--data DIR` names.
+pub fn image_folder(data: &str) -> PathBuf {
+    if data == "mnist" && !Path::new(data).is_dir() {
+        PathBuf::from("data/mnist")
+    } else {
+        PathBuf::from(data)
+    }
+}
+
+/// The rows of a folder's IDX pair `PREFIX-images-idx3-ubyte[.gz]` / `PREFIX-labels-idx1-ubyte[.gz]`
+/// (`train` or `t10k`) as a table of pixels in [0, 1].
+pub fn load_idx_table(dir: &Path, prefix: &str) -> Result<Table, String> {
+    let find = |kind: &str| -> Result<PathBuf, String> {
+        let base = dir.join(format!("{prefix}-{kind}"));
+        let gz = dir.join(format!("{prefix}-{kind}.gz"));
+        if base.is_file() {
+            Ok(base)
+        } else if gz.is_file() {
+            Ok(gz)
+        } else {
+            Err(format!(
+                "--data {}: no {prefix}-{kind} (or .gz) in the folder",
+                dir.display()
+            ))
+        }
+    };
+    let images = find("images-idx3-ubyte")?;
+    let labels = find("labels-idx1-ubyte")?;
+    let (x, y) = data::load_mnist(&images, &labels).map_err(|e| e.to_string())?;
+    let (n, d) = (x.shape()[0], x.shape()[1]);
+    let features: Vec<f64> = x
+        .to_vec::<f32>()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let labels: Vec<f64> = y
+        .to_vec::<f32>()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    Ok(Table {
+        feature_names: (0..d).map(|i| format!("pixel{i}")).collect(),
+        label_name: "label".into(),
+        features,
+        labels,
+        lines: (1..=n as u64).collect(),
+    })
+}
+
+/// The data: a table (all rows, or the training rows when the source has its own test set),
+/// that test set, a name for messages, and class names when known.
+fn load_data(args: &TrainArgs) -> Result<(Table, Option<Table>, String, Vec<String>), String> {
+    if let Some(d) = args.data.as_deref().filter(|d| is_image_folder(Some(d))) {
+        let dir = image_folder(d);
+        let train = load_idx_table(&dir, "train")?;
+        let test = load_idx_table(&dir, "t10k")?;
+        let source = format!("{} (IDX)", dir.display());
+        return Ok((train, Some(test), source, Vec::new()));
+    }
+    let (t, s, c) = load_table(args)?;
+    Ok((t, None, s, c))
 }
 
 /// The table, a name for it in messages, and class names when known.
@@ -542,50 +705,125 @@ fn synthetic(seed: u64) -> Table {
     }
 }
 
-/// Dense layers per the flags; a sigmoid output for two classes, logits for more.
+/// The model the flags describe, as a model file would: Dense layers (`--hidden`,
+/// `--activation`, `--l1`/`--l2`), each followed by Dropout when `--dropout` is set (seeded
+/// `--seed + 1 + i` for the i-th hidden layer), and a sigmoid output with binary
+/// cross-entropy for two classes or logits with softmax cross-entropy for more.
+fn flags_spec(args: &TrainArgs, inputs: usize, classes: usize) -> Result<ModelSpec, String> {
+    let hidden = parse_hidden(&args.model.hidden)?;
+    let dense = |units: usize, activation: &str| LayerSpec::Dense {
+        units,
+        activation: activation.to_string(),
+        use_bias: true,
+        l1: args.model.l1,
+        l2: args.model.l2,
+    };
+    let mut layers = Vec::new();
+    for (i, &h) in hidden.iter().enumerate() {
+        layers.push(dense(h, &args.model.activation));
+        if args.model.dropout > 0.0 {
+            layers.push(LayerSpec::Dropout {
+                rate: args.model.dropout,
+                seed: Some(args.model.seed.wrapping_add(1 + i as u64)),
+            });
+        }
+    }
+    let (outputs, act, loss) = if classes == 2 {
+        (1, "sigmoid", "binary_crossentropy")
+    } else {
+        (
+            classes,
+            "linear",
+            "sparse_categorical_crossentropy_from_logits",
+        )
+    };
+    layers.push(dense(outputs, act));
+    let text = serde_json::json!({
+        "input_shape": [inputs],
+        "layers": layers,
+        "loss": loss,
+    });
+    ModelSpec::parse(&text.to_string(), "the flags").map_err(|e| e.to_string())
+}
+
+/// Builds the network of `spec` (weights seeded by `--seed`) with its loss (the file's, else
+/// binary cross-entropy on probabilities for one output and softmax cross-entropy on logits
+/// for one output per class) and optimizer (the flag's, else the file's, else Adam).
 fn build_model(
     args: &TrainArgs,
-    inputs: usize,
+    spec: &ModelSpec,
     classes: usize,
     device: Device,
 ) -> Result<Model, String> {
-    let hidden = parse_hidden(&args.model.hidden)?;
-    let activation = parse_activation(&args.model.activation).map_err(|e| e.to_string())?;
-    let regularizer = Regularizer::l1_l2(args.model.l1, args.model.l2);
-    let mut rng = StdRng::seed_from_u64(args.model.seed);
-    let mut net = Sequential::new();
-    let mut width = inputs;
-    for (i, &h) in hidden.iter().enumerate() {
-        let opts = DenseOptions {
-            activation,
-            kernel_regularizer: regularizer,
-            device,
-            ..DenseOptions::default()
-        };
-        net.push(Dense::with_options(width, h, opts, &mut rng).map_err(|e| e.to_string())?);
-        if args.model.dropout > 0.0 {
-            let seed = args.model.seed.wrapping_add(1 + i as u64);
-            net.push(Dropout::new(args.model.dropout, seed).map_err(|e| e.to_string())?);
-        }
-        width = h;
+    let net = spec
+        .build(args.model.seed, device)
+        .map_err(|e| format!("--model: {e}"))?;
+    let out = spec.output_shape(&net).map_err(|e| e.to_string())?;
+    let width: usize = out.iter().product();
+    let loss = match spec.loss().map_err(|e| e.to_string())? {
+        Some(l) => l,
+        None if width == 1 => Loss::BinaryCrossEntropy,
+        None => Loss::CrossEntropy,
+    };
+    let fits = match loss {
+        Loss::BinaryCrossEntropy | Loss::BinaryCrossEntropyWithLogits => width == 1 && classes <= 2,
+        Loss::CrossEntropy => out.len() == 1 && width == classes,
+        _ => true,
+    };
+    if !fits {
+        return Err(format!(
+            "the model's output shape {out:?} does not fit {} for {classes} classes \
+             (one output for two classes with binary cross-entropy, one per class otherwise)",
+            loss.name()
+        ));
     }
-    let (outputs, out_act, loss) = if classes == 2 {
-        (1, Activation::Sigmoid, Loss::BinaryCrossEntropy)
-    } else {
-        (classes, Activation::None, Loss::CrossEntropy)
+    if spec.loss.is_some() || args.model.model_file.is_some() {
+        check_memory_of(&net, spec, args, classes)?;
+    }
+    let mut optimizer = match (&args.model.optimizer, &spec.optimizer) {
+        (Some(name), Some(file)) if *name == file.name => {
+            spec.optimizer().map_err(|e| format!("--model: {e}"))?
+        }
+        (Some(name), _) => Optimizer::by_name(name).map_err(|e| e.to_string())?,
+        (None, Some(_)) => spec.optimizer().map_err(|e| format!("--model: {e}"))?,
+        (None, None) => Optimizer::adam(),
     };
-    let opts = DenseOptions {
-        activation: out_act,
-        kernel_regularizer: regularizer,
-        device,
-        ..DenseOptions::default()
-    };
-    net.push(Dense::with_options(width, outputs, opts, &mut rng).map_err(|e| e.to_string())?);
-    let mut optimizer = Optimizer::by_name(&args.model.optimizer).map_err(|e| e.to_string())?;
     if let Some(lr) = args.model.lr {
         optimizer = optimizer.with_lr(lr);
     }
     Ok(net.compile(optimizer, loss, &[Metric::Accuracy]))
+}
+
+/// Refuses a model-file network whose training would not fit in memory: parameters with
+/// their gradients and optimizer state, and one batch's activations with their gradients.
+fn check_memory_of(
+    net: &Sequential,
+    spec: &ModelSpec,
+    args: &TrainArgs,
+    _classes: usize,
+) -> Result<(), String> {
+    let buffers = Optimizer::by_name(args.model.optimizer_name())
+        .map_err(|e| e.to_string())?
+        .algorithm
+        .buffer_names()
+        .len();
+    let params = net.parameter_count() as u128;
+    let mut shape = spec.input_shape.clone();
+    let mut per_example: u128 = shape.iter().product::<usize>() as u128;
+    for layer in net.layers() {
+        shape = layer.output_shape(&shape).map_err(|e| e.to_string())?;
+        per_example += shape.iter().product::<usize>() as u128;
+    }
+    let batch = args.model.batch_size() as u128;
+    let bytes = 4 * (params * (2 + buffers as u128) + 2 * batch * per_example);
+    super::memory::check(
+        &format!(
+            "--model with --batch-size {}: training ({} parameters, one batch's activations)",
+            args.model.batch_size(),
+            params
+        ),
+        bytes,
+    )
 }
 
 /// Prints the progress bar (on a terminal, without `--json`) and one line (or JSON object)
@@ -683,9 +921,21 @@ fn json_object(fields: &[(&str, Value)]) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
+/// What [`report_test`] needs from the command line.
+pub struct ReportOpts {
+    /// Print one JSON object instead of text.
+    pub json: bool,
+    /// `--test-split`, to explain an empty test part.
+    pub test_split: f64,
+    /// Class counted as positive (two classes).
+    pub positive_class: usize,
+    /// Rows per evaluation batch.
+    pub batch_size: usize,
+}
+
 /// Evaluates on the test part and prints the results (text or the final JSON object).
-fn report_test(
-    args: &TrainArgs,
+pub fn report_test(
+    args: &ReportOpts,
     model: &mut Model,
     test: &Table,
     to_xy: impl Fn(&Table) -> Result<(Tensor, Tensor), String>,
@@ -707,22 +957,22 @@ fn report_test(
                     ("confusion", Value::Array(Vec::new())),
                 ])
             );
-        } else if args.model.test_split == 0.0 {
+        } else if args.test_split == 0.0 {
             println!("No test part (--test-split 0).");
         } else {
             let n = trainval_rows + test.rows();
             println!(
                 "No test part: --test-split {} of {n} row{} gives each class round(its rows × {}) = 0 test rows.",
-                args.model.test_split,
+                args.test_split,
                 if n == 1 { "" } else { "s" },
-                args.model.test_split
+                args.test_split
             );
         }
         return Ok(());
     }
     let (x, y) = to_xy(test)?;
     let eval = model
-        .evaluate(&x, &y, args.model.batch_size.max(1))
+        .evaluate(&x, &y, args.batch_size.max(1))
         .map_err(|e| e.to_string())?;
     let truth: Vec<usize> = eval.labels.iter().map(|&l| l as usize).collect();
     let predicted = predicted_classes(&eval.scores, eval.cols);
@@ -921,6 +1171,7 @@ fn plot_history(history: &History, path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ember_core::Activation;
     use ember_nn::layers::Dense;
 
     #[test]

@@ -124,9 +124,26 @@ fn from_bytes(bytes: &[u8], dtype: DType, shape: &[usize], device: Device) -> Re
 /// Saves the network's parameters and buffers, and the optimizer's state if given, to `path`
 /// atomically.
 pub fn save(path: &Path, network: &Sequential, optimizer: Option<&Optimizer>) -> Result<()> {
+    save_with_metadata(path, network, optimizer, &BTreeMap::new())
+}
+
+/// Like [`save`], with `extra` key/value text added to the header's metadata (keys starting
+/// with `ember.optimizer` and `format` are ember's own and are refused).
+pub fn save_with_metadata(
+    path: &Path,
+    network: &Sequential,
+    optimizer: Option<&Optimizer>,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut named = network.named_parameters();
     named.extend(network.named_buffers());
     let mut metadata = HashMap::new();
+    for (k, v) in extra {
+        if k == "format" || k.starts_with(META_OPTIMIZER) {
+            return Err(ck_err(path, format!("metadata key '{k}' is reserved")));
+        }
+        metadata.insert(k.clone(), v.clone());
+    }
     metadata.insert("format".to_string(), "pt".to_string());
     if let Some(opt) = optimizer {
         named.extend(opt.state_tensors());
@@ -438,6 +455,19 @@ fn check_view(
     from_bytes(view.data(), dtype, shape, device)
 }
 
+/// The text metadata of a checkpoint's header (`format`, `ember.optimizer`, `ember.model`, …),
+/// read without loading any tensor.
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|e| ck_src(path, e.to_string(), e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ck_src(path, format!("not a safetensors file: {e}"), e))?;
+    Ok(meta
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default())
+}
+
 /// The name of the optimizer whose state `path` holds (`None` for a weights-only file), read
 /// from the header without loading any tensor.
 pub fn stored_optimizer(path: &Path) -> Result<Option<String>> {
@@ -451,9 +481,10 @@ pub fn stored_optimizer(path: &Path) -> Result<Option<String>> {
 }
 
 impl Model {
-    /// Saves weights, buffers and optimizer state to `path` (atomically).
+    /// Saves weights, buffers, optimizer state and [`Model::metadata`] to `path`
+    /// (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
-        save(path, &self.network, Some(&self.optimizer))
+        save_with_metadata(path, &self.network, Some(&self.optimizer), &self.metadata)
     }
 
     /// Loads weights, buffers and (when the file has it for the same optimizer) optimizer state.

@@ -23,7 +23,8 @@
 //!
 //! Modules: [`layers`] and [`module`] (the `Module` trait), [`sequential`], [`loss`],
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
-//! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`].
+//! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
+//! [`spec`] (model files: a network as JSON or TOML).
 
 pub mod callbacks;
 pub mod checkpoint;
@@ -38,6 +39,7 @@ pub mod module;
 pub mod optim;
 pub mod regularizer;
 pub mod sequential;
+pub mod spec;
 
 pub use error::{NnError, Result};
 

@@ -214,6 +214,10 @@ pub struct Model {
     pub metrics: Vec<Metric>,
     /// Class treated as positive by precision, recall, F1 and AUC (default 1, as Keras).
     pub positive_class: usize,
+    /// Text saved in the checkpoint header beside the weights (`ember.model`: the model file
+    /// as JSON, `ember.scaling`: the input preprocessing), read back with
+    /// [`checkpoint::read_metadata`](crate::checkpoint::read_metadata).
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl Sequential {
@@ -225,6 +229,7 @@ impl Sequential {
             loss,
             metrics: metrics.to_vec(),
             positive_class: 1,
+            metadata: Default::default(),
         }
     }
 }
@@ -313,6 +318,12 @@ impl Model {
     }
 
     /// Turns raw outputs into probabilities for the metrics (sigmoid or softmax for logits).
+    /// The network's outputs (`rows × cols`, row-major) as probabilities: sigmoid or softmax
+    /// of logits when the loss takes logits, the outputs as they are otherwise.
+    pub fn probabilities(&self, out: &[f64], cols: usize) -> Vec<f64> {
+        self.scores(out, cols)
+    }
+
     fn scores(&self, out: &[f64], cols: usize) -> Vec<f64> {
         match self.loss {
             Loss::BinaryCrossEntropyWithLogits => {

@@ -323,6 +323,19 @@ impl Optimizer {
         Ok(self)
     }
 
+    /// Sets Adam's or AdamW's first-moment decay β₁ (Keras's `beta_1`; the DCGAN recipe uses
+    /// 0.5). It must lie in [0, 1); other optimizers have no such setting.
+    pub fn with_beta1(mut self, value: f64) -> Result<Optimizer> {
+        if !(0.0..1.0).contains(&value) {
+            return config_err(format!("beta_1 {value} must lie in [0, 1)"));
+        }
+        match &mut self.algorithm {
+            Algorithm::Adam { beta1, .. } | Algorithm::AdamW { beta1, .. } => *beta1 = value,
+            other => return config_err(format!("{} has no beta_1 setting", other.name())),
+        }
+        Ok(self)
+    }
+
     /// The number of updates applied so far (Keras's `optimizer.iterations`).
     pub fn iterations(&self) -> u64 {
         self.iterations

@@ -41,6 +41,12 @@ impl Sequential {
         self.params = self.named(|l| l.parameters());
     }
 
+    /// Appends an already boxed layer in place (what a model file's builder makes).
+    pub fn push_boxed(&mut self, layer: Box<dyn Module>) {
+        self.layers.push(layer);
+        self.params = self.named(|l| l.parameters());
+    }
+
     /// The layers.
     pub fn layers(&self) -> &[Box<dyn Module>] {
         &self.layers

@@ -1,0 +1,529 @@
+//! Model files: a network described as data (JSON or TOML), built into a [`Sequential`].
+//!
+//! A model file lists the per-example input shape and the layers in order, each with its
+//! options, as Keras's model config does (`{"class_name": "Conv2D", "config": {...}}`), written
+//! flatter: every layer is one table with a `type` and its options. The layer sizes that follow
+//! from the previous layer (a Dense layer's input width, a convolution's input channels) are
+//! not written: [`ModelSpec::build`] walks the layers with the running output shape, as Keras
+//! infers them, and an impossible stack fails there with the layer's index and the shape it got.
+//!
+//! ```toml
+//! name = "mnist_cnn"
+//! input_shape = [1, 28, 28]            # channels, height, width (a table: [features])
+//! loss = "sparse_categorical_crossentropy_from_logits"
+//! optimizer = { name = "adam", lr = 0.001 }
+//! training = { epochs = 5, batch_size = 64 }
+//!
+//! [[layers]]
+//! type = "Conv2d"
+//! out_channels = 32
+//! kernel_size = 3
+//! activation = "relu"
+//!
+//! [[layers]]
+//! type = "Flatten"
+//! ```
+//!
+//! The spec is also stored, as JSON, in every checkpoint `ember train --model` writes (header
+//! metadata `ember.model`), with the input scaling (`ember.scaling`), so `ember predict` and
+//! `ember evaluate` rebuild the same network and preprocess new data the same way.
+//!
+//! Unknown keys are errors (a misspelt option must not be ignored silently).
+
+use crate::error::{NnError, Result, config_err};
+use crate::layers::{
+    ActivationLayer, BatchNorm1d, Dense, DenseOptions, Dropout, Flatten, LeakyRelu, Softmax,
+    parse_activation,
+};
+use crate::loss::Loss;
+use crate::module::Module;
+use crate::optim::Optimizer;
+use crate::regularizer::Regularizer;
+use crate::sequential::Sequential;
+use ember_core::{Activation, Device};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A whole model: input shape, layers, and optionally its loss, optimizer and training
+/// settings (command-line flags override the latter).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ModelSpec {
+    /// A name for messages and summaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The shape of one example, without the batch dimension: `[features]` for a table,
+    /// `[channels, height, width]` for images, `[channels, length]` for 1-D signals.
+    pub input_shape: Vec<usize>,
+    /// The layers, applied in order.
+    pub layers: Vec<LayerSpec>,
+    /// The loss by its Keras name (see [`parse_loss`]); default: chosen from the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<String>,
+    /// The optimizer; default: Adam with Keras's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerSpec>,
+    /// Training settings; command-line flags given explicitly take precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingSpec>,
+}
+
+/// The optimizer of a model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OptimizerSpec {
+    /// `sgd`, `adam`, `adamw`, `adagrad` or `rmsprop`.
+    pub name: String,
+    /// Learning rate (default: the optimizer's Keras default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// First-moment decay of Adam/AdamW (Keras's `beta_1`; default 0.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta_1: Option<f64>,
+    /// Momentum of SGD and RMSProp (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// Decoupled weight decay (default: the optimizer's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+}
+
+/// Training settings of a model file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TrainingSpec {
+    /// Number of epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Samples per batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Random image shifts of up to this many pixels in each direction, per example and
+    /// epoch (augmentation; images only; 0 or absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<usize>,
+}
+
+/// A size given once for both spatial axes (`3`) or per axis (`[3, 5]`, height first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Size2 {
+    /// The same on both axes.
+    Same(usize),
+    /// Height, width.
+    Pair([usize; 2]),
+}
+
+impl Size2 {
+    /// (height, width).
+    pub fn hw(self) -> (usize, usize) {
+        match self {
+            Size2::Same(v) => (v, v),
+            Size2::Pair([h, w]) => (h, w),
+        }
+    }
+}
+
+/// Padding: `"valid"` (none), `"same"` (output as large as the input at stride 1, PyTorch's
+/// rule: the odd element goes at the end), or explicit sizes on both sides of each axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PaddingSpec {
+    /// `"valid"` or `"same"`.
+    Named(PaddingMode),
+    /// Explicit, symmetric sizes.
+    Size(Size2),
+}
+
+/// The named paddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaddingMode {
+    /// No padding.
+    Valid,
+    /// Pad so that stride-1 output has the input's size.
+    Same,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn default_activation() -> String {
+    "linear".into()
+}
+
+fn is_linear(s: &String) -> bool {
+    s == "linear" || s == "none"
+}
+
+/// One layer of a model file, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum LayerSpec {
+    /// A fully connected layer on `[N, features]` (flatten images first).
+    Dense {
+        /// Output width.
+        units: usize,
+        /// Fused activation (`relu`, `sigmoid`, `tanh`, `gelu`, `gelu_tanh`, `linear`).
+        #[serde(default = "default_activation", skip_serializing_if = "is_linear")]
+        activation: String,
+        /// Whether the layer has a bias.
+        #[serde(default = "default_true", skip_serializing_if = "is_true")]
+        use_bias: bool,
+        /// L1 penalty on the weight.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        l1: f64,
+        /// L2 penalty on the weight.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        l2: f64,
+    },
+    /// Dropout of `rate` during training.
+    Dropout {
+        /// Fraction of elements zeroed.
+        rate: f64,
+        /// Seed of the masks (default: the build seed + 1 + the layer's index).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
+    },
+    /// An activation on its own.
+    Activation {
+        /// Its name, as for `Dense`.
+        activation: String,
+    },
+    /// Leaky ReLU (`max(x, alpha·x)`); Keras's default slope is 0.3, PyTorch's 0.01.
+    LeakyRelu {
+        /// Slope for negative inputs.
+        #[serde(default = "default_leaky_alpha")]
+        alpha: f64,
+    },
+    /// Softmax over the last axis.
+    Softmax,
+    /// Flattens everything but the batch dimension.
+    Flatten,
+    /// Batch normalisation over the features of `[N, C]`.
+    BatchNorm1d,
+}
+
+fn default_leaky_alpha() -> f64 {
+    0.3
+}
+
+impl LayerSpec {
+    /// The layer's `type` as written in model files.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            LayerSpec::Dense { .. } => "Dense",
+            LayerSpec::Dropout { .. } => "Dropout",
+            LayerSpec::Activation { .. } => "Activation",
+            LayerSpec::LeakyRelu { .. } => "LeakyRelu",
+            LayerSpec::Softmax => "Softmax",
+            LayerSpec::Flatten => "Flatten",
+            LayerSpec::BatchNorm1d => "BatchNorm1d",
+        }
+    }
+}
+
+/// The loss for its Keras name: `binary_crossentropy` (probabilities), `
+/// binary_crossentropy_from_logits`, `sparse_categorical_crossentropy_from_logits` (also
+/// `cross_entropy`, PyTorch's name) or `mean_squared_error` (`mse`).
+pub fn parse_loss(name: &str) -> Result<Loss> {
+    Ok(match name {
+        "binary_crossentropy" => Loss::BinaryCrossEntropy,
+        "binary_crossentropy_from_logits" => Loss::BinaryCrossEntropyWithLogits,
+        "sparse_categorical_crossentropy_from_logits" | "cross_entropy" => Loss::CrossEntropy,
+        "mean_squared_error" | "mse" => Loss::MeanSquaredError,
+        other => {
+            return config_err(format!(
+                "unknown loss '{other}': expected binary_crossentropy, \
+                 binary_crossentropy_from_logits, sparse_categorical_crossentropy_from_logits \
+                 (or cross_entropy) or mean_squared_error (or mse)"
+            ));
+        }
+    })
+}
+
+impl ModelSpec {
+    /// Parses a model file's text; `source` names it in errors. JSON when the text starts with
+    /// `{`, TOML otherwise.
+    pub fn parse(text: &str, source: &str) -> Result<ModelSpec> {
+        let spec: ModelSpec = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| {
+                NnError::Config(format!(
+                    "{source}: line {}, column {}: {e}",
+                    e.line(),
+                    e.column()
+                ))
+            })?
+        } else {
+            toml::from_str(text).map_err(|e| {
+                let at = match e.span() {
+                    Some(span) => {
+                        let line = text[..span.start.min(text.len())].lines().count().max(1);
+                        format!("line {line}: ")
+                    }
+                    None => String::new(),
+                };
+                NnError::Config(format!("{source}: {at}{}", e.message()))
+            })?
+        };
+        spec.validate(source)?;
+        Ok(spec)
+    }
+
+    /// Reads and parses a model file.
+    pub fn load(path: &Path) -> Result<ModelSpec> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| NnError::Config(format!("model file {}: {e}", path.display())))?;
+        ModelSpec::parse(&text, &path.display().to_string())
+    }
+
+    /// The spec as one line of JSON (what checkpoints store).
+    pub fn to_json(&self) -> String {
+        // Every field is a plain number, string, list or table: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Checks what can be checked without building: a non-empty input shape of positive
+    /// extents and at least one layer.
+    fn validate(&self, source: &str) -> Result<()> {
+        if self.input_shape.is_empty() || self.input_shape.contains(&0) {
+            return config_err(format!(
+                "{source}: input_shape {:?} must list at least one extent, all positive",
+                self.input_shape
+            ));
+        }
+        if self.layers.is_empty() {
+            return config_err(format!("{source}: the model has no layers"));
+        }
+        if let Some(loss) = &self.loss {
+            parse_loss(loss)?;
+        }
+        Ok(())
+    }
+
+    /// The loss the file names, if any.
+    pub fn loss(&self) -> Result<Option<Loss>> {
+        self.loss.as_deref().map(parse_loss).transpose()
+    }
+
+    /// The optimizer the file describes (Adam with Keras's defaults when it names none).
+    pub fn optimizer(&self) -> Result<Optimizer> {
+        let Some(o) = &self.optimizer else {
+            return Ok(Optimizer::adam());
+        };
+        let mut opt = Optimizer::by_name(&o.name)?;
+        if let Some(lr) = o.lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return config_err(format!("optimizer lr {lr} must be a positive number"));
+            }
+            opt = opt.with_lr(lr);
+        }
+        if let Some(m) = o.momentum {
+            opt = opt.with_momentum(m)?;
+        }
+        if let Some(b1) = o.beta_1 {
+            opt = opt.with_beta1(b1)?;
+        }
+        if let Some(wd) = o.weight_decay {
+            opt = opt.with_weight_decay(wd);
+        }
+        Ok(opt)
+    }
+
+    /// Builds the network: parameters initialised from `seed` (the same seed gives the same
+    /// weights), on `device`. Each layer's input size comes from the previous layer's output
+    /// shape; a layer that cannot take it fails with its index and type.
+    pub fn build(&self, seed: u64, device: Device) -> Result<Sequential> {
+        self.validate("model")?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut net = Sequential::new();
+        let mut shape = self.input_shape.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let at = |e: NnError| {
+                NnError::Config(format!(
+                    "layer {i} ({}) on input shape {shape:?}: {e}",
+                    layer.type_name()
+                ))
+            };
+            let built = build_layer(
+                layer,
+                &shape,
+                seed.wrapping_add(1 + i as u64),
+                device,
+                &mut rng,
+            )
+            .map_err(at)?;
+            let next = built.output_shape(&shape).map_err(at)?;
+            net.push_boxed(built);
+            shape = next;
+        }
+        Ok(net)
+    }
+
+    /// The per-example output shape of the built network.
+    pub fn output_shape(&self, net: &Sequential) -> Result<Vec<usize>> {
+        let mut shape = self.input_shape.clone();
+        for layer in net.layers() {
+            shape = layer.output_shape(&shape)?;
+        }
+        Ok(shape)
+    }
+}
+
+/// Parses an activation name, also accepting `"none"` for no activation.
+fn activation(name: &str) -> Result<Activation> {
+    if name == "none" {
+        return Ok(Activation::None);
+    }
+    parse_activation(name)
+}
+
+/// The one extent of a flat `[features]` input, or an error asking for a Flatten.
+fn features(shape: &[usize], what: &str) -> Result<usize> {
+    match shape {
+        [f] => Ok(*f),
+        _ => config_err(format!(
+            "{what} takes [features] per example; add a Flatten before it"
+        )),
+    }
+}
+
+/// Builds one layer for per-example input `shape`; `layer_seed` seeds its own randomness
+/// (dropout masks).
+fn build_layer(
+    layer: &LayerSpec,
+    shape: &[usize],
+    layer_seed: u64,
+    device: Device,
+    rng: &mut StdRng,
+) -> Result<Box<dyn Module>> {
+    Ok(match layer {
+        LayerSpec::Dense {
+            units,
+            activation: act,
+            use_bias,
+            l1,
+            l2,
+        } => {
+            let opts = DenseOptions {
+                activation: activation(act)?,
+                use_bias: *use_bias,
+                kernel_regularizer: Regularizer::l1_l2(*l1, *l2),
+                device,
+                ..DenseOptions::default()
+            };
+            Box::new(Dense::with_options(
+                features(shape, "Dense")?,
+                *units,
+                opts,
+                rng,
+            )?)
+        }
+        LayerSpec::Dropout { rate, seed } => {
+            Box::new(Dropout::new(*rate, seed.unwrap_or(layer_seed))?)
+        }
+        LayerSpec::Activation { activation: act } => {
+            Box::new(ActivationLayer::new(activation(act)?))
+        }
+        LayerSpec::LeakyRelu { alpha } => Box::new(LeakyRelu::new(*alpha)),
+        LayerSpec::Softmax => Box::new(Softmax),
+        LayerSpec::Flatten => Box::new(Flatten::new()),
+        LayerSpec::BatchNorm1d => Box::new(BatchNorm1d::with_options(
+            features(shape, "BatchNorm1d")?,
+            0.99,
+            1e-3,
+            ember_core::DType::F32,
+            device,
+        )?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MLP: &str = r#"
+name = "seed"
+input_shape = [30]
+loss = "binary_crossentropy"
+optimizer = { name = "adam", lr = 0.01 }
+
+[[layers]]
+type = "Dense"
+units = 10
+activation = "relu"
+
+[[layers]]
+type = "Dropout"
+rate = 0.1
+
+[[layers]]
+type = "Dense"
+units = 1
+activation = "sigmoid"
+"#;
+
+    #[test]
+    fn toml_and_json_give_the_same_spec() {
+        let a = ModelSpec::parse(MLP, "mlp.toml").unwrap();
+        let b = ModelSpec::parse(&a.to_json(), "mlp.json").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.layers.len(), 3);
+        assert_eq!(a.loss().unwrap(), Some(Loss::BinaryCrossEntropy));
+        let net = a.build(0, Device::Cpu).unwrap();
+        assert_eq!(net.len(), 3);
+        assert_eq!(a.output_shape(&net).unwrap(), vec![1]);
+        assert_eq!(net.parameter_count(), 30 * 10 + 10 + 10 + 1);
+        // Same seed, same weights.
+        let again = a.build(0, Device::Cpu).unwrap();
+        for ((_, x), (_, y)) in net.named_parameters().iter().zip(again.named_parameters()) {
+            assert_eq!(x.to_vec::<f32>().unwrap(), y.to_vec::<f32>().unwrap());
+        }
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let typo = MLP.replace("units = 10", "unit = 10");
+        let e = ModelSpec::parse(&typo, "m.toml").unwrap_err().to_string();
+        assert!(e.contains("m.toml") && e.contains("unit"), "{e}");
+        let e = ModelSpec::parse(&MLP.replace("[30]", "[]"), "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input_shape"), "{e}");
+        let e = ModelSpec::parse(&MLP.replace("\"Dropout\"", "\"Dropot\""), "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Dropot"), "{e}");
+        let e = ModelSpec::parse(&MLP.replace("binary_crossentropy", "bce"), "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown loss 'bce'"), "{e}");
+        // A Dense layer on image-shaped input says to flatten, naming the layer.
+        let img = MLP.replace("[30]", "[1, 5, 5]");
+        let spec = ModelSpec::parse(&img, "m.toml").unwrap();
+        let e = spec.build(0, Device::Cpu).err().unwrap().to_string();
+        assert!(
+            e.contains("layer 0 (Dense)") && e.contains("Flatten"),
+            "{e}"
+        );
+        let e = ModelSpec::parse("{\"input_shape\": [2], \"layers\": [", "m.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("m.json: line 1"), "{e}");
+    }
+}
