@@ -257,6 +257,12 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
         None => flags_spec(&args, table.cols(), classes)?,
     };
     let input_shape = spec.input_shape.clone();
+    let shift = spec.training.as_ref().and_then(|t| t.shift).unwrap_or(0);
+    if shift > 0 && input_shape.len() != 3 {
+        return Err(format!(
+            "--model: training.shift {shift} shifts images, but input_shape {input_shape:?} is not [channels, height, width]"
+        ));
+    }
     if input_shape.iter().product::<usize>() != table.cols() {
         return Err(format!(
             "--model: input_shape {input_shape:?} holds {} values per example, the data has {} features",
@@ -371,6 +377,12 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
                 initial_epoch: 0,
                 callbacks: vec![Box::new(reporter)],
                 host_reads: ember_nn::model::HostReads::Auto,
+                augment: spec
+                    .training
+                    .as_ref()
+                    .and_then(|t| t.shift)
+                    .filter(|&m| m > 0)
+                    .map(|max| ember_nn::augment::Augmentation::RandomShift { max }),
             },
         )
         .map_err(|e| e.to_string())?;

@@ -24,8 +24,9 @@
 //! Modules: [`layers`] and [`module`] (the `Module` trait), [`sequential`], [`loss`],
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
-//! [`spec`] (model files: a network as JSON or TOML).
+//! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts).
 
+pub mod augment;
 pub mod callbacks;
 pub mod checkpoint;
 pub mod data;

@@ -50,6 +50,8 @@ pub struct FitConfig {
     pub callbacks: Vec<Box<dyn Callback>>,
     /// When batch losses and outputs are read back to the host.
     pub host_reads: HostReads,
+    /// Applied to each epoch's shuffled training examples (never to validation data).
+    pub augment: Option<crate::augment::Augmentation>,
 }
 
 /// When [`Model::fit`] reads batch losses and outputs back to the host.
@@ -81,6 +83,7 @@ impl Default for FitConfig {
             initial_epoch: 0,
             callbacks: Vec::new(),
             host_reads: HostReads::Auto,
+            augment: None,
         }
     }
 }
@@ -415,6 +418,10 @@ impl Model {
                 )
             } else {
                 (x_train.clone(), y_train.clone())
+            };
+            let x_epoch = match &cfg.augment {
+                Some(a) => a.apply(&x_epoch, epoch_seed(cfg.seed ^ 0xA5A5_5A5A, epoch))?,
+                None => x_epoch,
             };
             for (b, ids) in order.chunks(cfg.batch_size).enumerate() {
                 let start = b * cfg.batch_size;
