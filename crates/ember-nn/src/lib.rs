@@ -24,13 +24,15 @@
 //! Modules: [`layers`] and [`module`] (the `Module` trait), [`sequential`], [`loss`],
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
-//! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts).
+//! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
+//! [`image`] (PNG grids of samples).
 
 pub mod augment;
 pub mod callbacks;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod image;
 pub mod init;
 pub mod layers;
 pub mod loss;
