@@ -13,13 +13,10 @@
 use super::scaling::Scaling;
 use super::train::{ReportOpts, image_folder, is_image_folder, load_idx_table, report_test};
 use clap::Args;
-use ember_core::{DType, Device, Tensor};
-use ember_nn::checkpoint;
+use ember_core::{DType, Tensor};
 use ember_nn::data::{self, LabelColumn, Table};
 use ember_nn::loss::Loss;
-use ember_nn::metrics::Metric;
 use ember_nn::model::Model;
-use ember_nn::optim::Optimizer;
 use ember_nn::spec::ModelSpec;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -79,35 +76,18 @@ struct Trained {
 /// Rebuilds the network from the checkpoint's model file and loads its weights.
 fn load_trained(path: &Path) -> Result<Trained, String> {
     let shown = path.display();
-    let meta = checkpoint::read_metadata(path).map_err(|e| format!("--model: {e}"))?;
+    let (model, spec, meta) =
+        ember_nn::spec::load_trained(path).map_err(|e| format!("--model {e}"))?;
     let get = |key: &str| {
-        meta.get(key).ok_or_else(|| {
-            format!(
-                "--model {shown}: no '{key}' in its metadata: only checkpoints saved by \
-                 `ember train --save` describe their model"
-            )
-        })
+        meta.get(key)
+            .ok_or_else(|| format!("--model {shown}: no '{key}' in its metadata"))
     };
-    let spec = ModelSpec::parse(get("ember.model")?, &format!("{shown} (ember.model)"))
-        .map_err(|e| e.to_string())?;
     let scaling = Scaling::from_json(get("ember.scaling")?, &shown.to_string())?;
     let classes: usize = get("ember.classes")?
         .parse()
         .map_err(|_| format!("--model {shown}: ember.classes is not a whole number"))?;
-    let net = spec.build(0, Device::Cpu).map_err(|e| e.to_string())?;
-    checkpoint::load(path, &net, None).map_err(|e| e.to_string())?;
-    let width: usize = spec
-        .output_shape(&net)
-        .map_err(|e| e.to_string())?
-        .iter()
-        .product();
-    let loss = match spec.loss().map_err(|e| e.to_string())? {
-        Some(l) => l,
-        None if width == 1 => Loss::BinaryCrossEntropy,
-        None => Loss::CrossEntropy,
-    };
     Ok(Trained {
-        model: net.compile(Optimizer::adam(), loss, &[Metric::Accuracy]),
+        model,
         spec,
         scaling,
         classes,

@@ -772,11 +772,7 @@ fn build_model(
         .map_err(|e| format!("--model: {e}"))?;
     let out = spec.output_shape(&net).map_err(|e| e.to_string())?;
     let width: usize = out.iter().product();
-    let loss = match spec.loss().map_err(|e| e.to_string())? {
-        Some(l) => l,
-        None if width == 1 => Loss::BinaryCrossEntropy,
-        None => Loss::CrossEntropy,
-    };
+    let loss = ember_nn::spec::loss_or_default(spec, width).map_err(|e| e.to_string())?;
     let fits = match loss {
         Loss::BinaryCrossEntropy | Loss::BinaryCrossEntropyWithLogits => width == 1 && classes <= 2,
         Loss::CrossEntropy => out.len() == 1 && width == classes,

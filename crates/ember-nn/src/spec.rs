@@ -30,12 +30,15 @@
 //!
 //! Unknown keys are errors (a misspelt option must not be ignored silently).
 
+use crate::checkpoint;
 use crate::error::{NnError, Result, config_err};
 use crate::layers::{
     ActivationLayer, BatchNorm1d, Dense, DenseOptions, Dropout, Flatten, LeakyRelu, Softmax,
     parse_activation,
 };
 use crate::loss::Loss;
+use crate::metrics::Metric;
+use crate::model::Model;
 use crate::module::Module;
 use crate::optim::Optimizer;
 use crate::regularizer::Regularizer;
@@ -383,6 +386,41 @@ impl ModelSpec {
         }
         Ok(shape)
     }
+}
+
+/// The loss a model file names, else the one its output implies: binary cross-entropy on
+/// probabilities for a single output, softmax cross-entropy on logits for several.
+pub fn loss_or_default(spec: &ModelSpec, output_width: usize) -> Result<Loss> {
+    Ok(match spec.loss()? {
+        Some(l) => l,
+        None if output_width == 1 => Loss::BinaryCrossEntropy,
+        None => Loss::CrossEntropy,
+    })
+}
+
+/// A model saved by `ember train --save` (or any checkpoint whose metadata holds
+/// `ember.model`), rebuilt on the CPU with its weights loaded, compiled with its loss and the
+/// accuracy metric (the optimizer is a fresh Adam: the model is for inference or fine-tuning),
+/// and the checkpoint's metadata (`ember.scaling`, `ember.classes`, …).
+pub fn load_trained(
+    path: &Path,
+) -> Result<(Model, ModelSpec, std::collections::BTreeMap<String, String>)> {
+    let meta = checkpoint::read_metadata(path)?;
+    let Some(text) = meta.get("ember.model") else {
+        return config_err(format!(
+            "{}: no 'ember.model' in its metadata: only checkpoints saved by `ember train --save` \
+             (or with Model::metadata[\"ember.model\"] set) describe their model",
+            path.display()
+        ));
+    };
+    let spec = ModelSpec::parse(text, &format!("{} (ember.model)", path.display()))?;
+    let net = spec.build(0, Device::Cpu)?;
+    checkpoint::load(path, &net, None)?;
+    let width: usize = spec.output_shape(&net)?.iter().product();
+    let loss = loss_or_default(&spec, width)?;
+    let mut model = net.compile(Optimizer::adam(), loss, &[Metric::Accuracy]);
+    model.metadata = meta.clone();
+    Ok((model, spec, meta))
 }
 
 /// Parses an activation name, also accepting `"none"` for no activation.
