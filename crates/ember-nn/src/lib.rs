@@ -25,7 +25,7 @@
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
 //! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
-//! [`image`] (PNG grids of samples).
+//! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant of DP-SGD).
 
 pub mod augment;
 pub mod callbacks;
@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod model;
 pub mod module;
 pub mod optim;
+pub mod privacy;
 pub mod regularizer;
 pub mod sequential;
 pub mod spec;
