@@ -18,6 +18,7 @@
 //!   A₂ = Σ_i C(α, i) q^{α−i} (1 − q)^i exp(((α−i)² − (α−i))/(2σ²)) · ½ erfc((z₀ − (α−i))/(√2 σ)),
 //!   with generalised binomial coefficients (whose sign alternates once i > α); the sums run
 //!   until both terms fall below e⁻³⁰.
+//!
 //! All sums are kept in log space (with signs), so large orders and tiny q do not overflow.
 //! q = 1 is the plain Gaussian mechanism, ε(α) = α / (2σ²).
 //!
