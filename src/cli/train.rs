@@ -129,6 +129,22 @@ pub struct ModelArgs {
     /// Dropout rate after each hidden layer.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub dropout: f64,
+    /// DP-SGD: noise multiplier σ (noise std over the clipping norm). With --dp-clip, trains
+    /// with per-example clipping, Gaussian noise and Poisson-sampled batches of expected size
+    /// --batch-size, and prints ε (for --dp-delta) after every epoch.
+    #[arg(long, allow_negative_numbers = true, value_name = "SIGMA")]
+    pub dp_noise: Option<f64>,
+    /// DP-SGD: the clipping norm C of each example's gradient (needs --dp-noise).
+    #[arg(long, allow_negative_numbers = true, value_name = "C")]
+    pub dp_clip: Option<f64>,
+    /// DP-SGD: δ of the reported (ε, δ) guarantee.
+    #[arg(
+        long,
+        default_value_t = 1e-5,
+        allow_negative_numbers = true,
+        value_name = "DELTA"
+    )]
+    pub dp_delta: f64,
     /// Seed of the split, the initial weights, the shuffles and dropout.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
@@ -377,6 +393,7 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
                 initial_epoch: 0,
                 callbacks: vec![Box::new(reporter)],
                 host_reads: ember_nn::model::HostReads::Auto,
+                dp: dp_config(&args)?,
                 augment: spec
                     .training
                     .as_ref()
@@ -570,10 +587,37 @@ fn check_args(a: &TrainArgs) -> Result<(), String> {
         }
     }
     super::check_threads(a.threads)?;
+    dp_config(a)?;
     parse_hidden(&a.model.hidden)?;
     parse_activation(&a.model.activation).map_err(|e| format!("--activation: {e}"))?;
     Optimizer::by_name(a.model.optimizer_name()).map_err(|e| format!("--optimizer: {e}"))?;
     Ok(())
+}
+
+/// DP-SGD settings from `--dp-noise`, `--dp-clip` and `--dp-delta`: both of the first two or
+/// neither, each in range. Combinations whose guarantee would be false are refused: L1/L2
+/// penalties (their gradient is not clipped); BatchNorm and other example-mixing layers are
+/// refused by `fit`.
+fn dp_config(a: &TrainArgs) -> Result<Option<ember_nn::dp::DpSgd>, String> {
+    let m = &a.model;
+    let cfg = match (m.dp_noise, m.dp_clip) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err("--dp-noise needs --dp-clip (the per-example clipping norm)".into());
+        }
+        (None, Some(_)) => return Err("--dp-clip needs --dp-noise (the noise multiplier)".into()),
+        (Some(s), Some(c)) => ember_nn::dp::DpSgd {
+            noise_multiplier: s,
+            max_grad_norm: c,
+            delta: m.dp_delta,
+        },
+    };
+    cfg.validate()
+        .map_err(|e| format!("--dp-noise/--dp-clip/--dp-delta: {e}"))?;
+    if m.l1 != 0.0 || m.l2 != 0.0 {
+        return Err("--l1/--l2 cannot be used with DP-SGD: the penalty's gradient would not be clipped, so the privacy guarantee would not hold".into());
+    }
+    Ok(Some(cfg))
 }
 
 /// Parses `--hidden 10,5` (an empty string means no hidden layer).

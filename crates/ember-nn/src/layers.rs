@@ -246,6 +246,10 @@ impl Module for Dense {
         "Dense"
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn describe(&self) -> String {
         format!(
             "Dense {}, {}",

@@ -25,12 +25,13 @@
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
 //! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
-//! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant of DP-SGD).
+//! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant) and [`dp`] (DP-SGD training).
 
 pub mod augment;
 pub mod callbacks;
 pub mod checkpoint;
 pub mod data;
+pub mod dp;
 pub mod error;
 pub mod image;
 pub mod init;

@@ -52,6 +52,9 @@ pub struct FitConfig {
     pub host_reads: HostReads,
     /// Applied to each epoch's shuffled training examples (never to validation data).
     pub augment: Option<crate::augment::Augmentation>,
+    /// Train with DP-SGD (Poisson-sampled batches of expected size `batch_size`, per-example
+    /// clipping and noise; see [`crate::dp`]); the epoch logs then carry `epsilon`.
+    pub dp: Option<crate::dp::DpSgd>,
 }
 
 /// When [`Model::fit`] reads batch losses and outputs back to the host.
@@ -84,6 +87,7 @@ impl Default for FitConfig {
             callbacks: Vec::new(),
             host_reads: HostReads::Auto,
             augment: None,
+            dp: None,
         }
     }
 }
@@ -221,6 +225,8 @@ pub struct Model {
     /// as JSON, `ember.scaling`: the input preprocessing), read back with
     /// [`checkpoint::read_metadata`](crate::checkpoint::read_metadata).
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// The privacy spent by DP-SGD training so far (see [`crate::dp`]).
+    pub accountant: crate::privacy::RdpAccountant,
 }
 
 impl Sequential {
@@ -233,6 +239,7 @@ impl Sequential {
             metrics: metrics.to_vec(),
             positive_class: 1,
             metadata: Default::default(),
+            accountant: Default::default(),
         }
     }
 }
@@ -389,6 +396,10 @@ impl Model {
         } else {
             None
         };
+        if let Some(dp) = &cfg.dp {
+            dp.validate()?;
+            self.check_dp_layers()?;
+        }
         let batches = n_train.div_ceil(cfg.batch_size);
         for cb in cfg.callbacks.iter_mut() {
             cb.on_train_begin(cfg.epochs, batches);
@@ -423,7 +434,9 @@ impl Model {
                 Some(a) => a.apply(&x_epoch, epoch_seed(cfg.seed ^ 0xA5A5_5A5A, epoch))?,
                 None => x_epoch,
             };
-            for (b, ids) in order.chunks(cfg.batch_size).enumerate() {
+            // DP-SGD draws its own (Poisson) batches below instead of these.
+            let plain: &[usize] = if cfg.dp.is_some() { &[] } else { &order };
+            for (b, ids) in plain.chunks(cfg.batch_size).enumerate() {
                 let start = b * cfg.batch_size;
                 let xb = rows(&x_epoch, start, ids.len())?;
                 let yb = rows(&y_epoch, start, ids.len())?;
@@ -485,12 +498,60 @@ impl Model {
                         Tensor::cat(&dev_labels.iter().collect::<Vec<_>>(), 0)?.to_vec::<f64>()?;
                 }
             }
+            let mut seen = n_train;
+            let mut epsilon = None;
+            if let Some(dp) = cfg.dp {
+                let q = (cfg.batch_size as f64 / n_train as f64).min(1.0);
+                let mut rng = StdRng::seed_from_u64(epoch_seed(cfg.seed ^ 0xD1FF_5EED, epoch));
+                seen = 0;
+                for b in 0..batches {
+                    let ids = crate::dp::poisson_batch(n_train, q, &mut rng);
+                    let (loss, out) = if ids.is_empty() {
+                        self.dp_step(None, &dp, q * n_train as f64, &mut rng)?
+                    } else {
+                        let (xb, yb) = (gather_rows(&x_train, &ids)?, gather_rows(&y_train, &ids)?);
+                        let (loss, out) =
+                            self.dp_step(Some((&xb, &yb)), &dp, q * n_train as f64, &mut rng)?;
+                        if !self.metrics.is_empty()
+                            && let Some(out) = &out
+                        {
+                            cols = out.elem_count() / ids.len();
+                            outs.extend(out.to_vec::<f64>()?);
+                            labels.extend(yb.to_vec::<f64>()?);
+                        }
+                        (loss, out)
+                    };
+                    let _ = out;
+                    if !loss.is_finite() {
+                        return Err(NnError::Diverged {
+                            step: self.optimizer.iterations(),
+                            epoch: Some(epoch + 1),
+                            batch: Some(b),
+                            loss,
+                        });
+                    }
+                    loss_sum += loss;
+                    seen += ids.len();
+                    for cb in cfg.callbacks.iter_mut() {
+                        cb.on_batch_end(epoch, b, loss / ids.len().max(1) as f64);
+                    }
+                }
+                epsilon = Some(crate::dp::account(
+                    &mut self.accountant,
+                    &dp,
+                    q,
+                    batches as u64,
+                )?);
+            }
             let scores = self.scores(&outs, cols);
-            let metrics = if self.metrics.is_empty() {
+            let mut metrics = if self.metrics.is_empty() || outs.is_empty() {
                 Vec::new()
             } else {
                 self.compute_metrics(&scores, cols, &labels)
             };
+            if let Some(eps) = epsilon {
+                metrics.push(("epsilon".to_string(), eps));
+            }
             let (val_loss, val_metrics) = match &val {
                 Some((xv, yv)) => {
                     let e = self.evaluate(xv, yv, cfg.batch_size)?;
@@ -500,7 +561,7 @@ impl Model {
             };
             let logs = EpochLogs {
                 epoch: epoch + 1,
-                loss: loss_sum / n_train as f64,
+                loss: loss_sum / seen.max(1) as f64,
                 metrics,
                 val_loss,
                 val_metrics,

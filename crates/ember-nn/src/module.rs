@@ -47,6 +47,12 @@ pub trait Module {
         Ok(input.to_vec())
     }
 
+    /// The module as `Any`, for code that treats one layer type specially (DP-SGD's
+    /// per-example clipping finds Dense layers this way); `None` by default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// The regularisation penalty this module adds to the loss (Keras's `kernel_regularizer`),
     /// or `None`.
     fn regularization_loss(&self) -> Result<Option<Tensor>> {

@@ -44,6 +44,9 @@ pub fn default_orders() -> Vec<f64> {
 pub struct RdpAccountant {
     /// (noise multiplier σ, sampling rate q, steps), one entry per change of settings.
     history: Vec<(f64, f64, u64)>,
+    /// One step's RDP at every order for the (σ, q) last evaluated: the fractional orders'
+    /// series are long, and training asks for ε after every epoch with the same settings.
+    cache: std::cell::RefCell<Option<((f64, f64), Vec<f64>)>>,
 }
 
 impl RdpAccountant {
@@ -79,8 +82,17 @@ impl RdpAccountant {
         let orders = default_orders();
         let mut rdp = vec![0.0; orders.len()];
         for &(sigma, q, steps) in &self.history {
-            for (r, &a) in rdp.iter_mut().zip(&orders) {
-                *r += steps as f64 * sgm_rdp(q, sigma, a);
+            let mut cache = self.cache.borrow_mut();
+            let per_step = match &*cache {
+                Some((key, v)) if *key == (sigma, q) => v.clone(),
+                _ => {
+                    let v: Vec<f64> = orders.iter().map(|&a| sgm_rdp(q, sigma, a)).collect();
+                    *cache = Some(((sigma, q), v.clone()));
+                    v
+                }
+            };
+            for (r, p) in rdp.iter_mut().zip(per_step) {
+                *r += steps as f64 * p;
             }
         }
         Ok(epsilon_from_rdp(&orders, &rdp, delta))

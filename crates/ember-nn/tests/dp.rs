@@ -1,0 +1,157 @@
+//! DP-SGD: the clipped gradient sum from ghost norms and one GEMM per layer equals a
+//! batch-of-one loop (each example's gradient computed alone, clipped to C, summed), and
+//! layers or settings that would void the guarantee are refused.
+
+use ember_core::{Activation, DType, Device, Tensor};
+use ember_nn::dp::DpSgd;
+use ember_nn::layers::{BatchNorm1d, Dense, DenseOptions};
+use ember_nn::loss::Loss;
+use ember_nn::model::{FitConfig, Model};
+use ember_nn::module::Module;
+use ember_nn::optim::Optimizer;
+use ember_nn::sequential::Sequential;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+fn model(seed: u64) -> Model {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let opts = |activation| DenseOptions {
+        activation,
+        dtype: DType::F64,
+        ..DenseOptions::default()
+    };
+    let mut net = Sequential::new();
+    net.push(Dense::with_options(3, 4, opts(Activation::Tanh), &mut rng).unwrap());
+    net.push(Dense::with_options(4, 2, opts(Activation::None), &mut rng).unwrap());
+    net.compile(Optimizer::sgd().with_lr(1.0), Loss::CrossEntropy, &[])
+}
+
+fn data() -> (Tensor, Tensor) {
+    let x: Vec<f64> = (0..15).map(|i| ((i * 7 % 11) as f64 - 5.0) * 0.7).collect();
+    let y = vec![0.0, 1.0, 1.0, 0.0, 1.0];
+    (
+        Tensor::from_vec(x, vec![5, 3], Device::Cpu).unwrap(),
+        Tensor::from_vec(y, vec![5], Device::Cpu).unwrap(),
+    )
+}
+
+fn weights(m: &Model) -> Vec<Vec<f64>> {
+    m.network
+        .named_parameters()
+        .iter()
+        .map(|(_, t)| t.to_vec::<f64>().unwrap())
+        .collect()
+}
+
+#[test]
+fn ghost_clipping_equals_a_batch_of_one_loop() {
+    let (x, y) = data();
+    let clip = 0.5;
+    // DP-SGD with (next to) no noise, q = 1 (batch = all 5 rows), one step of SGD with lr 1.
+    let mut dp = model(3);
+    let before = weights(&dp);
+    let cfg = FitConfig {
+        epochs: 1,
+        batch_size: 5,
+        shuffle: false,
+        verbose: 0,
+        dp: Some(DpSgd {
+            noise_multiplier: 1e-12,
+            max_grad_norm: clip,
+            delta: 1e-5,
+        }),
+        ..FitConfig::default()
+    };
+    dp.fit(&x, &y, cfg).unwrap();
+    let after = weights(&dp);
+    // Reference: each example's gradient alone, clipped, summed, divided by q·n = 5.
+    let reference = model(3);
+    let params = reference.network.named_parameters();
+    let mut sum: Vec<Vec<f64>> = params
+        .iter()
+        .map(|(_, t)| vec![0.0; t.elem_count()])
+        .collect();
+    let mut clipped_any = false;
+    for i in 0..5 {
+        let xi = x.narrow(0, i, 1).unwrap();
+        let yi = y.narrow(0, i, 1).unwrap();
+        let out = reference.network.forward(&xi, true).unwrap();
+        let loss = Loss::CrossEntropy.compute(&out, &yi).unwrap();
+        let grads = loss.backward().unwrap();
+        let g: Vec<Vec<f64>> = params
+            .iter()
+            .map(|(_, p)| grads.get(p).unwrap().to_vec::<f64>().unwrap())
+            .collect();
+        let norm = g.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
+        let c = (clip / (norm + 1e-6)).min(1.0);
+        clipped_any |= c < 1.0;
+        for (s, gi) in sum.iter_mut().zip(&g) {
+            for (a, b) in s.iter_mut().zip(gi) {
+                *a += c * b;
+            }
+        }
+    }
+    assert!(clipped_any, "the test data must make clipping matter");
+    for ((b, a), s) in before.iter().zip(&after).zip(&sum) {
+        for ((b, a), s) in b.iter().zip(a).zip(s) {
+            let want = b - s / 5.0;
+            assert!((a - want).abs() < 1e-9, "after {a}, want {want}");
+        }
+    }
+    // One epoch of one step was accounted: ε is finite and positive.
+    assert_eq!(dp.accountant.steps(), 1);
+    assert!(dp.accountant.epsilon(1e-5).unwrap().0 > 0.0);
+}
+
+#[test]
+fn unsupported_layers_and_settings_are_refused() {
+    let (x, y) = data();
+    let dp = DpSgd {
+        noise_multiplier: 1.0,
+        max_grad_norm: 1.0,
+        delta: 1e-5,
+    };
+    let cfg = || FitConfig {
+        epochs: 1,
+        batch_size: 5,
+        verbose: 0,
+        dp: Some(dp),
+        ..FitConfig::default()
+    };
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut net = Sequential::new();
+    net.push(Dense::new(3, 4, Activation::Relu, &mut rng).unwrap());
+    net.push(BatchNorm1d::new(4).unwrap());
+    net.push(Dense::new(4, 2, Activation::None, &mut rng).unwrap());
+    let mut m = net.compile(Optimizer::sgd(), Loss::CrossEntropy, &[]);
+    let x32 = x.to_dtype(DType::F32).unwrap();
+    let e = m.fit(&x32, &y, cfg()).unwrap_err().to_string();
+    assert!(e.contains("layer 1 (BatchNorm1d)"), "{e}");
+    let mut net = Sequential::new();
+    net.push(Dense::new(3, 2, Activation::Gelu, &mut rng).unwrap());
+    let mut m = net.compile(Optimizer::sgd(), Loss::CrossEntropy, &[]);
+    assert!(
+        m.fit(&x32, &y, cfg())
+            .unwrap_err()
+            .to_string()
+            .contains("gelu")
+    );
+    for bad in [
+        DpSgd {
+            noise_multiplier: 0.0,
+            ..dp
+        },
+        DpSgd {
+            max_grad_norm: -1.0,
+            ..dp
+        },
+        DpSgd { delta: 1.0, ..dp },
+    ] {
+        let mut m = model(1);
+        let c = FitConfig {
+            dp: Some(bad),
+            ..cfg()
+        };
+        assert!(m.fit(&x, &y, c).is_err(), "{bad:?}");
+    }
+}
