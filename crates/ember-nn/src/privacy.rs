@@ -39,6 +39,9 @@ pub fn default_orders() -> Vec<f64> {
     v
 }
 
+/// One step's RDP at every order, for the (σ, q) it was computed for.
+type StepRdp = ((f64, f64), Vec<f64>);
+
 /// Tracks the privacy spent by DP-SGD steps.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RdpAccountant {
@@ -46,7 +49,7 @@ pub struct RdpAccountant {
     history: Vec<(f64, f64, u64)>,
     /// One step's RDP at every order for the (σ, q) last evaluated: the fractional orders'
     /// series are long, and training asks for ε after every epoch with the same settings.
-    cache: std::cell::RefCell<Option<((f64, f64), Vec<f64>)>>,
+    cache: std::cell::RefCell<Option<StepRdp>>,
 }
 
 impl RdpAccountant {
