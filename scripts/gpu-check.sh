@@ -28,7 +28,8 @@
 #    system NVRTC exists (EMBER_GPU_CHECK_CUBIN=1 sets it anyway); runs every test binary with
 #    EMBER_REQUIRE_GPU=1 EMBER_REQUIRE_NVRTC=1 (a skip is a failure there; NVRTC is only
 #    required when NVRTC and cuobjdump were found); runs compute-sanitizer memcheck over the GEMM tests
-#    (forced 128x128/64x64 tiles) and the empty-tensor tests when compute-sanitizer exists;
+#    (forced 128x128/64x64 tiles), the empty-tensor tests and the conv and pool tests when
+#    compute-sanitizer exists;
 #    `ember train --device cuda` (steps per second); then the kernel lab (`ember bench --device
 #    cuda --json`, or `cuda_bench --json`); and ends with a summary table.
 #    Every step runs under `timeout`, and the whole run under a budget (EMBER_GPU_CHECK_BUDGET,
@@ -240,7 +241,7 @@ fi
 say "EMBER_REQUIRE_GPU=$EMBER_REQUIRE_GPU EMBER_REQUIRE_NVRTC=${EMBER_REQUIRE_NVRTC:-0}"
 
 # Tests, cheapest and most telling first; nvrtc_compile (already run on the build machine) last.
-order="ember_cuda discovery kernel_dir gpu_empty gpu_gemm gpu_elementwise gpu_reduce gpu_index gpu_loss_optim cuda nvrtc_compile"
+order="ember_cuda discovery kernel_dir gpu_empty gpu_gemm gpu_elementwise gpu_reduce gpu_index gpu_loss_optim conv pool cuda nvrtc_compile"
 tests=()
 for n in $order; do [ -x "$BIN/tests/$n" ] && tests+=("$BIN/tests/$n"); done
 for t in "$BIN"/tests/*; do
@@ -273,9 +274,10 @@ for t in "${tests[@]}"; do
 done
 
 # compute-sanitizer memcheck over the GEMM kernels (forced 128x128 and 64x64 tiles on ragged
-# shapes) and the empty-tensor tests: any out-of-bounds or misaligned access is an error.
+# shapes), the empty-tensor tests, and the convolution and pooling kernels (ragged specs with
+# padding, stride, dilation, groups, split-K): any out-of-bounds or misaligned access is an error.
 if [ -n "$sanitizer" ]; then
-  for spec in "gpu_gemm forced_tiles" "gpu_empty"; do
+  for spec in "gpu_gemm forced_tiles" "gpu_empty" "conv" "pool"; do
     set -- $spec
     exe="$BIN/tests/$1"
     [ -x "$exe" ] || continue

@@ -285,18 +285,18 @@ __device__ __forceinline__ void pad_fwd_k(const PoolGeom g, int reflect_mode, T 
 }
 
 // The padded positions (relative to the input start) that map to input index i along an axis of
-// n with `before` / `after` padding: i itself, its mirror in the begin padding (-i), and its
-// mirror in the end padding (2(n-1) - i). Returns how many were written to js (at most 3).
-__device__ __forceinline__ int reflect_sources(int i, int n, int before, int after, int reflect_mode,
-                                               int* js) {
-    int c = 0;
-    js[c++] = i;
-    if (reflect_mode) {
-        if (i > 0 && i <= before) js[c++] = -i;
-        int m = 2 * (n - 1) - i;
-        if (i < n - 1 && m - (n - 1) <= after) js[c++] = m;
-    }
-    return c;
+// n with `before` / `after` padding: `which` 0 is i itself, 1 its mirror in the begin padding
+// (-i), 2 its mirror in the end padding (2(n-1) - i); NO_SOURCE where that mirror does not exist
+// (constant mode has only the first). Written as a function of `which` so the unrolled loops
+// below keep everything in registers.
+#define NO_SOURCE (-0x40000000)
+__device__ __forceinline__ int pad_source(int which, int i, int n, int before, int after,
+                                          int reflect_mode) {
+    if (which == 0) return i;
+    if (!reflect_mode) return NO_SOURCE;
+    if (which == 1) return (i > 0 && i <= before) ? -i : NO_SOURCE;
+    int m = 2 * (n - 1) - i;
+    return (i < n - 1 && m - (n - 1) <= after) ? m : NO_SOURCE;
 }
 
 template <typename T>
@@ -309,13 +309,18 @@ __device__ __forceinline__ void pad_bwd_k(const PoolGeom g, int reflect_mode,
         int iy = (int)(r % g.h);
         i64 plane = r / g.h;
         const T* dyp = dy + plane * g.oh * g.ow;
-        int ys[3], xs[3];
-        int ny = reflect_sources(iy, g.h, g.ph, g.pad_end_h, reflect_mode, ys);
-        int nx = reflect_sources(ix, g.w, g.pw, g.pad_end_w, reflect_mode, xs);
         T acc = T(0);
-        for (int a = 0; a < ny; ++a)
-            for (int b = 0; b < nx; ++b)
-                acc += dyp[(i64)(ys[a] + g.ph) * g.ow + xs[b] + g.pw];
+#pragma unroll
+        for (int a = 0; a < 3; ++a) {
+            int jy = pad_source(a, iy, g.h, g.ph, g.pad_end_h, reflect_mode);
+            if (jy == NO_SOURCE) continue;
+#pragma unroll
+            for (int b = 0; b < 3; ++b) {
+                int jx = pad_source(b, ix, g.w, g.pw, g.pad_end_w, reflect_mode);
+                if (jx == NO_SOURCE) continue;
+                acc += dyp[(i64)(jy + g.ph) * g.ow + jx + g.pw];
+            }
+        }
         dx[e] = acc;
     }
 }

@@ -216,12 +216,7 @@ fn check_len(
 
 /// The implicit GEMM's grid for an M×N product per group (`z` slices: groups × splits),
 /// refused when it exceeds CUDA's limits.
-fn gemm_grid(
-    op: &'static str,
-    m: usize,
-    n: usize,
-    z: usize,
-) -> Result<LaunchConfig, CudaError> {
+fn gemm_grid(op: &'static str, m: usize, n: usize, z: usize) -> Result<LaunchConfig, CudaError> {
     let (gx, gy) = (n.div_ceil(TILE_N), m.div_ceil(TILE_M));
     if gx > i32::MAX as usize || gy > 65535 || z > 65535 {
         return Err(invalid(
@@ -509,10 +504,7 @@ fn splitk_weight<T: FloatElem>(
 /// A one-block-per-item grid size, refused beyond CUDA's x-dimension limit.
 fn block_count(op: &'static str, n: usize) -> Result<u32, CudaError> {
     if n > i32::MAX as usize {
-        return Err(invalid(
-            op,
-            format!("{n} blocks exceed CUDA's grid limit"),
-        ));
+        return Err(invalid(op, format!("{n} blocks exceed CUDA's grid limit")));
     }
     Ok(n as u32)
 }
@@ -563,9 +555,14 @@ mod tests {
             h: Axis::new(5, 3),
             w: Axis::new(5, 3),
         };
-        let e = sizes("conv2d_forward", &s).err().expect("groups must divide channels");
+        let e = sizes("conv2d_forward", &s)
+            .err()
+            .expect("groups must divide channels");
         let msg = e.to_string();
-        assert!(msg.contains("conv2d_forward") && msg.contains("divisible"), "{msg}");
+        assert!(
+            msg.contains("conv2d_forward") && msg.contains("divisible"),
+            "{msg}"
+        );
         let big = Conv2dSpec {
             batch: 1 << 20,
             in_channels: 1,
@@ -574,7 +571,10 @@ mod tests {
             h: Axis::new(1 << 12, 1),
             w: Axis::new(1, 1),
         };
-        let msg = sizes("conv2d_forward", &big).err().expect("too big").to_string();
+        let msg = sizes("conv2d_forward", &big)
+            .err()
+            .expect("too big")
+            .to_string();
         assert!(msg.contains("32-bit"), "{msg}");
     }
 }

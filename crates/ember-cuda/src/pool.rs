@@ -279,7 +279,10 @@ fn pool_sizes(op: &'static str, spec: &Pool2dSpec, max: bool) -> Result<Planes, 
         (_, kind) => {
             return Err(invalid(
                 op,
-                format!("{}: spec kind {kind:?} does not match the op", describe(spec)),
+                format!(
+                    "{}: spec kind {kind:?} does not match the op",
+                    describe(spec)
+                ),
             ));
         }
     }
@@ -298,7 +301,10 @@ fn pool_sizes(op: &'static str, spec: &Pool2dSpec, max: bool) -> Result<Planes, 
     if small.iter().any(|&v| v > i32::MAX as usize) {
         return Err(invalid(
             op,
-            format!("{}: exceeds the kernels' 32-bit index range", describe(spec)),
+            format!(
+                "{}: exceeds the kernels' 32-bit index range",
+                describe(spec)
+            ),
         ));
     }
     let np = spec
@@ -686,8 +692,12 @@ fn padded(
             ),
         ));
     }
-    let oh = h.checked_add(pads.top).and_then(|v| v.checked_add(pads.bottom));
-    let ow = w.checked_add(pads.left).and_then(|v| v.checked_add(pads.right));
+    let oh = h
+        .checked_add(pads.top)
+        .and_then(|v| v.checked_add(pads.bottom));
+    let ow = w
+        .checked_add(pads.left)
+        .and_then(|v| v.checked_add(pads.right));
     match (oh, ow) {
         (Some(oh), Some(ow)) => Ok((oh, ow)),
         _ => Err(invalid(op, format!("{h}×{w} padded by {pads:?} overflows"))),
