@@ -519,7 +519,7 @@ mod tests {
         for k in [0usize, 1, 15, 16, 17, 255, 256, 1000, 100_352, 1 << 24] {
             for tiles in [1usize, 2, 7, 64, 256, 1000] {
                 let (s, c) = splitk_plan(k, tiles);
-                assert!(s >= 1 && s <= 64, "k {k} tiles {tiles}: {s} splits");
+                assert!((1..=64).contains(&s), "k {k} tiles {tiles}: {s} splits");
                 assert_eq!(c % TILE_K, 0);
                 assert!(s * c >= k, "k {k}: {s} × {c} < k");
                 assert!(k == 0 || (s - 1) * c < k, "k {k}: an empty split");
