@@ -143,6 +143,16 @@ fn sizes(op: &'static str, spec: &Conv2dSpec) -> Result<Sizes, CudaError> {
     ] {
         i32_of(what, prod(what, parts)?)?;
     }
+    // Window origins and taps (y·stride − pad + k·dilation) stay inside the padded extent.
+    for (what, a) in [("height", &spec.h), ("width", &spec.w)] {
+        let padded = a
+            .input
+            .checked_add(a.pad_begin)
+            .and_then(|v| v.checked_add(a.pad_end))
+            .and_then(|v| v.checked_add(a.span()))
+            .ok_or_else(|| too_big(what, usize::MAX))?;
+        i32_of(what, padded)?;
+    }
     let x_len = prod("input elements", &[n, c, h, w])?;
     let w_len = prod("weight elements", &[o, cg, kh, kw])?;
     let y_len = prod("output elements", &[n, o, oh, ow])?;

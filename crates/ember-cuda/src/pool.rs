@@ -293,10 +293,16 @@ fn pool_sizes(op: &'static str, spec: &Pool2dSpec, max: bool) -> Result<Planes, 
         spec.w.stride,
         spec.h.dilation,
         spec.w.dilation,
-        spec.h.pad_begin + spec.h.pad_end + spec.h.input,
-        spec.w.pad_begin + spec.w.pad_end + spec.w.input,
-        spec.h.span() + spec.h.input,
-        spec.w.span() + spec.w.input,
+        spec.h
+            .pad_begin
+            .saturating_add(spec.h.pad_end)
+            .saturating_add(spec.h.input),
+        spec.w
+            .pad_begin
+            .saturating_add(spec.w.pad_end)
+            .saturating_add(spec.w.input),
+        spec.h.span().saturating_add(spec.h.input),
+        spec.w.span().saturating_add(spec.w.input),
     ];
     if small.iter().any(|&v| v > i32::MAX as usize) {
         return Err(invalid(

@@ -530,3 +530,71 @@ fn bad_lengths_and_specs_are_errors_naming_the_op() {
         "{e}"
     );
 }
+
+// ---- SASS -------------------------------------------------------------------------------------
+
+/// cuobjdump from EMBER_CUOBJDUMP or PATH (scripts/cuda-wheels.sh provides both).
+fn cuobjdump() -> Option<String> {
+    if let Ok(p) = std::env::var("EMBER_CUOBJDUMP") {
+        if std::path::Path::new(&p).exists() {
+            return Some(p);
+        }
+    }
+    std::process::Command::new("cuobjdump")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "cuobjdump".to_string())
+}
+
+/// The implicit-GEMM kernels' inner loop is fully unrolled register-tile arithmetic: per
+/// 16-deep K tile each thread issues 16 × 4 × 4 = 256 fused multiply-adds (FFMA in f32, DFMA
+/// in f64) out of shared memory.
+#[test]
+fn implicit_gemm_inner_loop_is_unrolled_fma() {
+    if !nvrtc_or_skip("conv::sass") {
+        return;
+    }
+    let Some(tool) = cuobjdump() else {
+        if std::env::var("EMBER_REQUIRE_NVRTC").is_ok_and(|v| v == "1") {
+            panic!("EMBER_REQUIRE_NVRTC=1 but cuobjdump not found (source scripts/cuda-wheels.sh)");
+        }
+        skipped("conv::sass: cuobjdump not found (source scripts/cuda-wheels.sh)");
+        return;
+    };
+    for arch in ["sm_80", "sm_90a"] {
+        let m = compile_module("conv", arch).unwrap_or_else(|e| panic!("conv for {arch}: {e}"));
+        let dir = std::env::temp_dir().join(format!("ember-conv-sass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("conv.{arch}.cubin"));
+        std::fs::write(&path, &m.cubin).expect("write cubin");
+        let out = std::process::Command::new(&tool)
+            .arg("-sass")
+            .arg(&path)
+            .output()
+            .expect("run cuobjdump");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.status.success(), "cuobjdump failed");
+        let sass = String::from_utf8_lossy(&out.stdout);
+        for (kernel, op) in [
+            ("conv_igemm_fwd_f32", "FFMA"),
+            ("conv_igemm_bwd_data_f32", "FFMA"),
+            ("conv_igemm_bwd_weight_f32", "FFMA"),
+            ("conv_igemm_fwd_f64", "DFMA"),
+        ] {
+            let header = format!("Function : {kernel}\n");
+            let start = sass
+                .find(&header)
+                .unwrap_or_else(|| panic!("{arch}: no {kernel} in the SASS"));
+            let rest = &sass[start + header.len()..];
+            let body = &rest[..rest.find("Function : ").unwrap_or(rest.len())];
+            let n = body
+                .split_whitespace()
+                .filter(|w| *w == op || w.starts_with(&format!("{op}.")))
+                .count();
+            println!("{arch} {kernel}: {n} {op}");
+            assert!(n >= 256, "{arch} {kernel}: expected >= 256 {op}, found {n}");
+        }
+    }
+}
