@@ -535,10 +535,10 @@ fn bad_lengths_and_specs_are_errors_naming_the_op() {
 
 /// cuobjdump from EMBER_CUOBJDUMP or PATH (scripts/cuda-wheels.sh provides both).
 fn cuobjdump() -> Option<String> {
-    if let Ok(p) = std::env::var("EMBER_CUOBJDUMP") {
-        if std::path::Path::new(&p).exists() {
-            return Some(p);
-        }
+    if let Ok(p) = std::env::var("EMBER_CUOBJDUMP")
+        && std::path::Path::new(&p).exists()
+    {
+        return Some(p);
     }
     std::process::Command::new("cuobjdump")
         .arg("--version")
