@@ -44,7 +44,7 @@ template <typename T> void run(const char* name, const Spec& s, std::mt19937_64&
     long nx = (long)s.n * s.c * s.h * s.w, nw = (long)s.o * g.cg * s.kh * s.kw, ny = (long)s.n * s.o * g.oh * g.ow;
     std::uniform_real_distribution<double> U(-1, 1);
     auto rnd = [&](long n) { std::vector<T> v(n); for (auto& e : v) e = (T)U(rng); return v; };
-    auto x = rnd(nx), w = rnd(nw), b = rnd(s.o), dy = rnd(ny);
+    auto x = rnd(nx), w = rnd(nw), b = rnd(s.o), dy = rnd(ny), bc = rnd(s.c);  // bc: bias of backward-data (conv_transpose2d)
     // reference
     std::vector<double> ry(ny), rys(ny), rdx(nx), rdxs(nx), rdw(nw), rdws(nw), rdb(s.o), rdbs(s.o);
     long per_o = (long)g.oh * g.ow;
@@ -57,6 +57,10 @@ template <typename T> void run(const char* name, const Spec& s, std::mt19937_64&
                 double a = (double)w[wi] * x[xi]; ry[yi] += a; rys[yi] += std::fabs(a);
                 a = (double)w[wi] * dy[yi]; rdx[xi] += a; rdxs[xi] += std::fabs(a);
                 a = (double)dy[yi] * x[xi]; rdw[wi] += a; rdws[wi] += std::fabs(a); } } }
+    for (long i = 0; i < nx; ++i) { int cc = (i / ((long)s.h * s.w)) % s.c; rdx[i] += bc[cc]; rdxs[i] += std::fabs((double)bc[cc]); }
+    // Channel sums of x (conv_transpose2d's bias gradient: conv_bias_grad over input geometry).
+    std::vector<double> rcs(s.c), rcss(s.c);
+    for (long i = 0; i < nx; ++i) { int cc = (i / ((long)s.h * s.w)) % s.c; rcs[cc] += x[i]; rcss[cc] += std::fabs((double)x[i]); }
     auto todbl = [](const std::vector<T>& v) { return std::vector<double>(v.begin(), v.end()); };
     for (int algo = 0; algo < 2; ++algo) {  // 0 = implicit GEMM, 1 = direct
         std::vector<T> y(ny, (T)NAN), dx(nx, (T)NAN), dw(nw, (T)NAN), db(s.o, (T)NAN);
@@ -65,7 +69,7 @@ template <typename T> void run(const char* name, const Spec& s, std::mt19937_64&
             long m = g.og, n = (long)s.n * g.oh * g.ow;
             launch({(unsigned)((n + 63) / 64), (unsigned)((m + 63) / 64), (unsigned)s.groups}, blk, [&] { K<T>::fwd(g, w.data(), x.data(), y.data(), b.data()); });
             m = g.cg; n = (long)s.n * s.h * s.w;
-            launch({(unsigned)((n + 63) / 64), (unsigned)((m + 63) / 64), (unsigned)s.groups}, blk, [&] { K<T>::bd(g, w.data(), dy.data(), dx.data()); });
+            launch({(unsigned)((n + 63) / 64), (unsigned)((m + 63) / 64), (unsigned)s.groups}, blk, [&] { K<T>::bd(g, w.data(), dy.data(), dx.data(), bc.data()); });
             m = g.og; n = nw / s.o; long k = (long)s.n * g.oh * g.ow; long tiles = ((m + 63) / 64) * ((n + 63) / 64) * s.groups, sp, ch;
             splitk_plan(k, tiles, &sp, &ch); ConvGeom g2 = g; g2.kchunk = (int)ch;
             std::vector<T> ws(sp * nw, (T)NAN);
@@ -75,10 +79,14 @@ template <typename T> void run(const char* name, const Spec& s, std::mt19937_64&
             printf("  %s splits %ld chunk %ld\n", name, sp, ch);
         } else {
             launch({4, 1, 1}, blk, [&] { K<T>::dfwd(g, x.data(), w.data(), y.data(), b.data()); });
-            launch({4, 1, 1}, blk, [&] { K<T>::dbd(g, dy.data(), w.data(), dx.data()); });
+            launch({4, 1, 1}, blk, [&] { K<T>::dbd(g, dy.data(), w.data(), dx.data(), bc.data()); });
             launch({(unsigned)nw, 1, 1}, blk, [&] { K<T>::dbw(g, x.data(), dy.data(), dw.data()); });
         }
         launch({(unsigned)s.o, 1, 1}, blk, [&] { K<T>::bias(g, dy.data(), db.data()); });
+        std::vector<T> cs(s.c, (T)NAN);
+        ConvGeom gc{}; gc.n = s.n; gc.o = s.c; gc.oh = s.h * s.w; gc.ow = 1;
+        launch({(unsigned)s.c, 1, 1}, blk, [&] { K<T>::bias(gc, x.data(), cs.data()); });
+        check("channel sums", name, algo, todbl(cs), rcs, rcss, K<T>::rel);
         check("y", name, algo, todbl(y), ry, rys, K<T>::rel);
         check("dx", name, algo, todbl(dx), rdx, rdxs, K<T>::rel);
         check("dw", name, algo, todbl(dw), rdw, rdws, K<T>::rel);

@@ -44,7 +44,12 @@
 // backward-weight (threads fold fixed strided subsets of n*oh*ow, then a fixed shuffle tree).
 // They serve depthwise convolutions (cg == 1), where a GEMM tile would be mostly empty, and are
 // the second implementation the tests compare the GEMM with. `conv_bias_grad` sums dy per
-// output channel the same way.
+// output channel the same way (and, given the input geometry, sums per input channel: the
+// bias gradient of conv_transpose2d).
+//
+// conv_transpose2d is the adjoint of a convolution and needs no kernel of its own: its forward
+// is backward-data (which therefore takes an optional bias, per conv input channel), its
+// input gradient the forward, its weight gradient backward-weight with x and dy exchanged.
 
 struct ConvGeom {
     int n, c, h, w;
@@ -186,7 +191,9 @@ __device__ __forceinline__ void store_c_elem(const ConvGeom& g, T* __restrict__ 
     } else if (MODE == MODE_BWD_DATA) {
         int hw = g.h * g.w;
         int nn = col / hw, r = col - nn * hw;
-        out[((i64)nn * g.c + (i64)grp * g.cg + m) * hw + r] = acc;
+        int cc = grp * g.cg + m;
+        if (bias) acc += bias[cc];  // conv_transpose2d's bias, per output (= conv input) channel
+        out[((i64)nn * g.c + cc) * hw + r] = acc;
     } else {
         i64 ncols = gemm_n<MODE>(g);
         out[(i64)split * g.o * ncols + ((i64)grp * g.og + m) * ncols + col] = acc;
@@ -307,11 +314,13 @@ __device__ __forceinline__ void conv_direct_fwd_k(const ConvGeom& g, const T* __
     }
 }
 
-// dx[n, c, iy, ix] = sum over (o in the group, ky, kx) with an integer output position y, x.
+// dx[n, c, iy, ix] = bias[c] (if any) + sum over (o in the group, ky, kx) with an integer
+// output position y, x.
 template <typename T>
 __device__ __forceinline__ void conv_direct_bwd_data_k(const ConvGeom& g, const T* __restrict__ dy,
                                                        const T* __restrict__ w,
-                                                       T* __restrict__ dx) {
+                                                       T* __restrict__ dx,
+                                                       const T* __restrict__ bias) {
     const i64 total = (i64)g.n * g.c * g.h * g.w;
     CONV_LOOP(e, total) {
         int ix = (int)(e % g.w);
@@ -340,6 +349,7 @@ __device__ __forceinline__ void conv_direct_bwd_data_k(const ConvGeom& g, const 
                 }
             }
         }
+        if (bias) acc += bias[cc];
         dx[e] = acc;
     }
 }
@@ -421,8 +431,8 @@ __device__ __forceinline__ void conv_splitk_reduce_k(const T* __restrict__ ws, T
         conv_igemm<T, MODE_FWD>(g, w, x, y, bias);                                                 \
     }                                                                                              \
     extern "C" __global__ void __launch_bounds__(CTHREADS)                                         \
-        conv_igemm_bwd_data_##SFX(ConvGeom g, const T* w, const T* dy, T* dx) {                    \
-        conv_igemm<T, MODE_BWD_DATA>(g, w, dy, dx, nullptr);                                       \
+        conv_igemm_bwd_data_##SFX(ConvGeom g, const T* w, const T* dy, T* dx, const T* bias) {     \
+        conv_igemm<T, MODE_BWD_DATA>(g, w, dy, dx, bias);                                          \
     }                                                                                              \
     extern "C" __global__ void __launch_bounds__(CTHREADS)                                         \
         conv_igemm_bwd_weight_##SFX(ConvGeom g, const T* dy, const T* x, T* dw) {                  \
@@ -433,8 +443,8 @@ __device__ __forceinline__ void conv_splitk_reduce_k(const T* __restrict__ ws, T
         conv_direct_fwd_k<T>(g, x, w, y, bias);                                                    \
     }                                                                                              \
     extern "C" __global__ void conv_direct_bwd_data_##SFX(ConvGeom g, const T* dy, const T* w,     \
-                                                          T* dx) {                                 \
-        conv_direct_bwd_data_k<T>(g, dy, w, dx);                                                   \
+                                                          T* dx, const T* bias) {                  \
+        conv_direct_bwd_data_k<T>(g, dy, w, dx, bias);                                             \
     }                                                                                              \
     extern "C" __global__ void __launch_bounds__(CTHREADS)                                         \
         conv_direct_bwd_weight_##SFX(ConvGeom g, const T* x, const T* dy, T* dw) {                 \

@@ -12,6 +12,10 @@
 //! | `y`, `dy` | [`Conv2dSpec::output_shape`] `[n, o, oh, ow]` |
 //! | `bias`, `db` | `[o]` |
 //!
+//! `conv_transpose2d` ([`conv_transpose2d_forward`], [`conv_transpose2d_backward_data`],
+//! [`conv_transpose2d_backward_weight`]) is described by the spec of the convolution it is the
+//! adjoint of, as in ember-ops, and runs on the same kernels with the passes exchanged.
+//!
 //! Two algorithms ([`ConvAlgo`]): an implicit GEMM (tiles of the GEMM view gathered from the
 //! image into shared memory, no im2col buffer) and direct kernels (one thread per output element;
 //! one block per weight element for backward-weight). [`ConvAlgo::Auto`] takes the direct kernels
@@ -344,14 +348,39 @@ pub fn conv2d_backward_data_with<T: FloatElem>(
     w: DevSlice<'_, T>,
     dx: DevSliceMut<'_, T>,
 ) -> Result<(), CudaError> {
-    const OP: &str = "conv2d_backward_data";
-    let s = sizes(OP, spec)?;
+    backward_data("conv2d_backward_data", algo, spec, dy, w, None, dx)
+}
+
+/// Backward-data plus an optional bias per input channel (conv_transpose2d's forward); `op`
+/// names the public operation in errors.
+fn backward_data<T: FloatElem>(
+    op: &'static str,
+    algo: ConvAlgo,
+    spec: &Conv2dSpec,
+    dy: DevSlice<'_, T>,
+    w: DevSlice<'_, T>,
+    bias: Option<DevSlice<'_, T>>,
+    dx: DevSliceMut<'_, T>,
+) -> Result<(), CudaError> {
+    let s = sizes(op, spec)?;
     let dev = dx.dev;
-    same_device(OP, "dy", dev, dy.dev)?;
-    same_device(OP, "weight", dev, w.dev)?;
-    check_len(OP, "dy", dy.len, &spec.output_shape(), s.y_len)?;
-    check_len(OP, "weight", w.len, &spec.weight_shape(), s.w_len)?;
-    check_len(OP, "dx", dx.len, &spec.input_shape(), s.x_len)?;
+    let (dy_name, dx_name) = if op == "conv2d_backward_data" {
+        ("dy", "dx")
+    } else {
+        ("x", "y")
+    };
+    same_device(op, dy_name, dev, dy.dev)?;
+    same_device(op, "weight", dev, w.dev)?;
+    check_len(op, dy_name, dy.len, &spec.output_shape(), s.y_len)?;
+    check_len(op, "weight", w.len, &spec.weight_shape(), s.w_len)?;
+    check_len(op, dx_name, dx.len, &spec.input_shape(), s.x_len)?;
+    let bias_ptr = match &bias {
+        Some(b) => {
+            check_in(op, "bias", dev, b, spec.in_channels)?;
+            b.ptr
+        }
+        None => 0u64,
+    };
     if s.x_len == 0 {
         return Ok(());
     }
@@ -362,19 +391,28 @@ pub fn conv2d_backward_data_with<T: FloatElem>(
             let name = format!("conv_direct_bwd_data_{sfx}");
             let f = dev.function("conv", &name)?;
             let mut l = dev.stream().launch_builder(&f);
-            l.arg(&g).arg(&dy.ptr).arg(&w.ptr).arg(&dx.ptr);
-            // SAFETY: dy, w and dx hold exactly the spec's shapes on this device; the kernel
-            // reads dy only at output positions it checked to lie in [0, oh) × [0, ow).
+            l.arg(&g)
+                .arg(&dy.ptr)
+                .arg(&w.ptr)
+                .arg(&dx.ptr)
+                .arg(&bias_ptr);
+            // SAFETY: dy, w, dx (and bias, in_channels) hold exactly the spec's shapes on this
+            // device; the kernel reads dy only at output positions it checked to lie in
+            // [0, oh) × [0, ow).
             unsafe { l.launch(grid_1d(dev, s.x_len, 1)) }.map_err(|e| launch_err(&name, e))?;
         }
         _ => {
             let m = spec.in_channels / spec.groups;
             let n = spec.batch * spec.h.input * spec.w.input;
-            let cfg = gemm_grid(OP, m, n, spec.groups)?;
+            let cfg = gemm_grid(op, m, n, spec.groups)?;
             let name = format!("conv_igemm_bwd_data_{sfx}");
             let f = dev.function("conv", &name)?;
             let mut l = dev.stream().launch_builder(&f);
-            l.arg(&g).arg(&w.ptr).arg(&dy.ptr).arg(&dx.ptr);
+            l.arg(&g)
+                .arg(&w.ptr)
+                .arg(&dy.ptr)
+                .arg(&dx.ptr)
+                .arg(&bias_ptr);
             // SAFETY: as above; the loaders bound every index by the spec's sizes.
             unsafe { l.launch(cfg) }.map_err(|e| launch_err(&name, e))?;
         }
@@ -470,6 +508,97 @@ pub fn conv2d_backward_weight_with<T: FloatElem>(
         }
     }
     Ok(())
+}
+
+/// Per-channel sums of a contiguous `[batch, channels, plane]` tensor (a bias gradient), one
+/// block per channel, in a fixed order.
+fn channel_sums<T: FloatElem>(
+    op: &'static str,
+    dev: &std::sync::Arc<CudaDevice>,
+    (batch, channels, plane): (usize, usize, usize),
+    src: &DevSlice<'_, T>,
+    out: &DevSliceMut<'_, T>,
+) -> Result<(), CudaError> {
+    let i32_of = |what: &str, v: usize| {
+        i32::try_from(v).map_err(|_| invalid(op, format!("{what} {v} exceeds i32")))
+    };
+    // conv_bias_grad reads n, o and oh·ow only: the plane is passed as oh × 1.
+    let g = ConvGeom {
+        n: i32_of("batch", batch)?,
+        o: i32_of("channels", channels)?,
+        oh: i32_of("plane", plane)?,
+        ow: 1,
+        ..ConvGeom::default()
+    };
+    if channels == 0 {
+        return Ok(());
+    }
+    let name = format!("conv_bias_grad_{}", T::DTYPE.name());
+    let f = dev.function("conv", &name)?;
+    let cfg = LaunchConfig {
+        grid_dim: (block_count(op, channels)?, 1, 1),
+        block_dim: (CONV_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut l = dev.stream().launch_builder(&f);
+    l.arg(&g).arg(&src.ptr).arg(&out.ptr);
+    // SAFETY: the caller checked src holds batch·channels·plane elements and out channels;
+    // block b reads channel b's planes and writes out[b] only.
+    unsafe { l.launch(cfg) }.map_err(|e| launch_err(&name, e))?;
+    Ok(())
+}
+
+/// conv_transpose2d's forward: y = the adjoint of the convolution `spec` applied to x, plus a
+/// bias per output channel (PyTorch's `conv_transpose2d`, with `spec` the convolution it
+/// transposes: `x` has `spec.output_shape()`, `w` `spec.weight_shape()` — PyTorch's transposed
+/// weight `[in, out / groups, kh, kw]` is exactly that — `bias` `spec.in_channels` elements and
+/// `y` `spec.input_shape()`, whose extents carry any `output_padding`). It is the backward-data
+/// pass with a bias; `y` is overwritten.
+pub fn conv_transpose2d_forward<T: FloatElem>(
+    algo: ConvAlgo,
+    spec: &Conv2dSpec,
+    x: DevSlice<'_, T>,
+    w: DevSlice<'_, T>,
+    bias: Option<DevSlice<'_, T>>,
+    y: DevSliceMut<'_, T>,
+) -> Result<(), CudaError> {
+    backward_data("conv_transpose2d_forward", algo, spec, x, w, bias, y)
+}
+
+/// The input gradient of [`conv_transpose2d_forward`]: dx = conv2d(dy, w) (no bias), with `dy`
+/// of `spec.input_shape()` and `dx` of `spec.output_shape()`.
+pub fn conv_transpose2d_backward_data<T: FloatElem>(
+    algo: ConvAlgo,
+    spec: &Conv2dSpec,
+    dy: DevSlice<'_, T>,
+    w: DevSlice<'_, T>,
+    dx: DevSliceMut<'_, T>,
+) -> Result<(), CudaError> {
+    conv2d_forward_with(algo, spec, dy, w, None, dx)
+}
+
+/// The weight (and bias) gradients of [`conv_transpose2d_forward`]: the convolution's
+/// backward-weight with the roles of input and output exchanged (`dy`, of `spec.input_shape()`,
+/// plays the convolution's input; `x`, of `spec.output_shape()`, its output gradient), and
+/// db\[c\] = Σ dy over (n, y, x) per channel. Both are overwritten.
+pub fn conv_transpose2d_backward_weight<T: FloatElem>(
+    algo: ConvAlgo,
+    spec: &Conv2dSpec,
+    x: DevSlice<'_, T>,
+    dy: DevSlice<'_, T>,
+    dw: DevSliceMut<'_, T>,
+    db: Option<DevSliceMut<'_, T>>,
+) -> Result<(), CudaError> {
+    const OP: &str = "conv_transpose2d_backward_weight";
+    if let Some(db) = &db {
+        let s = sizes(OP, spec)?;
+        let dev = db.dev;
+        check_in(OP, "dy", dev, &dy, s.x_len)?;
+        check_out(OP, "db", db, spec.in_channels)?;
+        let plane = spec.h.input * spec.w.input;
+        channel_sums(OP, dev, (spec.batch, spec.in_channels, plane), &dy, db)?;
+    }
+    conv2d_backward_weight_with(algo, spec, dy, x, dw, None)
 }
 
 /// The split-K backward-weight: partial products into a workspace of `splits` weight-sized

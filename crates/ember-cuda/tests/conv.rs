@@ -6,8 +6,9 @@
 //!   written here, over specs with stride 2, asymmetric padding, dilation, groups, depthwise
 //!   (with and without a channel multiplier), 1×1 kernels, a window larger than the input, and
 //!   sizes that are not multiples of the 64×64×16 tiles (several M and N tiles, split-K in the
-//!   backward-weight); backward-weight repeated to check bit-identical results; an empty batch;
-//!   and bad lengths as errors naming the op.
+//!   backward-weight); backward-weight repeated to check bit-identical results; conv_transpose2d
+//!   (forward with bias, both gradients) against the same reference with the roles exchanged;
+//!   an empty batch; and bad lengths as errors naming the op.
 //!
 //! Outputs are filled with NaN before each launch, so an element a kernel forgets to write
 //! shows up. Tolerances: |got − want| ≤ rel · Σ|terms| + tiny, with rel = 3e-5 (f32) and 1e-12
@@ -22,7 +23,9 @@ use std::sync::Arc;
 use common::*;
 use ember_cuda::compile::compile_module;
 use ember_cuda::conv::{
-    ConvAlgo, conv2d_backward_data_with, conv2d_backward_weight_with, conv2d_forward_with,
+    ConvAlgo, conv_transpose2d_backward_data, conv_transpose2d_backward_weight,
+    conv_transpose2d_forward, conv2d_backward_data_with, conv2d_backward_weight_with,
+    conv2d_forward_with,
 };
 use ember_cuda::{CudaDevice, DeviceBuffer, FloatElem};
 use ember_ops::{Axis, Conv2dSpec};
@@ -426,6 +429,127 @@ fn check_spec<T: El>(
             T::REL * 4.0,
             tiny,
         );
+    }
+}
+
+/// conv_transpose2d on the same spec, checked against the same reference with the roles
+/// exchanged: its input x_t is the convolution's output-shaped `dy`, its output gradient dy_t
+/// the input-shaped `x`. Then y_t = want.dx + bias_t, dx_t = conv(x) = want.y − b,
+/// dw_t = want.dw, db_t = the per-channel sums of x.
+#[allow(clippy::too_many_arguments)]
+fn check_transpose<T: El>(
+    dev: &Arc<CudaDevice>,
+    name: &str,
+    s: &Conv2dSpec,
+    r: &mut rand::rngs::StdRng,
+    x: &[f64],
+    w: &[f64],
+    b: &[f64],
+    dy: &[f64],
+) {
+    let want = reference(s, x, w, b, dy);
+    let (nx, nw, ny) = (x.len(), w.len(), dy.len());
+    let c = s.in_channels;
+    let plane = nx / c / s.batch;
+    let bt = rounded::<T>(uniform(r, c, -1.0, 1.0));
+    let y_t: Vec<f64> = (0..nx).map(|i| want.dx[i] + bt[(i / plane) % c]).collect();
+    let y_t_scale: Vec<f64> = (0..nx)
+        .map(|i| want.dx_scale[i] + bt[(i / plane) % c].abs())
+        .collect();
+    let per_o = ny / s.out_channels / s.batch;
+    let dx_t: Vec<f64> = (0..ny)
+        .map(|i| want.y[i] - b[(i / per_o) % s.out_channels])
+        .collect();
+    let (mut db_t, mut db_t_scale) = (vec![0.0; c], vec![0.0; c]);
+    for (i, v) in x.iter().enumerate() {
+        db_t[(i / plane) % c] += v;
+        db_t_scale[(i / plane) % c] += v.abs();
+    }
+    let (xd, wd, btd, dyd) = (
+        up::<T>(dev, dy),
+        up::<T>(dev, w),
+        up::<T>(dev, &bt),
+        up::<T>(dev, x),
+    );
+    let t = std::any::type_name::<T>();
+    let tiny = 1e-30;
+    for algo in ConvAlgo::ALL {
+        let what = format!("{name} transposed [{t}, {algo:?}]");
+        let mut y = nans::<T>(dev, nx);
+        conv_transpose2d_forward(
+            algo,
+            s,
+            xd.view(),
+            wd.view(),
+            Some(btd.view()),
+            y.view_mut(),
+        )
+        .unwrap_or_else(|e| panic!("{what}: forward: {e}"));
+        assert_close(
+            &format!("{what} y"),
+            &down(&y),
+            &y_t,
+            &y_t_scale,
+            T::REL,
+            tiny,
+        );
+        let mut dx = nans::<T>(dev, ny);
+        conv_transpose2d_backward_data(algo, s, dyd.view(), wd.view(), dx.view_mut())
+            .unwrap_or_else(|e| panic!("{what}: backward-data: {e}"));
+        assert_close(
+            &format!("{what} dx"),
+            &down(&dx),
+            &dx_t,
+            &want.y_scale,
+            T::REL * 4.0,
+            tiny,
+        );
+        let mut dw = nans::<T>(dev, nw);
+        let mut db = nans::<T>(dev, c);
+        conv_transpose2d_backward_weight(
+            algo,
+            s,
+            xd.view(),
+            dyd.view(),
+            dw.view_mut(),
+            Some(db.view_mut()),
+        )
+        .unwrap_or_else(|e| panic!("{what}: backward-weight: {e}"));
+        assert_close(
+            &format!("{what} dw"),
+            &down(&dw),
+            &want.dw,
+            &want.dw_scale,
+            T::REL,
+            tiny,
+        );
+        assert_close(
+            &format!("{what} db"),
+            &down(&db),
+            &db_t,
+            &db_t_scale,
+            T::REL,
+            tiny,
+        );
+    }
+}
+
+#[test]
+fn conv_transpose_matches_the_adjoint_reference() {
+    let Some(dev) = gpu_or_skip("conv::transpose") else {
+        return;
+    };
+    let mut r = rng("conv::transpose");
+    for (name, s) in specs() {
+        let nx: usize = s.input_shape().iter().product();
+        let nw: usize = s.weight_shape().iter().product();
+        let ny: usize = s.output_shape().iter().product();
+        let x = rounded::<f32>(uniform(&mut r, nx, -1.0, 1.0));
+        let w = rounded::<f32>(uniform(&mut r, nw, -1.0, 1.0));
+        let b = rounded::<f32>(uniform(&mut r, s.out_channels, -1.0, 1.0));
+        let dy = rounded::<f32>(uniform(&mut r, ny, -1.0, 1.0));
+        check_transpose::<f32>(&dev, name, &s, &mut r, &x, &w, &b, &dy);
+        check_transpose::<f64>(&dev, name, &s, &mut r, &x, &w, &b, &dy);
     }
 }
 
