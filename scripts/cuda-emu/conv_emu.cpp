@@ -112,7 +112,11 @@ int main(int argc, char** argv) {
         {"g3 s(2,1) d(1,3)", {2, 9, 12, 3, 12, 13, 3, 2, 2, 1, 1, 3, 1, 0, 1, 1}},
     };
     for (auto& sp : specs) {
-        if (only && !strstr(sp.name, only)) continue; run<float>(sp.name, sp.s, rng); run<double>(sp.name, sp.s, rng); printf("%s done\n", sp.name); fflush(stdout); }
+        if (only && !strstr(sp.name, only)) continue;
+        run<float>(sp.name, sp.s, rng);
+        run<double>(sp.name, sp.s, rng);
+        printf("%s done\n", sp.name);
+    }
     printf("%d failures\n", fails);
     return fails != 0;
 }

@@ -5,8 +5,10 @@
 //!   [`avg_pool2d_backward`] take an [`ember_ops::Pool2dSpec`], the value ember-cpu's pooling
 //!   takes, so both devices agree on windows, padding, `ceil_mode` and output size. Max pooling
 //!   writes the argmax of every window to an [`IndexBuffer`] (`iy·w + ix` within the input
-//!   plane, PyTorch's convention; ties go to the first maximum in row-major window order, a NaN
-//!   wins), which the backward routes the gradient through.
+//!   plane, PyTorch's convention; ties go to the first maximum in row-major window order; a NaN
+//!   wins, and the index is then the window's last NaN, as in PyTorch's CPU kernel), which the
+//!   backward routes the gradient through. A window with no tap inside the input (possible only
+//!   with dilation) yields −∞ and index `u32::MAX`, which routes nothing.
 //! - [`adaptive_avg_pool2d_forward`] / [`adaptive_avg_pool2d_backward`]: PyTorch's bins
 //!   (`floor(i·in/out) .. ceil((i+1)·in/out)`); global average pooling is the 1×1 case.
 //! - [`upsample_nearest2d_forward`] / [`upsample_nearest2d_backward`]: integer scales; the
