@@ -6,10 +6,10 @@
 # 1. On the build machine (any Linux x86-64 with Rust; no GPU, no CUDA needed):
 #        scripts/gpu-check.sh --collect .cache/gpu-bin
 #    builds `cargo test --release -p ember-cuda --no-run` (and ember-core's `cuda` test), the
-#    `cuda_bench` and `precompile` examples and, when the root package builds (skip with
-#    EMBER_COLLECT_CLI=0), the `ember` binary, and fills .cache/gpu-bin with:
+#    `cuda_bench`, `conv_bench` and `precompile` examples and, when the root package builds
+#    (skip with EMBER_COLLECT_CLI=0), the `ember` binary, and fills .cache/gpu-bin with:
 #      tests/  the test executables, stripped of debug info
-#      bin/    ember, cuda_bench
+#      bin/    ember, cuda_bench, conv_bench
 #      cubin.tar.xz  every kernel module precompiled for sm_80 and sm_90a (<module>.<arch>.cubin,
 #              for EMBER_CUDA_KERNEL_DIR), so the GPU machine needs no NVRTC; xz-compressed
 #              (12 MB of CUBINs pack into under 1 MB), unpacked by the run side
@@ -28,9 +28,11 @@
 #    system NVRTC exists (EMBER_GPU_CHECK_CUBIN=1 sets it anyway); runs every test binary with
 #    EMBER_REQUIRE_GPU=1 EMBER_REQUIRE_NVRTC=1 (a skip is a failure there; NVRTC is only
 #    required when NVRTC and cuobjdump were found); runs compute-sanitizer memcheck over the GEMM tests
-#    (forced 128x128/64x64 tiles) and the empty-tensor tests when compute-sanitizer exists;
+#    (forced 128x128/64x64 tiles), the empty-tensor tests and the conv and pool tests when
+#    compute-sanitizer exists;
 #    `ember train --device cuda` (steps per second); then the kernel lab (`ember bench --device
-#    cuda --json`, or `cuda_bench --json`); and ends with a summary table.
+#    cuda --json`, or `cuda_bench --json`); the convolution timings (`conv_bench`); and ends with
+#    a summary table.
 #    Every step runs under `timeout`, and the whole run under a budget (EMBER_GPU_CHECK_BUDGET,
 #    default 570 s): a step gets at most what is left, so one hung step cannot eat the GPU time.
 #    Logs go under $OUT (if set) or ./gpu-check-logs. EMBER_BENCH_QUICK=1 runs the lab with
@@ -75,9 +77,10 @@ for line in sys.stdin:
     cp "$exe" "$dest/tests/$name"
   done < "$dest/tests.list"
   rm -f "$dest/tests.list"
-  nice -n 10 cargo build --release -p ember-cuda --example cuda_bench --example precompile -q >> "$blog" 2>&1 ||
-    fail "building the cuda_bench and precompile examples failed"
-  cp target/release/examples/cuda_bench "$dest/bin/"
+  nice -n 10 cargo build --release -p ember-cuda --example cuda_bench --example precompile \
+    --example conv_bench -q >> "$blog" 2>&1 ||
+    fail "building the cuda_bench, conv_bench and precompile examples failed"
+  cp target/release/examples/cuda_bench target/release/examples/conv_bench "$dest/bin/"
   # The CLI (root package) is optional: EMBER_COLLECT_CLI=0 skips it.
   if [ "${EMBER_COLLECT_CLI:-1}" = 1 ]; then
     if nice -n 10 cargo build --release --bin ember -q >> "$blog" 2>&1; then
@@ -240,7 +243,7 @@ fi
 say "EMBER_REQUIRE_GPU=$EMBER_REQUIRE_GPU EMBER_REQUIRE_NVRTC=${EMBER_REQUIRE_NVRTC:-0}"
 
 # Tests, cheapest and most telling first; nvrtc_compile (already run on the build machine) last.
-order="ember_cuda discovery kernel_dir gpu_empty gpu_gemm gpu_elementwise gpu_reduce gpu_index gpu_loss_optim cuda nvrtc_compile"
+order="ember_cuda discovery kernel_dir gpu_empty gpu_gemm gpu_elementwise gpu_reduce gpu_index gpu_loss_optim conv pool cuda nvrtc_compile"
 tests=()
 for n in $order; do [ -x "$BIN/tests/$n" ] && tests+=("$BIN/tests/$n"); done
 for t in "$BIN"/tests/*; do
@@ -273,9 +276,10 @@ for t in "${tests[@]}"; do
 done
 
 # compute-sanitizer memcheck over the GEMM kernels (forced 128x128 and 64x64 tiles on ragged
-# shapes) and the empty-tensor tests: any out-of-bounds or misaligned access is an error.
+# shapes), the empty-tensor tests, and the convolution and pooling kernels (ragged specs with
+# padding, stride, dilation, groups, split-K): any out-of-bounds or misaligned access is an error.
 if [ -n "$sanitizer" ]; then
-  for spec in "gpu_gemm forced_tiles" "gpu_empty"; do
+  for spec in "gpu_gemm forced_tiles" "gpu_empty" "conv" "pool"; do
     set -- $spec
     exe="$BIN/tests/$1"
     [ -x "$exe" ] || continue
@@ -338,6 +342,22 @@ case $rc in
 esac
 row "bench ($suite${quick:+ quick})" "$r" "$secs" "$(wc -l < "$LOG/bench.jsonl") records; $(grep -v '^{' "$LOG/bench.err" | tail -1 | cut -c1-80)"
 [ $r = FAIL ] && { say "bench failed (rc $rc):"; grep -v '^{' "$LOG/bench.err" | tail -5; }
+
+# The convolution kernels (implicit GEMM and direct, three passes) beside cuBLAS on the same
+# GEMM shape: the ResNet-like layer and the MNIST CNN's two layers (--quick: MNIST only).
+# Timings only: when the budget is spent before it runs, that is reported but not a failure.
+if [ -x "$BIN/bin/conv_bench" ]; then
+  lf="$LOG/conv-bench.log"
+  run_step "conv bench" "${EMBER_GPU_CHECK_CONV_BENCH_LIMIT:-120}" "$lf" "$BIN/bin/conv_bench" $quick
+  case $rc in
+    0) r=PASS ;;
+    125) r=NOT-RUN ;;
+    *) r=FAIL; status=1 ;;
+  esac
+  row "conv_bench${quick:+ quick}" "$r" "$secs" "$(grep -c 'forward\|bwd' "$lf") timings; see $(basename "$lf")"
+  say "conv_bench: $r (${secs}s)"
+  tee -a "$LOG/summary.txt" < "$lf"
+fi
 
 total=$(awk -v a="$T0" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }')
 say "summary (${total}s of a ${BUDGET}s budget)"

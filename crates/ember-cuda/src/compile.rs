@@ -29,6 +29,8 @@ pub const MODULES: &[(&str, &str)] = &[
     ("sgemm", include_str!("../kernels/sgemm.cu")),
     ("hgemm", include_str!("../kernels/hgemm.cu")),
     ("wgmma", include_str!("../kernels/wgmma.cu")),
+    ("conv", include_str!("../kernels/conv.cu")),
+    ("pool", include_str!("../kernels/pool.cu")),
 ];
 
 /// Modules that use Hopper-only instructions (`wgmma`) and compile only for `sm_90a`.

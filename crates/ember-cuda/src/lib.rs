@@ -22,6 +22,9 @@
 //! - [`view`]: [`Strided`] views and their checked kernel form.
 //! - [`elementwise`], [`index`], [`reduce`], [`loss`], [`optim`], [`gemm`]: the kernel families
 //!   ([`index`]: index_select, gather and their adjoints, where, f32/f64 casts, concatenation).
+//! - [`conv`]: 2-D convolution forward, backward-data and backward-weight (implicit GEMM and
+//!   direct kernels); [`pool`]: max/average/adaptive pooling, nearest upsampling and padding,
+//!   forward and backward.
 //! - [`bench`](mod@bench): the kernel lab (timings against a device copy and cuBLAS).
 //! - [`error`]: the error type, [`CudaError`].
 
@@ -29,6 +32,7 @@
 
 pub mod bench;
 pub mod compile;
+pub mod conv;
 pub mod device;
 pub mod elementwise;
 pub mod error;
@@ -37,6 +41,7 @@ pub mod index;
 mod launch;
 pub mod loss;
 pub mod optim;
+pub mod pool;
 pub mod precompiled;
 pub mod reduce;
 pub mod view;

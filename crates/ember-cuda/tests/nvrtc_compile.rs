@@ -105,6 +105,28 @@ fn expected(module: &str) -> Vec<String> {
         "wgmma" => ["hgemm_wgmma_bf16", "hgemm_wgmma_f16"]
             .map(String::from)
             .to_vec(),
+        "conv" => typed(&[
+            "conv_igemm_fwd",
+            "conv_igemm_bwd_data",
+            "conv_igemm_bwd_weight",
+            "conv_direct_fwd",
+            "conv_direct_bwd_data",
+            "conv_direct_bwd_weight",
+            "conv_bias_grad",
+            "conv_splitk_reduce",
+        ]),
+        "pool" => typed(&[
+            "max_pool2d_fwd",
+            "max_pool2d_bwd",
+            "avg_pool2d_fwd",
+            "avg_pool2d_bwd",
+            "adaptive_avg_pool2d_fwd",
+            "adaptive_avg_pool2d_bwd",
+            "upsample_nearest2d_fwd",
+            "upsample_nearest2d_bwd",
+            "pad2d_fwd",
+            "pad2d_bwd",
+        ]),
         other => panic!("module {other} has no expected-kernel list in this test"),
     }
 }
