@@ -45,14 +45,24 @@ impl Axis {
         }
     }
 
-    /// The span the dilated window covers: `dilation·(kernel − 1) + 1`.
+    /// The span the dilated window covers: `dilation·(kernel − 1) + 1` (saturating: an absurd
+    /// dilation gives a span no input can hold, never an overflow).
     pub fn span(&self) -> usize {
-        self.dilation * (self.kernel.saturating_sub(1)) + 1
+        self.dilation
+            .saturating_mul(self.kernel.saturating_sub(1))
+            .saturating_add(1)
+    }
+
+    /// The padded input extent (saturating).
+    fn padded(&self) -> usize {
+        self.input
+            .saturating_add(self.pad_begin)
+            .saturating_add(self.pad_end)
     }
 
     /// The output extent (floor mode); 0 when the padded input is shorter than the window.
     pub fn output(&self) -> usize {
-        let padded = self.input + self.pad_begin + self.pad_end;
+        let padded = self.padded();
         if self.kernel == 0 || self.stride == 0 || padded < self.span() {
             return 0;
         }
@@ -62,12 +72,12 @@ impl Axis {
     /// The output extent with PyTorch's `ceil_mode`: rounded up, but a window must start
     /// inside the input or the begin padding.
     pub fn output_ceil(&self) -> usize {
-        let padded = self.input + self.pad_begin + self.pad_end;
+        let padded = self.padded();
         if self.kernel == 0 || self.stride == 0 || padded < self.span() {
             return 0;
         }
         let mut out = (padded - self.span()).div_ceil(self.stride) + 1;
-        if (out - 1) * self.stride >= self.input + self.pad_begin {
+        if (out - 1).saturating_mul(self.stride) >= self.input.saturating_add(self.pad_begin) {
             out -= 1;
         }
         out
@@ -84,7 +94,7 @@ impl Axis {
         if self.dilation == 0 {
             return Err(format!("{what}: dilation must be ≥ 1"));
         }
-        if self.input + self.pad_begin + self.pad_end < self.span() {
+        if self.padded() < self.span() {
             return Err(format!(
                 "{what}: input {} with padding ({}, {}) is smaller than the window span {} \
                  (kernel {}, dilation {})",
@@ -102,7 +112,7 @@ impl Axis {
     /// PyTorch's `padding="same"` for stride 1: total `dilation·(kernel − 1)`, the odd element
     /// at the end.
     pub fn same_padding(kernel: usize, dilation: usize) -> (usize, usize) {
-        let total = dilation * kernel.saturating_sub(1);
+        let total = dilation.saturating_mul(kernel.saturating_sub(1));
         (total / 2, total - total / 2)
     }
 }
@@ -321,6 +331,20 @@ mod tests {
         // ceil_mode never starts a window in the end padding: in 4, k 2, s 2, p 1 →
         // floor (4+2−2)/2+1 = 3; ceil also 3.
         assert_eq!(axis(4, 2, 2, 1, 1).output_ceil(), 3);
+    }
+
+    #[test]
+    fn absurd_sizes_do_not_overflow() {
+        let a = Axis {
+            input: usize::MAX,
+            kernel: usize::MAX,
+            stride: 1,
+            dilation: usize::MAX,
+            pad_begin: usize::MAX,
+            pad_end: usize::MAX,
+        };
+        assert_eq!(a.span(), usize::MAX);
+        let _ = (a.output(), a.output_ceil(), a.validate("height"));
     }
 
     #[test]
