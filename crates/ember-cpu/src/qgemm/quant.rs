@@ -1,0 +1,239 @@
+//! Quantization utilities: choosing scales and zero points, quantizing and dequantizing.
+//!
+//! Two schemes, the two of PyTorch's dynamic quantization (`torch.ao.quantization
+//! .quantize_dynamic` with the x86 `fbgemm` engine):
+//! - **Weights**: symmetric, per output channel, i8 in [-127, 127]: `scale_j = max_k |w[j,k]| /
+//!   127` (at least `f32::EPSILON`, PyTorch's `eps`, so an all-zero channel gets a finite
+//!   scale), zero point 0. PyTorch's per-channel symmetric observer divides by 127.5 and may
+//!   produce -128; ember keeps the range symmetric, [-127, 127], so that `-q` is always a code.
+//! - **Activations**: asymmetric (u8 with a zero point), per tensor, computed per batch
+//!   ("dynamic"), in the 7-bit range [0, 127] (PyTorch's dynamic Linear calls the fbgemm
+//!   kernel with `reduce_range=True` for the same reason ember does: the AVX2 `vpmaddubsw`
+//!   pair sums must not saturate; see [`super`]). Asymmetric rather than symmetric because
+//!   the inputs of hidden layers are ReLU outputs (all ≥ 0): a symmetric code would waste half
+//!   its range on negatives that never occur, and 7 bits leave little to waste. The range
+//!   always contains 0 so that 0 (padding, ReLU zeros) is exact. Scale and zero point follow
+//!   fbgemm's `ChooseQuantizationParams`: `scale = (max − min) / 127` computed in f64 and
+//!   rounded to f32, then the zero point from whichever end (min or max) gives the smaller
+//!   rounding error, clamped into [0, 127] and rounded half to even.
+//!
+//! Rounding is half to even (`f32::round_ties_even`, C's `nearbyint` in the default mode, as
+//! PyTorch rounds), applied to `x · (1/scale)`: PyTorch multiplies by the inverse scale too.
+//! Codes saturate at the ends of their range.
+
+use super::QError;
+
+/// The largest activation code (7-bit activations; see the module docs).
+pub const ACT_QMAX: i32 = 127;
+
+/// The largest weight magnitude code (weights lie in [-127, 127]).
+pub const W_QMAX: i32 = 127;
+
+/// A scale and zero point: `x ≈ (q − zero_point) · scale`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QParams {
+    /// The step between codes (positive, finite).
+    pub scale: f32,
+    /// The code of 0.0.
+    pub zero_point: i32,
+}
+
+/// `clamp(round_half_even(x · (1/scale)) + zero_point, qmin, qmax)`.
+///
+/// NaN maps to `zero_point` clamped (Rust's saturating float-to-int cast), ±∞ to the ends.
+#[inline]
+pub fn quantize_one(x: f32, scale: f32, zero_point: i32, qmin: i32, qmax: i32) -> i32 {
+    let r = (x * (1.0 / scale)).round_ties_even();
+    // The cast saturates (and maps NaN to 0), so the add cannot overflow for codes this small.
+    let q = (r as i64).saturating_add(i64::from(zero_point));
+    q.clamp(i64::from(qmin), i64::from(qmax)) as i32
+}
+
+/// The activation parameters for values in [min, max] (fbgemm's algorithm; module docs).
+pub fn choose_act_params(min: f32, max: f32) -> Result<QParams, QError> {
+    if !(min.is_finite() && max.is_finite()) || min > max {
+        return Err(QError::Invalid {
+            op: "quantize",
+            message: format!("the range [{min}, {max}] must be finite and ordered"),
+        });
+    }
+    let (qmin, qmax) = (0.0f64, f64::from(ACT_QMAX));
+    let (min, max) = (f64::from(min.min(0.0)), f64::from(max.max(0.0)));
+    let mut scale = ((max - min) / (qmax - qmin)) as f32;
+    if scale == 0.0 || !(1.0 / scale).is_finite() {
+        scale = 0.1;
+    }
+    let s = f64::from(scale);
+    let zp_from_min = qmin - min / s;
+    let zp_from_max = qmax - max / s;
+    let err_min = qmin.abs() + (min / s).abs();
+    let err_max = qmax.abs() + (max / s).abs();
+    let zp = if err_min < err_max {
+        zp_from_min
+    } else {
+        zp_from_max
+    };
+    let zero_point = zp.clamp(qmin, qmax).round_ties_even() as i32;
+    Ok(QParams { scale, zero_point })
+}
+
+/// Dynamic per-tensor quantization of activations: chooses the parameters from the values'
+/// own range and writes the u8 codes (in [0, 127]) to `out`. Non-finite values are an error
+/// naming the first one's index.
+pub fn quantize_acts(x: &[f32], out: &mut [u8]) -> Result<QParams, QError> {
+    if out.len() < x.len() {
+        return Err(QError::TooShort {
+            op: "quantize",
+            operand: "the output",
+            need: x.len(),
+            len: out.len(),
+        });
+    }
+    let (mut min, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        min = min.min(v);
+        max = max.max(v);
+    }
+    if !(min.is_finite() && max.is_finite()) || x.iter().any(|v| v.is_nan()) {
+        let at = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(QError::Invalid {
+            op: "quantize",
+            message: format!(
+                "input element {at} of {} is {}, which has no code",
+                x.len(),
+                x.get(at).copied().unwrap_or(f32::NAN)
+            ),
+        });
+    }
+    let p = choose_act_params(min, max)?;
+    quantize_u8(x, p, out)?;
+    Ok(p)
+}
+
+/// Quantizes `x` to u8 codes in [0, 127] with given parameters (static quantization).
+pub fn quantize_u8(x: &[f32], p: QParams, out: &mut [u8]) -> Result<(), QError> {
+    check_params("quantize", p, ACT_QMAX)?;
+    if out.len() < x.len() {
+        return Err(QError::TooShort {
+            op: "quantize",
+            operand: "the output",
+            need: x.len(),
+            len: out.len(),
+        });
+    }
+    let inv = 1.0 / p.scale;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let r = (v * inv).round_ties_even() as i32;
+        *o = r.saturating_add(p.zero_point).clamp(0, ACT_QMAX) as u8;
+    }
+    Ok(())
+}
+
+/// `(q − zero_point) · scale` for every code.
+pub fn dequantize_u8(q: &[u8], p: QParams, out: &mut [f32]) -> Result<(), QError> {
+    if out.len() < q.len() {
+        return Err(QError::TooShort {
+            op: "dequantize",
+            operand: "the output",
+            need: q.len(),
+            len: out.len(),
+        });
+    }
+    for (o, &c) in out.iter_mut().zip(q) {
+        *o = (i32::from(c) - p.zero_point) as f32 * p.scale;
+    }
+    Ok(())
+}
+
+/// Checks a scale and zero point against a code range [0, qmax].
+fn check_params(op: &'static str, p: QParams, qmax: i32) -> Result<(), QError> {
+    if !(p.scale.is_finite() && p.scale > 0.0) || !(0..=qmax).contains(&p.zero_point) {
+        return Err(QError::Invalid {
+            op,
+            message: format!(
+                "scale {} must be positive and finite and zero point {} in [0, {qmax}]",
+                p.scale, p.zero_point
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Weights quantized per output channel: `rows` channels of `cols` codes, row-major, and one
+/// scale per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantWeights {
+    /// Output channels (rows).
+    pub rows: usize,
+    /// Inputs per channel (columns).
+    pub cols: usize,
+    /// The codes, in [-127, 127], row-major `[rows, cols]`.
+    pub codes: Vec<i8>,
+    /// One scale per row.
+    pub scales: Vec<f32>,
+}
+
+/// Symmetric per-channel quantization of a `[rows, cols]` row-major weight (a Dense layer's
+/// `[out, in]`). Non-finite weights are an error naming the element.
+pub fn quantize_weights(w: &[f32], rows: usize, cols: usize) -> Result<QuantWeights, QError> {
+    let need = rows.checked_mul(cols).ok_or_else(|| QError::Invalid {
+        op: "quantize_weights",
+        message: format!("[{rows}, {cols}] overflows"),
+    })?;
+    if w.len() < need {
+        return Err(QError::TooShort {
+            op: "quantize_weights",
+            operand: "the weight",
+            need,
+            len: w.len(),
+        });
+    }
+    if let Some(at) = w[..need].iter().position(|v| !v.is_finite()) {
+        return Err(QError::Invalid {
+            op: "quantize_weights",
+            message: format!(
+                "weight [{}, {}] of [{rows}, {cols}] is {}",
+                at / cols.max(1),
+                at % cols.max(1),
+                w[at]
+            ),
+        });
+    }
+    let mut codes = vec![0i8; need];
+    let mut scales = vec![0f32; rows];
+    if cols > 0 {
+        for ((row, out), scale) in w[..need]
+            .chunks_exact(cols)
+            .zip(codes.chunks_exact_mut(cols))
+            .zip(scales.iter_mut())
+        {
+            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            *scale = (amax / W_QMAX as f32).max(f32::EPSILON);
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = quantize_one(v, *scale, 0, -W_QMAX, W_QMAX) as i8;
+            }
+        }
+    } else {
+        scales.fill(f32::EPSILON);
+    }
+    Ok(QuantWeights {
+        rows,
+        cols,
+        codes,
+        scales,
+    })
+}
+
+impl QuantWeights {
+    /// The weights back in f32: `codes[j, k] · scales[j]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        if self.cols == 0 {
+            return Vec::new();
+        }
+        self.codes
+            .chunks_exact(self.cols)
+            .zip(&self.scales)
+            .flat_map(|(row, &s)| row.iter().map(move |&q| f32::from(q) * s))
+            .collect()
+    }
+}
