@@ -23,7 +23,8 @@
 //!
 //! Modules: [`layers`] and [`module`] (the `Module` trait), [`sequential`], [`loss`],
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
-//! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`].
+//! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
+//! [`quantize`] (dynamic int8 inference of Dense networks).
 
 pub mod callbacks;
 pub mod checkpoint;
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod model;
 pub mod module;
 pub mod optim;
+pub mod quantize;
 pub mod regularizer;
 pub mod sequential;
 

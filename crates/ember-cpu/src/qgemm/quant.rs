@@ -40,13 +40,27 @@ pub struct QParams {
 
 /// `clamp(round_half_even(x · (1/scale)) + zero_point, qmin, qmax)`.
 ///
-/// NaN maps to `zero_point` clamped (Rust's saturating float-to-int cast), ±∞ to the ends.
+/// NaN maps to `zero_point` clamped, ±∞ to the ends of the range.
 #[inline]
 pub fn quantize_one(x: f32, scale: f32, zero_point: i32, qmin: i32, qmax: i32) -> i32 {
-    let r = (x * (1.0 / scale)).round_ties_even();
-    // The cast saturates (and maps NaN to 0), so the add cannot overflow for codes this small.
-    let q = (r as i64).saturating_add(i64::from(zero_point));
-    q.clamp(i64::from(qmin), i64::from(qmax)) as i32
+    code(x * (1.0 / scale), zero_point, qmin, qmax)
+}
+
+/// `clamp(round_half_even(y) + zero_point, qmin, qmax)` for a product `y = x · (1/scale)`.
+///
+/// Rounding by the magic number: for |y| ≤ 2²², `y + 1.5·2²³` lies where the f32 step is
+/// exactly 1, so the addition itself rounds to an integer, half to even (IEEE's default), and
+/// subtracting the constant back is exact. Values beyond ±2²² are clamped first (every code
+/// range here is far smaller). This equals `f32::round_ties_even` on the clamped value but,
+/// unlike it, vectorises without SSE4.1 (a libm call per element was 10 ns).
+#[inline(always)]
+fn code(y: f32, zero_point: i32, qmin: i32, qmax: i32) -> i32 {
+    const LIMIT: f32 = 4_194_304.0; // 2^22
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    let y = y.clamp(-LIMIT, LIMIT);
+    let r = (y + MAGIC) - MAGIC;
+    // |r| ≤ 2^22 and |zero_point| is small, so the add cannot overflow; NaN casts to 0.
+    ((r as i32).saturating_add(zero_point)).clamp(qmin, qmax)
 }
 
 /// The activation parameters for values in [min, max] (fbgemm's algorithm; module docs).
@@ -89,12 +103,8 @@ pub fn quantize_acts(x: &[f32], out: &mut [u8]) -> Result<QParams, QError> {
             len: out.len(),
         });
     }
-    let (mut min, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        min = min.min(v);
-        max = max.max(v);
-    }
-    if !(min.is_finite() && max.is_finite()) || x.iter().any(|v| v.is_nan()) {
+    let (min, max, finite) = scan(x);
+    if !finite {
         let at = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
         return Err(QError::Invalid {
             op: "quantize",
@@ -122,11 +132,53 @@ pub fn quantize_u8(x: &[f32], p: QParams, out: &mut [u8]) -> Result<(), QError> 
         });
     }
     let inv = 1.0 / p.scale;
-    for (o, &v) in out.iter_mut().zip(x) {
-        let r = (v * inv).round_ties_even() as i32;
-        *o = r.saturating_add(p.zero_point).clamp(0, ACT_QMAX) as u8;
+    let body = |x: &[f32], out: &mut [u8]| {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = code(v * inv, p.zero_point, 0, ACT_QMAX) as u8;
+        }
+    };
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::active().has_avx2() {
+        // SAFETY: the CPU has AVX2 (has_avx2 checks detection).
+        unsafe { with_avx2(x, &mut out[..x.len()], &body) };
+        return Ok(());
     }
+    body(x, &mut out[..x.len()]);
     Ok(())
+}
+
+/// Runs `f` compiled with AVX2 enabled (the same IEEE operations, 8 lanes at a time; no FMA
+/// contraction happens in Rust, so the bits equal the baseline build's).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn with_avx2<F: Fn(&[f32], &mut [u8])>(x: &[f32], out: &mut [u8], f: &F) {
+    f(x, out)
+}
+
+/// The range of `x` widened to contain 0, and whether every value is finite, in one
+/// vectorisable pass (8 lanes of comparisons; `v·0` is NaN exactly for NaN and ±∞).
+fn scan(x: &[f32]) -> (f32, f32, bool) {
+    let (mut lo, mut hi, mut bad) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for l in 0..8 {
+            lo[l] = if ch[l] < lo[l] { ch[l] } else { lo[l] };
+            hi[l] = if ch[l] > hi[l] { ch[l] } else { hi[l] };
+            bad[l] += ch[l] * 0.0;
+        }
+    }
+    for (l, &v) in rest.iter().enumerate() {
+        lo[l] = if v < lo[l] { v } else { lo[l] };
+        hi[l] = if v > hi[l] { v } else { hi[l] };
+        bad[l] += v * 0.0;
+    }
+    let min = lo.iter().fold(0f32, |m, &v| if v < m { v } else { m });
+    let max = hi.iter().fold(0f32, |m, &v| if v > m { v } else { m });
+    (min, max, bad.iter().all(|b| *b == 0.0))
 }
 
 /// `(q − zero_point) · scale` for every code.

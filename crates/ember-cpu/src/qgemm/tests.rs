@@ -461,3 +461,25 @@ fn weight_quantization_is_per_channel_and_bounded() {
     assert!(e.to_string().contains("weight [0, 1] of [1, 2] is inf"), "{e}");
     assert!(quant::quantize_weights(&[1.0; 3], 2, 2).is_err());
 }
+
+#[test]
+fn fast_rounding_equals_round_ties_even() {
+    let mut rng = Rng::new(47);
+    let mut ys: Vec<f32> = (0..20000).map(|_| rng.uniform() as f32 * 400.0).collect();
+    ys.extend((-600..600).map(|i| i as f32 * 0.5)); // every tie in range
+    ys.extend([0.49999997, -0.49999997, 126.5, 127.5, -127.5, 1e9, -1e9, 4194303.5]);
+    for &y in &ys {
+        let want = (y.round_ties_even() as i64 + 3).clamp(-127, 127) as i32;
+        assert_eq!(quant::quantize_one(y, 1.0, 3, -127, 127), want, "{y}");
+    }
+    // The vectorised slice quantizer gives the same codes as the scalar one.
+    let p = QParams {
+        scale: 0.37,
+        zero_point: 17,
+    };
+    let mut q = vec![0u8; ys.len()];
+    quant::quantize_u8(&ys, p, &mut q).unwrap();
+    for (&y, &c) in ys.iter().zip(&q) {
+        assert_eq!(i32::from(c), quant::quantize_one(y, 0.37, 17, 0, ACT_QMAX), "{y}");
+    }
+}
