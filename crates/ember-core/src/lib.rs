@@ -42,12 +42,12 @@ mod tensor;
 
 pub use backprop::GradStore;
 pub use dtype::{DType, Device, WithDType};
-/// The op vocabulary shared by every ember crate (re-exported: users never name a kernel crate).
-pub use ember_ops;
-pub use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
 /// The int8 GEMM and quantization utilities of ember-cpu (host-side kernels over slices),
 /// re-exported so ember-nn's quantized inference reaches them through ember-core alone.
 pub use ember_cpu::qgemm;
+/// The op vocabulary shared by every ember crate (re-exported: users never name a kernel crate).
+pub use ember_ops;
+pub use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
 pub use error::{Error, ErrorSource, Result};
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
 pub use layout::Layout;

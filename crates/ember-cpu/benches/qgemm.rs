@@ -37,13 +37,26 @@ struct Case {
 impl Case {
     fn new(m: usize, k: usize, n: usize) -> Case {
         let x: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 * 0.1).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 11) as f32 * 0.02 - 0.1).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5) % 11) as f32 * 0.02 - 0.1)
+            .collect();
         let bias = (0..n).map(|j| j as f32 * 0.01).collect();
         let mut xq = vec![0u8; m * k];
         let xp = quant::quantize_acts(&x, &mut xq).expect("finite inputs");
         let wq = quant::quantize_weights(&w, n, k).expect("finite weights");
         let packed = PackedB::from_transposed(k, n, &wq.codes, k).expect("shapes fit");
-        Case { m, k, n, x, w, bias, xq, xp, wq, packed }
+        Case {
+            m,
+            k,
+            n,
+            x,
+            w,
+            bias,
+            xq,
+            xp,
+            wq,
+            packed,
+        }
     }
 
     fn f32(&self, c: &mut [f32]) {
@@ -53,11 +66,26 @@ impl Case {
             n,
             k,
             1.0,
-            MatRef { data: &self.x, rs: k, cs: 1 },
-            MatRef { data: &self.w, rs: 1, cs: k },
+            MatRef {
+                data: &self.x,
+                rs: k,
+                cs: 1,
+            },
+            MatRef {
+                data: &self.w,
+                rs: 1,
+                cs: k,
+            },
             0.0,
-            MatMut { data: c, rs: n, cs: 1 },
-            Epilogue { bias: Some(&self.bias), act: Activation::None },
+            MatMut {
+                data: c,
+                rs: n,
+                cs: 1,
+            },
+            Epilogue {
+                bias: Some(&self.bias),
+                act: Activation::None,
+            },
         )
         .expect("the bench's operands fit their shapes");
     }
@@ -69,7 +97,12 @@ impl Case {
             bias: Some(&self.bias),
             act: Activation::None,
         };
-        let acts = QActs { data: xq, m: self.m, lda: self.k, zero_point: xp.zero_point };
+        let acts = QActs {
+            data: xq,
+            m: self.m,
+            lda: self.k,
+            zero_point: xp.zero_point,
+        };
         qgemm(acts, &self.packed, QOut::F32 { c, ldc: self.n, dq })
             .expect("the bench's operands fit their shapes");
     }
@@ -86,7 +119,12 @@ fn shapes(cr: &mut Criterion) {
         g.sample_size(20)
             .warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_secs(1));
-        for (m, k, n) in [(256, 784, 512), (256, 512, 512), (256, 512, 10), (1024, 1024, 1024)] {
+        for (m, k, n) in [
+            (256, 784, 512),
+            (256, 512, 512),
+            (256, 512, 10),
+            (1024, 1024, 1024),
+        ] {
             let case = Case::new(m, k, n);
             let mut c = vec![0f32; m * n];
             let mut xq = vec![0u8; m * k];
@@ -107,7 +145,9 @@ fn shapes(cr: &mut Criterion) {
             });
             g.bench_function(BenchmarkId::new("int8", &id), |b| {
                 b.iter_custom(|iters| {
-                    timed(iters, &mut || case.int8(black_box(&case.xq), case.xp, &mut c))
+                    timed(iters, &mut || {
+                        case.int8(black_box(&case.xq), case.xp, &mut c)
+                    })
                 })
             });
             g.bench_function(BenchmarkId::new("int8+quant", &id), |b| {

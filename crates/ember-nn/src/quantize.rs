@@ -370,8 +370,7 @@ impl QuantizedNet {
                 "not a quantized ember model (metadata {META_KIND} is not {KIND})"
             )));
         }
-        let st =
-            SafeTensors::deserialize(&bytes).map_err(|e| st_err("reading the tensors", e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err("reading the tensors", e))?;
         let spec = meta.get(META_LAYERS).cloned().unwrap_or_default();
         let mut net = QuantizedNet::new();
         for (k, item) in spec.split(',').filter(|s| !s.is_empty()).enumerate() {
@@ -405,7 +404,10 @@ pub fn quantize_dynamic(net: &Sequential) -> Result<QuantizedNet> {
             "Dense" => {
                 let params = layer.parameters();
                 let weight = params.iter().find(|(n, _)| n == "weight").map(|p| &p.1);
-                let bias = params.iter().find(|(n, _)| n == "bias").map(|p| p.1.clone());
+                let bias = params
+                    .iter()
+                    .find(|(n, _)| n == "bias")
+                    .map(|p| p.1.clone());
                 // Dense's one-line description is "Dense {out}, {activation name}".
                 let act = layer
                     .describe()
@@ -497,7 +499,9 @@ fn load_dense(st: &SafeTensors<'_>, path: &Path, k: usize, act: &str) -> Result<
     let (_, scales) = read_tensor(st, path, &scale_name, Dtype::F32, Some(&[o]))?;
     let b_name = format!("layers.{k}.bias");
     let bias = if st.names().iter().any(|n| **n == b_name) {
-        Some(f32s(read_tensor(st, path, &b_name, Dtype::F32, Some(&[o]))?.1))
+        Some(f32s(
+            read_tensor(st, path, &b_name, Dtype::F32, Some(&[o]))?.1,
+        ))
     } else {
         None
     };

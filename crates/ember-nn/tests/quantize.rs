@@ -34,7 +34,9 @@ fn accuracy(logits: &Tensor, labels: &[f64]) -> f64 {
             let arg = r
                 .iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                    if v > bv { (i, v) } else { (bi, bv) }
+                })
                 .0;
             arg == **y as usize
         })
@@ -67,7 +69,11 @@ fn quantized_digits_mlp_loses_at_most_half_a_point() {
     };
     model.fit(&x, &y, cfg).unwrap();
     let q = quantize_dynamic(&model.network).unwrap();
-    assert_eq!(q.layers().len(), 3, "the 3 Dense layers are kept, Dropout is dropped");
+    assert_eq!(
+        q.layers().len(),
+        3,
+        "the 3 Dense layers are kept, Dropout is dropped"
+    );
     let xt = test.features_tensor(DType::F32).unwrap();
     let f32_acc = accuracy(&model.network.forward(&xt, false).unwrap(), &test.labels);
     let q_acc = accuracy(&q.forward(&xt).unwrap(), &test.labels);
@@ -84,7 +90,10 @@ fn quantized_digits_mlp_loses_at_most_half_a_point() {
     );
     assert!(f32_acc >= 0.95, "the f32 model trained to {f32_acc}");
     assert!(f32_acc - q_acc <= 0.005, "int8 {q_acc} vs f32 {f32_acc}");
-    assert!(f32_train - q_train <= 0.005, "train: int8 {q_train} vs f32 {f32_train}");
+    assert!(
+        f32_train - q_train <= 0.005,
+        "train: int8 {q_train} vs f32 {f32_train}"
+    );
 }
 
 #[test]
@@ -109,7 +118,10 @@ fn quantized_dense_is_close_to_its_f32_original() {
         let bound = 37.0 * (2.0 * dw / 2.0 + wmax * dx / 2.0 + dx * dw / 4.0) + 1e-5;
         for (a, b) in want.iter().zip(&got) {
             // Every activation here is 1-Lipschitz or flatter (GELU's slope peaks at ~1.13).
-            assert!((a - b).abs() <= 1.13 * bound, "{act:?}: {a} vs {b} (bound {bound})");
+            assert!(
+                (a - b).abs() <= 1.13 * bound,
+                "{act:?}: {a} vs {b} (bound {bound})"
+            );
         }
         // The network-level pass agrees with the layer.
         let net = quantize_dynamic(&Sequential::new().add(dense)).unwrap();
@@ -124,7 +136,18 @@ fn quantized_checkpoint_round_trips() {
     let net = Sequential::new()
         .add(Dense::new(12, 8, Activation::Tanh, &mut rng).unwrap())
         .add(ActivationLayer::new(Activation::Relu))
-        .add(Dense::with_options(8, 3, DenseOptions { use_bias: false, ..DenseOptions::default() }, &mut rng).unwrap())
+        .add(
+            Dense::with_options(
+                8,
+                3,
+                DenseOptions {
+                    use_bias: false,
+                    ..DenseOptions::default()
+                },
+                &mut rng,
+            )
+            .unwrap(),
+        )
         .add(Softmax);
     let q = quantize_dynamic(&net).unwrap();
     let dir = std::env::temp_dir().join(format!("ember-quant-{}", std::process::id()));
@@ -165,12 +188,19 @@ fn bad_inputs_are_clear_errors() {
         .add(Dense::new(4, 4, Activation::Relu, &mut rng).unwrap())
         .add(BatchNorm1d::new(4).unwrap());
     let e = quantize_dynamic(&net).err().unwrap().to_string();
-    assert!(e.contains("layer 1 is BatchNorm1d, which has no quantized form"), "{e}");
-    let q = QuantizedDense::from_dense(&Dense::new(4, 2, Activation::None, &mut rng).unwrap()).unwrap();
+    assert!(
+        e.contains("layer 1 is BatchNorm1d, which has no quantized form"),
+        "{e}"
+    );
+    let q =
+        QuantizedDense::from_dense(&Dense::new(4, 2, Activation::None, &mut rng).unwrap()).unwrap();
     let x = Tensor::zeros((3, 5), DType::F32, Device::Cpu).unwrap();
     let e = q.forward(&x, false).err().unwrap().to_string();
     assert!(e.contains("expected input [batch, 4], got [3, 5]"), "{e}");
     let x = Tensor::from_vec(vec![1.0f32, f32::NAN, 0.0, 0.0], (1, 4), Device::Cpu).unwrap();
     let e = q.forward(&x, false).err().unwrap().to_string();
-    assert!(e.contains("QuantizedDense: quantize: input element 1 of 4 is NaN"), "{e}");
+    assert!(
+        e.contains("QuantizedDense: quantize: input element 1 of 4 is NaN"),
+        "{e}"
+    );
 }

@@ -96,7 +96,7 @@ pub unsafe fn ukr_portable(
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::{ukr_avx2, ukr_avx512_vnni, ukr_avx_vnni};
+pub use x86::{ukr_avx_vnni, ukr_avx2, ukr_avx512_vnni};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

@@ -112,7 +112,10 @@ impl QPath {
 
     /// Every path this CPU can run, best first (tests iterate over it).
     pub fn supported() -> Vec<QPath> {
-        QPath::ALL.into_iter().filter(|p| p.is_supported()).collect()
+        QPath::ALL
+            .into_iter()
+            .filter(|p| p.is_supported())
+            .collect()
     }
 
     /// The path for the f32 kernels' current choice [`crate::isa::active`]: under `avx512`
@@ -619,8 +622,13 @@ fn write_tile(
     dst: &OutPtr<'_>,
 ) {
     let (j0, w) = (cols.start, cols.len());
-    let comp: [i32; NR] =
-        std::array::from_fn(|c| if c < w { za.wrapping_mul(b.col_sums[j0 + c]) } else { 0 });
+    let comp: [i32; NR] = std::array::from_fn(|c| {
+        if c < w {
+            za.wrapping_mul(b.col_sums[j0 + c])
+        } else {
+            0
+        }
+    });
     let Some(dq) = dst.dq else {
         for (r, i) in rows.enumerate() {
             let row: [i32; NR] = std::array::from_fn(|c| acc[r * NR + c].wrapping_sub(comp[c]));
@@ -636,8 +644,13 @@ fn write_tile(
         }
         return;
     };
-    let scales: [f32; NR] =
-        std::array::from_fn(|c| if c < w { dq.a_scale * dq.b_scales[j0 + c] } else { 0.0 });
+    let scales: [f32; NR] = std::array::from_fn(|c| {
+        if c < w {
+            dq.a_scale * dq.b_scales[j0 + c]
+        } else {
+            0.0
+        }
+    });
     let bias: Option<[f32; NR]> = dq
         .bias
         .map(|bv| std::array::from_fn(|c| if c < w { bv[j0 + c] } else { 0.0 }));

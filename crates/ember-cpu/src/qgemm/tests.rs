@@ -16,7 +16,9 @@ fn rand_u8(rng: &mut Rng, len: usize, hi: u8) -> Vec<u8> {
 
 /// A random i8 matrix over the full range [-128, 127].
 fn rand_i8(rng: &mut Rng, len: usize) -> Vec<i8> {
-    (0..len).map(|_| (rng.below(256) as i32 - 128) as i8).collect()
+    (0..len)
+        .map(|_| (rng.below(256) as i32 - 128) as i8)
+        .collect()
 }
 
 /// The reference: `Σ_k (A[i,k] − za)·B[k,j]` in i64, B given as its transpose `bt` [n, k].
@@ -35,7 +37,9 @@ fn reference(m: usize, n: usize, k: usize, a: &[u8], lda: usize, za: i32, bt: &[
 fn paths() -> Vec<QPath> {
     let p = QPath::supported();
     if !p.contains(&QPath::AvxVnni) {
-        println!("note: this CPU has no AVX-VNNI; the avx-vnni kernel is compiled but not run here");
+        println!(
+            "note: this CPU has no AVX-VNNI; the avx-vnni kernel is compiled but not run here"
+        );
     }
     p
 }
@@ -139,10 +143,22 @@ fn the_ukr_itself_is_exact_for_7_bit_a() {
         let (ukr, mr) = path.kernel();
         let k = 4 * 19 + 3;
         let a: Vec<u8> = (0..MAX_MR * k)
-            .map(|i| if i % 3 == 0 { 127 } else { rng.below(128) as u8 })
+            .map(|i| {
+                if i % 3 == 0 {
+                    127
+                } else {
+                    rng.below(128) as u8
+                }
+            })
             .collect();
         let bt: Vec<i8> = (0..NR * k)
-            .map(|i| if i % 2 == 0 { -128 } else { rng.below(256) as i32 as i8 })
+            .map(|i| {
+                if i % 2 == 0 {
+                    -128
+                } else {
+                    rng.below(256) as i32 as i8
+                }
+            })
             .collect();
         let b = PackedB::from_transposed(k, NR, &bt, k).unwrap();
         let rows: [*const u8; MAX_MR] = std::array::from_fn(|r| a[r * k..].as_ptr());
@@ -156,7 +172,11 @@ fn the_ukr_itself_is_exact_for_7_bit_a() {
         let want = reference(mr, NR, k, &a, k, 0, &bt);
         for i in 0..mr {
             for j in 0..NR {
-                assert_eq!(i64::from(out[i * NR + j]), want[i * NR + j], "{path} ({i}, {j})");
+                assert_eq!(
+                    i64::from(out[i * NR + j]),
+                    want[i * NR + j],
+                    "{path} ({i}, {j})"
+                );
             }
         }
     }
@@ -164,7 +184,9 @@ fn the_ukr_itself_is_exact_for_7_bit_a() {
 
 /// A random dequantizing epilogue for n columns.
 fn rand_dq(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
-    let scales = (0..n).map(|_| 0.001 + rng.uniform().abs() as f32 * 0.01).collect();
+    let scales = (0..n)
+        .map(|_| 0.001 + rng.uniform().abs() as f32 * 0.01)
+        .collect();
     let bias = (0..n).map(|_| rng.uniform() as f32).collect();
     (scales, bias)
 }
@@ -200,9 +222,30 @@ fn f32_and_u8_epilogues_agree_across_paths_and_with_f64() {
         let mut first: Option<(Vec<f32>, Vec<u8>)> = None;
         for path in paths() {
             let mut cf = vec![0f32; m * n];
-            qgemm_with(path, acts, &b, QOut::F32 { c: &mut cf, ldc: n, dq }).unwrap();
+            qgemm_with(
+                path,
+                acts,
+                &b,
+                QOut::F32 {
+                    c: &mut cf,
+                    ldc: n,
+                    dq,
+                },
+            )
+            .unwrap();
             let mut cq = vec![0u8; m * n];
-            qgemm_with(path, acts, &b, QOut::U8 { c: &mut cq, ldc: n, dq, rq }).unwrap();
+            qgemm_with(
+                path,
+                acts,
+                &b,
+                QOut::U8 {
+                    c: &mut cq,
+                    ldc: n,
+                    dq,
+                    rq,
+                },
+            )
+            .unwrap();
             // The requantized codes are the f32 results quantized.
             for (&y, &q) in cf.iter().zip(&cq) {
                 assert_eq!(i32::from(q), quant::quantize_one(y, 0.05, 20, 0, 127));
@@ -228,7 +271,10 @@ fn f32_and_u8_epilogues_agree_across_paths_and_with_f64() {
                         _ => y,
                     };
                     let got = f64::from(cf[i * n + j]);
-                    assert!((got - y).abs() <= 1e-5 * (1.0 + y.abs()), "{path} {act:?} ({i}, {j}): {got} vs {y}");
+                    assert!(
+                        (got - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "{path} {act:?} ({i}, {j}): {got} vs {y}"
+                    );
                 }
             }
         }
@@ -264,7 +310,17 @@ fn bit_identical_for_any_thread_count() {
                     lda: k,
                     zero_point: 7,
                 };
-                qgemm_with(path, acts, &b, QOut::F32 { c: &mut c, ldc: n, dq }).unwrap();
+                qgemm_with(
+                    path,
+                    acts,
+                    &b,
+                    QOut::F32 {
+                        c: &mut c,
+                        ldc: n,
+                        dq,
+                    },
+                )
+                .unwrap();
                 c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             })
         };
@@ -279,7 +335,10 @@ fn packing_from_rows_and_transposed_agree() {
     let mut rng = Rng::new(3);
     let (k, n) = (19, 45);
     let b = rand_i8(&mut rng, k * n);
-    let bt: Vec<i8> = (0..n).flat_map(|j| (0..k).map(move |p| (j, p))).map(|(j, p)| b[p * n + j]).collect();
+    let bt: Vec<i8> = (0..n)
+        .flat_map(|j| (0..k).map(move |p| (j, p)))
+        .map(|(j, p)| b[p * n + j])
+        .collect();
     let p1 = PackedB::from_rows(k, n, &b, n).unwrap();
     let p2 = PackedB::from_transposed(k, n, &bt, k).unwrap();
     assert_eq!(p1, p2);
@@ -289,7 +348,9 @@ fn packing_from_rows_and_transposed_agree() {
         }
     }
     assert_eq!(p1.get(k, 0), None);
-    let sums: Vec<i32> = (0..n).map(|j| (0..k).map(|p| i32::from(b[p * n + j])).sum()).collect();
+    let sums: Vec<i32> = (0..n)
+        .map(|j| (0..k).map(|p| i32::from(b[p * n + j])).sum())
+        .collect();
     assert_eq!(p1.col_sums(), &sums[..]);
 }
 
@@ -311,7 +372,17 @@ fn empty_shapes_and_zero_depth() {
             lda: 0,
             zero_point: 4,
         };
-        qgemm_with(path, acts, &b, QOut::F32 { c: &mut c, ldc: 3, dq }).unwrap();
+        qgemm_with(
+            path,
+            acts,
+            &b,
+            QOut::F32 {
+                c: &mut c,
+                ldc: 3,
+                dq,
+            },
+        )
+        .unwrap();
         assert_eq!(c, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
         // M = 0 writes nothing.
         let acts = QActs {
@@ -336,8 +407,19 @@ fn bad_operands_are_errors() {
     };
     let mut c = vec![0i32; 16];
     let e = qgemm(acts(4), &b, QOut::I32 { c: &mut c, ldc: 4 }).unwrap_err();
-    assert_eq!(e.to_string(), "qgemm: A [m, k] needs 20 elements, but its slice holds 15");
-    let e = qgemm(acts(3), &b, QOut::I32 { c: &mut c[..11], ldc: 4 }).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "qgemm: A [m, k] needs 20 elements, but its slice holds 15"
+    );
+    let e = qgemm(
+        acts(3),
+        &b,
+        QOut::I32 {
+            c: &mut c[..11],
+            ldc: 4,
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("C [m, n] needs 12"), "{e}");
     let e = qgemm(acts(3), &b, QOut::I32 { c: &mut c, ldc: 2 }).unwrap_err();
     assert!(e.to_string().contains("leading dimension 2"), "{e}");
@@ -348,7 +430,16 @@ fn bad_operands_are_errors() {
         bias: None,
         act: Activation::None,
     };
-    let e = qgemm(acts(3), &b, QOut::F32 { c: &mut cf, ldc: 4, dq }).unwrap_err();
+    let e = qgemm(
+        acts(3),
+        &b,
+        QOut::F32 {
+            c: &mut cf,
+            ldc: 4,
+            dq,
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("b_scales needs 4"), "{e}");
     let mut cq = vec![0u8; 12];
     let dq = Dequant {
@@ -360,10 +451,24 @@ fn bad_operands_are_errors() {
         zero_point: 0,
         qmax: 127,
     };
-    let e = qgemm(acts(3), &b, QOut::U8 { c: &mut cq, ldc: 4, dq, rq }).unwrap_err();
+    let e = qgemm(
+        acts(3),
+        &b,
+        QOut::U8 {
+            c: &mut cq,
+            ldc: 4,
+            dq,
+            rq,
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("positive finite scale"), "{e}");
     let e = PackedB::from_transposed(5, 4, &[1; 19], 5).unwrap_err();
-    assert!(e.to_string().starts_with("pack_b: the weight [n, k] needs 20"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("pack_b: the weight [n, k] needs 20"),
+        "{e}"
+    );
     let e = PackedB::from_transposed(MAX_K + 1, 1, &vec![0; MAX_K + 1], MAX_K + 1).unwrap_err();
     assert!(e.to_string().contains("exceeds the largest depth"), "{e}");
     if !QPath::AvxVnni.is_supported() {
@@ -377,8 +482,16 @@ fn bad_operands_are_errors() {
 #[test]
 fn activation_round_trip_is_within_half_a_step() {
     let mut rng = Rng::new(41);
-    for (lo, hi) in [(-1.0f32, 3.0f32), (0.0, 6.0), (-5.0, -0.5), (0.2, 0.9), (-1e-3, 1e-3)] {
-        let x: Vec<f32> = (0..1000).map(|_| lo + (hi - lo) * (rng.uniform() as f32 * 0.5 + 0.5)).collect();
+    for (lo, hi) in [
+        (-1.0f32, 3.0f32),
+        (0.0, 6.0),
+        (-5.0, -0.5),
+        (0.2, 0.9),
+        (-1e-3, 1e-3),
+    ] {
+        let x: Vec<f32> = (0..1000)
+            .map(|_| lo + (hi - lo) * (rng.uniform() as f32 * 0.5 + 0.5))
+            .collect();
         let mut q = vec![0u8; x.len()];
         let p = quant::quantize_acts(&x, &mut q).unwrap();
         assert!(q.iter().all(|&c| i32::from(c) <= ACT_QMAX));
@@ -387,7 +500,11 @@ fn activation_round_trip_is_within_half_a_step() {
         quant::dequantize_u8(&q, p, &mut back).unwrap();
         for (&v, &w) in x.iter().zip(&back) {
             // Half a step, plus the f32 rounding of the products.
-            assert!((v - w).abs() <= 0.5 * p.scale * (1.0 + 1e-4) + 1e-6 * v.abs(), "[{lo}, {hi}]: {v} -> {w}, scale {}", p.scale);
+            assert!(
+                (v - w).abs() <= 0.5 * p.scale * (1.0 + 1e-4) + 1e-6 * v.abs(),
+                "[{lo}, {hi}]: {v} -> {w}, scale {}",
+                p.scale
+            );
         }
         // Zero is always a code, exactly.
         let mut z = [0u8];
@@ -443,7 +560,9 @@ fn weight_quantization_is_per_channel_and_bounded() {
     let q = quant::quantize_weights(&w, rows, cols).unwrap();
     let back = q.dequantize();
     for j in 0..rows {
-        let amax = w[j * cols..(j + 1) * cols].iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = w[j * cols..(j + 1) * cols]
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
         let s = q.scales[j];
         assert!(s > 0.0 && (amax == 0.0 || (s - amax / 127.0).abs() <= 1e-6 * s));
         let row = &q.codes[j * cols..(j + 1) * cols];
@@ -454,11 +573,17 @@ fn weight_quantization_is_per_channel_and_bounded() {
         }
         for p in 0..cols {
             let (v, b) = (w[j * cols + p], back[j * cols + p]);
-            assert!((v - b).abs() <= 0.5 * s * (1.0 + 1e-4), "({j}, {p}): {v} -> {b}");
+            assert!(
+                (v - b).abs() <= 0.5 * s * (1.0 + 1e-4),
+                "({j}, {p}): {v} -> {b}"
+            );
         }
     }
     let e = quant::quantize_weights(&[1.0, f32::INFINITY], 1, 2).unwrap_err();
-    assert!(e.to_string().contains("weight [0, 1] of [1, 2] is inf"), "{e}");
+    assert!(
+        e.to_string().contains("weight [0, 1] of [1, 2] is inf"),
+        "{e}"
+    );
     assert!(quant::quantize_weights(&[1.0; 3], 2, 2).is_err());
 }
 
@@ -467,7 +592,16 @@ fn fast_rounding_equals_round_ties_even() {
     let mut rng = Rng::new(47);
     let mut ys: Vec<f32> = (0..20000).map(|_| rng.uniform() as f32 * 400.0).collect();
     ys.extend((-600..600).map(|i| i as f32 * 0.5)); // every tie in range
-    ys.extend([0.49999997, -0.49999997, 126.5, 127.5, -127.5, 1e9, -1e9, 4194303.5]);
+    ys.extend([
+        0.49999997,
+        -0.49999997,
+        126.5,
+        127.5,
+        -127.5,
+        1e9,
+        -1e9,
+        4194303.5,
+    ]);
     for &y in &ys {
         let want = (y.round_ties_even() as i64 + 3).clamp(-127, 127) as i32;
         assert_eq!(quant::quantize_one(y, 1.0, 3, -127, 127), want, "{y}");
@@ -480,6 +614,10 @@ fn fast_rounding_equals_round_ties_even() {
     let mut q = vec![0u8; ys.len()];
     quant::quantize_u8(&ys, p, &mut q).unwrap();
     for (&y, &c) in ys.iter().zip(&q) {
-        assert_eq!(i32::from(c), quant::quantize_one(y, 0.37, 17, 0, ACT_QMAX), "{y}");
+        assert_eq!(
+            i32::from(c),
+            quant::quantize_one(y, 0.37, 17, 0, ACT_QMAX),
+            "{y}"
+        );
     }
 }
