@@ -471,10 +471,11 @@ fn check_out(m: usize, n: usize, out: &QOut<'_>) -> Result<(), QError> {
         QOut::I32 { c, ldc } => (c.len(), *ldc, None),
         QOut::F32 { c, ldc, dq } => (c.len(), *ldc, Some(dq)),
         QOut::U8 { c, ldc, dq, rq } => {
-            if !(rq.scale.is_finite() && rq.scale > 0.0)
-                || !(1..=255).contains(&rq.qmax)
-                || !(0..=rq.qmax).contains(&rq.zero_point)
-            {
+            let valid = rq.scale.is_finite()
+                && rq.scale > 0.0
+                && (1..=255).contains(&rq.qmax)
+                && (0..=rq.qmax).contains(&rq.zero_point);
+            if !valid {
                 return Err(QError::Invalid {
                     op: "qgemm",
                     message: format!(

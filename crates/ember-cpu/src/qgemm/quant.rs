@@ -199,7 +199,7 @@ pub fn dequantize_u8(q: &[u8], p: QParams, out: &mut [f32]) -> Result<(), QError
 
 /// Checks a scale and zero point against a code range [0, qmax].
 fn check_params(op: &'static str, p: QParams, qmax: i32) -> Result<(), QError> {
-    if !(p.scale.is_finite() && p.scale > 0.0) || !(0..=qmax).contains(&p.zero_point) {
+    if !(p.scale.is_finite() && p.scale > 0.0 && (0..=qmax).contains(&p.zero_point)) {
         return Err(QError::Invalid {
             op,
             message: format!(
