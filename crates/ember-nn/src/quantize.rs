@@ -32,7 +32,7 @@ use ember_core::{Activation, Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// A kernel-level error as an nn configuration error, naming the layer.
 fn q_err(layer: &str, e: QError) -> NnError {
@@ -223,7 +223,7 @@ fn activation_of_kind(kind: &str) -> Option<Activation> {
 #[derive(Clone)]
 pub enum QLayer {
     /// An int8 Dense layer (shared with the runnable network).
-    Dense(Rc<QuantizedDense>),
+    Dense(Arc<QuantizedDense>),
     /// An activation layer.
     Activation(Activation),
     /// Flatten.
@@ -233,7 +233,7 @@ pub enum QLayer {
 }
 
 /// Lets a shared layer sit in a [`Sequential`] while [`QuantizedNet`] keeps a handle to it.
-struct Shared(Rc<QuantizedDense>);
+struct Shared(Arc<QuantizedDense>);
 
 impl Module for Shared {
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
@@ -376,7 +376,7 @@ impl QuantizedNet {
         for (k, item) in spec.split(',').filter(|s| !s.is_empty()).enumerate() {
             let (tag, arg) = item.split_once(':').unwrap_or((item, ""));
             let layer = match tag {
-                "qdense" => QLayer::Dense(Rc::new(load_dense(&st, path, k, arg)?)),
+                "qdense" => QLayer::Dense(Arc::new(load_dense(&st, path, k, arg)?)),
                 "act" => QLayer::Activation(parse_activation(arg)?),
                 "flatten" => QLayer::Flatten,
                 "softmax" => QLayer::Softmax,
@@ -420,7 +420,7 @@ pub fn quantize_dynamic(net: &Sequential) -> Result<QuantizedNet> {
                     ));
                 };
                 let dense = Dense::from_tensors(weight.clone(), bias, act)?;
-                QLayer::Dense(Rc::new(QuantizedDense::from_dense(&dense)?))
+                QLayer::Dense(Arc::new(QuantizedDense::from_dense(&dense)?))
             }
             "Flatten" => QLayer::Flatten,
             "Softmax" => QLayer::Softmax,

@@ -40,7 +40,7 @@ pub struct QParams {
 
 /// `clamp(round_half_even(x · (1/scale)) + zero_point, qmin, qmax)`.
 ///
-/// NaN maps to `zero_point` clamped, ±∞ to the ends of the range.
+/// NaN maps to `qmin`, ±∞ to the ends of the range.
 #[inline]
 pub fn quantize_one(x: f32, scale: f32, zero_point: i32, qmin: i32, qmax: i32) -> i32 {
     code(x * (1.0 / scale), zero_point, qmin, qmax)
@@ -57,9 +57,12 @@ pub fn quantize_one(x: f32, scale: f32, zero_point: i32, qmin: i32, qmax: i32) -
 fn code(y: f32, zero_point: i32, qmin: i32, qmax: i32) -> i32 {
     const LIMIT: f32 = 4_194_304.0; // 2^22
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    if y.is_nan() {
+        return qmin;
+    }
     let y = y.clamp(-LIMIT, LIMIT);
     let r = (y + MAGIC) - MAGIC;
-    // |r| ≤ 2^22 and |zero_point| is small, so the add cannot overflow; NaN casts to 0.
+    // |r| ≤ 2^22, so the cast is exact and the add cannot overflow for any code range here.
     ((r as i32).saturating_add(zero_point)).clamp(qmin, qmax)
 }
 
@@ -132,35 +135,122 @@ pub fn quantize_u8(x: &[f32], p: QParams, out: &mut [u8]) -> Result<(), QError> 
         });
     }
     let inv = 1.0 / p.scale;
-    let body = |x: &[f32], out: &mut [u8]| {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = code(v * inv, p.zero_point, 0, ACT_QMAX) as u8;
-        }
-    };
+    let out = &mut out[..x.len()];
     #[cfg(target_arch = "x86_64")]
     if crate::isa::active().has_avx2() {
-        // SAFETY: the CPU has AVX2 (has_avx2 checks detection).
-        unsafe { with_avx2(x, &mut out[..x.len()], &body) };
+        // SAFETY: the CPU has AVX2 (has_avx2 checks detection); the slices have equal lengths.
+        unsafe { quantize_avx2(x, inv, p.zero_point, out) };
         return Ok(());
     }
-    body(x, &mut out[..x.len()]);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = code(v * inv, p.zero_point, 0, ACT_QMAX) as u8;
+    }
     Ok(())
 }
 
-/// Runs `f` compiled with AVX2 enabled (the same IEEE operations, 8 lanes at a time; no FMA
-/// contraction happens in Rust, so the bits equal the baseline build's).
+/// [`quantize_u8`]'s loop with AVX2, 32 values per step: the same operations as [`code`]
+/// (multiply by the inverse scale, clamp to ±2²², the magic-number rounding, add the zero
+/// point, clamp to [0, 127]), so the same codes; NaN goes to 0 (= qmin) as there.
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must have AVX2; `out.len() == x.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn with_avx2<F: Fn(&[f32], &mut [u8])>(x: &[f32], out: &mut [u8], f: &F) {
-    f(x, out)
+unsafe fn quantize_avx2(x: &[f32], inv: f32, zero_point: i32, out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let (vinv, lim, nlim, magic) = (
+        _mm256_set1_ps(inv),
+        _mm256_set1_ps(4_194_304.0),
+        _mm256_set1_ps(-4_194_304.0),
+        _mm256_set1_ps(12_582_912.0),
+    );
+    let (zp, lo, hi) = (
+        _mm256_set1_epi32(zero_point),
+        _mm256_setzero_si256(),
+        _mm256_set1_epi32(ACT_QMAX),
+    );
+    let one = |v: __m256| -> __m256i {
+        let y = _mm256_mul_ps(v, vinv);
+        // max(-L, y) and min(L, y) return y when it is NaN (the second operand), which the
+        // conversion then turns into i32::MIN and the clamp into 0.
+        let y = _mm256_min_ps(lim, _mm256_max_ps(nlim, y));
+        let r = _mm256_sub_ps(_mm256_add_ps(y, magic), magic);
+        let q = _mm256_add_epi32(_mm256_cvtps_epi32(r), zp);
+        _mm256_min_epi32(_mm256_max_epi32(q, lo), hi)
+    };
+    let n = x.len() / 32 * 32;
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for i in (0..n).step_by(32) {
+        // SAFETY: i + 32 ≤ n ≤ x.len() = out.len().
+        unsafe {
+            let p = x.as_ptr().add(i);
+            let q0 = one(_mm256_loadu_ps(p));
+            let q1 = one(_mm256_loadu_ps(p.add(8)));
+            let q2 = one(_mm256_loadu_ps(p.add(16)));
+            let q3 = one(_mm256_loadu_ps(p.add(24)));
+            // Packs work within 128-bit lanes; the permute restores the element order.
+            let w01 = _mm256_packus_epi32(q0, q1);
+            let w23 = _mm256_packus_epi32(q2, q3);
+            let b = _mm256_packus_epi16(w01, w23);
+            let b = _mm256_permutevar8x32_epi32(b, order);
+            _mm256_storeu_si256(out.as_mut_ptr().add(i) as *mut __m256i, b);
+        }
+    }
+    for (o, &v) in out[n..].iter_mut().zip(&x[n..]) {
+        *o = code(v * inv, zero_point, 0, ACT_QMAX) as u8;
+    }
+}
+
+/// [`scan`] with AVX2: the same minimum, maximum and finiteness (min and max are exact, so
+/// the lane order does not matter).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scan_avx2(x: &[f32]) -> (f32, f32, bool) {
+    use std::arch::x86_64::*;
+    let (mut lo, mut hi, mut bad) = (
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+    );
+    let zero = _mm256_setzero_ps();
+    let n = x.len() / 8 * 8;
+    for i in (0..n).step_by(8) {
+        // SAFETY: i + 8 ≤ n ≤ x.len().
+        let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) };
+        // A NaN v leaves lo/hi unchanged (the second operand is returned); `bad` catches it.
+        lo = _mm256_min_ps(v, lo);
+        hi = _mm256_max_ps(v, hi);
+        bad = _mm256_add_ps(bad, _mm256_mul_ps(v, zero));
+    }
+    let (mut l, mut h, mut b) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    // SAFETY: each array holds 8 f32.
+    unsafe {
+        _mm256_storeu_ps(l.as_mut_ptr(), lo);
+        _mm256_storeu_ps(h.as_mut_ptr(), hi);
+        _mm256_storeu_ps(b.as_mut_ptr(), bad);
+    }
+    let (mut min, mut max, mut finite) = (0f32, 0f32, b.iter().all(|v| *v == 0.0));
+    for &v in l.iter().chain(&x[n..]) {
+        min = if v < min { v } else { min };
+    }
+    for &v in h.iter().chain(&x[n..]) {
+        max = if v > max { v } else { max };
+    }
+    finite &= x[n..].iter().all(|v| v.is_finite());
+    (min, max, finite)
 }
 
 /// The range of `x` widened to contain 0, and whether every value is finite, in one
 /// vectorisable pass (8 lanes of comparisons; `v·0` is NaN exactly for NaN and ±∞).
 fn scan(x: &[f32]) -> (f32, f32, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::active().has_avx2() {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { scan_avx2(x) };
+    }
     let (mut lo, mut hi, mut bad) = ([0f32; 8], [0f32; 8], [0f32; 8]);
     let chunks = x.chunks_exact(8);
     let rest = chunks.remainder();

@@ -603,7 +603,11 @@ fn fast_rounding_equals_round_ties_even() {
         4194303.5,
     ]);
     for &y in &ys {
-        let want = (y.round_ties_even() as i64 + 3).clamp(-127, 127) as i32;
+        let want = if y.is_nan() {
+            -127
+        } else {
+            (y.round_ties_even() as i64 + 3).clamp(-127, 127) as i32
+        };
         assert_eq!(quant::quantize_one(y, 1.0, 3, -127, 127), want, "{y}");
     }
     // The vectorised slice quantizer gives the same codes as the scalar one.
@@ -619,5 +623,47 @@ fn fast_rounding_equals_round_ties_even() {
             quant::quantize_one(y, 0.37, 17, 0, ACT_QMAX),
             "{y}"
         );
+    }
+}
+
+#[test]
+fn simd_and_portable_quantizers_agree() {
+    // quantize_acts / quantize_u8 under every f32 path (AVX2 intrinsics vs the scalar loop),
+    // over lengths around the 32-wide step, with NaN and infinities for quantize_u8.
+    let mut rng = Rng::new(53);
+    for len in [0, 1, 7, 31, 32, 33, 95, 1000] {
+        let mut x: Vec<f32> = (0..len).map(|_| rng.uniform() as f32 * 5.0 + 1.0).collect();
+        let mut runs = Vec::new();
+        for isa in crate::isa::supported() {
+            let mut q = vec![0u8; len];
+            let p = crate::isa::with(isa, || quant::quantize_acts(&x, &mut q))
+                .unwrap()
+                .unwrap();
+            runs.push((p, q));
+        }
+        assert!(runs.windows(2).all(|w| w[0] == w[1]), "len {len}");
+        if len >= 3 {
+            x[0] = f32::NAN;
+            x[1] = f32::INFINITY;
+            x[2] = f32::NEG_INFINITY;
+            let p = QParams {
+                scale: 0.05,
+                zero_point: 9,
+            };
+            let codes: Vec<Vec<u8>> = crate::isa::supported()
+                .into_iter()
+                .map(|isa| {
+                    let mut q = vec![0u8; len];
+                    crate::isa::with(isa, || quant::quantize_u8(&x, p, &mut q))
+                        .unwrap()
+                        .unwrap();
+                    q
+                })
+                .collect();
+            assert!(codes.windows(2).all(|w| w[0] == w[1]), "len {len}");
+            assert_eq!(&codes[0][..3], &[0, 127, 0]);
+            let e = quant::quantize_acts(&x, &mut vec![0u8; len]).unwrap_err();
+            assert!(e.to_string().contains("element 0"), "{e}");
+        }
     }
 }
