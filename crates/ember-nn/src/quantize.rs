@@ -287,9 +287,54 @@ impl QuantizedNet {
         &self.network
     }
 
-    /// Inference on a batch (the network's `forward` in evaluation mode).
+    /// Inference on a batch: the network's `forward` in evaluation mode, except that runs of
+    /// consecutive [`QuantizedDense`] layers pass their f32 activations on the host, without
+    /// a tensor in between (each layer's activation is already applied in its epilogue). The
+    /// values are the same as layer by layer.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.network.forward(x, false)
+        let mut t = x.clone();
+        let mut i = 0;
+        while i < self.layers.len() {
+            let run: Vec<&Arc<QuantizedDense>> = self.layers[i..]
+                .iter()
+                .map_while(|l| match l {
+                    QLayer::Dense(d) => Some(d),
+                    _ => None,
+                })
+                .collect();
+            let Some(first) = run.first() else {
+                t = self.network.layers()[i].forward(&t, false)?;
+                i += 1;
+                continue;
+            };
+            if t.rank() != 2 || t.shape()[1] != first.in_features() {
+                return config_err(format!(
+                    "QuantizedDense({} -> {}): expected input [batch, {}], got {:?}",
+                    first.in_features(),
+                    first.out_features(),
+                    first.in_features(),
+                    t.shape()
+                ));
+            }
+            let m = t.shape()[0];
+            let mut h = t.to_vec::<f32>()?;
+            let mut width = first.in_features();
+            for d in &run {
+                if d.in_features() != width {
+                    return config_err(format!(
+                        "QuantizedDense({} -> {}): expected input [batch, {}], got [{m}, {width}]",
+                        d.in_features(),
+                        d.out_features(),
+                        d.in_features()
+                    ));
+                }
+                h = d.forward_host(&h, m)?;
+                width = d.out_features();
+            }
+            t = Tensor::from_vec(h, (m, width), Device::Cpu)?.to_device(x.device())?;
+            i += run.len();
+        }
+        Ok(t)
     }
 
     /// Saves the network to `path` in safetensors (module docs), atomically as checkpoints are.

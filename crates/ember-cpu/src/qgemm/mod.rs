@@ -656,29 +656,40 @@ fn write_tile(
         .bias
         .map(|bv| std::array::from_fn(|c| if c < w { bv[j0 + c] } else { 0.0 }));
     let act = dq.act.as_unary();
-    for (r, i) in rows.enumerate() {
-        let mut y: [f32; NR] =
-            std::array::from_fn(|c| acc[r * NR + c].wrapping_sub(comp[c]) as f32 * scales[c]);
+    // The whole tile in f32 first, so the activation runs once per tile (one call of the
+    // elementwise kernel over MR·32 values instead of one per row; padding columns hold
+    // act(0) and are not stored).
+    let h = rows.len();
+    let mut y = [0f32; MAX_MR * NR];
+    for r in 0..h {
+        let row = &mut y[r * NR..(r + 1) * NR];
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = acc[r * NR + c].wrapping_sub(comp[c]) as f32 * scales[c];
+        }
         if let Some(bv) = &bias {
-            for (v, &bj) in y.iter_mut().zip(bv) {
+            for (v, &bj) in row.iter_mut().zip(bv) {
                 *v += bj;
             }
         }
-        if let Some(op) = act {
-            crate::unary::map_in_place_isa(dst.isa, op, &mut y[..w]);
-        }
+    }
+    if let Some(op) = act {
+        crate::unary::map_in_place_isa(dst.isa, op, &mut y[..h * NR]);
+    }
+    for (r, i) in rows.enumerate() {
+        let row = &y[r * NR..r * NR + w];
         match (dst.kind, dst.rq) {
             (OutKind::U8, Some(rq)) => {
-                for (c, &v) in y[..w].iter().enumerate() {
+                for (c, &v) in row.iter().enumerate() {
                     let q = quant::quantize_one(v, rq.scale, rq.zero_point, 0, rq.qmax);
-                    // SAFETY: as above.
+                    // SAFETY: row i, columns j0..j0+w are inside C (check_out) and owned by
+                    // this work item.
                     unsafe { *dst.ptr.add(i * dst.ldc + j0 + c) = q as u8 };
                 }
             }
-            // SAFETY: as above.
+            // SAFETY: as above; `row` holds w values.
             _ => unsafe {
                 std::ptr::copy_nonoverlapping(
-                    y.as_ptr(),
+                    row.as_ptr(),
                     (dst.ptr as *mut f32).add(i * dst.ldc + j0),
                     w,
                 )
