@@ -79,14 +79,14 @@ impl QuantizedDense {
                 weights.scales.len()
             ));
         }
-        if let Some(at) = weights
+        if let Some((at, s)) = weights
             .scales
             .iter()
-            .position(|s| !(s.is_finite() && *s > 0.0))
+            .enumerate()
+            .find(|(_, s)| !(s.is_finite() && **s > 0.0))
         {
             return config_err(format!(
-                "QuantizedDense: scale {at} is {}, expected positive and finite",
-                weights.scales[at]
+                "QuantizedDense: scale {at} is {s}, expected positive and finite"
             ));
         }
         if let Some(b) = &bias
@@ -175,13 +175,15 @@ impl QuantizedDense {
 impl Module for QuantizedDense {
     fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
         let (in_f, out_f) = (self.in_features(), self.out_features());
-        if x.rank() != 2 || x.shape()[1] != in_f {
-            return config_err(format!(
-                "QuantizedDense({in_f} -> {out_f}): expected input [batch, {in_f}], got {:?}",
-                x.shape()
-            ));
-        }
-        let m = x.shape()[0];
+        let m = match *x.shape() {
+            [m, w] if w == in_f => m,
+            _ => {
+                return config_err(format!(
+                    "QuantizedDense({in_f} -> {out_f}): expected input [batch, {in_f}], got {:?}",
+                    x.shape()
+                ));
+            }
+        };
         let y = self.forward_host(&x.to_vec::<f32>()?, m)?;
         Ok(Tensor::from_vec(y, (m, out_f), Device::Cpu)?.to_device(x.device())?)
     }
@@ -295,28 +297,35 @@ impl QuantizedNet {
         let mut t = x.clone();
         let mut i = 0;
         while i < self.layers.len() {
-            let run: Vec<&Arc<QuantizedDense>> = self.layers[i..]
+            let run: Vec<&Arc<QuantizedDense>> = self
+                .layers
                 .iter()
+                .skip(i)
                 .map_while(|l| match l {
                     QLayer::Dense(d) => Some(d),
                     _ => None,
                 })
                 .collect();
             let Some(first) = run.first() else {
-                t = self.network.layers()[i].forward(&t, false)?;
+                // The network holds one module per entry of `layers` (push adds both).
+                if let Some(layer) = self.network.layers().get(i) {
+                    t = layer.forward(&t, false)?;
+                }
                 i += 1;
                 continue;
             };
-            if t.rank() != 2 || t.shape()[1] != first.in_features() {
-                return config_err(format!(
-                    "QuantizedDense({} -> {}): expected input [batch, {}], got {:?}",
-                    first.in_features(),
-                    first.out_features(),
-                    first.in_features(),
-                    t.shape()
-                ));
-            }
-            let m = t.shape()[0];
+            let m = match *t.shape() {
+                [m, w] if w == first.in_features() => m,
+                _ => {
+                    return config_err(format!(
+                        "QuantizedDense({} -> {}): expected input [batch, {}], got {:?}",
+                        first.in_features(),
+                        first.out_features(),
+                        first.in_features(),
+                        t.shape()
+                    ));
+                }
+            };
             let mut h = t.to_vec::<f32>()?;
             let mut width = first.in_features();
             for d in &run {
@@ -497,7 +506,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 /// f32 values from little-endian bytes.
 fn f32s(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
         .collect()
 }
 
@@ -533,7 +542,7 @@ fn load_dense(st: &SafeTensors<'_>, path: &Path, k: usize, act: &str) -> Result<
     let act = parse_activation(act)?;
     let w_name = format!("layers.{k}.weight");
     let (shape, codes) = read_tensor(st, path, &w_name, Dtype::I8, None)?;
-    let [o, i] = shape[..] else {
+    let &[o, i] = shape.as_slice() else {
         return Err(NnError::Checkpoint {
             path: path.display().to_string(),
             message: format!("tensor {w_name} is {shape:?}, expected [out, in]"),
