@@ -24,6 +24,10 @@
 //!   2·127·128 = 32512 in magnitude, so the kernel is exact for every B when A's bytes are all
 //!   below 128. The driver checks that before it takes this path and otherwise runs the
 //!   portable kernel (see [`super`]'s docs for why activations are quantized to 7 bits).
+//! - Narrow slivers (at most 16 live columns: a 10-class output layer, the last sliver of an
+//!   odd N): AVX-512 VNNI 16×16 (16 zmm accumulators on the first half of each quad's bytes)
+//!   and AVX2 4×16, which skip the padding columns a 32-wide kernel would multiply. They
+//!   write columns 0..16 of each output row; the driver reads no further.
 //! - portable, 4×32: plain Rust, wrapping i32 arithmetic, the reference every other path
 //!   is tested against bit for bit.
 
@@ -31,7 +35,7 @@
 pub const NR: usize = 32;
 
 /// The largest MR of any path (sizes the tile buffers).
-pub const MAX_MR: usize = 8;
+pub const MAX_MR: usize = 16;
 
 /// The signature every int8 microkernel shares (see the module docs).
 ///
@@ -96,7 +100,7 @@ pub unsafe fn ukr_portable(
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::{ukr_avx_vnni, ukr_avx2, ukr_avx512_vnni};
+pub use x86::{ukr_avx_vnni, ukr_avx2, ukr_avx2_narrow, ukr_avx512_vnni, ukr_avx512_vnni_narrow};
 
 // The register tiles are indexed by row and vector in the kernels' loops: clearer than
 // iterator chains there, and fully unrolled either way.
@@ -141,13 +145,102 @@ mod x86 {
             step(&mut c0, &mut c1, q, a);
         }
         if let Some(t) = tail {
-            step(&mut c0, &mut c1, kq_full, *t);
+            step(&mut c0, &mut c1, kq_full, std::array::from_fn(|r| t[r]));
         }
         for r in 0..MR {
             // SAFETY: out holds MAX_MR·NR = 8·32 values; row r's 32 are at r·32.
             unsafe {
                 _mm512_storeu_si512(out.as_mut_ptr().add(r * NR) as *mut __m512i, c0[r]);
                 _mm512_storeu_si512(out.as_mut_ptr().add(r * NR + 16) as *mut __m512i, c1[r]);
+            }
+        }
+    }
+
+    /// AVX-512 VNNI on a narrow sliver, 16×16 (MR = 16): only the first 16 columns (the
+    /// first 64 bytes of each quad) are multiplied and written.
+    ///
+    /// # Safety
+    /// See [`super::QKernel`]; the CPU must have AVX-512F/BW and AVX-512 VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn ukr_avx512_vnni_narrow(
+        kq_full: usize,
+        rows: &[*const u8; MAX_MR],
+        tail: Option<&[i32; MAX_MR]>,
+        b: *const i8,
+        out: &mut [i32; MAX_MR * NR],
+    ) {
+        const MR: usize = 16;
+        let mut c = [_mm512_setzero_si512(); MR];
+        let step = |c: &mut [__m512i; MR], q: usize, a: [i32; MR]| {
+            // SAFETY: quad q of the sliver (128 bytes) is inside B (caller's contract).
+            let b0 = unsafe { _mm512_loadu_si512(b.add(q * 128) as *const __m512i) };
+            for r in 0..MR {
+                c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32(a[r]), b0);
+            }
+        };
+        for q in 0..kq_full {
+            // SAFETY: q < kq_full: the quad lies inside each row.
+            let a = std::array::from_fn(|r| unsafe { quad(rows[r], 4 * q) });
+            step(&mut c, q, a);
+        }
+        if let Some(t) = tail {
+            step(&mut c, kq_full, *t);
+        }
+        for r in 0..MR {
+            // SAFETY: out holds MAX_MR·NR values; row r's first 16 are at r·32.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(r * NR) as *mut __m512i, c[r]) };
+        }
+    }
+
+    /// AVX2 on a narrow sliver, 4×16 (MR = 4): the first 16 columns only. Exact for A ≤ 127,
+    /// as [`ukr_avx2`].
+    ///
+    /// # Safety
+    /// See [`ukr_avx2`].
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn ukr_avx2_narrow(
+        kq_full: usize,
+        rows: &[*const u8; MAX_MR],
+        tail: Option<&[i32; MAX_MR]>,
+        b: *const i8,
+        out: &mut [i32; MAX_MR * NR],
+    ) {
+        const MR: usize = 4;
+        let ones = _mm256_set1_epi16(1);
+        let mut c = [[_mm256_setzero_si256(); 2]; MR];
+        let step = |c: &mut [[__m256i; 2]; MR], q: usize, a: [i32; MR]| {
+            // SAFETY: quad q of the sliver (128 bytes) is inside B.
+            let bv = unsafe {
+                [
+                    _mm256_loadu_si256(b.add(q * 128) as *const __m256i),
+                    _mm256_loadu_si256(b.add(q * 128 + 32) as *const __m256i),
+                ]
+            };
+            for r in 0..MR {
+                let av = _mm256_set1_epi32(a[r]);
+                for v in 0..2 {
+                    let pairs = _mm256_maddubs_epi16(av, bv[v]);
+                    c[r][v] = _mm256_add_epi32(c[r][v], _mm256_madd_epi16(pairs, ones));
+                }
+            }
+        };
+        for q in 0..kq_full {
+            // SAFETY: q < kq_full: the quad lies inside each row.
+            let a = std::array::from_fn(|r| unsafe { quad(rows[r], 4 * q) });
+            step(&mut c, q, a);
+        }
+        if let Some(t) = tail {
+            step(&mut c, kq_full, [t[0], t[1], t[2], t[3]]);
+        }
+        for r in 0..MR {
+            for v in 0..2 {
+                // SAFETY: inside out's first MR rows, columns 0..16.
+                unsafe {
+                    _mm256_storeu_si256(
+                        out.as_mut_ptr().add(r * NR + v * 8) as *mut __m256i,
+                        c[r][v],
+                    )
+                };
             }
         }
     }

@@ -151,6 +151,23 @@ impl QPath {
             (kernel::ukr_portable, 4)
         }
     }
+
+    /// The kernel and tile height for a sliver with at most 16 live columns (the main kernel
+    /// where the path has no narrow one).
+    fn narrow_kernel(self) -> (QKernel, usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                QPath::Avx512Vnni => (kernel::ukr_avx512_vnni_narrow, 16),
+                QPath::Avx2 => (kernel::ukr_avx2_narrow, 4),
+                other => other.kernel(),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self.kernel()
+        }
+    }
 }
 
 impl std::fmt::Display for QPath {
@@ -435,7 +452,6 @@ pub fn qgemm_with(path: QPath, a: QActs<'_>, b: &PackedB, mut out: QOut<'_>) -> 
     } else {
         path
     };
-    let (ukr, mr) = path.kernel();
     let dst = OutPtr::new(&mut out);
     let row_blocks = m.div_ceil(ROW_BLOCK);
     let slivers = n.div_ceil(NR);
@@ -444,6 +460,12 @@ pub fn qgemm_with(path: QPath, a: QActs<'_>, b: &PackedB, mut out: QOut<'_>) -> 
         // Sliver-major order: consecutive items share a B sliver (it stays in L1/L2).
         let (s, rb) = (item / row_blocks, item % row_blocks);
         let rows = rb * ROW_BLOCK..((rb + 1) * ROW_BLOCK).min(m);
+        // A sliver with at most 16 live columns runs the path's narrow kernel.
+        let (ukr, mr) = if n - s * NR <= NR / 2 {
+            path.narrow_kernel()
+        } else {
+            path.kernel()
+        };
         run_item(ukr, mr, &a, b, s, rows, &dst);
     };
     let work = m.saturating_mul(slivers * NR).saturating_mul(k);

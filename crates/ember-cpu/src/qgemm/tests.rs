@@ -140,43 +140,47 @@ fn the_ukr_itself_is_exact_for_7_bit_a() {
     // The AVX2 microkernel called directly (no fallback) with A ≤ 127 and the extreme B.
     let mut rng = Rng::new(9);
     for path in paths() {
-        let (ukr, mr) = path.kernel();
-        let k = 4 * 19 + 3;
-        let a: Vec<u8> = (0..MAX_MR * k)
-            .map(|i| {
-                if i % 3 == 0 {
-                    127
-                } else {
-                    rng.below(128) as u8
+        for (ukr, mr, cols) in [
+            (path.kernel().0, path.kernel().1, NR),
+            (path.narrow_kernel().0, path.narrow_kernel().1, NR / 2),
+        ] {
+            let k = 4 * 19 + 3;
+            let a: Vec<u8> = (0..MAX_MR * k)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        127
+                    } else {
+                        rng.below(128) as u8
+                    }
+                })
+                .collect();
+            let bt: Vec<i8> = (0..NR * k)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        -128
+                    } else {
+                        rng.below(256) as i32 as i8
+                    }
+                })
+                .collect();
+            let b = PackedB::from_transposed(k, NR, &bt, k).unwrap();
+            let rows: [*const u8; MAX_MR] = std::array::from_fn(|r| a[r * k..].as_ptr());
+            let tail: [i32; MAX_MR] = std::array::from_fn(|r| {
+                let t = &a[r * k + 4 * (k / 4)..r * k + k];
+                i32::from_le_bytes([t[0], t[1], t[2], 0])
+            });
+            let mut out = [0i32; MAX_MR * NR];
+            // SAFETY: every row holds k bytes, the sliver k.div_ceil(4) quads; the path is supported.
+            unsafe { ukr(k / 4, &rows, Some(&tail), b.sliver(0).as_ptr(), &mut out) };
+            let want = reference(mr, NR, k, &a, k, 0, &bt);
+            for i in 0..mr {
+                for j in 0..cols {
+                    assert_eq!(
+                        i64::from(out[i * NR + j]),
+                        want[i * NR + j],
+                        "{path} {mr}x{cols} ({i}, {j})"
+                    );
                 }
-            })
-            .collect();
-        let bt: Vec<i8> = (0..NR * k)
-            .map(|i| {
-                if i % 2 == 0 {
-                    -128
-                } else {
-                    rng.below(256) as i32 as i8
-                }
-            })
-            .collect();
-        let b = PackedB::from_transposed(k, NR, &bt, k).unwrap();
-        let rows: [*const u8; MAX_MR] = std::array::from_fn(|r| a[r * k..].as_ptr());
-        let tail: [i32; MAX_MR] = std::array::from_fn(|r| {
-            let t = &a[r * k + 4 * (k / 4)..r * k + k];
-            i32::from_le_bytes([t[0], t[1], t[2], 0])
-        });
-        let mut out = [0i32; MAX_MR * NR];
-        // SAFETY: every row holds k bytes, the sliver k.div_ceil(4) quads; the path is supported.
-        unsafe { ukr(k / 4, &rows, Some(&tail), b.sliver(0).as_ptr(), &mut out) };
-        let want = reference(mr, NR, k, &a, k, 0, &bt);
-        for i in 0..mr {
-            for j in 0..NR {
-                assert_eq!(
-                    i64::from(out[i * NR + j]),
-                    want[i * NR + j],
-                    "{path} ({i}, {j})"
-                );
             }
         }
     }
