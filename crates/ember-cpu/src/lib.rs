@@ -13,8 +13,6 @@
 //! - [`vmath`]: branch-free f32 exp/ln/tanh/sigmoid/GELU/softplus that vectorise, with error bounds.
 //! - [`reduce`]: sums, extrema and arg-extrema over any set of axes; softmax along the last axis.
 //! - [`gemm`]: general matrix multiply with arbitrary strides and a Dense epilogue.
-//! - [`qgemm`]: int8 GEMM (u8 × i8 → i32, VNNI/AVX2/portable) with a dequantizing epilogue, and
-//!   the quantization utilities of dynamic int8 inference.
 //! - [`isa`]: the run-time choice between the AVX2+FMA and portable kernel paths.
 //! - [`copy`]: strided copies and dtype casts.
 //! - [`error`]: the operand checks (lengths, views, indices) every public kernel makes first.

@@ -23,8 +23,7 @@
 //!
 //! Modules: [`layers`] and [`module`] (the `Module` trait), [`sequential`], [`loss`],
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
-//! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
-//! [`quantize`] (dynamic int8 inference of Dense networks).
+//! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`].
 
 pub mod callbacks;
 pub mod checkpoint;
