@@ -42,6 +42,9 @@ mod tensor;
 
 pub use backprop::GradStore;
 pub use dtype::{DType, Device, WithDType};
+/// The int8 GEMM and quantization utilities of ember-cpu (host-side kernels over slices),
+/// re-exported so ember-nn's quantized inference reaches them through ember-core alone.
+pub use ember_cpu::qgemm;
 /// The op vocabulary shared by every ember crate (re-exported: users never name a kernel crate).
 pub use ember_ops;
 pub use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};

@@ -33,6 +33,7 @@ pub mod loss;
 pub mod optim;
 pub mod par;
 pub mod peak;
+pub mod qgemm;
 pub mod reduce;
 pub mod strided;
 pub mod unary;

@@ -42,6 +42,7 @@ pub mod model;
 pub mod module;
 pub mod optim;
 pub mod privacy;
+pub mod quantize;
 pub mod regularizer;
 pub mod sequential;
 pub mod spec;

@@ -1,0 +1,569 @@
+//! Dynamic int8 quantization of trained Dense networks, for inference (PyTorch's
+//! `torch.ao.quantization.quantize_dynamic` on `nn.Linear`).
+//!
+//! [`quantize_dynamic`] turns a trained f32 [`Sequential`] into a new one whose [`Dense`]
+//! layers are [`QuantizedDense`]: the weight is quantized once, symmetric per output channel
+//! to i8 codes in [-127, 127] with one f32 scale per channel, and packed for the int8 GEMM;
+//! at every call the input batch is quantized per tensor to u8 in [0, 127] with a scale and
+//! zero point computed from that batch ("dynamic"), multiplied exactly in i32, and the result
+//! dequantized to f32, where the bias and the layer's activation are applied. So only the
+//! matrix product runs in int8; everything else stays f32. The schemes and the reasons for
+//! the 7-bit activations are in `ember_core::qgemm` (ember-cpu's `qgemm` module docs).
+//!
+//! Layers without weights pass through: activation layers, Flatten, Softmax, and
+//! Dropout (the identity at inference, so it is dropped). Anything else (BatchNorm1d, ...) is
+//! refused with an error naming the layer. The quantized network is inference-only: it has no
+//! parameters, and its layers run on the CPU (an input on another device is read back to the
+//! host; the output is an f32 tensor on the input's device).
+//!
+//! [`QuantizedNet::save`] / [`QuantizedNet::load`] store a quantized network in safetensors: for the
+//! k-th layer `layers.{k}.weight` (I8, `[out, in]`), `layers.{k}.weight_scale` (F32, `[out]`)
+//! and `layers.{k}.bias` (F32, `[out]`, when present); the architecture goes in the header's
+//! metadata (`ember.quantized = dynamic-int8`, `ember.layers = "qdense:relu,flatten,..."`),
+//! so a file is loaded without the f32 model.
+
+use crate::error::{NnError, Result, config_err};
+use crate::layers::{ActivationLayer, Dense, Flatten, Softmax, activation_name, parse_activation};
+use crate::module::Module;
+use crate::sequential::Sequential;
+use ember_core::qgemm::quant::{self, QuantWeights};
+use ember_core::qgemm::{Dequant, PackedB, QActs, QError, QOut, qgemm};
+use ember_core::{Activation, Device, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A kernel-level error as an nn configuration error, naming the layer.
+fn q_err(layer: &str, e: QError) -> NnError {
+    NnError::Config(format!("{layer}: {e}"))
+}
+
+/// A Dense layer with int8 weights, dynamically quantized activations and an f32 output.
+pub struct QuantizedDense {
+    weights: QuantWeights,
+    packed: PackedB,
+    bias: Option<Vec<f32>>,
+    activation: Activation,
+}
+
+impl QuantizedDense {
+    /// Quantizes a trained [`Dense`] layer (its weight and bias are read back as f32).
+    pub fn from_dense(dense: &Dense) -> Result<QuantizedDense> {
+        let w = dense.weight().to_vec::<f32>()?;
+        let bias = dense.bias().map(|b| b.to_vec::<f32>()).transpose()?;
+        let (out_f, in_f) = (dense.out_features(), dense.in_features());
+        let weights = quant::quantize_weights(&w, out_f, in_f)
+            .map_err(|e| q_err("QuantizedDense::from_dense", e))?;
+        QuantizedDense::from_parts(weights, bias, dense.activation())
+    }
+
+    /// A layer from already quantized weights (`[out, in]` codes and per-row scales), an
+    /// optional bias of length `out` and the activation.
+    pub fn from_parts(
+        weights: QuantWeights,
+        bias: Option<Vec<f32>>,
+        activation: Activation,
+    ) -> Result<QuantizedDense> {
+        let (out_f, in_f) = (weights.rows, weights.cols);
+        if out_f == 0 || in_f == 0 {
+            return config_err(format!(
+                "QuantizedDense: sizes must be positive, got [{out_f}, {in_f}]"
+            ));
+        }
+        if weights.codes.len() != out_f * in_f || weights.scales.len() != out_f {
+            return config_err(format!(
+                "QuantizedDense: weight [{out_f}, {in_f}] needs {} codes and {out_f} scales, got {} and {}",
+                out_f * in_f,
+                weights.codes.len(),
+                weights.scales.len()
+            ));
+        }
+        if let Some((at, s)) = weights
+            .scales
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
+            return config_err(format!(
+                "QuantizedDense: scale {at} is {s}, expected positive and finite"
+            ));
+        }
+        if let Some(b) = &bias
+            && b.len() != out_f
+        {
+            return config_err(format!(
+                "QuantizedDense: bias must hold {out_f} values, got {}",
+                b.len()
+            ));
+        }
+        let packed = PackedB::from_transposed(in_f, out_f, &weights.codes, in_f)
+            .map_err(|e| q_err("QuantizedDense", e))?;
+        Ok(QuantizedDense {
+            weights,
+            packed,
+            bias,
+            activation,
+        })
+    }
+
+    /// The quantized weight: codes `[out, in]` and one scale per output channel.
+    pub fn weights(&self) -> &QuantWeights {
+        &self.weights
+    }
+
+    /// The f32 bias, if any.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// The activation applied in f32 after dequantizing.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    /// Number of inputs.
+    pub fn in_features(&self) -> usize {
+        self.weights.cols
+    }
+
+    /// Number of outputs.
+    pub fn out_features(&self) -> usize {
+        self.weights.rows
+    }
+
+    /// The forward pass on host rows: `x` is `[m, in]` row-major; returns `[m, out]`.
+    pub fn forward_host(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let (in_f, out_f) = (self.in_features(), self.out_features());
+        let name = "QuantizedDense";
+        if x.len() != m * in_f {
+            return config_err(format!(
+                "{name}({in_f} -> {out_f}): expected {m}x{in_f} = {} inputs, got {}",
+                m * in_f,
+                x.len()
+            ));
+        }
+        let mut xq = vec![0u8; x.len()];
+        let p = quant::quantize_acts(x, &mut xq).map_err(|e| q_err(name, e))?;
+        let mut y = vec![0f32; m * out_f];
+        let dq = Dequant {
+            a_scale: p.scale,
+            b_scales: &self.weights.scales,
+            bias: self.bias.as_deref(),
+            act: self.activation,
+        };
+        let acts = QActs {
+            data: &xq,
+            m,
+            lda: in_f,
+            zero_point: p.zero_point,
+        };
+        qgemm(
+            acts,
+            &self.packed,
+            QOut::F32 {
+                c: &mut y,
+                ldc: out_f,
+                dq,
+            },
+        )
+        .map_err(|e| q_err(name, e))?;
+        Ok(y)
+    }
+}
+
+impl Module for QuantizedDense {
+    fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let (in_f, out_f) = (self.in_features(), self.out_features());
+        let m = match *x.shape() {
+            [m, w] if w == in_f => m,
+            _ => {
+                return config_err(format!(
+                    "QuantizedDense({in_f} -> {out_f}): expected input [batch, {in_f}], got {:?}",
+                    x.shape()
+                ));
+            }
+        };
+        let y = self.forward_host(&x.to_vec::<f32>()?, m)?;
+        Ok(Tensor::from_vec(y, (m, out_f), Device::Cpu)?.to_device(x.device())?)
+    }
+
+    fn kind(&self) -> &'static str {
+        "QuantizedDense"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "QuantizedDense {}, {} (int8)",
+            self.out_features(),
+            activation_name(self.activation)
+        )
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if input != [self.in_features()] {
+            return config_err(format!(
+                "QuantizedDense({} -> {}): expected input shape [{}], got {:?}",
+                self.in_features(),
+                self.out_features(),
+                self.in_features(),
+                input
+            ));
+        }
+        Ok(vec![self.out_features()])
+    }
+}
+
+/// The activation of an [`ActivationLayer`] from its kind name.
+fn activation_of_kind(kind: &str) -> Option<Activation> {
+    Activation::ALL
+        .into_iter()
+        .find(|&a| ActivationLayer::new(a).kind() == kind)
+}
+
+/// One layer of a quantized network.
+#[derive(Clone)]
+pub enum QLayer {
+    /// An int8 Dense layer (shared with the runnable network).
+    Dense(Arc<QuantizedDense>),
+    /// An activation layer.
+    Activation(Activation),
+    /// Flatten.
+    Flatten,
+    /// Softmax over the last axis.
+    Softmax,
+}
+
+/// Lets a shared layer sit in a [`Sequential`] while [`QuantizedNet`] keeps a handle to it.
+struct Shared(Arc<QuantizedDense>);
+
+impl Module for Shared {
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        self.0.forward(x, training)
+    }
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        self.0.output_shape(input)
+    }
+}
+
+/// A dynamically quantized network: its layers, and the same layers as a runnable
+/// [`Sequential`] (`forward`, `summary`).
+pub struct QuantizedNet {
+    network: Sequential,
+    layers: Vec<QLayer>,
+}
+
+impl QuantizedNet {
+    /// An empty network.
+    pub fn new() -> QuantizedNet {
+        QuantizedNet {
+            network: Sequential::new(),
+            layers: Vec::new(),
+        }
+    }
+
+    /// Appends a layer.
+    pub fn push(&mut self, layer: QLayer) {
+        match &layer {
+            QLayer::Dense(d) => self.network.push(Shared(d.clone())),
+            QLayer::Activation(a) => self.network.push(ActivationLayer::new(*a)),
+            QLayer::Flatten => self.network.push(Flatten::new()),
+            QLayer::Softmax => self.network.push(Softmax),
+        }
+        self.layers.push(layer);
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[QLayer] {
+        &self.layers
+    }
+
+    /// The runnable network.
+    pub fn network(&self) -> &Sequential {
+        &self.network
+    }
+
+    /// Inference on a batch: the network's `forward` in evaluation mode, except that runs of
+    /// consecutive [`QuantizedDense`] layers pass their f32 activations on the host, without
+    /// a tensor in between (each layer's activation is already applied in its epilogue). The
+    /// values are the same as layer by layer.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut t = x.clone();
+        let mut i = 0;
+        while i < self.layers.len() {
+            let run: Vec<&Arc<QuantizedDense>> = self
+                .layers
+                .iter()
+                .skip(i)
+                .map_while(|l| match l {
+                    QLayer::Dense(d) => Some(d),
+                    _ => None,
+                })
+                .collect();
+            let Some(first) = run.first() else {
+                // The network holds one module per entry of `layers` (push adds both).
+                if let Some(layer) = self.network.layers().get(i) {
+                    t = layer.forward(&t, false)?;
+                }
+                i += 1;
+                continue;
+            };
+            let m = match *t.shape() {
+                [m, w] if w == first.in_features() => m,
+                _ => {
+                    return config_err(format!(
+                        "QuantizedDense({} -> {}): expected input [batch, {}], got {:?}",
+                        first.in_features(),
+                        first.out_features(),
+                        first.in_features(),
+                        t.shape()
+                    ));
+                }
+            };
+            let mut h = t.to_vec::<f32>()?;
+            let mut width = first.in_features();
+            for d in &run {
+                if d.in_features() != width {
+                    return config_err(format!(
+                        "QuantizedDense({} -> {}): expected input [batch, {}], got [{m}, {width}]",
+                        d.in_features(),
+                        d.out_features(),
+                        d.in_features()
+                    ));
+                }
+                h = d.forward_host(&h, m)?;
+                width = d.out_features();
+            }
+            t = Tensor::from_vec(h, (m, width), Device::Cpu)?.to_device(x.device())?;
+            i += run.len();
+        }
+        Ok(t)
+    }
+
+    /// Saves the network to `path` in safetensors (module docs), atomically as checkpoints are.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut specs = Vec::new();
+        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (k, layer) in self.layers.iter().enumerate() {
+            match layer {
+                QLayer::Dense(d) => {
+                    specs.push(format!("qdense:{}", activation_name(d.activation)));
+                    let (o, i) = (d.out_features(), d.in_features());
+                    let codes = d.weights.codes.iter().map(|&c| c as u8).collect();
+                    tensors.push((format!("layers.{k}.weight"), Dtype::I8, vec![o, i], codes));
+                    tensors.push((
+                        format!("layers.{k}.weight_scale"),
+                        Dtype::F32,
+                        vec![o],
+                        f32_bytes(&d.weights.scales),
+                    ));
+                    if let Some(b) = &d.bias {
+                        tensors.push((
+                            format!("layers.{k}.bias"),
+                            Dtype::F32,
+                            vec![o],
+                            f32_bytes(b),
+                        ));
+                    }
+                }
+                QLayer::Activation(a) => specs.push(format!("act:{}", activation_name(*a))),
+                QLayer::Flatten => specs.push("flatten".into()),
+                QLayer::Softmax => specs.push("softmax".into()),
+            }
+        }
+        let st_err = |message: String, e: safetensors::SafeTensorError| NnError::Checkpoint {
+            path: path.display().to_string(),
+            message,
+            source: Some(Box::new(e)),
+        };
+        let views = tensors
+            .iter()
+            .map(|(name, dt, shape, bytes)| {
+                TensorView::new(*dt, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| st_err(format!("tensor {name}"), e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let meta = HashMap::from([
+            (META_KIND.to_string(), KIND.to_string()),
+            (META_LAYERS.to_string(), specs.join(",")),
+        ]);
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| st_err("serialising the quantized model".into(), e))?;
+        crate::checkpoint::write_atomic(path, &bytes)
+    }
+
+    /// Loads a network saved by [`QuantizedNet::save`]: every tensor's name, dtype and shape
+    /// is checked against the recorded architecture; a mismatch is an error naming it.
+    pub fn load(path: &Path) -> Result<QuantizedNet> {
+        let bytes = std::fs::read(path).map_err(|source| NnError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let ck = |message: String| NnError::Checkpoint {
+            path: path.display().to_string(),
+            message,
+            source: None,
+        };
+        let st_err = |message: &str, e: safetensors::SafeTensorError| NnError::Checkpoint {
+            path: path.display().to_string(),
+            message: message.to_string(),
+            source: Some(Box::new(e)),
+        };
+        let (_, header) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| st_err("reading the header", e))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get(META_KIND).map(String::as_str) != Some(KIND) {
+            return Err(ck(format!(
+                "not a quantized ember model (metadata {META_KIND} is not {KIND})"
+            )));
+        }
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err("reading the tensors", e))?;
+        let spec = meta.get(META_LAYERS).cloned().unwrap_or_default();
+        let mut net = QuantizedNet::new();
+        for (k, item) in spec.split(',').filter(|s| !s.is_empty()).enumerate() {
+            let (tag, arg) = item.split_once(':').unwrap_or((item, ""));
+            let layer = match tag {
+                "qdense" => QLayer::Dense(Arc::new(load_dense(&st, path, k, arg)?)),
+                "act" => QLayer::Activation(parse_activation(arg)?),
+                "flatten" => QLayer::Flatten,
+                "softmax" => QLayer::Softmax,
+                other => return Err(ck(format!("layer {k}: unknown kind '{other}'"))),
+            };
+            net.push(layer);
+        }
+        Ok(net)
+    }
+}
+
+impl Default for QuantizedNet {
+    fn default() -> Self {
+        QuantizedNet::new()
+    }
+}
+
+/// Dynamic int8 quantization of a trained network (see the module docs): Dense layers become
+/// [`QuantizedDense`], activation layers, Flatten and Softmax are carried over, Dropout (the
+/// identity at inference) is dropped; any other layer is an error naming it.
+pub fn quantize_dynamic(net: &Sequential) -> Result<QuantizedNet> {
+    let mut out = QuantizedNet::new();
+    for (i, layer) in net.layers().iter().enumerate() {
+        let q = match layer.kind() {
+            "Dense" => {
+                let params = layer.parameters();
+                let weight = params.iter().find(|(n, _)| n == "weight").map(|p| &p.1);
+                let bias = params
+                    .iter()
+                    .find(|(n, _)| n == "bias")
+                    .map(|p| p.1.clone());
+                // Dense's one-line description is "Dense {out}, {activation name}".
+                let act = layer
+                    .describe()
+                    .rsplit_once(", ")
+                    .map(|(_, a)| parse_activation(a))
+                    .transpose()?;
+                let (Some(weight), Some(act)) = (weight, act) else {
+                    return config_err(format!(
+                        "quantize_dynamic: layer {i} (Dense) does not expose its weight and activation"
+                    ));
+                };
+                let dense = Dense::from_tensors(weight.clone(), bias, act)?;
+                QLayer::Dense(Arc::new(QuantizedDense::from_dense(&dense)?))
+            }
+            "Flatten" => QLayer::Flatten,
+            "Softmax" => QLayer::Softmax,
+            "Dropout" => continue,
+            kind => match activation_of_kind(kind) {
+                Some(a) => QLayer::Activation(a),
+                None => {
+                    return config_err(format!(
+                        "quantize_dynamic: layer {i} is {kind}, which has no quantized form \
+                         (supported: Dense, activation layers, Flatten, Softmax, Dropout)"
+                    ));
+                }
+            },
+        };
+        out.push(q);
+    }
+    Ok(out)
+}
+
+const META_KIND: &str = "ember.quantized";
+const META_LAYERS: &str = "ember.layers";
+const KIND: &str = "dynamic-int8";
+
+/// Little-endian bytes of f32 values.
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// f32 values from little-endian bytes.
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+        .collect()
+}
+
+/// Reads a tensor's raw bytes, checking its dtype and shape.
+fn read_tensor<'a>(
+    st: &'a SafeTensors<'a>,
+    path: &Path,
+    name: &str,
+    dtype: Dtype,
+    shape: Option<&[usize]>,
+) -> Result<(Vec<usize>, &'a [u8])> {
+    let ck = |message: String| NnError::Checkpoint {
+        path: path.display().to_string(),
+        message,
+        source: None,
+    };
+    let t = st
+        .tensor(name)
+        .map_err(|_| ck(format!("tensor {name} is missing")))?;
+    if t.dtype() != dtype || shape.is_some_and(|s| t.shape() != s) {
+        return Err(ck(format!(
+            "tensor {name} is {:?} {:?}, expected {dtype:?} {}",
+            t.dtype(),
+            t.shape(),
+            shape.map_or("[out, in]".to_string(), |s| format!("{s:?}"))
+        )));
+    }
+    Ok((t.shape().to_vec(), t.data()))
+}
+
+/// The k-th layer's QuantizedDense from a file.
+fn load_dense(st: &SafeTensors<'_>, path: &Path, k: usize, act: &str) -> Result<QuantizedDense> {
+    let act = parse_activation(act)?;
+    let w_name = format!("layers.{k}.weight");
+    let (shape, codes) = read_tensor(st, path, &w_name, Dtype::I8, None)?;
+    let &[o, i] = shape.as_slice() else {
+        return Err(NnError::Checkpoint {
+            path: path.display().to_string(),
+            message: format!("tensor {w_name} is {shape:?}, expected [out, in]"),
+            source: None,
+        });
+    };
+    let scale_name = format!("layers.{k}.weight_scale");
+    let (_, scales) = read_tensor(st, path, &scale_name, Dtype::F32, Some(&[o]))?;
+    let b_name = format!("layers.{k}.bias");
+    let bias = if st.names().iter().any(|n| **n == b_name) {
+        Some(f32s(
+            read_tensor(st, path, &b_name, Dtype::F32, Some(&[o]))?.1,
+        ))
+    } else {
+        None
+    };
+    let w = QuantWeights {
+        rows: o,
+        cols: i,
+        codes: codes.iter().map(|&b| b as i8).collect(),
+        scales: f32s(scales),
+    };
+    QuantizedDense::from_parts(w, bias, act)
+}
