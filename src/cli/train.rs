@@ -935,17 +935,19 @@ impl Callback for Reporter {
             bar.finish_and_clear();
         }
         if self.json {
-            println!(
-                "{}",
-                json_object(&[
-                    ("epoch", Value::from(logs.epoch)),
-                    ("loss", num(logs.loss)),
-                    ("accuracy", opt_num(logs.get("accuracy"))),
-                    ("val_loss", opt_num(logs.val_loss)),
-                    ("val_accuracy", opt_num(logs.get("val_accuracy"))),
-                    ("seconds", num(logs.seconds)),
-                ])
-            );
+            let mut fields = vec![
+                ("epoch", Value::from(logs.epoch)),
+                ("loss", num(logs.loss)),
+                ("accuracy", opt_num(logs.get("accuracy"))),
+                ("val_loss", opt_num(logs.val_loss)),
+                ("val_accuracy", opt_num(logs.get("val_accuracy"))),
+            ];
+            // DP-SGD runs also report the privacy spent so far.
+            if let Some(eps) = logs.get("epsilon") {
+                fields.push(("epsilon", num(eps)));
+            }
+            fields.push(("seconds", num(logs.seconds)));
+            println!("{}", json_object(&fields));
         } else {
             println!("Epoch {}/{} - {}", logs.epoch, self.epochs, logs.line());
         }

@@ -25,7 +25,8 @@
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
 //! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
-//! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant) and [`dp`] (DP-SGD training).
+//! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant), [`dp`] (DP-SGD training),
+//! [`quantize`] (int8 dynamic quantization of Dense networks).
 
 pub mod augment;
 pub mod callbacks;
