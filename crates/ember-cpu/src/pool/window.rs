@@ -1,0 +1,391 @@
+//! Max and average pooling over windows, forward and backward (PyTorch's CPU semantics).
+//!
+//! The window geometry is [`Pool2dSpec`]: kernel, stride, dilation (max only) and padding per
+//! axis, and `ceil_mode`. For each output row the valid taps of the window are found once (the
+//! range of window rows, and per output column the range of window columns, that fall inside
+//! the input), so the inner loops never test bounds.
+//!
+//! - Max: padding counts as −∞ and never wins. The scan keeps the first maximum in row-major
+//!   window order (`v > best`), and a NaN always wins (`v > best || v is NaN`), as PyTorch's CPU
+//!   kernel, so a NaN anywhere in the window is the result. The argmax is the element's offset
+//!   in its input plane (`h·W + w`, as PyTorch's indices), as `u32`.
+//! - Average: the sum of the real elements over a divisor that is the window clipped to the
+//!   padded input (`count_include_pad`, PyTorch's default) or the number of real elements.
+//!
+//! The backward kernels scatter each output's gradient (to the argmax, or spread over the
+//! window) in row-major output order within the plane, one plane per task.
+//!
+//! The common 2×2, stride-2 max pool without padding (every CNN's) has its own path: the two
+//! input rows of an output row are compared branch-free, which the compiler vectorises; its
+//! result and argmax equal the general path's (tests compare them).
+
+use super::{check_planes, for_planes, geometry};
+use crate::element::Float;
+use crate::error::OperandError;
+use ember_ops::{Axis, Pool2dSpec, PoolKind};
+
+/// The valid taps of every window along one axis: for output `o`, window taps `lo..hi` fall
+/// inside the input, the first at input index `first`.
+#[derive(Debug, Clone, Copy)]
+struct Taps {
+    lo: usize,
+    hi: usize,
+    first: usize,
+}
+
+/// The taps of each output along `a` (`out` outputs).
+fn taps(a: &Axis, out: usize) -> Vec<Taps> {
+    (0..out)
+        .map(|o| {
+            // Window start in padded coordinates minus the begin padding: may be negative.
+            let start = (o * a.stride) as isize - a.pad_begin as isize;
+            let d = a.dilation as isize;
+            let mut lo = 0usize;
+            while lo < a.kernel && start + lo as isize * d < 0 {
+                lo += 1;
+            }
+            let mut hi = lo;
+            while hi < a.kernel && start + (hi as isize) * d < a.input as isize {
+                hi += 1;
+            }
+            let first = (start + lo as isize * d).max(0) as usize;
+            Taps { lo, hi, first }
+        })
+        .collect()
+}
+
+/// The checks every pooling kernel makes: a valid spec of the right kind and buffers of the
+/// right sizes. Returns (planes, input plane, output plane).
+fn check(
+    op: &'static str,
+    spec: &Pool2dSpec,
+    want_max: bool,
+    input_len: usize,
+    output_len: usize,
+) -> Result<(usize, usize, usize), OperandError> {
+    let is_max = matches!(spec.kind, PoolKind::Max);
+    if is_max != want_max {
+        return Err(geometry(
+            op,
+            format!("called with a {:?} pooling spec", spec.kind),
+        ));
+    }
+    spec.validate().map_err(|p| geometry(op, p))?;
+    if !is_max && (spec.h.dilation != 1 || spec.w.dilation != 1) {
+        return Err(geometry(
+            op,
+            format!(
+                "average pooling has no dilation (got {}×{})",
+                spec.h.dilation, spec.w.dilation
+            ),
+        ));
+    }
+    let planes = spec.batch.checked_mul(spec.channels).ok_or_else(|| {
+        geometry(
+            op,
+            format!("{} × {} planes overflow", spec.batch, spec.channels),
+        )
+    })?;
+    let ip = spec.h.input.checked_mul(spec.w.input).ok_or_else(|| {
+        geometry(
+            op,
+            format!("a {}×{} plane overflows", spec.h.input, spec.w.input),
+        )
+    })?;
+    let op_ = spec.out_h() * spec.out_w();
+    check_planes(op, "input", planes, ip, input_len)?;
+    check_planes(op, "output", planes, op_, output_len)?;
+    Ok((planes, ip, op_))
+}
+
+/// Max pooling: `out` (`[N, C, OH, OW]`) gets each window's maximum of `x` (`[N, C, H, W]`),
+/// and `argmax`, when given, the maximum's offset in its input plane. The spec's kind must be
+/// [`PoolKind::Max`]; planes larger than `u32::MAX` elements are refused when `argmax` is asked.
+pub fn max_pool2d<T: Float>(
+    x: &[T],
+    spec: &Pool2dSpec,
+    out: &mut [T],
+    argmax: Option<&mut [u32]>,
+) -> Result<(), OperandError> {
+    const OP: &str = "max_pool2d";
+    let (_, ip, opl) = check(OP, spec, true, x.len(), out.len())?;
+    if let Some(a) = argmax.as_deref() {
+        crate::error::check_len(OP, "argmax", out.len(), a.len())?;
+        if ip > u32::MAX as usize {
+            return Err(geometry(
+                OP,
+                format!("an input plane of {ip} elements is too large for u32 argmax offsets"),
+            ));
+        }
+    }
+    let (th, tw) = (taps(&spec.h, spec.out_h()), taps(&spec.w, spec.out_w()));
+    let fast = fast_2x2(spec);
+    let work = ip.max(opl * spec.h.kernel * spec.w.kernel);
+    match argmax {
+        Some(arg) => {
+            // One task per plane pair (output plane, argmax plane): zip them as one buffer of
+            // pairs would cost a copy, so split the argmax by the same plane index instead.
+            let arg_ptr = SendPtr(arg.as_mut_ptr());
+            for_planes(out, opl, work, |p, o| {
+                // SAFETY: plane `p` of `arg` (opl elements at p·opl) is written by this task
+                // only: `for_planes` hands each plane index to exactly one call, and `arg`
+                // holds planes·opl elements (checked above).
+                let a = unsafe { std::slice::from_raw_parts_mut(arg_ptr.get().add(p * opl), opl) };
+                let xp = &x[p * ip..(p + 1) * ip];
+                if fast {
+                    max_plane_2x2(xp, spec, o, Some(a));
+                } else {
+                    max_plane(xp, spec, &th, &tw, o, Some(a));
+                }
+            });
+        }
+        None => for_planes(out, opl, work, |p, o| {
+            let xp = &x[p * ip..(p + 1) * ip];
+            if fast {
+                max_plane_2x2(xp, spec, o, None);
+            } else {
+                max_plane(xp, spec, &th, &tw, o, None);
+            }
+        }),
+    }
+    Ok(())
+}
+
+/// A raw pointer that may cross into rayon tasks (each task writes a disjoint part).
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: used only to hand disjoint sub-slices to parallel tasks (see the call sites).
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above; the pointer itself is only copied.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// True when the spec is the 2×2, stride-2, unpadded, undilated window whose outputs all lie
+/// inside the input (floor mode, or even extents).
+fn fast_2x2(s: &Pool2dSpec) -> bool {
+    let ax = |a: &Axis, out: usize| {
+        a.kernel == 2
+            && a.stride == 2
+            && a.dilation == 1
+            && a.pad_begin == 0
+            && a.pad_end == 0
+            && out * 2 <= a.input
+    };
+    ax(&s.h, s.out_h()) && ax(&s.w, s.out_w())
+}
+
+/// One plane of the general max pool.
+fn max_plane<T: Float>(
+    x: &[T],
+    s: &Pool2dSpec,
+    th: &[Taps],
+    tw: &[Taps],
+    out: &mut [T],
+    mut arg: Option<&mut [u32]>,
+) {
+    let (w_in, dh, dw) = (s.w.input, s.h.dilation, s.w.dilation);
+    let ow_n = tw.len();
+    for (oh, t_h) in th.iter().enumerate() {
+        for (ow, t_w) in tw.iter().enumerate() {
+            let mut best = T::neg_infinity();
+            let mut at = t_h.first * w_in + t_w.first;
+            for i in 0..t_h.hi - t_h.lo {
+                let row = (t_h.first + i * dh) * w_in;
+                for j in 0..t_w.hi - t_w.lo {
+                    let off = row + t_w.first + j * dw;
+                    let v = x[off];
+                    if v > best || v.is_nan() {
+                        best = v;
+                        at = off;
+                    }
+                }
+            }
+            out[oh * ow_n + ow] = best;
+            if let Some(a) = arg.as_deref_mut() {
+                a[oh * ow_n + ow] = at as u32;
+            }
+        }
+    }
+}
+
+/// One plane of the 2×2 stride-2 max pool (see [`fast_2x2`]); the same results as
+/// [`max_plane`]: taps in the order (0,0), (0,1), (1,0), (1,1), first maximum kept, NaN wins.
+fn max_plane_2x2<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Option<&mut [u32]>) {
+    let isa = crate::isa::active();
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() {
+        // SAFETY: AVX2 and FMA are present (checked just above).
+        unsafe { max_plane_2x2_avx2(x, s, out, arg) };
+        return;
+    }
+    let _ = isa;
+    max_plane_2x2_body(x, s, out, arg);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn max_plane_2x2_avx2<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Option<&mut [u32]>) {
+    max_plane_2x2_body(x, s, out, arg);
+}
+
+/// `(best, at)` after offering `v` at offset `off`: branch-free, so a row of outputs vectorises.
+#[inline(always)]
+fn offer<T: Float>(best: T, at: u32, v: T, off: u32) -> (T, u32) {
+    let take = v > best || v.is_nan();
+    (if take { v } else { best }, if take { off } else { at })
+}
+
+#[inline(always)]
+fn max_plane_2x2_body<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Option<&mut [u32]>) {
+    let (w_in, oh_n, ow_n) = (s.w.input, s.out_h(), s.out_w());
+    match arg {
+        Some(arg) => {
+            for oh in 0..oh_n {
+                let r0 = &x[2 * oh * w_in..][..2 * ow_n];
+                let r1 = &x[(2 * oh + 1) * w_in..][..2 * ow_n];
+                let o = &mut out[oh * ow_n..][..ow_n];
+                let a = &mut arg[oh * ow_n..][..ow_n];
+                let base = (2 * oh * w_in) as u32;
+                for ow in 0..ow_n {
+                    let c = 2 * ow as u32;
+                    let (m, i) = (r0[2 * ow], base + c);
+                    let (m, i) = offer(m, i, r0[2 * ow + 1], base + c + 1);
+                    let (m, i) = offer(m, i, r1[2 * ow], base + w_in as u32 + c);
+                    let (m, i) = offer(m, i, r1[2 * ow + 1], base + w_in as u32 + c + 1);
+                    o[ow] = m;
+                    a[ow] = i;
+                }
+            }
+        }
+        None => {
+            for oh in 0..oh_n {
+                let r0 = &x[2 * oh * w_in..][..2 * ow_n];
+                let r1 = &x[(2 * oh + 1) * w_in..][..2 * ow_n];
+                let o = &mut out[oh * ow_n..][..ow_n];
+                for ow in 0..ow_n {
+                    let (m, _) = offer(r0[2 * ow], 0, r0[2 * ow + 1], 0);
+                    let (m, _) = offer(m, 0, r1[2 * ow], 0);
+                    let (m, _) = offer(m, 0, r1[2 * ow + 1], 0);
+                    o[ow] = m;
+                }
+            }
+        }
+    }
+}
+
+/// The max pool's backward: `dx` (`[N, C, H, W]`, overwritten) gets each output's gradient
+/// `g` added at its window's argmax (as written by [`max_pool2d`]).
+pub fn max_pool2d_backward<T: Float>(
+    g: &[T],
+    argmax: &[u32],
+    spec: &Pool2dSpec,
+    dx: &mut [T],
+) -> Result<(), OperandError> {
+    const OP: &str = "max_pool2d_backward";
+    let (_, ip, opl) = check(OP, spec, true, dx.len(), g.len())?;
+    crate::error::check_len(OP, "argmax", g.len(), argmax.len())?;
+    if let Some((pos, &a)) = argmax.iter().enumerate().find(|(_, a)| **a as usize >= ip) {
+        return Err(OperandError::Index {
+            op: OP,
+            position: pos,
+            index: a as usize,
+            extent: ip,
+        });
+    }
+    for_planes(dx, ip, ip.max(opl), |p, d| {
+        d.fill(T::ZERO);
+        let (gp, ap) = (&g[p * opl..(p + 1) * opl], &argmax[p * opl..(p + 1) * opl]);
+        for (&gv, &a) in gp.iter().zip(ap) {
+            d[a as usize] += gv;
+        }
+    });
+    Ok(())
+}
+
+/// The divisor and the valid tap ranges of one average-pool window along one axis:
+/// (clipped-to-padded-input length, first real index, one past the last real index).
+fn avg_extent(a: &Axis, o: usize) -> (usize, usize, usize) {
+    let start = (o * a.stride) as isize - a.pad_begin as isize;
+    let end = (start + a.kernel as isize).min((a.input + a.pad_end) as isize);
+    let padded_len = (end - start).max(0) as usize;
+    let lo = start.max(0) as usize;
+    let hi = end.min(a.input as isize).max(lo as isize) as usize;
+    (padded_len, lo, hi)
+}
+
+/// The divisor of window (`oh`, `ow`) and its real row and column ranges.
+#[inline]
+fn avg_window(s: &Pool2dSpec, hx: (usize, usize, usize), wx: (usize, usize, usize)) -> usize {
+    let include = matches!(
+        s.kind,
+        PoolKind::Avg {
+            count_include_pad: true
+        }
+    );
+    if include {
+        hx.0 * wx.0
+    } else {
+        (hx.2 - hx.1) * (wx.2 - wx.1)
+    }
+}
+
+/// Average pooling: `out` (`[N, C, OH, OW]`) gets each window's sum of `x` over the divisor
+/// the spec's [`PoolKind::Avg`] flag selects. A window with a zero divisor (only possible with
+/// `count_include_pad = false`) gives NaN, as in PyTorch.
+pub fn avg_pool2d<T: Float>(x: &[T], spec: &Pool2dSpec, out: &mut [T]) -> Result<(), OperandError> {
+    const OP: &str = "avg_pool2d";
+    let (_, ip, opl) = check(OP, spec, false, x.len(), out.len())?;
+    let hs: Vec<_> = (0..spec.out_h()).map(|o| avg_extent(&spec.h, o)).collect();
+    let ws: Vec<_> = (0..spec.out_w()).map(|o| avg_extent(&spec.w, o)).collect();
+    let w_in = spec.w.input;
+    let work = ip.max(opl * spec.h.kernel * spec.w.kernel);
+    for_planes(out, opl, work, |p, o| {
+        let xp = &x[p * ip..(p + 1) * ip];
+        for (oh, &hx) in hs.iter().enumerate() {
+            for (ow, &wx) in ws.iter().enumerate() {
+                let mut sum = T::ZERO;
+                for h in hx.1..hx.2 {
+                    for &v in &xp[h * w_in + wx.1..h * w_in + wx.2] {
+                        sum += v;
+                    }
+                }
+                o[oh * ws.len() + ow] = sum / T::from_f64(avg_window(spec, hx, wx) as f64);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The average pool's backward: `dx` (`[N, C, H, W]`, overwritten) gets each output's
+/// gradient over its divisor added to every real element of its window.
+pub fn avg_pool2d_backward<T: Float>(
+    g: &[T],
+    spec: &Pool2dSpec,
+    dx: &mut [T],
+) -> Result<(), OperandError> {
+    const OP: &str = "avg_pool2d_backward";
+    let (_, ip, opl) = check(OP, spec, false, dx.len(), g.len())?;
+    let hs: Vec<_> = (0..spec.out_h()).map(|o| avg_extent(&spec.h, o)).collect();
+    let ws: Vec<_> = (0..spec.out_w()).map(|o| avg_extent(&spec.w, o)).collect();
+    let w_in = spec.w.input;
+    let work = ip.max(opl * spec.h.kernel * spec.w.kernel);
+    for_planes(dx, ip, work, |p, d| {
+        d.fill(T::ZERO);
+        let gp = &g[p * opl..(p + 1) * opl];
+        for (oh, &hx) in hs.iter().enumerate() {
+            for (ow, &wx) in ws.iter().enumerate() {
+                let share = gp[oh * ws.len() + ow] / T::from_f64(avg_window(spec, hx, wx) as f64);
+                for h in hx.1..hx.2 {
+                    for v in &mut d[h * w_in + wx.1..h * w_in + wx.2] {
+                        *v += share;
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
