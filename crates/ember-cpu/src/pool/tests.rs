@@ -603,3 +603,39 @@ fn bad_operands_are_errors_naming_the_op() {
     empty.batch = 0;
     max_pool2d::<f32>(&[], &empty, &mut [], Some(&mut [])).unwrap();
 }
+
+#[test]
+fn the_2x2_simd_rows_keep_the_tie_and_nan_rules() {
+    // Few distinct values (ties everywhere), NaNs and −∞, over rows long enough for full
+    // AVX-512 (16) and AVX2 (8) blocks plus a tail: width 70 → 35 outputs per row.
+    let s = Pool2dSpec {
+        batch: 1,
+        channels: 3,
+        kind: PoolKind::Max,
+        ceil_mode: false,
+        h: axis(6, 2, 2, 1, 0, 0),
+        w: axis(70, 2, 2, 1, 0, 0),
+    };
+    let n = 3 * 6 * 70;
+    let mut r = StdRng::seed_from_u64(41);
+    let pick = [-1.0, 0.0, 1.0, 2.0, f64::NAN, f64::NEG_INFINITY];
+    let x: Vec<f64> = (0..n).map(|_| pick[r.random_range(0..pick.len())]).collect();
+    let (want, want_arg) = pool_ref(&x, &s);
+    for isa_ in isa::supported() {
+        let (mut out, mut arg) = (vec![0.0f32; want.len()], vec![0u32; want.len()]);
+        let mut out_only = vec![0.0f32; want.len()];
+        isa::with(isa_, || {
+            max_pool2d(&to32(&x), &s, &mut out, Some(&mut arg)).unwrap();
+            max_pool2d(&to32(&x), &s, &mut out_only, None).unwrap();
+        })
+        .unwrap();
+        assert_eq!(arg, want_arg, "{isa_}");
+        for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                (g.is_nan() && w.is_nan()) || g as f64 == w,
+                "{isa_} output {i}: {g} vs {w}"
+            );
+            assert_eq!(g.to_bits(), out_only[i].to_bits(), "{isa_} without argmax");
+        }
+    }
+}

@@ -214,10 +214,16 @@ fn max_plane<T: Float>(
 
 /// One plane of the 2×2 stride-2 max pool (see [`fast_2x2`]); the same results as
 /// [`max_plane`]: taps in the order (0,0), (0,1), (1,0), (1,1), first maximum kept, NaN wins.
+/// f32 on AVX-512 or AVX2 runs the explicit SIMD rows ([`simd`]); everything else the
+/// branch-free scalar body.
 fn max_plane_2x2<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Option<&mut [u32]>) {
     let isa = crate::isa::active();
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
+        if let (Some(xf), Some(of)) = (T::as_f32_slice(x), T::as_f32_slice_mut(out)) {
+            simd::max_plane_2x2_f32(isa, xf, s, of, arg);
+            return;
+        }
         // SAFETY: AVX2 and FMA are present (checked just above).
         unsafe { max_plane_2x2_avx2(x, s, out, arg) };
         return;
@@ -242,38 +248,220 @@ fn offer<T: Float>(best: T, at: u32, v: T, off: u32) -> (T, u32) {
 #[inline(always)]
 fn max_plane_2x2_body<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Option<&mut [u32]>) {
     let (w_in, oh_n, ow_n) = (s.w.input, s.out_h(), s.out_w());
+    // Window (oh, ow) covers rows 2oh, 2oh+1 and columns 2ow, 2ow+1. Zipped pair iterators
+    // (no indexing) let the compiler see the stride-2 access and vectorise it.
+    let rows = |oh: usize| {
+        let r0 = &x[2 * oh * w_in..][..2 * ow_n];
+        let r1 = &x[(2 * oh + 1) * w_in..][..2 * ow_n];
+        r0.chunks_exact(2).zip(r1.chunks_exact(2))
+    };
     match arg {
         Some(arg) => {
-            for oh in 0..oh_n {
-                let r0 = &x[2 * oh * w_in..][..2 * ow_n];
-                let r1 = &x[(2 * oh + 1) * w_in..][..2 * ow_n];
-                let o = &mut out[oh * ow_n..][..ow_n];
-                let a = &mut arg[oh * ow_n..][..ow_n];
+            let w = w_in as u32;
+            for (oh, (o, a)) in out
+                .chunks_exact_mut(ow_n)
+                .zip(arg.chunks_exact_mut(ow_n))
+                .take(oh_n)
+                .enumerate()
+            {
                 let base = (2 * oh * w_in) as u32;
-                for ow in 0..ow_n {
-                    let c = 2 * ow as u32;
-                    let (m, i) = (r0[2 * ow], base + c);
-                    let (m, i) = offer(m, i, r0[2 * ow + 1], base + c + 1);
-                    let (m, i) = offer(m, i, r1[2 * ow], base + w_in as u32 + c);
-                    let (m, i) = offer(m, i, r1[2 * ow + 1], base + w_in as u32 + c + 1);
-                    o[ow] = m;
-                    a[ow] = i;
+                for (ow, ((ov, av), (p, q))) in o.iter_mut().zip(a.iter_mut()).zip(rows(oh)).enumerate() {
+                    let i = base + 2 * ow as u32;
+                    let (m, at) = (p[0], i);
+                    let (m, at) = offer(m, at, p[1], i + 1);
+                    let (m, at) = offer(m, at, q[0], i + w);
+                    let (m, at) = offer(m, at, q[1], i + w + 1);
+                    *ov = m;
+                    *av = at;
                 }
             }
         }
         None => {
-            for oh in 0..oh_n {
-                let r0 = &x[2 * oh * w_in..][..2 * ow_n];
-                let r1 = &x[(2 * oh + 1) * w_in..][..2 * ow_n];
-                let o = &mut out[oh * ow_n..][..ow_n];
-                for ow in 0..ow_n {
-                    let (m, _) = offer(r0[2 * ow], 0, r0[2 * ow + 1], 0);
-                    let (m, _) = offer(m, 0, r1[2 * ow], 0);
-                    let (m, _) = offer(m, 0, r1[2 * ow + 1], 0);
-                    o[ow] = m;
+            for (oh, o) in out.chunks_exact_mut(ow_n).take(oh_n).enumerate() {
+                for (ov, (p, q)) in o.iter_mut().zip(rows(oh)) {
+                    let (m, _) = offer(p[0], 0, p[1], 0);
+                    let (m, _) = offer(m, 0, q[0], 0);
+                    let (m, _) = offer(m, 0, q[1], 0);
+                    *ov = m;
                 }
             }
         }
+    }
+}
+
+/// Explicit SIMD rows of the 2×2 stride-2 max pool on f32.
+///
+/// A block of outputs reads twice as many inputs from each of its two rows; the even and odd
+/// columns are separated with one permute each (AVX-512: `vpermt2ps` over two registers;
+/// AVX2: `shufps` + `vpermpd`), giving the four taps a, b (top row), c, d (bottom row) of
+/// 16 (8) windows in four registers. Then the scalar rule runs lane-wise in the same order:
+/// `take = v > best || v is NaN` as a mask (an ordered greater-than OR an unordered self-compare),
+/// a masked move for the value and one for the argmax offset. Results are bit-identical to the
+/// scalar body; the columns left over after the last full block run through it.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{Pool2dSpec, offer};
+    use crate::isa::Isa;
+    use std::arch::x86_64::*;
+
+    /// The plane, row by row: SIMD blocks then the scalar tail.
+    pub(super) fn max_plane_2x2_f32(
+        isa: Isa,
+        x: &[f32],
+        s: &Pool2dSpec,
+        out: &mut [f32],
+        mut arg: Option<&mut [u32]>,
+    ) {
+        let (w_in, oh_n, ow_n) = (s.w.input, s.out_h(), s.out_w());
+        let w = w_in as u32;
+        for oh in 0..oh_n {
+            let r0 = &x[2 * oh * w_in..][..2 * ow_n];
+            let r1 = &x[(2 * oh + 1) * w_in..][..2 * ow_n];
+            let o = &mut out[oh * ow_n..][..ow_n];
+            let mut a = arg.as_deref_mut().map(|a| &mut a[oh * ow_n..][..ow_n]);
+            let base = (2 * oh * w_in) as u32;
+            let done = if isa == Isa::Avx512 && isa.is_supported() {
+                // SAFETY: AVX-512F is present (checked just above); the slices hold 2·ow_n
+                // inputs per row and ow_n outputs (and offsets), as `rows_avx512` needs.
+                unsafe { rows_avx512(r0, r1, w, base, o, a.as_deref_mut()) }
+            } else {
+                // SAFETY: the caller checked AVX2 (`has_avx2`); slice lengths as above.
+                unsafe { rows_avx2(r0, r1, w, base, o, a.as_deref_mut()) }
+            };
+            for ow in done..ow_n {
+                let i = base + 2 * ow as u32;
+                let (m, at) = (r0[2 * ow], i);
+                let (m, at) = offer(m, at, r0[2 * ow + 1], i + 1);
+                let (m, at) = offer(m, at, r1[2 * ow], i + w);
+                let (m, at) = offer(m, at, r1[2 * ow + 1], i + w + 1);
+                o[ow] = m;
+                if let Some(a) = a.as_deref_mut() {
+                    a[ow] = at;
+                }
+            }
+        }
+    }
+
+    /// Full blocks of 16 outputs; returns how many outputs it wrote.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `r0` and `r1` must hold at least `2·o.len()` values and `a`
+    /// (when given) `o.len()`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows_avx512(
+        r0: &[f32],
+        r1: &[f32],
+        w: u32,
+        base: u32,
+        o: &mut [f32],
+        mut a: Option<&mut [u32]>,
+    ) -> usize {
+        let blocks = o.len() / 16;
+        let ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+        let take = |v: __m512, m: __m512| {
+            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
+        };
+        for k in 0..blocks {
+            // SAFETY: inputs 32k..32k+32 < 2·o.len() of each row, outputs 16k..16k+16.
+            let (lo0, hi0, lo1, hi1) = unsafe {
+                let (p0, p1) = (r0.as_ptr().add(32 * k), r1.as_ptr().add(32 * k));
+                (
+                    _mm512_loadu_ps(p0),
+                    _mm512_loadu_ps(p0.add(16)),
+                    _mm512_loadu_ps(p1),
+                    _mm512_loadu_ps(p1.add(16)),
+                )
+            };
+            let ta = _mm512_permutex2var_ps(lo0, ev, hi0);
+            let tb = _mm512_permutex2var_ps(lo0, od, hi0);
+            let tc = _mm512_permutex2var_ps(lo1, ev, hi1);
+            let td = _mm512_permutex2var_ps(lo1, od, hi1);
+            let k1 = take(tb, ta);
+            let m = _mm512_mask_mov_ps(ta, k1, tb);
+            let k2 = take(tc, m);
+            let m = _mm512_mask_mov_ps(m, k2, tc);
+            let k3 = take(td, m);
+            let m = _mm512_mask_mov_ps(m, k3, td);
+            // SAFETY: outputs 16k..16k+16 are inside `o`.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(16 * k), m) };
+            if let Some(a) = a.as_deref_mut() {
+                let ia = _mm512_add_epi32(_mm512_set1_epi32((base + 32 * k as u32) as i32), ev);
+                let step = |d: u32| _mm512_add_epi32(ia, _mm512_set1_epi32(d as i32));
+                let i = _mm512_mask_mov_epi32(ia, k1, step(1));
+                let i = _mm512_mask_mov_epi32(i, k2, step(w));
+                let i = _mm512_mask_mov_epi32(i, k3, step(w + 1));
+                // SAFETY: offsets 16k..16k+16 are inside `a` (as long as `o`).
+                unsafe { _mm512_storeu_si512(a.as_mut_ptr().add(16 * k).cast(), i) };
+            }
+        }
+        blocks * 16
+    }
+
+    /// Full blocks of 8 outputs; returns how many outputs it wrote.
+    ///
+    /// # Safety
+    /// AVX2 must be present; lengths as for [`rows_avx512`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2(
+        r0: &[f32],
+        r1: &[f32],
+        w: u32,
+        base: u32,
+        o: &mut [f32],
+        mut a: Option<&mut [u32]>,
+    ) -> usize {
+        let blocks = o.len() / 8;
+        // shufps picks (lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6); vpermpd orders the 64-bit pairs.
+        let split = |lo: __m256, hi: __m256| {
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
+            let fix = |v: __m256| {
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+            };
+            (fix(e), fix(o))
+        };
+        let take = |v: __m256, m: __m256| {
+            _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(v, m),
+                _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+            )
+        };
+        let ev = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+        for k in 0..blocks {
+            // SAFETY: inputs 16k..16k+16 < 2·o.len() of each row, outputs 8k..8k+8.
+            let (lo0, hi0, lo1, hi1) = unsafe {
+                let (p0, p1) = (r0.as_ptr().add(16 * k), r1.as_ptr().add(16 * k));
+                (
+                    _mm256_loadu_ps(p0),
+                    _mm256_loadu_ps(p0.add(8)),
+                    _mm256_loadu_ps(p1),
+                    _mm256_loadu_ps(p1.add(8)),
+                )
+            };
+            let (ta, tb) = split(lo0, hi0);
+            let (tc, td) = split(lo1, hi1);
+            let k1 = take(tb, ta);
+            let m = _mm256_blendv_ps(ta, tb, k1);
+            let k2 = take(tc, m);
+            let m = _mm256_blendv_ps(m, tc, k2);
+            let k3 = take(td, m);
+            let m = _mm256_blendv_ps(m, td, k3);
+            // SAFETY: outputs 8k..8k+8 are inside `o`.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * k), m) };
+            if let Some(a) = a.as_deref_mut() {
+                let ia = _mm256_add_epi32(_mm256_set1_epi32((base + 16 * k as u32) as i32), ev);
+                let step = |d: u32| {
+                    _mm256_castsi256_ps(_mm256_add_epi32(ia, _mm256_set1_epi32(d as i32)))
+                };
+                let i = _mm256_blendv_ps(_mm256_castsi256_ps(ia), step(1), k1);
+                let i = _mm256_blendv_ps(i, step(w), k2);
+                let i = _mm256_blendv_ps(i, step(w + 1), k3);
+                // SAFETY: offsets 8k..8k+8 are inside `a` (as long as `o`).
+                unsafe { _mm256_storeu_si256(a.as_mut_ptr().add(8 * k).cast(), _mm256_castps_si256(i)) };
+            }
+        }
+        blocks * 8
     }
 }
 
