@@ -1,6 +1,7 @@
 //! Criterion benchmark of max pooling 2×2/2 on the MNIST CNN's first pooling shape
-//! (N 64, C 32, 26×26, f32): forward with argmax and backward, on each kernel path this CPU
-//! runs (the path's `EMBER_CPU_ISA` name in the id) and at 1 and 2 rayon threads.
+//! (N 64, C 32, 26×26, f32; 5.5 MB of input, beyond L2) and on a batch of 4 of it (346 KB,
+//! inside a 1 MB L2): forward with argmax and backward, on each kernel path this CPU runs (the
+//! path's `EMBER_CPU_ISA` name in the id) and at 1 and 2 rayon threads.
 //! PyTorch's figures for the same op come from `scripts/peers/pool.py`.
 //!
 //! `cargo bench -p ember-cpu --bench pool`
@@ -13,7 +14,13 @@ use std::hint::black_box;
 use std::time::Duration;
 
 fn max_pool(cr: &mut Criterion) {
-    let (n, c, h, w) = (64, 32, 26, 26);
+    for n in [64, 4] {
+        shape(cr, n);
+    }
+}
+
+fn shape(cr: &mut Criterion, n: usize) {
+    let (c, h, w) = (32, 26, 26);
     let ax = |i| Axis {
         input: i,
         kernel: 2,
@@ -35,7 +42,7 @@ fn max_pool(cr: &mut Criterion) {
         .collect();
     let m = n * c * spec.out_h() * spec.out_w();
     let (mut y, mut arg, mut dx) = (vec![0.0f32; m], vec![0u32; m], vec![0.0f32; x.len()]);
-    let mut g = cr.benchmark_group("max_pool2d_2x2_n64c32_26x26");
+    let mut g = cr.benchmark_group(format!("max_pool2d_2x2_n{n}c32_26x26"));
     g.sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500));

@@ -619,7 +619,9 @@ fn the_2x2_simd_rows_keep_the_tie_and_nan_rules() {
     let n = 3 * 6 * 70;
     let mut r = StdRng::seed_from_u64(41);
     let pick = [-1.0, 0.0, 1.0, 2.0, f64::NAN, f64::NEG_INFINITY];
-    let x: Vec<f64> = (0..n).map(|_| pick[r.random_range(0..pick.len())]).collect();
+    let x: Vec<f64> = (0..n)
+        .map(|_| pick[r.random_range(0..pick.len())])
+        .collect();
     let (want, want_arg) = pool_ref(&x, &s);
     for isa_ in isa::supported() {
         let (mut out, mut arg) = (vec![0.0f32; want.len()], vec![0u32; want.len()]);

@@ -16,8 +16,9 @@
 //! window) in row-major output order within the plane, one plane per task.
 //!
 //! The common 2×2, stride-2 max pool without padding (every CNN's) has its own path: the two
-//! input rows of an output row are compared branch-free, which the compiler vectorises; its
-//! result and argmax equal the general path's (tests compare them).
+//! input rows of an output row are compared branch-free, with explicit AVX-512 rows on f32
+//! (see the `simd` module for what was measured); its result and argmax equal the general
+//! path's bit for bit (tests compare them on every ISA, with ties and NaNs).
 
 use super::{check_planes, for_planes, geometry};
 use crate::element::Float;
@@ -214,27 +215,16 @@ fn max_plane<T: Float>(
 
 /// One plane of the 2×2 stride-2 max pool (see [`fast_2x2`]); the same results as
 /// [`max_plane`]: taps in the order (0,0), (0,1), (1,0), (1,1), first maximum kept, NaN wins.
-/// f32 on AVX-512 or AVX2 runs the explicit SIMD rows ([`simd`]); everything else the
-/// branch-free scalar body.
+/// f32 on AVX-512 runs the explicit SIMD rows ([`simd`]); everything else the branch-free
+/// scalar body, compiled for the baseline (compiled for AVX2 it measured slower: see [`simd`]).
 fn max_plane_2x2<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Option<&mut [u32]>) {
-    let isa = crate::isa::active();
     #[cfg(target_arch = "x86_64")]
-    if isa.has_avx2() {
-        if let (Some(xf), Some(of)) = (T::as_f32_slice(x), T::as_f32_slice_mut(out)) {
-            simd::max_plane_2x2_f32(isa, xf, s, of, arg);
-            return;
-        }
-        // SAFETY: AVX2 and FMA are present (checked just above).
-        unsafe { max_plane_2x2_avx2(x, s, out, arg) };
+    if crate::isa::active() == crate::isa::Isa::Avx512
+        && let (Some(xf), Some(of)) = (T::as_f32_slice(x), T::as_f32_slice_mut(out))
+    {
+        simd::max_plane_2x2_f32(xf, s, of, arg);
         return;
     }
-    let _ = isa;
-    max_plane_2x2_body(x, s, out, arg);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn max_plane_2x2_avx2<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Option<&mut [u32]>) {
     max_plane_2x2_body(x, s, out, arg);
 }
 
@@ -245,7 +235,7 @@ fn offer<T: Float>(best: T, at: u32, v: T, off: u32) -> (T, u32) {
     (if take { v } else { best }, if take { off } else { at })
 }
 
-#[inline(always)]
+#[inline]
 fn max_plane_2x2_body<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Option<&mut [u32]>) {
     let (w_in, oh_n, ow_n) = (s.w.input, s.out_h(), s.out_w());
     // Window (oh, ow) covers rows 2oh, 2oh+1 and columns 2ow, 2ow+1. Zipped pair iterators
@@ -265,7 +255,9 @@ fn max_plane_2x2_body<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Opt
                 .enumerate()
             {
                 let base = (2 * oh * w_in) as u32;
-                for (ow, ((ov, av), (p, q))) in o.iter_mut().zip(a.iter_mut()).zip(rows(oh)).enumerate() {
+                for (ow, ((ov, av), (p, q))) in
+                    o.iter_mut().zip(a.iter_mut()).zip(rows(oh)).enumerate()
+                {
                     let i = base + 2 * ow as u32;
                     let (m, at) = (p[0], i);
                     let (m, at) = offer(m, at, p[1], i + 1);
@@ -289,88 +281,85 @@ fn max_plane_2x2_body<T: Float>(x: &[T], s: &Pool2dSpec, out: &mut [T], arg: Opt
     }
 }
 
-/// Explicit SIMD rows of the 2×2 stride-2 max pool on f32.
+/// Explicit AVX-512 rows of the 2×2 stride-2 max pool on f32.
 ///
-/// A block of outputs reads twice as many inputs from each of its two rows; the even and odd
-/// columns are separated with one permute each (AVX-512: `vpermt2ps` over two registers;
-/// AVX2: `shufps` + `vpermpd`), giving the four taps a, b (top row), c, d (bottom row) of
-/// 16 (8) windows in four registers. Then the scalar rule runs lane-wise in the same order:
-/// `take = v > best || v is NaN` as a mask (an ordered greater-than OR an unordered self-compare),
-/// a masked move for the value and one for the argmax offset. Results are bit-identical to the
-/// scalar body; the columns left over after the last full block run through it.
+/// A block of 16 outputs reads 32 inputs from each of its two rows; `vpermt2ps` separates the
+/// even and odd columns of two registers, giving the four taps a, b (top row), c, d (bottom
+/// row) of 16 windows in four registers. Then the scalar rule runs lane-wise in the same
+/// order: `take = v > best || v is NaN` as a mask (an ordered greater-than OR an unordered
+/// self-compare), a masked move for the value and one for the argmax offset, so results are
+/// bit-identical to the scalar body. Output rows are short (13 outputs for a 26-wide input),
+/// so the last block of a row is masked rather than left to scalar code.
+///
+/// Measured per call, forward with argmax, as thread CPU time (the machine was loaded, so wall
+/// time was not usable), medians of 3 rounds on Zen 4: N 64 C 32 26×26 (out of L2) AVX-512
+/// rows 294 µs, the scalar body 392 µs compiled for the baseline and 472 µs compiled for AVX2;
+/// N 4 (in L2) 17.9, 22.8 and 27.1 µs. An AVX2 version of these rows (8 lanes, `shufps` +
+/// `vpermpd`, scalar tails) also measured slower than the baseline scalar body and was dropped.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{Pool2dSpec, offer};
-    use crate::isa::Isa;
+    use super::Pool2dSpec;
     use std::arch::x86_64::*;
 
-    /// The plane, row by row: SIMD blocks then the scalar tail.
+    /// The plane, row by row. The caller checked that the active ISA is AVX-512.
     pub(super) fn max_plane_2x2_f32(
-        isa: Isa,
         x: &[f32],
         s: &Pool2dSpec,
         out: &mut [f32],
         mut arg: Option<&mut [u32]>,
     ) {
         let (w_in, oh_n, ow_n) = (s.w.input, s.out_h(), s.out_w());
-        let w = w_in as u32;
         for oh in 0..oh_n {
             let r0 = &x[2 * oh * w_in..][..2 * ow_n];
             let r1 = &x[(2 * oh + 1) * w_in..][..2 * ow_n];
             let o = &mut out[oh * ow_n..][..ow_n];
-            let mut a = arg.as_deref_mut().map(|a| &mut a[oh * ow_n..][..ow_n]);
+            let a = arg.as_deref_mut().map(|a| &mut a[oh * ow_n..][..ow_n]);
             let base = (2 * oh * w_in) as u32;
-            let done = if isa == Isa::Avx512 && isa.is_supported() {
-                // SAFETY: AVX-512F is present (checked just above); the slices hold 2·ow_n
-                // inputs per row and ow_n outputs (and offsets), as `rows_avx512` needs.
-                unsafe { rows_avx512(r0, r1, w, base, o, a.as_deref_mut()) }
-            } else {
-                // SAFETY: the caller checked AVX2 (`has_avx2`); slice lengths as above.
-                unsafe { rows_avx2(r0, r1, w, base, o, a.as_deref_mut()) }
-            };
-            for ow in done..ow_n {
-                let i = base + 2 * ow as u32;
-                let (m, at) = (r0[2 * ow], i);
-                let (m, at) = offer(m, at, r0[2 * ow + 1], i + 1);
-                let (m, at) = offer(m, at, r1[2 * ow], i + w);
-                let (m, at) = offer(m, at, r1[2 * ow + 1], i + w + 1);
-                o[ow] = m;
-                if let Some(a) = a.as_deref_mut() {
-                    a[ow] = at;
-                }
-            }
+            // SAFETY: the caller saw `Isa::Avx512` active, which `isa` only allows on CPUs with
+            // AVX-512F; the slices hold 2·ow_n inputs per row and ow_n outputs (and offsets).
+            unsafe { row_avx512(r0, r1, w_in as u32, base, o, a) };
         }
     }
 
-    /// Full blocks of 16 outputs; returns how many outputs it wrote.
+    /// Every output of the row, in blocks of 16, the last block masked (masked-off lanes are
+    /// neither loaded nor stored, so nothing past the slices is touched); returns `o.len()`.
     ///
     /// # Safety
     /// AVX-512F must be present; `r0` and `r1` must hold at least `2·o.len()` values and `a`
     /// (when given) `o.len()`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows_avx512(
+    unsafe fn row_avx512(
         r0: &[f32],
         r1: &[f32],
         w: u32,
         base: u32,
         o: &mut [f32],
         mut a: Option<&mut [u32]>,
-    ) -> usize {
-        let blocks = o.len() / 16;
+    ) {
+        let n = o.len();
         let ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
         let take = |v: __m512, m: __m512| {
             _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
         };
-        for k in 0..blocks {
-            // SAFETY: inputs 32k..32k+32 < 2·o.len() of each row, outputs 16k..16k+16.
+        // The lowest `k` lanes of 16.
+        let lanes = |k: usize| -> __mmask16 { ((1u32 << k.min(16)) - 1) as __mmask16 };
+        for k in 0..n.div_ceil(16) {
+            let left = n - 16 * k; // outputs from this block on (≥ 1)
+            let (mo, mlo, mhi) = (
+                lanes(left),
+                lanes(2 * left),
+                lanes((2 * left).saturating_sub(16)),
+            );
+            // SAFETY: the masks select inputs 32k..32k+2·min(left, 16) ≤ 2·o.len() of each
+            // row; masked-off lanes are not read.
             let (lo0, hi0, lo1, hi1) = unsafe {
                 let (p0, p1) = (r0.as_ptr().add(32 * k), r1.as_ptr().add(32 * k));
                 (
-                    _mm512_loadu_ps(p0),
-                    _mm512_loadu_ps(p0.add(16)),
-                    _mm512_loadu_ps(p1),
-                    _mm512_loadu_ps(p1.add(16)),
+                    _mm512_maskz_loadu_ps(mlo, p0),
+                    _mm512_maskz_loadu_ps(mhi, p0.add(16)),
+                    _mm512_maskz_loadu_ps(mlo, p1),
+                    _mm512_maskz_loadu_ps(mhi, p1.add(16)),
                 )
             };
             let ta = _mm512_permutex2var_ps(lo0, ev, hi0);
@@ -383,85 +372,18 @@ mod simd {
             let m = _mm512_mask_mov_ps(m, k2, tc);
             let k3 = take(td, m);
             let m = _mm512_mask_mov_ps(m, k3, td);
-            // SAFETY: outputs 16k..16k+16 are inside `o`.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(16 * k), m) };
+            // SAFETY: the mask selects outputs 16k..16k+min(left, 16), inside `o`.
+            unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(16 * k), mo, m) };
             if let Some(a) = a.as_deref_mut() {
                 let ia = _mm512_add_epi32(_mm512_set1_epi32((base + 32 * k as u32) as i32), ev);
                 let step = |d: u32| _mm512_add_epi32(ia, _mm512_set1_epi32(d as i32));
                 let i = _mm512_mask_mov_epi32(ia, k1, step(1));
                 let i = _mm512_mask_mov_epi32(i, k2, step(w));
                 let i = _mm512_mask_mov_epi32(i, k3, step(w + 1));
-                // SAFETY: offsets 16k..16k+16 are inside `a` (as long as `o`).
-                unsafe { _mm512_storeu_si512(a.as_mut_ptr().add(16 * k).cast(), i) };
+                // SAFETY: as for `o` (`a` is as long).
+                unsafe { _mm512_mask_storeu_epi32(a.as_mut_ptr().add(16 * k).cast(), mo, i) };
             }
         }
-        blocks * 16
-    }
-
-    /// Full blocks of 8 outputs; returns how many outputs it wrote.
-    ///
-    /// # Safety
-    /// AVX2 must be present; lengths as for [`rows_avx512`].
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_avx2(
-        r0: &[f32],
-        r1: &[f32],
-        w: u32,
-        base: u32,
-        o: &mut [f32],
-        mut a: Option<&mut [u32]>,
-    ) -> usize {
-        let blocks = o.len() / 8;
-        // shufps picks (lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6); vpermpd orders the 64-bit pairs.
-        let split = |lo: __m256, hi: __m256| {
-            let e = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
-            let o = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
-            let fix = |v: __m256| {
-                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
-            };
-            (fix(e), fix(o))
-        };
-        let take = |v: __m256, m: __m256| {
-            _mm256_or_ps(
-                _mm256_cmp_ps::<_CMP_GT_OQ>(v, m),
-                _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
-            )
-        };
-        let ev = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-        for k in 0..blocks {
-            // SAFETY: inputs 16k..16k+16 < 2·o.len() of each row, outputs 8k..8k+8.
-            let (lo0, hi0, lo1, hi1) = unsafe {
-                let (p0, p1) = (r0.as_ptr().add(16 * k), r1.as_ptr().add(16 * k));
-                (
-                    _mm256_loadu_ps(p0),
-                    _mm256_loadu_ps(p0.add(8)),
-                    _mm256_loadu_ps(p1),
-                    _mm256_loadu_ps(p1.add(8)),
-                )
-            };
-            let (ta, tb) = split(lo0, hi0);
-            let (tc, td) = split(lo1, hi1);
-            let k1 = take(tb, ta);
-            let m = _mm256_blendv_ps(ta, tb, k1);
-            let k2 = take(tc, m);
-            let m = _mm256_blendv_ps(m, tc, k2);
-            let k3 = take(td, m);
-            let m = _mm256_blendv_ps(m, td, k3);
-            // SAFETY: outputs 8k..8k+8 are inside `o`.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * k), m) };
-            if let Some(a) = a.as_deref_mut() {
-                let ia = _mm256_add_epi32(_mm256_set1_epi32((base + 16 * k as u32) as i32), ev);
-                let step = |d: u32| {
-                    _mm256_castsi256_ps(_mm256_add_epi32(ia, _mm256_set1_epi32(d as i32)))
-                };
-                let i = _mm256_blendv_ps(_mm256_castsi256_ps(ia), step(1), k1);
-                let i = _mm256_blendv_ps(i, step(w), k2);
-                let i = _mm256_blendv_ps(i, step(w + 1), k3);
-                // SAFETY: offsets 8k..8k+8 are inside `a` (as long as `o`).
-                unsafe { _mm256_storeu_si256(a.as_mut_ptr().add(8 * k).cast(), _mm256_castps_si256(i)) };
-            }
-        }
-        blocks * 8
     }
 }
 
