@@ -4,8 +4,10 @@ indices (what training runs) and the backward, at 1 and 2 threads. The ember sid
 
     /work/venv-torch/bin/python scripts/peers/pool.py [repeats]
 
-Prints one JSON object per (op, threads): the median, min and max of `repeats` timings, each
-the mean of a batch of 50 calls, in microseconds.
+Prints one JSON object per (op, threads): the median, min and max of `repeats` wall-clock
+timings, each the mean of a batch of 50 calls, in microseconds, and the median process CPU time
+per call (at 1 thread, the op's own CPU time: comparable on a loaded machine, where wall time
+is not).
 """
 
 import json
@@ -30,21 +32,23 @@ def bwd():
 
 
 def timed(f, calls=50):
+    """Wall and process-CPU microseconds per call, one value per batch of `calls` calls."""
     for _ in range(5):
         f()
-    t = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(calls):
             f()
-        t.append((time.perf_counter() - t0) / calls * 1e6)
-    return t
+        wall.append((time.perf_counter() - t0) / calls * 1e6)
+        cpu.append((time.process_time() - c0) / calls * 1e6)
+    return wall, cpu
 
 
 for threads in (1, 2):
     torch.set_num_threads(threads)
     for name, f in (("forward", fwd), ("backward", bwd)):
-        t = timed(f)
+        t, cpu = timed(f)
         print(
             json.dumps(
                 {
@@ -55,6 +59,7 @@ for threads in (1, 2):
                     "median_us": round(statistics.median(t), 1),
                     "min_us": round(min(t), 1),
                     "max_us": round(max(t), 1),
+                    "median_cpu_us": round(statistics.median(cpu), 1),
                 }
             )
         )
