@@ -377,7 +377,7 @@ impl BatchNorm2d {
         if channels == 0 {
             return config_err("BatchNorm2d: channels must be positive");
         }
-        if !(0.0..=1.0).contains(&momentum) || !(eps >= 0.0) {
+        if !(0.0..=1.0).contains(&momentum) || eps.is_nan() || eps < 0.0 {
             return config_err(format!(
                 "BatchNorm2d: momentum {momentum} must be in [0, 1] and eps {eps} ≥ 0"
             ));

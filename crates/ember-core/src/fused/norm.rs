@@ -87,7 +87,7 @@ impl Tensor {
             check("running_mean", m)?;
             check("running_var", v)?;
         }
-        if !(o.eps >= 0.0) || !o.momentum.is_finite() {
+        if o.eps.is_nan() || o.eps < 0.0 || !o.momentum.is_finite() {
             return Err(Error::invalid(
                 OP,
                 format!(
