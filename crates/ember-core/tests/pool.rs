@@ -561,3 +561,49 @@ fn running_statistics_follow_pytorch_update() {
         assert!((rv[c] - (0.9 + 0.1 * unbiased)).abs() < 1e-12);
     }
 }
+
+/// On a GPU (skipped with one line without one): the ops without CUDA kernels yet refuse CUDA
+/// tensors with an error naming the op and saying so; evaluation-mode batch norm, composed of
+/// primitives that have CUDA paths, matches the CPU.
+#[test]
+fn cuda_tensors_get_a_clear_error_until_the_kernels_are_wired() {
+    let Ok(probe) = Tensor::zeros(1, ember_core::DType::F32, Device::Cuda(0)) else {
+        println!("SKIPPED: no usable GPU");
+        return;
+    };
+    drop(probe);
+    let x = inputs(&[2, 3, 6, 6], 0);
+    let g = x.to_device(Device::Cuda(0)).unwrap();
+    let o = PoolOptions::new(2);
+    let cases: [(&str, Result<Tensor>); 6] = [
+        ("max_pool2d", g.max_pool2d(o)),
+        ("avg_pool2d", g.avg_pool2d(o)),
+        ("adaptive_avg_pool2d", g.global_avg_pool2d()),
+        ("upsample_nearest2d", g.upsample_nearest2d((2, 2))),
+        ("pad", g.pad(Pad2d::uniform(1), PadMode::Reflect)),
+        (
+            "batch_norm",
+            g.batch_norm(None, None, None, BatchNormOptions::default()),
+        ),
+    ];
+    for (op, r) in cases {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(op) && e.contains("not yet on CUDA"), "{e}");
+    }
+    let (rm, rv) = (inputs(&[3], 1), inputs(&[3], 2).add_scalar(3.0).unwrap());
+    let eval = BatchNormOptions {
+        training: false,
+        ..Default::default()
+    };
+    let cpu = x.batch_norm(None, None, Some((&rm, &rv)), eval).unwrap();
+    let (grm, grv) = (
+        rm.to_device(Device::Cuda(0)).unwrap(),
+        rv.to_device(Device::Cuda(0)).unwrap(),
+    );
+    let gpu = g.batch_norm(None, None, Some((&grm, &grv)), eval).unwrap();
+    close(
+        "bn eval on CUDA",
+        &gpu.to_vec::<f32>().unwrap(),
+        &cpu.to_vec::<f32>().unwrap(),
+    );
+}
