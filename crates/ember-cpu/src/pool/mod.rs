@@ -67,6 +67,45 @@ pub(crate) fn for_planes<T: Send>(
     }
 }
 
+/// [`for_planes`] over two outputs split into planes of the same length (max pooling's values
+/// and argmax offsets): `f(plane, out_plane, other_plane)`.
+pub(crate) fn for_plane_pairs<T: Send, U: Send>(
+    out: &mut [T],
+    other: &mut [U],
+    plane_len: usize,
+    work_per_plane: usize,
+    f: impl Fn(usize, &mut [T], &mut [U]) + Sync,
+) {
+    if plane_len == 0 || out.is_empty() {
+        return;
+    }
+    let planes = out.len() / plane_len;
+    let work = work_per_plane.max(plane_len).max(1);
+    if planes > 1 && planes.saturating_mul(work) >= PAR_MIN && rayon::current_num_threads() > 1 {
+        let group = (TASK_MIN / work).max(1);
+        out.par_chunks_mut(plane_len * group)
+            .zip(other.par_chunks_mut(plane_len * group))
+            .enumerate()
+            .for_each(|(t, (oc, ac))| {
+                for (i, (o, a)) in oc
+                    .chunks_mut(plane_len)
+                    .zip(ac.chunks_mut(plane_len))
+                    .enumerate()
+                {
+                    f(t * group + i, o, a);
+                }
+            });
+    } else {
+        for (p, (o, a)) in out
+            .chunks_mut(plane_len)
+            .zip(other.chunks_mut(plane_len))
+            .enumerate()
+        {
+            f(p, o, a);
+        }
+    }
+}
+
 /// `planes · plane` as a length, or an error naming `operand` when it overflows.
 pub(crate) fn plane_count(
     op: &'static str,

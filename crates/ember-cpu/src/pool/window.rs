@@ -122,47 +122,22 @@ pub fn max_pool2d<T: Float>(
     let (th, tw) = (taps(&spec.h, spec.out_h()), taps(&spec.w, spec.out_w()));
     let fast = fast_2x2(spec);
     let work = ip.max(opl * spec.h.kernel * spec.w.kernel);
-    match argmax {
-        Some(arg) => {
-            // One task per plane pair (output plane, argmax plane): zip them as one buffer of
-            // pairs would cost a copy, so split the argmax by the same plane index instead.
-            let arg_ptr = SendPtr(arg.as_mut_ptr());
-            for_planes(out, opl, work, |p, o| {
-                // SAFETY: plane `p` of `arg` (opl elements at p·opl) is written by this task
-                // only: `for_planes` hands each plane index to exactly one call, and `arg`
-                // holds planes·opl elements (checked above).
-                let a = unsafe { std::slice::from_raw_parts_mut(arg_ptr.get().add(p * opl), opl) };
-                let xp = &x[p * ip..(p + 1) * ip];
-                if fast {
-                    max_plane_2x2(xp, spec, o, Some(a));
-                } else {
-                    max_plane(xp, spec, &th, &tw, o, Some(a));
-                }
-            });
+    let plane = |xp: &[T], o: &mut [T], a: Option<&mut [u32]>| {
+        if fast {
+            max_plane_2x2(xp, spec, o, a);
+        } else {
+            max_plane(xp, spec, &th, &tw, o, a);
         }
+    };
+    match argmax {
+        Some(arg) => super::for_plane_pairs(out, arg, opl, work, |p, o, a| {
+            plane(&x[p * ip..(p + 1) * ip], o, Some(a))
+        }),
         None => for_planes(out, opl, work, |p, o| {
-            let xp = &x[p * ip..(p + 1) * ip];
-            if fast {
-                max_plane_2x2(xp, spec, o, None);
-            } else {
-                max_plane(xp, spec, &th, &tw, o, None);
-            }
+            plane(&x[p * ip..(p + 1) * ip], o, None)
         }),
     }
     Ok(())
-}
-
-/// A raw pointer that may cross into rayon tasks (each task writes a disjoint part).
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: used only to hand disjoint sub-slices to parallel tasks (see the call sites).
-unsafe impl<T: Send> Send for SendPtr<T> {}
-// SAFETY: as above; the pointer itself is only copied.
-unsafe impl<T: Send> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 /// True when the spec is the 2×2, stride-2, unpadded, undilated window whose outputs all lie
