@@ -15,9 +15,21 @@ fn train(args: &[&str]) -> Output {
 #[test]
 fn epsilon_is_reported_and_grows() {
     let out = train(&[
-        "--dp-noise", "1.5", "--dp-clip", "1.0", "--epochs", "3", "--batch-size", "32", "--json",
+        "--dp-noise",
+        "1.5",
+        "--dp-clip",
+        "1.0",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let eps: Vec<f64> = text
         .lines()
@@ -25,7 +37,10 @@ fn epsilon_is_reported_and_grows() {
         .filter_map(|v| v.get("epsilon").and_then(|e| e.as_f64()))
         .collect();
     assert_eq!(eps.len(), 3, "{text}");
-    assert!(eps[0] > 0.0 && eps[0] < eps[1] && eps[1] < eps[2], "{eps:?}");
+    assert!(
+        eps[0] > 0.0 && eps[0] < eps[1] && eps[1] < eps[2],
+        "{eps:?}"
+    );
 }
 
 #[test]
@@ -33,10 +48,22 @@ fn false_guarantees_are_refused() {
     for (args, want) in [
         (&["--dp-noise", "1.0"][..], "needs --dp-clip"),
         (&["--dp-clip", "1.0"][..], "needs --dp-noise"),
-        (&["--dp-noise", "0", "--dp-clip", "1"][..], "noise multiplier 0"),
-        (&["--dp-noise", "1", "--dp-clip", "-2"][..], "clipping norm -2"),
-        (&["--dp-noise", "1", "--dp-clip", "1", "--dp-delta", "1"][..], "delta 1"),
-        (&["--dp-noise", "1", "--dp-clip", "1", "--l2", "0.01"][..], "--l1/--l2"),
+        (
+            &["--dp-noise", "0", "--dp-clip", "1"][..],
+            "noise multiplier 0",
+        ),
+        (
+            &["--dp-noise", "1", "--dp-clip", "-2"][..],
+            "clipping norm -2",
+        ),
+        (
+            &["--dp-noise", "1", "--dp-clip", "1", "--dp-delta", "1"][..],
+            "delta 1",
+        ),
+        (
+            &["--dp-noise", "1", "--dp-clip", "1", "--l2", "0.01"][..],
+            "--l1/--l2",
+        ),
     ] {
         let out = train(args);
         let err = String::from_utf8_lossy(&out.stderr);

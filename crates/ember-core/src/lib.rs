@@ -9,7 +9,8 @@
 //!    match; `backend/cpu/` and `backend/cuda.rs` call the kernels) and records an op record
 //!    (`op.rs`) when a gradient may flow.
 //! 4. `backprop.rs`: `backward()` and the derivative rule of every primitive, one short
-//!    commented rule per op; `fused/`: the fused ops (Dense layer, BCE) with their own rules.
+//!    commented rule per op; `fused/`: the fused ops (Dense layer, BCE, pooling,
+//!    upsampling, padding, batch norm) with their own rules.
 //! 5. [`loss`], [`optim`], [`gradcheck`]: losses, fused optimizer updates, gradient checking.
 //!
 //! ```
@@ -47,8 +48,9 @@ pub use dtype::{DType, Device, WithDType};
 pub use ember_cpu::qgemm;
 /// The op vocabulary shared by every ember crate (re-exported: users never name a kernel crate).
 pub use ember_ops;
-pub use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
+pub use ember_ops::{Activation, BceForm, BinaryOp, Pad2d, PadMode, ReduceOp, UnaryOp};
 pub use error::{Error, ErrorSource, Result};
+pub use fused::{BatchNormOptions, PoolOptions};
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
 pub use layout::Layout;
 pub use loss::Reduction;

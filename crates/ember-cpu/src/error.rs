@@ -91,6 +91,14 @@ pub enum OperandError {
         /// What is wrong, with the numbers.
         problem: String,
     },
+    /// A window, stride, padding, scale or output size is invalid for the input (pooling,
+    /// upsampling, padding, batch norm).
+    Geometry {
+        /// The kernel.
+        op: &'static str,
+        /// What is wrong, with the numbers.
+        problem: String,
+    },
 }
 
 impl std::fmt::Display for OperandError {
@@ -111,7 +119,9 @@ impl std::fmt::Display for OperandError {
                 f,
                 "{op}: index {index} at position {position} is out of range for an axis of {extent}"
             ),
-            OperandError::Axes { op, problem } => write!(f, "{op}: {problem}"),
+            OperandError::Axes { op, problem } | OperandError::Geometry { op, problem } => {
+                write!(f, "{op}: {problem}")
+            }
         }
     }
 }

@@ -20,6 +20,8 @@
 //! - [`loss`]: fused binary cross-entropy forward and backward.
 //! - [`optim`]: fused per-parameter optimizer updates.
 //! - [`par`]: the fixed chunking that makes parallel results independent of the thread count.
+//! - [`pool`]: max/average/adaptive pooling, nearest upsampling, 2-D padding, batch-norm
+//!   statistics, forward and backward over NCHW planes.
 //! - [`peak`]: FMA-throughput and copy-bandwidth probes, the yardsticks of `ember bench`.
 
 pub mod binary;
@@ -33,6 +35,7 @@ pub mod loss;
 pub mod optim;
 pub mod par;
 pub mod peak;
+pub mod pool;
 pub mod qgemm;
 pub mod reduce;
 pub mod strided;

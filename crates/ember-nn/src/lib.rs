@@ -21,7 +21,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`layers`] and [`module`] (the `Module` trait), [`sequential`], [`loss`],
+//! Modules: [`layers`] and [`pooling`] (image layers, BatchNorm2d), [`module`] (the `Module` trait), [`sequential`], [`loss`],
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
 //! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod model;
 pub mod module;
 pub mod optim;
+pub mod pooling;
 pub mod privacy;
 pub mod quantize;
 pub mod regularizer;
@@ -64,7 +65,11 @@ pub mod prelude {
     pub use crate::model::{EpochLogs, Evaluation, FitConfig, History, HostReads, Model};
     pub use crate::module::Module;
     pub use crate::optim::{Algorithm, Clip, Optimizer, Schedule};
+    pub use crate::pooling::{
+        AvgPool2d, BatchNorm2d, GlobalAvgPool2d, MaxPool2d, Pad, Reshape, Upsample, ZeroPad2d,
+    };
     pub use crate::regularizer::Regularizer;
     pub use crate::sequential::Sequential;
     pub use ember_core::{Activation, DType, Device, Tensor};
+    pub use ember_core::{Pad2d, PadMode, PoolOptions};
 }

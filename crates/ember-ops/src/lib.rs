@@ -19,12 +19,14 @@ mod conv;
 mod dtype;
 mod ops;
 mod optim;
+mod pad;
 mod strided;
 
 pub use conv::{Axis, Conv2dSpec, Pool2dSpec, PoolKind};
 pub use dtype::DType;
 pub use ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
 pub use optim::{AdagradConfig, AdamConfig, OptimStep, RmspropConfig, SgdConfig};
+pub use pad::{Pad2d, PadMode};
 pub use strided::Strided;
 
 /// The `#define` lines that give the CUDA sources every op code: `U_<NAME>` for [`UnaryOp`]

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage};
 use ember_cuda::{CudaDevice, CudaError, DeviceBuffer, FloatElem, Strided};
-use ember_ops::{Activation, BceForm, BinaryOp, OptimStep, ReduceOp, UnaryOp};
+use ember_ops::{
+    Activation, BceForm, BinaryOp, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp, UnaryOp,
+};
 use std::sync::Arc;
 
 /// Wraps an ember-cuda error as an ember-core one, naming the op and device and keeping the
@@ -665,6 +667,91 @@ impl super::BackendStorage for CudaStorage {
             )),
         }
     }
+    // Pooling, upsampling, padding and batch norm: CPU only for now. The CUDA kernels are
+    // written separately (issue 14) and wired here; until then each is a clear error.
+    fn pool2d(
+        (x, _): Arg<'_, Self>,
+        spec: &Pool2dSpec,
+        _want_argmax: bool,
+    ) -> Result<(Self, Option<super::PoolIndices>)> {
+        let op = match spec.kind {
+            ember_ops::PoolKind::Max => "max_pool2d",
+            _ => "avg_pool2d",
+        };
+        Err(not_yet(op, x))
+    }
+    fn pool2d_backward(
+        (g, _): Arg<'_, Self>,
+        _spec: &Pool2dSpec,
+        _argmax: Option<&super::PoolIndices>,
+    ) -> Result<Self> {
+        Err(not_yet("pool2d_backward", g))
+    }
+    fn adaptive_avg_pool2d(
+        (x, _): Arg<'_, Self>,
+        _planes: super::Planes,
+        _output: (usize, usize),
+    ) -> Result<Self> {
+        Err(not_yet("adaptive_avg_pool2d", x))
+    }
+    fn adaptive_avg_pool2d_backward(
+        (g, _): Arg<'_, Self>,
+        _planes: super::Planes,
+        _output: (usize, usize),
+    ) -> Result<Self> {
+        Err(not_yet("adaptive_avg_pool2d", g))
+    }
+    fn upsample_nearest2d(
+        (x, _): Arg<'_, Self>,
+        _planes: super::Planes,
+        _scale: (usize, usize),
+    ) -> Result<Self> {
+        Err(not_yet("upsample_nearest2d", x))
+    }
+    fn upsample_nearest2d_backward(
+        (g, _): Arg<'_, Self>,
+        _planes: super::Planes,
+        _scale: (usize, usize),
+    ) -> Result<Self> {
+        Err(not_yet("upsample_nearest2d", g))
+    }
+    fn pad2d(
+        (x, _): Arg<'_, Self>,
+        _planes: super::Planes,
+        _pads: Pad2d,
+        _mode: PadMode,
+    ) -> Result<Self> {
+        Err(not_yet("pad", x))
+    }
+    fn pad2d_backward(
+        (g, _): Arg<'_, Self>,
+        _planes: super::Planes,
+        _pads: Pad2d,
+        _mode: PadMode,
+    ) -> Result<Self> {
+        Err(not_yet("pad", g))
+    }
+    fn batch_norm(
+        (x, _): Arg<'_, Self>,
+        _w: Arg<'_, Self>,
+        _b: Arg<'_, Self>,
+        _dims: (usize, usize, usize),
+        _eps: f64,
+    ) -> Result<[Self; 3]> {
+        Err(not_yet("batch_norm", x))
+    }
+    fn batch_norm_backward(
+        (x, _): Arg<'_, Self>,
+        _g: Arg<'_, Self>,
+        _mean: Arg<'_, Self>,
+        _var: Arg<'_, Self>,
+        _w: Arg<'_, Self>,
+        _dims: (usize, usize, usize),
+        _eps: f64,
+        _want_dx: bool,
+    ) -> Result<(Option<Self>, Self, Self)> {
+        Err(not_yet("batch_norm", x))
+    }
 }
 
 /// The f32 and f64 device buffers, for generic code over [`CudaStorage`].
@@ -733,4 +820,15 @@ fn optimizer_step_typed<T: CudaFloat>(
         OptimStep::Rmsprop(c) => k::rmsprop_step(c, pv, gv, s0.ok_or_else(missing)?, s1, s2),
     }
     .map_err(e())
+}
+
+/// The error of an op whose CUDA kernel is not wired yet (the CPU has it).
+fn not_yet(op: &'static str, on: &CudaStorage) -> Error {
+    Error::Device {
+        op,
+        device: Device::Cuda(on.ordinal()),
+        reason: format!(
+            "{op} is not yet on CUDA (it runs on the CPU: move the tensors with .to_device(Device::Cpu))"
+        ),
+    }
 }

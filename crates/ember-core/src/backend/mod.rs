@@ -20,7 +20,9 @@ use crate::dtype::{DType, Device};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage, StorageData};
-use ember_ops::{Activation, BceForm, BinaryOp, OptimStep, ReduceOp, UnaryOp};
+use ember_ops::{
+    Activation, BceForm, BinaryOp, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp, UnaryOp,
+};
 
 pub(crate) use cpu::matmul::LinearGrads;
 pub(crate) use cpu::view::{filled, from_f64};
@@ -41,6 +43,18 @@ pub(crate) struct MatmulSpec<'a> {
     /// Activation applied as the result is stored (fused epilogue).
     pub act: Activation,
 }
+
+/// The argmax of every max-pooling window (its offset `h·W + w` in the input plane), kept by
+/// the forward for the backward. Only the CPU makes them today; a device adds its variant when
+/// it gets pooling kernels.
+#[derive(Debug, Clone)]
+pub(crate) enum PoolIndices {
+    /// Offsets in host memory, one per output element.
+    Cpu(std::sync::Arc<Vec<u32>>),
+}
+
+/// `planes` planes of `h`×`w` (one plane per (n, c) pair, or per leading index for `pad`).
+pub(crate) type Planes = (usize, (usize, usize));
 
 /// What a device's storage computes for the tensor ops. Every method returns a fresh, dense
 /// storage on the operands' device; operands are already validated by the op (shapes, dtypes,
@@ -121,6 +135,71 @@ pub(crate) trait BackendStorage: Sized {
         states: [Option<(&mut Self, usize)>; 3],
         n: usize,
     ) -> Result<()>;
+
+    // Pooling, upsampling, padding and batch norm (`fused/pool.rs`, `fused/resize.rs`,
+    // `fused/norm.rs`); geometry already validated by the op.
+
+    /// Max or average pooling of the NCHW view `x` by `spec`; with `want_argmax` (max only)
+    /// also every window's argmax, for the backward.
+    fn pool2d(
+        x: Arg<'_, Self>,
+        spec: &Pool2dSpec,
+        want_argmax: bool,
+    ) -> Result<(Self, Option<PoolIndices>)>;
+    /// The pooling backward: dx `[N, C, H, W]` from g `[N, C, OH, OW]` (max pooling routes
+    /// through the forward's `argmax`).
+    fn pool2d_backward(
+        g: Arg<'_, Self>,
+        spec: &Pool2dSpec,
+        argmax: Option<&PoolIndices>,
+    ) -> Result<Self>;
+    /// Adaptive average pooling of `planes` to `output` extents.
+    fn adaptive_avg_pool2d(
+        x: Arg<'_, Self>,
+        planes: Planes,
+        output: (usize, usize),
+    ) -> Result<Self>;
+    /// The backward of [`BackendStorage::adaptive_avg_pool2d`] (`planes` are the input's).
+    fn adaptive_avg_pool2d_backward(
+        g: Arg<'_, Self>,
+        planes: Planes,
+        output: (usize, usize),
+    ) -> Result<Self>;
+    /// Nearest upsampling of `planes` by integer factors `scale`.
+    fn upsample_nearest2d(x: Arg<'_, Self>, planes: Planes, scale: (usize, usize)) -> Result<Self>;
+    /// The backward of [`BackendStorage::upsample_nearest2d`] (`planes` are the input's).
+    fn upsample_nearest2d_backward(
+        g: Arg<'_, Self>,
+        planes: Planes,
+        scale: (usize, usize),
+    ) -> Result<Self>;
+    /// `planes` padded by `pads` as `mode` says.
+    fn pad2d(x: Arg<'_, Self>, planes: Planes, pads: Pad2d, mode: PadMode) -> Result<Self>;
+    /// The backward of [`BackendStorage::pad2d`] (`planes` are the input's).
+    fn pad2d_backward(g: Arg<'_, Self>, planes: Planes, pads: Pad2d, mode: PadMode)
+    -> Result<Self>;
+    /// Batch norm of `x` (`[n, c, l]` by `dims`) with its own per-channel statistics, scaled
+    /// by `w` and shifted by `b` (each `[c]`): `[y, batch mean, biased batch variance]`.
+    fn batch_norm(
+        x: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+        dims: (usize, usize, usize),
+        eps: f64,
+    ) -> Result<[Self; 3]>;
+    /// The training-mode batch-norm backward from the forward's statistics:
+    /// `(dx when wanted, dw, db)`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward(
+        x: Arg<'_, Self>,
+        g: Arg<'_, Self>,
+        mean: Arg<'_, Self>,
+        var: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        dims: (usize, usize, usize),
+        eps: f64,
+        want_dx: bool,
+    ) -> Result<(Option<Self>, Self, Self)>;
 }
 
 /// The error for operands on different devices (the first pair that differs).
@@ -423,6 +502,162 @@ impl StorageData {
                 StorageData::Cuda(cuda::upload(&host, &Layout::contiguous(xl.shape()), i)?)
             }
         })
+    }
+}
+
+/// Pooling, upsampling, padding and batch norm on storages of either device.
+impl StorageData {
+    /// See [`BackendStorage::pool2d`].
+    pub(crate) fn pool2d(
+        (x, xl): Arg<'_, StorageData>,
+        spec: &Pool2dSpec,
+        want_argmax: bool,
+    ) -> Result<(StorageData, Option<PoolIndices>)> {
+        Ok(match x {
+            StorageData::Cpu(x) => {
+                let (y, i) = CpuStorage::pool2d((x, xl), spec, want_argmax)?;
+                (StorageData::Cpu(y), i)
+            }
+            StorageData::Cuda(x) => {
+                let (y, i) = CudaStorage::pool2d((x, xl), spec, want_argmax)?;
+                (StorageData::Cuda(y), i)
+            }
+        })
+    }
+
+    /// See [`BackendStorage::pool2d_backward`].
+    pub(crate) fn pool2d_backward(
+        (g, gl): Arg<'_, StorageData>,
+        spec: &Pool2dSpec,
+        argmax: Option<&PoolIndices>,
+    ) -> Result<StorageData> {
+        on_device!("pool2d_backward", (g) => BackendStorage::pool2d_backward((g, gl), spec, argmax))
+    }
+
+    /// See [`BackendStorage::adaptive_avg_pool2d`].
+    pub(crate) fn adaptive_avg_pool2d(
+        (x, xl): Arg<'_, StorageData>,
+        planes: Planes,
+        output: (usize, usize),
+    ) -> Result<StorageData> {
+        on_device!("adaptive_avg_pool2d", (x) => BackendStorage::adaptive_avg_pool2d((x, xl), planes, output))
+    }
+
+    /// See [`BackendStorage::adaptive_avg_pool2d_backward`].
+    pub(crate) fn adaptive_avg_pool2d_backward(
+        (g, gl): Arg<'_, StorageData>,
+        planes: Planes,
+        output: (usize, usize),
+    ) -> Result<StorageData> {
+        on_device!("adaptive_avg_pool2d", (g) => BackendStorage::adaptive_avg_pool2d_backward((g, gl), planes, output))
+    }
+
+    /// See [`BackendStorage::upsample_nearest2d`].
+    pub(crate) fn upsample_nearest2d(
+        (x, xl): Arg<'_, StorageData>,
+        planes: Planes,
+        scale: (usize, usize),
+    ) -> Result<StorageData> {
+        on_device!("upsample_nearest2d", (x) => BackendStorage::upsample_nearest2d((x, xl), planes, scale))
+    }
+
+    /// See [`BackendStorage::upsample_nearest2d_backward`].
+    pub(crate) fn upsample_nearest2d_backward(
+        (g, gl): Arg<'_, StorageData>,
+        planes: Planes,
+        scale: (usize, usize),
+    ) -> Result<StorageData> {
+        on_device!("upsample_nearest2d", (g) => BackendStorage::upsample_nearest2d_backward((g, gl), planes, scale))
+    }
+
+    /// See [`BackendStorage::pad2d`].
+    pub(crate) fn pad2d(
+        (x, xl): Arg<'_, StorageData>,
+        planes: Planes,
+        pads: Pad2d,
+        mode: PadMode,
+    ) -> Result<StorageData> {
+        on_device!("pad", (x) => BackendStorage::pad2d((x, xl), planes, pads, mode))
+    }
+
+    /// See [`BackendStorage::pad2d_backward`].
+    pub(crate) fn pad2d_backward(
+        (g, gl): Arg<'_, StorageData>,
+        planes: Planes,
+        pads: Pad2d,
+        mode: PadMode,
+    ) -> Result<StorageData> {
+        on_device!("pad", (g) => BackendStorage::pad2d_backward((g, gl), planes, pads, mode))
+    }
+
+    /// See [`BackendStorage::batch_norm`].
+    pub(crate) fn batch_norm(
+        (x, xl): Arg<'_, StorageData>,
+        (w, wl): Arg<'_, StorageData>,
+        (b, bl): Arg<'_, StorageData>,
+        dims: (usize, usize, usize),
+        eps: f64,
+    ) -> Result<[StorageData; 3]> {
+        match (x, w, b) {
+            (StorageData::Cpu(x), StorageData::Cpu(w), StorageData::Cpu(b)) => Ok(
+                CpuStorage::batch_norm((x, xl), (w, wl), (b, bl), dims, eps)?.map(StorageData::Cpu),
+            ),
+            (StorageData::Cuda(x), StorageData::Cuda(w), StorageData::Cuda(b)) => Ok(
+                CudaStorage::batch_norm((x, xl), (w, wl), (b, bl), dims, eps)?
+                    .map(StorageData::Cuda),
+            ),
+            _ => Err(mismatch(
+                "batch_norm",
+                &[x.device(), w.device(), b.device()],
+            )),
+        }
+    }
+
+    /// See [`BackendStorage::batch_norm_backward`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn batch_norm_backward(
+        (x, xl): Arg<'_, StorageData>,
+        (g, gl): Arg<'_, StorageData>,
+        (m, ml): Arg<'_, StorageData>,
+        (v, vl): Arg<'_, StorageData>,
+        (w, wl): Arg<'_, StorageData>,
+        dims: (usize, usize, usize),
+        eps: f64,
+        want_dx: bool,
+    ) -> Result<(Option<StorageData>, StorageData, StorageData)> {
+        use StorageData::{Cpu, Cuda};
+        match (x, g, m, v, w) {
+            (Cpu(x), Cpu(g), Cpu(m), Cpu(v), Cpu(w)) => {
+                let (dx, dw, db) = CpuStorage::batch_norm_backward(
+                    (x, xl),
+                    (g, gl),
+                    (m, ml),
+                    (v, vl),
+                    (w, wl),
+                    dims,
+                    eps,
+                    want_dx,
+                )?;
+                Ok((dx.map(Cpu), Cpu(dw), Cpu(db)))
+            }
+            (Cuda(x), Cuda(g), Cuda(m), Cuda(v), Cuda(w)) => {
+                let (dx, dw, db) = CudaStorage::batch_norm_backward(
+                    (x, xl),
+                    (g, gl),
+                    (m, ml),
+                    (v, vl),
+                    (w, wl),
+                    dims,
+                    eps,
+                    want_dx,
+                )?;
+                Ok((dx.map(Cuda), Cuda(dw), Cuda(db)))
+            }
+            _ => Err(mismatch(
+                "batch_norm",
+                &[x.device(), g.device(), m.device(), v.device(), w.device()],
+            )),
+        }
     }
 }
 

@@ -17,9 +17,17 @@
 
 mod bce;
 mod linear;
+mod norm;
+mod pool;
+mod resize;
 
 pub(crate) use bce::BceOp;
 pub(crate) use linear::LinearOp;
+pub(crate) use norm::BatchNormOp;
+pub use norm::BatchNormOptions;
+pub use pool::PoolOptions;
+pub(crate) use pool::{AdaptivePoolOp, PoolOp};
+pub(crate) use resize::ResizeOp;
 
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -39,6 +47,14 @@ pub(crate) enum FusedOp {
     Linear(LinearOp),
     /// Binary cross-entropy (probabilities or logits), reduced.
     Bce(BceOp),
+    /// Max or average pooling over windows.
+    Pool(PoolOp),
+    /// Adaptive (and global) average pooling.
+    AdaptivePool(AdaptivePoolOp),
+    /// Nearest upsampling or padding.
+    Resize(ResizeOp),
+    /// Training-mode batch normalisation.
+    BatchNorm(BatchNormOp),
 }
 
 /// Dispatches to the op (statically: the backward walk visits every node's inputs).
@@ -49,6 +65,10 @@ impl FusedOp {
         match self {
             FusedOp::Linear(op) => op.visit_inputs(f),
             FusedOp::Bce(op) => op.visit_inputs(f),
+            FusedOp::Pool(op) => op.visit_inputs(f),
+            FusedOp::AdaptivePool(op) => op.visit_inputs(f),
+            FusedOp::Resize(op) => op.visit_inputs(f),
+            FusedOp::BatchNorm(op) => op.visit_inputs(f),
         }
     }
 
@@ -57,6 +77,10 @@ impl FusedOp {
         match self {
             FusedOp::Linear(op) => op.backward(y, g),
             FusedOp::Bce(op) => op.backward(y, g),
+            FusedOp::Pool(op) => op.backward(y, g),
+            FusedOp::AdaptivePool(op) => op.backward(y, g),
+            FusedOp::Resize(op) => op.backward(y, g),
+            FusedOp::BatchNorm(op) => op.backward(y, g),
         }
     }
 }

@@ -7,24 +7,25 @@
 //! is written once, generic over the float type, through `per_float!`: the f32 and f64 cases
 //! are the same code. This module holds no arithmetic of its own; the families live in files
 //! mirroring `ops/`: [`view`] (copies, casts, fills), [`elementwise`], [`reduce`], [`matmul`],
-//! [`index`], [`loss`].
+//! [`index`], [`loss`], [`pool`] (pooling, upsampling, padding, batch norm).
 
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod optim;
+pub(crate) mod pool;
 pub(crate) mod reduce;
 pub(crate) mod view;
 
-use super::{Arg, MatmulSpec};
+use super::{Arg, MatmulSpec, Planes, PoolIndices};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::layout::Layout;
 use crate::storage::CpuStorage;
 use ember_cpu::Float;
 use ember_cpu::copy::{cast_strided, copy_strided};
-use ember_ops::{BceForm, BinaryOp, OptimStep, ReduceOp, UnaryOp};
+use ember_ops::{BceForm, BinaryOp, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp, UnaryOp};
 use std::borrow::Cow;
 
 /// One operand of a kernel: its data (borrowed, or a widened copy) and the layout to read it by.
@@ -374,5 +375,94 @@ impl super::BackendStorage for CpuStorage {
         n: usize,
     ) -> Result<()> {
         optim::step(step, param, grad, states, n)
+    }
+    #[inline]
+    fn pool2d(
+        (x, xl): Arg<'_, Self>,
+        spec: &Pool2dSpec,
+        want_argmax: bool,
+    ) -> Result<(Self, Option<PoolIndices>)> {
+        pool::pool2d(x, xl, spec, want_argmax)
+    }
+    #[inline]
+    fn pool2d_backward(
+        (g, gl): Arg<'_, Self>,
+        spec: &Pool2dSpec,
+        argmax: Option<&PoolIndices>,
+    ) -> Result<Self> {
+        pool::pool2d_backward(g, gl, spec, argmax)
+    }
+    #[inline]
+    fn adaptive_avg_pool2d(
+        (x, xl): Arg<'_, Self>,
+        (planes, input): Planes,
+        output: (usize, usize),
+    ) -> Result<Self> {
+        pool::adaptive_avg_pool2d(x, xl, planes, input, output)
+    }
+    #[inline]
+    fn adaptive_avg_pool2d_backward(
+        (g, gl): Arg<'_, Self>,
+        (planes, input): Planes,
+        output: (usize, usize),
+    ) -> Result<Self> {
+        pool::adaptive_avg_pool2d_backward(g, gl, planes, input, output)
+    }
+    #[inline]
+    fn upsample_nearest2d(
+        (x, xl): Arg<'_, Self>,
+        (planes, input): Planes,
+        scale: (usize, usize),
+    ) -> Result<Self> {
+        pool::upsample_nearest2d(x, xl, planes, input, scale)
+    }
+    #[inline]
+    fn upsample_nearest2d_backward(
+        (g, gl): Arg<'_, Self>,
+        (planes, input): Planes,
+        scale: (usize, usize),
+    ) -> Result<Self> {
+        pool::upsample_nearest2d_backward(g, gl, planes, input, scale)
+    }
+    #[inline]
+    fn pad2d(
+        (x, xl): Arg<'_, Self>,
+        (planes, input): Planes,
+        pads: Pad2d,
+        mode: PadMode,
+    ) -> Result<Self> {
+        pool::pad2d(x, xl, planes, input, pads, mode)
+    }
+    #[inline]
+    fn pad2d_backward(
+        (g, gl): Arg<'_, Self>,
+        (planes, input): Planes,
+        pads: Pad2d,
+        mode: PadMode,
+    ) -> Result<Self> {
+        pool::pad2d_backward(g, gl, planes, input, pads, mode)
+    }
+    #[inline]
+    fn batch_norm(
+        x: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+        dims: (usize, usize, usize),
+        eps: f64,
+    ) -> Result<[Self; 3]> {
+        pool::batch_norm(x, w, b, dims, eps)
+    }
+    #[inline]
+    fn batch_norm_backward(
+        x: Arg<'_, Self>,
+        g: Arg<'_, Self>,
+        mean: Arg<'_, Self>,
+        var: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        dims: (usize, usize, usize),
+        eps: f64,
+        want_dx: bool,
+    ) -> Result<(Option<Self>, Self, Self)> {
+        pool::batch_norm_backward(x, g, mean, var, w, dims, eps, want_dx)
     }
 }
