@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage};
 use ember_cuda::{CudaDevice, CudaError, DeviceBuffer, FloatElem, Strided};
-use ember_ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
+use ember_ops::{Activation, BceForm, BinaryOp, Conv2dSpec, ReduceOp, UnaryOp};
 use std::sync::Arc;
 
 /// Wraps an ember-cuda error as an ember-core one, naming the op and device and keeping the
@@ -643,5 +643,38 @@ impl super::BackendStorage for CudaStorage {
         scale: f64,
     ) -> Result<Self> {
         bce_grad(form, p, pl, y, yl, scale)
+    }
+    // The CUDA convolution kernels exist in ember-cuda's work in progress; until the core is
+    // wired to them, a convolution of CUDA tensors is this error (never a silent CPU detour).
+    fn conv2d(
+        _spec: &Conv2dSpec,
+        (x, _): Arg<'_, Self>,
+        _w: Arg<'_, Self>,
+        _bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self> {
+        Err(unsupported("conv2d", x.ordinal(), "conv2d"))
+    }
+    fn conv2d_backward_data(
+        _spec: &Conv2dSpec,
+        (dy, _): Arg<'_, Self>,
+        _w: Arg<'_, Self>,
+        _bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self> {
+        Err(unsupported(
+            "conv_transpose2d",
+            dy.ordinal(),
+            "a convolution's backward-data (and conv_transpose2d)",
+        ))
+    }
+    fn conv2d_backward_weight(
+        _spec: &Conv2dSpec,
+        (x, _): Arg<'_, Self>,
+        _dy: Arg<'_, Self>,
+    ) -> Result<Self> {
+        Err(unsupported(
+            "conv2d",
+            x.ordinal(),
+            "a convolution's backward-weight",
+        ))
     }
 }

@@ -16,9 +16,11 @@
 //! a training step records a Linear per layer.
 
 mod bce;
+mod conv;
 mod linear;
 
 pub(crate) use bce::BceOp;
+pub(crate) use conv::ConvOp;
 pub(crate) use linear::LinearOp;
 
 use crate::error::Result;
@@ -39,6 +41,8 @@ pub(crate) enum FusedOp {
     Linear(LinearOp),
     /// Binary cross-entropy (probabilities or logits), reduced.
     Bce(BceOp),
+    /// A 2-D convolution or transposed convolution (1-D ones are views of it).
+    Conv(ConvOp),
 }
 
 /// Dispatches to the op (statically: the backward walk visits every node's inputs).
@@ -49,6 +53,7 @@ impl FusedOp {
         match self {
             FusedOp::Linear(op) => op.visit_inputs(f),
             FusedOp::Bce(op) => op.visit_inputs(f),
+            FusedOp::Conv(op) => op.visit_inputs(f),
         }
     }
 
@@ -57,6 +62,7 @@ impl FusedOp {
         match self {
             FusedOp::Linear(op) => op.backward(y, g),
             FusedOp::Bce(op) => op.backward(y, g),
+            FusedOp::Conv(op) => op.backward(y, g),
         }
     }
 }
