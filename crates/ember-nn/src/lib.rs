@@ -21,12 +21,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`layers`] and [`module`] (the `Module` trait), [`sequential`], [`loss`],
+//! Modules: [`layers`], [`conv`] (convolution layers) and [`module`] (the `Module` trait), [`sequential`], [`loss`],
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`].
 
 pub mod callbacks;
 pub mod checkpoint;
+pub mod conv;
 pub mod data;
 pub mod error;
 pub mod init;
@@ -44,6 +45,7 @@ pub use error::{NnError, Result};
 /// The names most programs need, in one import.
 pub mod prelude {
     pub use crate::callbacks::{Callback, Control, EarlyStopping, EpochHook};
+    pub use crate::conv::{Conv1d, Conv2d, ConvOptions, ConvTranspose2d, Padding};
     pub use crate::data::{LabelColumn, Scaler, Table};
     pub use crate::error::{NnError, Result};
     pub use crate::init::Initializer;
