@@ -19,8 +19,7 @@ use crate::init::Initializer;
 use crate::layers::activation_name;
 use crate::module::Module;
 use ember_core::{
-    Activation, Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions, DType, Device, Padding,
-    Tensor,
+    Activation, Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions, DType, Device, Tensor,
 };
 use rand::Rng;
 use rand::rngs::StdRng;
