@@ -88,12 +88,7 @@ impl Axis {
             return Err(format!(
                 "{what}: input {} with padding ({}, {}) is smaller than the window span {} \
                  (kernel {}, dilation {})",
-                self.input,
-                self.pad_begin,
-                self.pad_end,
-                self.span(),
-                self.kernel,
-                self.dilation
+                self.input, self.pad_begin, self.pad_end, self.span(), self.kernel, self.dilation
             ));
         }
         Ok(())
@@ -164,11 +159,7 @@ impl Conv2dSpec {
     pub fn macs(&self) -> u64 {
         let per_out =
             (self.in_channels / self.groups.max(1)) as u64 * (self.h.kernel * self.w.kernel) as u64;
-        self.output_shape()
-            .iter()
-            .map(|&d| d as u64)
-            .product::<u64>()
-            * per_out
+        self.output_shape().iter().map(|&d| d as u64).product::<u64>() * per_out
     }
 
     /// Checks channels, groups and both axes; the message names what is wrong.
