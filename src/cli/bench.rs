@@ -536,6 +536,8 @@ fn bench_conv(
                    "fwd_gflops":round(g(t_fwd,1.0)),"fwd_bwd_gflops":round(g(total,3.0)),
                    "pct_peak":round(pct),
                    "cpu_fwd_ms":c_fwd.map(|t| round(t*1e3)),
+                   "cpu_dx_ms":c_dx.map(|t| round(t*1e3)),
+                   "cpu_dw_ms":c_dw.map(|t| round(t*1e3)),
                    "cpu_fwd_bwd_ms":cpu.map(|t| round(t*1e3)),
                    "cpu_fwd_bwd_gflops":cpu.map(|t| round(g(t,3.0)))}),
             format!(
