@@ -596,7 +596,7 @@ fn thread_cpu_seconds() -> Option<f64> {
     // SAFETY: `ts` is a valid, writable timespec of the platform's layout (two 64-bit fields
     // on 64-bit Linux), and the clock id is a constant of the Linux ABI.
     let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
 /// No thread CPU clock off 64-bit Linux: the CPU-time column is omitted.

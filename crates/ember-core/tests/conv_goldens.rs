@@ -28,7 +28,10 @@ fn upstream(shape: &[usize]) -> Tensor {
 }
 
 /// (case, tensor name) → (shape, values).
-fn goldens() -> HashMap<(String, String), (Vec<usize>, Vec<f32>)> {
+type Goldens = HashMap<(String, String), (Vec<usize>, Vec<f32>)>;
+
+/// Parses the golden file.
+fn goldens() -> Goldens {
     let mut m = HashMap::new();
     for line in GOLDENS
         .lines()
@@ -49,12 +52,7 @@ fn goldens() -> HashMap<(String, String), (Vec<usize>, Vec<f32>)> {
     m
 }
 
-fn compare(
-    g: &HashMap<(String, String), (Vec<usize>, Vec<f32>)>,
-    case: &str,
-    name: &str,
-    t: &Tensor,
-) {
+fn compare(g: &Goldens, case: &str, name: &str, t: &Tensor) {
     let (shape, want) = g
         .get(&(case.to_string(), name.to_string()))
         .unwrap_or_else(|| panic!("no golden {case} {name}"));
@@ -71,7 +69,7 @@ fn compare(
 
 /// Runs one case: the op, then backward of Σ y·gy, and compares y, dx, dw (and db).
 fn run(
-    g: &HashMap<(String, String), (Vec<usize>, Vec<f32>)>,
+    g: &Goldens,
     case: &str,
     xs: &[usize],
     ws: &[usize],

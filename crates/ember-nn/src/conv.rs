@@ -148,7 +148,7 @@ impl ConvCore {
                  out {out_channels}, kernel {kernel:?}, groups {g}"
             ));
         }
-        if in_channels % g != 0 || out_channels % g != 0 {
+        if !in_channels.is_multiple_of(g) || !out_channels.is_multiple_of(g) {
             return config_err(format!(
                 "{name}: in_channels {in_channels} and out_channels {out_channels} must be \
                  divisible by groups {g}"

@@ -363,7 +363,7 @@ impl Tensor {
         if groups == 0 {
             return Err(groups_error(OP, self, w, 0, "groups must be ≥ 1"));
         }
-        if ws[0] != xs[1] || xs[1] % groups != 0 {
+        if ws[0] != xs[1] || !xs[1].is_multiple_of(groups) {
             return Err(groups_error(
                 OP,
                 self,

@@ -230,7 +230,7 @@ fn tile_sizes() {
     assert_eq!(tile_cols(9, 676, 4), 676);
     let t = tile_cols(576, 3136, 4);
     assert!(
-        t % 32 == 0 && t * 576 * 4 <= COL_TILE_BYTES && t >= 32,
+        t.is_multiple_of(32) && t * 576 * 4 <= COL_TILE_BYTES && t >= 32,
         "{t}"
     );
     assert_eq!(tile_cols(1 << 20, 1000, 4), 32);
@@ -322,7 +322,7 @@ fn errors_name_the_operand_and_write_nothing() {
     );
     let e = conv2d_forward(&s, &x, &w, Some(&[1.0; 3]), &mut y).unwrap_err();
     assert!(e.to_string().contains("bias"), "{e}");
-    let e = conv2d_backward_weight(&s, &x, &y, &mut vec![0.0; 5], None).unwrap_err();
+    let e = conv2d_backward_weight(&s, &x, &y, &mut [0.0; 5], None).unwrap_err();
     assert!(e.to_string().contains("weight gradient"), "{e}");
     let mut bad = s;
     bad.groups = 2;
@@ -330,7 +330,7 @@ fn errors_name_the_operand_and_write_nothing() {
     assert!(e.to_string().contains("divisible by groups"), "{e}");
     bad = s;
     bad.h.input = 1;
-    let e = conv2d_backward_data(&bad, &y, &w, None, &mut vec![0.0; 30]).unwrap_err();
+    let e = conv2d_backward_data(&bad, &y, &w, None, &mut [0.0; 30]).unwrap_err();
     assert!(e.to_string().contains("height: input 1"), "{e}");
     assert!(y.iter().all(|&v| v == 7.0));
     let e = bias_grad(2, 3, 4, &[0.0f32; 23], &mut [0.0; 3]).unwrap_err();
