@@ -244,9 +244,8 @@ pub fn conv2d_forward<T: Float>(
         return Ok(());
     }
     let pt = g.tile(std::mem::size_of::<T>());
-    let run = |(img, yn): (usize, &mut [T])| -> Result<(), ConvError> {
+    let run = |col: &mut Vec<T>, (img, yn): (usize, &mut [T])| -> Result<(), ConvError> {
         let xn = &x[img * g.in_image..(img + 1) * g.in_image];
-        let mut col = vec![T::ZERO; g.k * pt];
         for grp in 0..spec.groups {
             let wg = &w[grp * g.og * g.k..(grp + 1) * g.og * g.k];
             let yg = &mut yn[grp * g.og * g.p..(grp + 1) * g.og * g.p];
@@ -288,7 +287,7 @@ pub fn conv2d_forward<T: Float>(
         }
         Ok(())
     };
-    per_image(y.chunks_mut(g.out_image), run)
+    per_image(y.chunks_mut(g.out_image), g.k * pt, run)
 }
 
 /// `dx` from `dy`: the adjoint of [`conv2d_forward`] in its input (also the forward of a
@@ -315,10 +314,9 @@ pub fn conv2d_backward_data<T: Float>(
     }
     let pt = g.tile(std::mem::size_of::<T>());
     let hw = spec.h.input * spec.w.input;
-    let run = |(img, dxn): (usize, &mut [T])| -> Result<(), ConvError> {
+    let run = |dcol: &mut Vec<T>, (img, dxn): (usize, &mut [T])| -> Result<(), ConvError> {
         let dyn_ = &dy[img * g.out_image..(img + 1) * g.out_image];
         dxn.fill(T::ZERO);
-        let mut dcol = vec![T::ZERO; g.k * pt];
         for grp in 0..spec.groups {
             let wg = &w[grp * g.og * g.k..(grp + 1) * g.og * g.k];
             let dyg = &dyn_[grp * g.og * g.p..(grp + 1) * g.og * g.p];
@@ -360,7 +358,7 @@ pub fn conv2d_backward_data<T: Float>(
         }
         Ok(())
     };
-    per_image(dx.chunks_mut(g.in_image), run)
+    per_image(dx.chunks_mut(g.in_image), g.k * pt, run)
 }
 
 /// `dw` (and `db`) from x and dy: the adjoint of [`conv2d_forward`] in its weight. x
@@ -519,15 +517,22 @@ fn bias_grad_unchecked<T: Float>(batch: usize, channels: usize, p: usize, dy: &[
 }
 
 /// Runs `f` on each (image index, output image) pair, in parallel when there are several
-/// images and threads; the first error wins.
+/// images and threads; the first error wins. `f` gets a scratch buffer of `scratch` values
+/// (reused across the images one worker runs: every use overwrites what it reads, so results
+/// do not depend on which images shared it).
 fn per_image<T: Float>(
     outputs: std::slice::ChunksMut<'_, T>,
-    f: impl Fn((usize, &mut [T])) -> Result<(), ConvError> + Sync + Send,
+    scratch: usize,
+    f: impl Fn(&mut Vec<T>, (usize, &mut [T])) -> Result<(), ConvError> + Sync + Send,
 ) -> Result<(), ConvError> {
+    let init = || vec![T::ZERO; scratch];
     if outputs.len() > 1 && rayon::current_num_threads() > 1 {
         let mut pairs: Vec<(usize, &mut [T])> = outputs.enumerate().collect();
-        pairs.par_iter_mut().try_for_each(|(i, o)| f((*i, o)))
+        pairs
+            .par_iter_mut()
+            .try_for_each_init(init, |buf, (i, o)| f(buf, (*i, o)))
     } else {
-        outputs.enumerate().try_for_each(f)
+        let mut buf = init();
+        outputs.enumerate().try_for_each(|item| f(&mut buf, item))
     }
 }
