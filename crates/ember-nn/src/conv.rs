@@ -530,4 +530,66 @@ mod tests {
         .to_string();
         assert!(e.contains("Conv1d: only the width components"), "{e}");
     }
+
+    /// A small CNN learns to tell vertical from horizontal bars through `Sequential` and `fit`
+    /// (the layers' parameters reach the optimizer; gradients flow through conv and Flatten).
+    #[test]
+    fn a_small_cnn_trains_through_sequential_fit() {
+        use crate::layers::{Dense, Flatten};
+        use crate::prelude::{FitConfig, Loss, Optimizer, Sequential};
+        let mut r = rng();
+        let n = 64;
+        let mut xs = vec![0.0f32; n * 64];
+        let mut ys = vec![0.0f32; n];
+        for i in 0..n {
+            let (class, at) = (i % 2, 1 + (i / 2) % 6);
+            ys[i] = class as f32;
+            for t in 0..8 {
+                let (h, w) = if class == 0 { (t, at) } else { (at, t) };
+                xs[i * 64 + h * 8 + w] = 1.0;
+            }
+            for v in &mut xs[i * 64..(i + 1) * 64] {
+                *v += r.random_range(-0.1..0.1f32);
+            }
+        }
+        let x = Tensor::from_vec(xs, [n, 1, 8, 8], Device::Cpu).unwrap();
+        let y = Tensor::from_vec(ys, [n], Device::Cpu).unwrap();
+        let conv = Conv2d::with_options(
+            1,
+            4,
+            (3, 3),
+            ConvOptions {
+                activation: Activation::Relu,
+                ..Default::default()
+            },
+            &mut r,
+        )
+        .unwrap();
+        let model = Sequential::new()
+            .add(conv)
+            .add(Flatten::new())
+            .add(Dense::new(4 * 6 * 6, 2, Activation::None, &mut r).unwrap());
+        let summary = model.summary(&[1, 8, 8]).unwrap();
+        assert!(
+            summary.contains("Conv2d") && summary.contains("40"),
+            "{summary}"
+        );
+        let mut model = model.compile(Optimizer::adam(), Loss::CrossEntropy, &[]);
+        let history = model
+            .fit(
+                &x,
+                &y,
+                FitConfig {
+                    epochs: 30,
+                    batch_size: 16,
+                    ..FitConfig::default()
+                },
+            )
+            .unwrap();
+        let loss = history.series("loss");
+        assert!(
+            loss[loss.len() - 1] < 0.5 * loss[0],
+            "the loss did not fall: {loss:?}"
+        );
+    }
 }
