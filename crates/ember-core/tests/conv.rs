@@ -584,3 +584,32 @@ fn errors_name_the_op_and_the_shapes() {
         "{e}"
     );
 }
+
+/// Half-precision tensors compute in f32 and return their own dtype (the CPU backend's rule
+/// for every op).
+#[test]
+fn half_precision_inputs_compute_in_f32() {
+    let mut r = Rng(21);
+    let (x, w) = (r.tensor(&[2, 3, 6, 6]), r.tensor(&[4, 3, 3, 3]));
+    let o = Conv2dOptions {
+        padding: Padding::symmetric(1, 1),
+        ..Default::default()
+    };
+    for dt in [DType::F16, DType::BF16] {
+        let (xh, wh) = (x.to_dtype(dt).unwrap(), w.to_dtype(dt).unwrap());
+        let y = xh.conv2d(&wh, None, &o).unwrap();
+        assert_eq!(y.dtype(), dt);
+        // The same rounded inputs in f32, then rounded to dt: identical values.
+        let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let want = f(&xh)
+            .conv2d(&f(&wh), None, &o)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        assert_eq!(
+            f(&y).to_vec::<f32>().unwrap(),
+            f(&want).to_vec::<f32>().unwrap(),
+            "{dt}"
+        );
+    }
+}
