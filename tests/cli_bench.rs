@@ -44,3 +44,46 @@ fn unknown_dtype_is_a_clear_error() {
     assert!(err.contains("unknown --dtype 'f8'"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `ember bench conv`: one JSON line per named shape with its timings, and an unknown shape is
+/// a one-line error naming the known ones.
+#[test]
+fn conv_bench_runs_named_shapes() {
+    let run = |sizes: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ember"))
+            .args([
+                "bench",
+                "conv",
+                "--threads",
+                "1",
+                "--min-time",
+                "0.01",
+                "--json",
+            ])
+            .args(["--sizes", sizes])
+            .output()
+            .expect("the ember binary runs")
+    };
+    let out = run("mnist_conv1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v["bench"] == "conv")
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["shape"], "mnist_conv1");
+    assert!(lines[0]["fwd_bwd_gflops"].as_f64().unwrap() > 0.0);
+    let out = run("lenet");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown shape 'lenet'") && err.contains("resnet_3x3"),
+        "{err}"
+    );
+}

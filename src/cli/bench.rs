@@ -33,6 +33,8 @@ pub enum Case {
     Peak,
     /// One full training step (forward, backward, Adam) of the seed model and of 784-512-512-1.
     Mlp,
+    /// conv2d forward, backward-data and backward-weight at the MNIST-CNN and ResNet shapes.
+    Conv,
     /// Everything above.
     All,
 }
@@ -125,11 +127,11 @@ fn run_cuda(args: &BenchArgs) -> Result<(), String> {
         Case::Elementwise => Suite::Elementwise,
         Case::Loss => Suite::Loss,
         Case::All => Suite::All,
-        Case::Peak | Case::Mlp => {
-            let name = if args.case == Case::Peak {
-                "peak"
-            } else {
-                "mlp"
+        Case::Peak | Case::Mlp | Case::Conv => {
+            let name = match args.case {
+                Case::Peak => "peak",
+                Case::Mlp => "mlp",
+                _ => "conv",
             };
             return Err(format!(
                 "bench: the {name} case runs on the CPU only (on CUDA: gemm, elementwise, loss, all)"
@@ -200,9 +202,15 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
         );
     }
     // The yardsticks are measured only when a case needs them (mlp reports times, not ratios).
-    let needs_peak = [Case::Peak, Case::Gemm, Case::Elementwise, Case::Loss]
-        .iter()
-        .any(|&c| want(c));
+    let needs_peak = [
+        Case::Peak,
+        Case::Gemm,
+        Case::Elementwise,
+        Case::Loss,
+        Case::Conv,
+    ]
+    .iter()
+    .any(|&c| want(c));
     let peak = if needs_peak {
         measure_peak(isa, threads, args.min_time.min(0.5), out, want(Case::Peak))
     } else {
@@ -219,6 +227,9 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
     }
     if want(Case::Loss) {
         bench_loss(args, isa, threads, &peak, out)?;
+    }
+    if want(Case::Conv) {
+        bench_conv(args, isa, threads, &peak, out)?;
     }
     if want(Case::Mlp) {
         let only: &[String] = if args.case == Case::Mlp {
@@ -421,6 +432,177 @@ fn check_sizes(args: &BenchArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The conv shapes of `ember bench conv`: (name, batch, in, out, extent, kernel, padding); the
+/// MNIST CNN's two layers and a ResNet 3×3 layer. `scripts/peers/conv_py.py` times the same in
+/// PyTorch.
+const CONV_SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 3] = [
+    ("mnist_conv1", 64, 1, 32, 28, 3, 0),
+    ("mnist_conv2", 64, 32, 64, 13, 3, 0),
+    ("resnet_3x3", 32, 64, 64, 56, 3, 1),
+];
+
+/// f32 conv2d at [`CONV_SHAPES`] (or the names in `--sizes`): forward (with bias),
+/// backward-data, backward-weight (with the bias gradient) and their sum, each as GFLOP/s
+/// (2 flops per multiply-add; each of the three passes does the forward's multiply-adds) and
+/// the fraction of the FMA peak.
+fn bench_conv(
+    args: &BenchArgs,
+    _isa: Isa,
+    threads: usize,
+    peak: &Peak,
+    out: &Out,
+) -> Result<(), String> {
+    use ember_core::ember_ops::{Axis, Conv2dSpec};
+    use ember_cpu::conv;
+    let only: &[String] = if args.case == Case::Conv {
+        &args.sizes
+    } else {
+        &[]
+    };
+    for name in only {
+        if !CONV_SHAPES.iter().any(|s| s.0 == name.trim()) {
+            let known: Vec<&str> = CONV_SHAPES.iter().map(|s| s.0).collect();
+            return Err(format!(
+                "bench conv: unknown shape '{name}' (expected one of {})",
+                known.join(", ")
+            ));
+        }
+    }
+    for &(name, n, c, o, hw, k, p) in &CONV_SHAPES {
+        if !only.is_empty() && !only.iter().any(|s| s.trim() == name) {
+            continue;
+        }
+        let axis = Axis {
+            pad_begin: p,
+            pad_end: p,
+            ..Axis::new(hw, k)
+        };
+        let spec = Conv2dSpec {
+            batch: n,
+            in_channels: c,
+            out_channels: o,
+            groups: 1,
+            h: axis,
+            w: axis,
+        };
+        let len = |s: [usize; 4]| s.iter().product::<usize>();
+        let fill = |m: usize, f: f32| (0..m).map(|i| ((i as f32) * f).sin()).collect::<Vec<f32>>();
+        let x = fill(len(spec.input_shape()), 0.37);
+        let w = fill(len(spec.weight_shape()), 0.71);
+        let b = fill(o, 0.13);
+        let dy = fill(len(spec.output_shape()), 0.29);
+        let mut y = vec![0.0f32; dy.len()];
+        let mut dx = vec![0.0f32; x.len()];
+        let mut dw = vec![0.0f32; w.len()];
+        let mut db = vec![0.0f32; o];
+        let e = |e: conv::ConvError| format!("bench conv: {e}");
+        let mut err = Ok(());
+        let mut fwd = || err = conv::conv2d_forward(&spec, &x, &w, Some(&b), &mut y).map_err(e);
+        let t_fwd = time_it(args.min_time, &mut fwd);
+        let c_fwd = cpu_per_call(threads, &mut fwd);
+        err.clone()?;
+        let mut bdx = || err = conv::conv2d_backward_data(&spec, &dy, &w, None, &mut dx).map_err(e);
+        let t_dx = time_it(args.min_time, &mut bdx);
+        let c_dx = cpu_per_call(threads, &mut bdx);
+        err.clone()?;
+        let mut bdw = || {
+            err = conv::conv2d_backward_weight(&spec, &x, &dy, &mut dw, Some(&mut db)).map_err(e)
+        };
+        let t_dw = time_it(args.min_time, &mut bdw);
+        let c_dw = cpu_per_call(threads, &mut bdw);
+        err?;
+        let flops = 2.0 * spec.macs() as f64;
+        let g = |t: f64, passes: f64| passes * flops / t / 1e9;
+        let total = t_fwd + t_dx + t_dw;
+        let pct = 100.0 * g(total, 3.0) / peak.gflops;
+        let cpu = match (c_fwd, c_dx, c_dw) {
+            (Some(a), Some(b), Some(c)) => Some(a + b + c),
+            _ => None,
+        };
+        let cpu_text = cpu.map_or(String::new(), |c| {
+            format!(
+                "  [cpu time: fwd+bwd {:.2} ms, {:.1} GFLOP/s, {:.1} % of peak]",
+                c * 1e3,
+                g(c, 3.0),
+                100.0 * g(c, 3.0) / peak.gflops
+            )
+        });
+        out.emit(
+            json!({"bench":"conv","shape":name,"batch":n,"in":c,"out":o,"extent":hw,"kernel":k,
+                   "padding":p,"threads":threads,"fwd_ms":round(t_fwd*1e3),"dx_ms":round(t_dx*1e3),
+                   "dw_ms":round(t_dw*1e3),"fwd_bwd_ms":round(total*1e3),
+                   "fwd_gflops":round(g(t_fwd,1.0)),"fwd_bwd_gflops":round(g(total,3.0)),
+                   "pct_peak":round(pct),
+                   "cpu_fwd_ms":c_fwd.map(|t| round(t*1e3)),
+                   "cpu_dx_ms":c_dx.map(|t| round(t*1e3)),
+                   "cpu_dw_ms":c_dw.map(|t| round(t*1e3)),
+                   "cpu_fwd_bwd_ms":cpu.map(|t| round(t*1e3)),
+                   "cpu_fwd_bwd_gflops":cpu.map(|t| round(g(t,3.0)))}),
+            format!(
+                "conv  {name:<12} N{n} {c}->{o} {hw}x{hw} k{k} p{p}  {threads} thr  fwd {:7.2} ms \
+                 ({:6.1} GFLOP/s)  dx {:7.2} ms  dw {:7.2} ms  fwd+bwd {:7.2} ms ({:6.1} GFLOP/s, \
+                 {pct:4.1} % of peak){}{cpu_text}",
+                t_fwd * 1e3,
+                g(t_fwd, 1.0),
+                t_dx * 1e3,
+                t_dw * 1e3,
+                total * 1e3,
+                g(total, 3.0),
+                pct_note(pct)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// CPU seconds per call of `f` on a single thread: the median of a few calls timed by the
+/// calling thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`), which excludes the time other
+/// processes held the core. On a shared machine a long call's wall time counts whatever else
+/// ran meanwhile; this does not. `None` with several threads (their work runs on other
+/// threads) and off 64-bit Linux.
+fn cpu_per_call(threads: usize, mut f: impl FnMut()) -> Option<f64> {
+    if threads != 1 {
+        return None;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let t0 = thread_cpu_seconds()?;
+        f();
+        samples.push(thread_cpu_seconds()? - t0);
+    }
+    samples.sort_by(f64::total_cmp);
+    Some(samples[samples.len() / 2])
+}
+
+/// The calling thread's CPU time in seconds (glibc's `clock_gettime`, declared here to keep
+/// the CLI free of a libc dependency for one call).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn thread_cpu_seconds() -> Option<f64> {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec of the platform's layout (two 64-bit fields
+    // on 64-bit Linux), and the clock id is a constant of the Linux ABI.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+}
+
+/// No thread CPU clock off 64-bit Linux: the CPU-time column is omitted.
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn thread_cpu_seconds() -> Option<f64> {
+    None
 }
 
 fn bench_gemm(

@@ -54,6 +54,7 @@ pub use fused::{BatchNormOptions, PoolOptions};
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
 pub use layout::Layout;
 pub use loss::Reduction;
+pub use ops::conv::{Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions, Padding};
 pub use shape::Shape;
 pub use tensor::{Tensor, TensorId};
 

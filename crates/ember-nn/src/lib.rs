@@ -22,6 +22,7 @@
 //! ```
 //!
 //! Modules: [`layers`] and [`pooling`] (image layers, BatchNorm2d), [`module`] (the `Module` trait), [`sequential`], [`loss`],
+//! Modules: [`layers`], [`conv`] (convolution layers) and [`module`] (the `Module` trait), [`sequential`], [`loss`],
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
 //! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
@@ -31,6 +32,7 @@
 pub mod augment;
 pub mod callbacks;
 pub mod checkpoint;
+pub mod conv;
 pub mod data;
 pub mod dp;
 pub mod error;
@@ -54,6 +56,7 @@ pub use error::{NnError, Result};
 /// The names most programs need, in one import.
 pub mod prelude {
     pub use crate::callbacks::{Callback, Control, EarlyStopping, EpochHook};
+    pub use crate::conv::{Conv1d, Conv2d, ConvOptions, ConvTranspose2d, Padding};
     pub use crate::data::{LabelColumn, Scaler, Table};
     pub use crate::error::{NnError, Result};
     pub use crate::init::Initializer;

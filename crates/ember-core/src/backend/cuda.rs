@@ -18,7 +18,8 @@ use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage};
 use ember_cuda::{CudaDevice, CudaError, DeviceBuffer, FloatElem, Strided};
 use ember_ops::{
-    Activation, BceForm, BinaryOp, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp, UnaryOp,
+    Activation, BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp,
+    UnaryOp,
 };
 use std::sync::Arc;
 
@@ -751,6 +752,39 @@ impl super::BackendStorage for CudaStorage {
         _want_dx: bool,
     ) -> Result<(Option<Self>, Self, Self)> {
         Err(not_yet("batch_norm", x))
+    }
+    // The CUDA convolution kernels exist in ember-cuda's work in progress; until the core is
+    // wired to them, a convolution of CUDA tensors is this error (never a silent CPU detour).
+    fn conv2d(
+        _spec: &Conv2dSpec,
+        (x, _): Arg<'_, Self>,
+        _w: Arg<'_, Self>,
+        _bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self> {
+        Err(unsupported("conv2d", x.ordinal(), "conv2d"))
+    }
+    fn conv2d_backward_data(
+        _spec: &Conv2dSpec,
+        (dy, _): Arg<'_, Self>,
+        _w: Arg<'_, Self>,
+        _bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self> {
+        Err(unsupported(
+            "conv_transpose2d",
+            dy.ordinal(),
+            "a convolution's backward-data (and conv_transpose2d)",
+        ))
+    }
+    fn conv2d_backward_weight(
+        _spec: &Conv2dSpec,
+        (x, _): Arg<'_, Self>,
+        _dy: Arg<'_, Self>,
+    ) -> Result<Self> {
+        Err(unsupported(
+            "conv2d",
+            x.ordinal(),
+            "a convolution's backward-weight",
+        ))
     }
 }
 

@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage, StorageData};
 use ember_ops::{
-    Activation, BceForm, BinaryOp, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp, UnaryOp,
+    Activation, BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp,
+    UnaryOp,
 };
 
 pub(crate) use cpu::matmul::LinearGrads;
@@ -200,6 +201,28 @@ pub(crate) trait BackendStorage: Sized {
         eps: f64,
         want_dx: bool,
     ) -> Result<(Option<Self>, Self, Self)>;
+    /// The convolution `x ⋆ w + bias` of `spec` (x NCHW, w OIHW, bias `[O]`): `[N, O, OH, OW]`.
+    fn conv2d(
+        spec: &Conv2dSpec,
+        x: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self>;
+    /// The convolution's adjoint in its input, `[N, C, H, W]` from `dy` `[N, O, OH, OW]`, plus
+    /// `bias[c]` on channel c when given: the backward-data of `conv2d` and the forward of
+    /// `conv_transpose2d`.
+    fn conv2d_backward_data(
+        spec: &Conv2dSpec,
+        dy: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self>;
+    /// The convolution's adjoint in its weight: `dw` `[O, C/groups, kh, kw]` from x and dy.
+    fn conv2d_backward_weight(
+        spec: &Conv2dSpec,
+        x: Arg<'_, Self>,
+        dy: Arg<'_, Self>,
+    ) -> Result<Self>;
 }
 
 /// The error for operands on different devices (the first pair that differs).
@@ -484,6 +507,39 @@ impl StorageData {
         scale: f64,
     ) -> Result<StorageData> {
         on_device!("backward", (p, y) => BackendStorage::bce_grad(form, (p, pl), (y, yl), scale))
+    }
+
+    /// See [`BackendStorage::conv2d`]; without a bias, pass any operand as `bias.0` and `None`.
+    #[inline]
+    pub(crate) fn conv2d(
+        spec: &Conv2dSpec,
+        (x, xl): Arg<'_, StorageData>,
+        (w, wl): Arg<'_, StorageData>,
+        (bias, biasl): (&StorageData, Option<&Layout>),
+    ) -> Result<StorageData> {
+        on_device!("conv2d", (x, w, bias) => BackendStorage::conv2d(spec, (x, xl), (w, wl), biasl.map(|l| (bias, l))))
+    }
+
+    /// See [`BackendStorage::conv2d_backward_data`]; the bias as in [`StorageData::conv2d`].
+    #[inline]
+    pub(crate) fn conv2d_backward_data(
+        op: &'static str,
+        spec: &Conv2dSpec,
+        (dy, dyl): Arg<'_, StorageData>,
+        (w, wl): Arg<'_, StorageData>,
+        (bias, biasl): (&StorageData, Option<&Layout>),
+    ) -> Result<StorageData> {
+        on_device!(op, (dy, w, bias) => BackendStorage::conv2d_backward_data(spec, (dy, dyl), (w, wl), biasl.map(|l| (bias, l))))
+    }
+
+    /// See [`BackendStorage::conv2d_backward_weight`].
+    #[inline]
+    pub(crate) fn conv2d_backward_weight(
+        spec: &Conv2dSpec,
+        (x, xl): Arg<'_, StorageData>,
+        (dy, dyl): Arg<'_, StorageData>,
+    ) -> Result<StorageData> {
+        on_device!("backward", (x, dy) => BackendStorage::conv2d_backward_weight(spec, (x, xl), (dy, dyl)))
     }
 
     /// The view copied to `device` (dense), converting between host and GPU memory; the one

@@ -16,12 +16,14 @@
 //! a training step records a Linear per layer.
 
 mod bce;
+mod conv;
 mod linear;
 mod norm;
 mod pool;
 mod resize;
 
 pub(crate) use bce::BceOp;
+pub(crate) use conv::ConvOp;
 pub(crate) use linear::LinearOp;
 pub(crate) use norm::BatchNormOp;
 pub use norm::BatchNormOptions;
@@ -55,6 +57,8 @@ pub(crate) enum FusedOp {
     Resize(ResizeOp),
     /// Training-mode batch normalisation.
     BatchNorm(BatchNormOp),
+    /// A 2-D convolution or transposed convolution (1-D ones are views of it).
+    Conv(ConvOp),
 }
 
 /// Dispatches to the op (statically: the backward walk visits every node's inputs).
@@ -69,6 +73,7 @@ impl FusedOp {
             FusedOp::AdaptivePool(op) => op.visit_inputs(f),
             FusedOp::Resize(op) => op.visit_inputs(f),
             FusedOp::BatchNorm(op) => op.visit_inputs(f),
+            FusedOp::Conv(op) => op.visit_inputs(f),
         }
     }
 
@@ -81,6 +86,7 @@ impl FusedOp {
             FusedOp::AdaptivePool(op) => op.backward(y, g),
             FusedOp::Resize(op) => op.backward(y, g),
             FusedOp::BatchNorm(op) => op.backward(y, g),
+            FusedOp::Conv(op) => op.backward(y, g),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! ([`StorageData`](crate::storage::StorageData), in `backend/`), which runs it on the
 //! operands' device, and records an [`Op`](crate::op::Op) when a gradient may flow.
 
+pub(crate) mod conv;
 mod elementwise;
 mod index;
 mod matmul;

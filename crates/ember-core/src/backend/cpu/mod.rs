@@ -7,8 +7,9 @@
 //! is written once, generic over the float type, through `per_float!`: the f32 and f64 cases
 //! are the same code. This module holds no arithmetic of its own; the families live in files
 //! mirroring `ops/`: [`view`] (copies, casts, fills), [`elementwise`], [`reduce`], [`matmul`],
-//! [`index`], [`loss`], [`pool`] (pooling, upsampling, padding, batch norm).
+//! [`index`], [`loss`], [`conv`], [`pool`] (pooling, upsampling, padding, batch norm).
 
+pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod loss;
@@ -25,7 +26,9 @@ use crate::layout::Layout;
 use crate::storage::CpuStorage;
 use ember_cpu::Float;
 use ember_cpu::copy::{cast_strided, copy_strided};
-use ember_ops::{BceForm, BinaryOp, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp, UnaryOp};
+use ember_ops::{
+    BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp, UnaryOp,
+};
 use std::borrow::Cow;
 
 /// One operand of a kernel: its data (borrowed, or a widened copy) and the layout to read it by.
@@ -464,5 +467,31 @@ impl super::BackendStorage for CpuStorage {
         want_dx: bool,
     ) -> Result<(Option<Self>, Self, Self)> {
         pool::batch_norm_backward(x, g, mean, var, w, dims, eps, want_dx)
+    }
+    #[inline]
+    fn conv2d(
+        spec: &Conv2dSpec,
+        x: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self> {
+        conv::forward(spec, x, w, bias)
+    }
+    #[inline]
+    fn conv2d_backward_data(
+        spec: &Conv2dSpec,
+        dy: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self> {
+        conv::backward_data(spec, dy, w, bias)
+    }
+    #[inline]
+    fn conv2d_backward_weight(
+        spec: &Conv2dSpec,
+        x: Arg<'_, Self>,
+        dy: Arg<'_, Self>,
+    ) -> Result<Self> {
+        conv::backward_weight(spec, x, dy)
     }
 }
