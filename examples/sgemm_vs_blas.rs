@@ -20,7 +20,7 @@
 //! faster) and the number of rounds in which ember was ahead.
 
 use clap::Parser;
-use ember_cpu::gemm::{Epilogue, MatMut, MatRef, gemm};
+use ember_cpu::gemm::{Epilogue, MatMut, MatRef, gemm, gemm_widen};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -50,6 +50,12 @@ struct Args {
     /// threads spinning while idle count as busy).
     #[arg(long, default_value = "wall")]
     clock: String,
+    /// Storage type of ember's operands: `f32` (default) or `bf16` (the same values rounded to
+    /// bf16, multiplied by `gemm_widen`: the AVX512-BF16 kernel where the CPU has it). The
+    /// BLAS always runs `sgemm` on the f32 values; the correctness check then allows bf16's
+    /// rounding.
+    #[arg(long, default_value = "f32")]
+    ember_dtype: String,
 }
 
 /// Seconds on the chosen clock (see `--clock`), from an arbitrary origin.
@@ -277,6 +283,11 @@ fn main() -> Result<(), String> {
         other => return Err(format!("--clock must be wall or cpu, got {other:?}")),
     };
     let origin = Instant::now();
+    let ember_bf16 = match args.ember_dtype.as_str() {
+        "f32" => false,
+        "bf16" => true,
+        other => return Err(format!("--ember-dtype must be f32 or bf16, got {other:?}")),
+    };
     let per_thread = if cpu_clock { args.threads as f64 } else { 1.0 };
     for shape in args.shapes.split(',').filter(|s| !s.is_empty()) {
         let (m, k, n) = parse_shape(shape)?;
@@ -287,6 +298,14 @@ fn main() -> Result<(), String> {
             .map(|i| (i * 104_729 % 1000) as f32 * 1e-3)
             .collect();
         let (mut c_ember, mut c_blas) = (vec![0f32; m * n], vec![0f32; m * n]);
+        let (a16, b16): (Vec<half::bf16>, Vec<half::bf16>) = if ember_bf16 {
+            (
+                a.iter().map(|&x| half::bf16::from_f32(x)).collect(),
+                b.iter().map(|&x| half::bf16::from_f32(x)).collect(),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let mut call = |which: usize| {
             if which == 0 {
                 let (ar, br) = (
@@ -306,8 +325,13 @@ fn main() -> Result<(), String> {
                     rs: n,
                     cs: 1,
                 };
-                gemm(m, n, k, 1.0, ar, br, 0.0, c, Epilogue::default())
-                    .expect("operands sized above");
+                if ember_bf16 {
+                    let (ar, br) = (ar.with_data(&a16[..]), br.with_data(&b16[..]));
+                    gemm_widen(m, n, k, 1.0, ar, br, 0.0, c, Epilogue::default())
+                } else {
+                    gemm(m, n, k, 1.0, ar, br, 0.0, c, Epilogue::default())
+                }
+                .expect("operands sized above");
             } else {
                 blas.gemm(m, n, k, &a, &b, &mut c_blas);
             }
@@ -345,7 +369,8 @@ fn main() -> Result<(), String> {
             .zip(&c_blas)
             .map(|(x, y)| ((x - y) / y.abs().max(1.0)).abs())
             .fold(0f32, f32::max);
-        if worst > 1e-4 {
+        // bf16 rounds each input by up to 2^-9 relative: allow that (values here are >= 0).
+        if worst > if ember_bf16 { 1e-2 } else { 1e-4 } {
             return Err(format!(
                 "{m}x{k}x{n}: ember and the BLAS differ by {worst:e} (relative)"
             ));
@@ -361,7 +386,7 @@ fn main() -> Result<(), String> {
         println!(
             "{}",
             serde_json::json!({
-                "bench": "sgemm_paired", "clock": args.clock, "m": m, "k": k, "n": n, "threads": args.threads,
+                "bench": "sgemm_paired", "clock": args.clock, "ember_dtype": args.ember_dtype, "m": m, "k": k, "n": n, "threads": args.threads,
                 "blas_core": blas.core, "calls_each": times[0].len(),
                 "ember_best": round1(gflops(0, 0.0)), "ember_p10": round1(gflops(0, 0.1)),
                 "ember_median": round1(gflops(0, 0.5)),

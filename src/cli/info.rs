@@ -92,6 +92,19 @@ fn paths(isa: Isa) -> Vec<(&'static str, String)> {
                 k64.nc
             ),
         ),
+        ("gemm bf16", {
+            if isa == Isa::Avx512 && ember_cpu::gemm::bf16::supported() {
+                let b = ember_cpu::gemm::bf16::blocking();
+                format!(
+                    "avx512bf16 vdpbf16ps microkernel 12x32 (K in pairs, f32 accumulation); \
+                     MC {} KC {} NC {}",
+                    b.mc, b.kc, b.nc
+                )
+            } else {
+                "widened to f32 while packed, then the f32 kernel (no avx512bf16 on this path)"
+                    .to_string()
+            }
+        }),
         ("elementwise", simd.to_string()),
         ("reductions", simd.to_string()),
         ("losses", simd.to_string()),
