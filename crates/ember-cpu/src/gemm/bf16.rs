@@ -84,8 +84,10 @@ pub(super) unsafe fn gemm_bf16(
         .div_ceil(k.div_ceil(blk.kc).max(1))
         .next_multiple_of(2)
         .max(2);
-    // Loop 3's blocks, shrunk so they share out evenly between the threads.
-    let blocks = m.div_ceil(blk.mc).div_ceil(threads) * threads;
+    // Loop 3's blocks: the L2 budget of the model's MC×KC block at this slice depth (as the
+    // f32 driver's `block_height`), then shrunk so they share out evenly between the threads.
+    let mc0 = (blk.mc * blk.kc / kc).clamp(MR, 4096);
+    let blocks = m.div_ceil(mc0).div_ceil(threads) * threads;
     let mc = m.div_ceil(blocks).next_multiple_of(MR).max(MR);
     let m_blocks = m.div_ceil(mc);
     let nc_max = blk.nc.min(n.next_multiple_of(NR));

@@ -554,6 +554,14 @@ pub fn gemm_widen<S: Widen<f32>>(
     let packed = k > 0 && alpha != 0.0 && m > 1 && n > 1 && !takes_small_path::<f32>(isa, mnk, k);
     if !packed {
         let dense = |rows: usize, cols: usize, x: &MatRef<'_, S>| -> Vec<f32> {
+            if x.cs == 1 && cols > 0 {
+                // Rows are runs: the vectorised slice conversion, row by row.
+                let mut out = vec![0.0f32; rows * cols];
+                for (i, row) in out.chunks_exact_mut(cols).enumerate() {
+                    S::widen_slice(&x.data[i * x.rs..i * x.rs + cols], row);
+                }
+                return out;
+            }
             (0..rows)
                 .flat_map(|i| (0..cols).map(move |j| x.data[i * x.rs + j * x.cs].widen()))
                 .collect()
@@ -572,7 +580,11 @@ pub fn gemm_widen<S: Widen<f32>>(
         return gemm(m, n, k, alpha, a, b, beta, c, epi);
     }
     let cp = c_ptr(&mut c);
+    // At most one 16-wide sliver (a skinny output layer) keeps the widening path and its
+    // 6×16 kernel, as f32 does (`packed_isa`): a 32-wide bf16 tile would be mostly padding
+    // (measured at 256×512×10: 15–23 GFLOP/s against 55–60 widened).
     if isa == Isa::Avx512
+        && n > 16
         && bf16::supported()
         && let (Some(ad), Some(bd)) = (S::as_bf16(a.data), S::as_bf16(b.data))
     {

@@ -879,6 +879,8 @@ fn half_inputs_widened_while_packing() {
         (40, 1, 30),
         (70, 45, 400),
         (90, 700, 130),
+        // At most 16 columns: bf16 keeps the widening path on AVX-512 too.
+        (70, 10, 400),
     ];
     for threads in [1, 2] {
         run_in_pool(threads, || {
@@ -1383,5 +1385,37 @@ fn bf16_through_gemm_widen_bit_identical_for_any_thread_count() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn block_height_spends_the_l2_budget_in_equal_blocks() {
+    // A kernel blocked MC 252 × KC 512 (a 1 MiB L2, 12×32 tile).
+    let kern = Kernel {
+        mc: 252,
+        kc: 512,
+        ..kernel::kernel_f32(Isa::Portable)
+    };
+    let kern = Kernel {
+        mr: 12,
+        nr: 32,
+        ..kern
+    };
+    let height = |m: usize, k: usize| {
+        super::driver::block_height(&kern, m, super::driver::slice_depth(512, k))
+    };
+    // K = 784 runs as 2 × 392: the budget allows 329 rows, so M = 256 is one block.
+    assert_eq!(height(256, 784), 264);
+    // K = 512: 252-row blocks, made equal: 1024 rows as 5 blocks of 216 (the last 160).
+    assert_eq!(height(1024, 512), 216);
+    for (m, k) in [(1, 1), (13, 5000), (1000, 64), (4096, 4096), (300, 100_000)] {
+        let h = height(m, k);
+        let blocks = m.div_ceil(h);
+        assert!(
+            h.is_multiple_of(12) && (12..=4096).contains(&h),
+            "{m}x{k}: {h}"
+        );
+        // Equal blocks: the last is short by less than one block's worth of slivers per block.
+        assert!(m + blocks * 12 > blocks * h, "{m}x{k}: {h} x {blocks}");
     }
 }
