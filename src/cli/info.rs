@@ -2,7 +2,8 @@
 //!
 //! Reads the CPU model from `/proc/cpuinfo` where it exists (Linux) and says "unknown"
 //! elsewhere; ISA extensions come from the same run-time detection the kernels use. The `gpu:`
-//! line names CUDA device 0 or says why there is none (no driver, no device).
+//! line names CUDA device 0 or says why there is none (no driver, no device). The `caches:` line
+//! is what `ember_cpu::cache` detected, and the GEMM line the blocking derived from it.
 
 use ember_cpu::isa::{self, Isa};
 
@@ -23,6 +24,7 @@ pub fn run() -> Result<(), String> {
         };
         println!("override: EMBER_CPU_ISA={v}{note}");
     }
+    println!("caches:   {}", ember_cpu::cache::detected());
     let active = isa::active();
     println!(
         "kernels:  (chosen at run time, best supported first; EMBER_CPU_ISA overrides; avx512{})",
@@ -75,10 +77,34 @@ fn paths(isa: Isa) -> Vec<(&'static str, String)> {
         (
             "gemm",
             format!(
-                "{} microkernel f32 {}x{} / f64 {}x{}, MC {} KC {} NC {} (f32)",
-                k32.isa, k32.mr, k32.nr, k64.mr, k64.nr, k32.mc, k32.kc, k32.nc
+                "{} microkernel f32 {}x{} / f64 {}x{}; blocking from the caches: f32 MC {} KC {} \
+                 NC {}, f64 MC {} KC {} NC {}",
+                k32.isa,
+                k32.mr,
+                k32.nr,
+                k64.mr,
+                k64.nr,
+                k32.mc,
+                k32.kc,
+                k32.nc,
+                k64.mc,
+                k64.kc,
+                k64.nc
             ),
         ),
+        ("gemm bf16", {
+            if isa == Isa::Avx512 && ember_cpu::gemm::bf16::supported() {
+                let b = ember_cpu::gemm::bf16::blocking();
+                format!(
+                    "avx512bf16 vdpbf16ps microkernel 12x32 (K in pairs, f32 accumulation); \
+                     MC {} KC {} NC {}",
+                    b.mc, b.kc, b.nc
+                )
+            } else {
+                "widened to f32 while packed, then the f32 kernel (no avx512bf16 on this path)"
+                    .to_string()
+            }
+        }),
         ("elementwise", simd.to_string()),
         ("reductions", simd.to_string()),
         ("losses", simd.to_string()),
@@ -106,7 +132,16 @@ fn extensions() -> Vec<&'static str> {
             )*};
         }
         probe!(
-            "sse2", "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl"
+            "sse2",
+            "sse4.2",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512bf16"
         );
     }
     if found.is_empty() {

@@ -7,14 +7,16 @@
 //! (`avx512`, `avx2` or `portable`) when it is set, otherwise from `is_x86_feature_detected!`.
 //!
 //! `avx512` is the AVX2 path everywhere plus a 512-bit f32 GEMM microkernel, chosen by
-//! detection on CPUs with AVX-512F (`EMBER_CPU_ISA=avx2` keeps the 256-bit kernel there). The
-//! development machine has no AVX-512, so that microkernel is verified in two parts: its logic
-//! (tiles, edges, strides, the packed driver around it) through an instance of the same macro
-//! on emulated 16-lane vectors in the test suite, and its real machine code, taken from a
-//! release build, on the emulated AVX-512 CPU of Bochs (`scripts/avx512-emulate.py`, run by
-//! CI): exact results for every case. Its speed has not been measured on AVX-512 hardware. On
-//! a machine that has AVX-512, [`supported`] lists it, so the test suite runs every kernel on
-//! it there.
+//! detection on CPUs with AVX-512F (`EMBER_CPU_ISA=avx2` keeps the 256-bit kernel there), and,
+//! where the CPU also has AVX512-BF16 ([`avx512bf16_detected`]), a bf16 GEMM kernel built on
+//! `vdpbf16ps` (`gemm::bf16`; elsewhere bf16 operands are widened to f32 while packed). On a
+//! machine without AVX-512 the f32 microkernel is verified in two parts: its logic (tiles,
+//! edges, strides, the packed driver around it) through an instance of the same macro on
+//! emulated 16-lane vectors in the test suite, and its real machine code, taken from a release
+//! build, on the emulated AVX-512 CPU of Bochs (`scripts/avx512-emulate.py`, run by CI): exact
+//! results for every case (the bf16 kernel is skipped there while the emulated CPU model lacks
+//! AVX512-BF16). On a machine that has AVX-512, [`supported`] lists it, so the test suite runs
+//! every kernel on it there; both kernels were measured on a Zen 4 (benches/results/efd952a).
 //!
 //! Tests and benchmarks can change it: [`force`] for the whole process, [`with`] for the calls
 //! made by one closure on the current thread (every kernel reads the ISA once on entry, on the
@@ -119,6 +121,19 @@ pub fn avx512f_detected() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// True when the CPU supports AVX512-BF16 (`vdpbf16ps`), which the bf16 GEMM uses on the
+/// AVX-512 path (`gemm::bf16`).
+pub fn avx512bf16_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -14,6 +14,7 @@
 //! - [`reduce`]: sums, extrema and arg-extrema over any set of axes; softmax along the last axis.
 //! - [`gemm`]: general matrix multiply with arbitrary strides and a Dense epilogue.
 //! - [`conv`]: 2-D convolution forward, backward-data and backward-weight as tiled GEMMs.
+//! - [`cache`]: the data caches detected at run time and the GEMM blocking derived from them.
 //! - [`isa`]: the run-time choice between the AVX2+FMA and portable kernel paths.
 //! - [`copy`]: strided copies and dtype casts.
 //! - [`error`]: the operand checks (lengths, views, indices) every public kernel makes first.
@@ -26,6 +27,7 @@
 //! - [`peak`]: FMA-throughput and copy-bandwidth probes, the yardsticks of `ember bench`.
 
 pub mod binary;
+pub mod cache;
 pub mod conv;
 pub mod copy;
 pub mod element;

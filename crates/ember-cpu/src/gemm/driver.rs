@@ -68,6 +68,10 @@ pub(super) fn packed<S: Widen<T>, T: Float>(
     let slivers = n.div_ceil(nr);
     let ops = (alpha, a, b, beta, c, epi);
     let kc = slice_depth(kern.kc, k);
+    let kern = &Kernel {
+        mc: block_height(kern, m, kc),
+        ..*kern
+    };
     if threads == 1 {
         // Wider than one NC panel: pack A once for all the panels.
         let shared = (n > kern.nc)
@@ -190,11 +194,25 @@ fn split_m<S: Widen<T>, T: Float>(
     }
 }
 
+/// The height of loop 3's blocks for an `m`-row product sliced `kc` deep: the block of A gets
+/// the L2 budget the blocking model gave it (`mc·kc` of the kernel's sizes), so a shallower
+/// slice makes taller blocks (K = 784 runs as 2 × 392 with one 256-row block, not 252 + 4);
+/// then the blocks are made equal (in whole MR slivers), so none is a sliver or two whose B
+/// panel is fetched again for almost no work. It depends only on m, k and the kernel, never
+/// on the thread count (and the block height never changes any element's summation order).
+pub(super) fn block_height<T>(kern: &Kernel<T>, m: usize, kc: usize) -> usize {
+    let mr = kern.mr;
+    let budget = kern.mc.saturating_mul(kern.kc);
+    let mc = (budget / kc.max(1)).clamp(mr, 4096.max(mr));
+    let blocks = m.div_ceil(mc).max(1);
+    m.div_ceil(blocks).next_multiple_of(mr).max(mr)
+}
+
 /// The depth of loop 4's K slices: as few slices as KC allows, of equal depth, so K = 784
 /// runs as 3 × 262 rather than 2 × 384 + 16 (a 16-deep slice spends as long loading and
 /// storing C tiles as multiplying). It depends only on K and KC, never on the thread count,
 /// so every element of C still sums its products in one fixed order.
-fn slice_depth(kc: usize, k: usize) -> usize {
+pub(super) fn slice_depth(kc: usize, k: usize) -> usize {
     k.div_ceil(k.div_ceil(kc).max(1)).max(1)
 }
 

@@ -17,8 +17,11 @@
 //!   Its body is one macro instantiated twice: with the real 512-bit intrinsics, and (in tests)
 //!   with an emulation of a 16-lane vector by two AVX2 registers, so the tile logic, the edges
 //!   and the stores are tested on a machine without AVX-512; the real instance's machine code
-//!   runs on an emulated AVX-512 CPU (`scripts/avx512-emulate.py`). Block sizes (MC 480, KC 192,
-//!   NC 3072) follow a 32 KiB L1d / 1 MiB L2 core and are not yet tuned by measurement.
+//!   runs on an emulated AVX-512 CPU (`scripts/avx512-emulate.py`). It asks for the C tile's
+//!   rows (prefetch) before its k loop, so their misses overlap the arithmetic.
+//!
+//! Block sizes (MC, KC, NC) of every kernel come from the caches detected at run time through
+//! the model in [`crate::cache`] (for a 1 MiB L2: KC 512, MC 252 for the 12×32 tile).
 //! - portable: a 4×8 (f32) / 4×4 (f64) tile in `wide` vectors (8 accumulators of 128 bits), which
 //!   compile to SSE2 on x86-64 and NEON on aarch64; multiply and add are separate instructions.
 //!
@@ -71,22 +74,25 @@ pub fn rows_kernel_f32(isa: Isa, mr: usize, nr: usize) -> Option<RowsKernel<f32>
     None
 }
 
-/// Block sizes for f32, sized for a 32 KiB L1d / 512 KiB L2 core (Zen 3): a 384-deep B sliver
-/// (24 KiB for NR = 16) stays in L1, an MC×KC block of A (216 KiB) in L2, a KC×NC panel of B
-/// (1.5 MiB) in L3; KC and NC are the fastest values measured there (docs/PERFLOG.md).
-const KC_F32: usize = 384;
-const MC_F32: usize = 144;
-const NC_F32: usize = 1024;
-/// f64 halves the depth of L1-resident B per byte, so MC is smaller for the same L2 share.
-const KC_F64: usize = 256;
-const MC_F64: usize = 96;
-const NC_F64: usize = 2040;
-
-/// f32 block sizes of the AVX-512 kernel (12×32 tile): a 192-deep B sliver is 24 KiB, an
-/// MC×KC block of A 360 KiB. Untuned: on a Zen 5, KC 512–1024 measured faster (docs/PERFLOG.md).
-const KC_F32_512: usize = 192;
-const MC_F32_512: usize = 480;
-const NC_F32_512: usize = 3072;
+/// A kernel around microkernel `ukr` with an `mr`×`nr` tile, blocked for this CPU's caches
+/// ([`crate::cache::Blocking::model`]).
+fn blocked<T>(isa: Isa, mr: usize, nr: usize, ukr: MicroKernel<T>) -> Kernel<T> {
+    let b = crate::cache::Blocking::model(
+        &crate::cache::for_blocking(),
+        mr,
+        nr,
+        std::mem::size_of::<T>(),
+    );
+    Kernel {
+        isa,
+        mr,
+        nr,
+        mc: b.mc,
+        kc: b.kc,
+        nc: b.nc,
+        ukr,
+    }
+}
 
 /// The f32 kernel for `isa`.
 pub fn kernel_f32(isa: Isa) -> Kernel<f32> {
@@ -96,34 +102,10 @@ pub fn kernel_f32(isa: Isa) -> Kernel<f32> {
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if isa.is_supported() => Kernel {
-            isa: Isa::Avx512,
-            mr: 12,
-            nr: 32,
-            mc: MC_F32_512,
-            kc: KC_F32_512,
-            nc: NC_F32_512,
-            ukr: avx512::ukr_f32_12x32,
-        },
+        Isa::Avx512 if isa.is_supported() => blocked(Isa::Avx512, 12, 32, avx512::ukr_f32_12x32),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => Kernel {
-            isa: Isa::Avx2,
-            mr: 6,
-            nr: 16,
-            mc: MC_F32,
-            kc: KC_F32,
-            nc: NC_F32,
-            ukr: avx2::ukr_f32_6x16,
-        },
-        _ => Kernel {
-            isa: Isa::Portable,
-            mr: 4,
-            nr: 8,
-            mc: 128,
-            kc: KC_F32,
-            nc: 4096,
-            ukr: portable_f32_4x8,
-        },
+        Isa::Avx2 if isa.is_supported() => blocked(Isa::Avx2, 6, 16, avx2::ukr_f32_6x16),
+        _ => blocked(Isa::Portable, 4, 8, portable_f32_4x8),
     }
 }
 
@@ -131,24 +113,10 @@ pub fn kernel_f32(isa: Isa) -> Kernel<f32> {
 pub fn kernel_f64(isa: Isa) -> Kernel<f64> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 if isa.is_supported() => Kernel {
-            isa: Isa::Avx2,
-            mr: 6,
-            nr: 8,
-            mc: MC_F64,
-            kc: KC_F64,
-            nc: NC_F64,
-            ukr: avx2::ukr_f64_6x8,
-        },
-        _ => Kernel {
-            isa: Isa::Portable,
-            mr: 4,
-            nr: 4,
-            mc: 64,
-            kc: KC_F64,
-            nc: 2048,
-            ukr: portable_f64_4x4,
-        },
+        Isa::Avx2 | Isa::Avx512 if isa.is_supported() => {
+            blocked(Isa::Avx2, 6, 8, avx2::ukr_f64_6x8)
+        }
+        _ => blocked(Isa::Portable, 4, 4, portable_f64_4x4),
     }
 }
 
@@ -284,6 +252,16 @@ macro_rules! ukr_f32_12x32 {
             rs_c: usize,
             cs_c: usize,
         ) {
+            if cs_c == 1 {
+                for i in 0..12 {
+                    // A prefetch is only a hint: it never faults, whatever the address.
+                    let row = c.wrapping_add(i * rs_c) as *const i8;
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(row);
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        row.wrapping_add(127),
+                    );
+                }
+            }
             let mut acc = [[$zero; 2]; 12];
             for _ in 0..kc {
                 // SAFETY: a and b advance by 12 and 32 per step over kc steps, inside the
@@ -420,15 +398,7 @@ pub(crate) mod emulated512 {
 
     /// The AVX-512 f32 kernel's shape and block sizes with the emulated microkernel.
     pub(crate) fn kernel() -> super::Kernel<f32> {
-        super::Kernel {
-            isa: crate::isa::Isa::Avx2,
-            mr: 12,
-            nr: 32,
-            mc: super::MC_F32_512,
-            kc: super::KC_F32_512,
-            nc: super::NC_F32_512,
-            ukr: ukr_f32_12x32,
-        }
+        super::blocked(crate::isa::Isa::Avx2, 12, 32, ukr_f32_12x32)
     }
 }
 

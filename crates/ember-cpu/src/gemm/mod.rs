@@ -19,12 +19,15 @@
 //! - `shared_a.rs`: one packed copy of A shared by the threads of the split over columns and
 //!   by the NC panels of a wide product, each block packed by whichever thread needs it first.
 //! - `kernel.rs`: the microkernels (AVX2+FMA and portable) and their block sizes.
+//! - `bf16.rs`: bf16 operands on CPUs with AVX512-BF16: pairs of K packed side by side and a
+//!   `vdpbf16ps` microkernel (chosen by [`gemm_widen`] at run time).
 //! - `small.rs`: tiny products (the seed model's 10×10 layers) and matrix-vector products
 //!   (N = 1 or M = 1), where packing would cost more than the arithmetic.
 //!
 //! The path is chosen once per call from [`crate::isa::active`]; `isa::with` forces one in
 //! tests.
 
+pub mod bf16;
 mod driver;
 pub mod kernel;
 mod pack;
@@ -454,6 +457,11 @@ pub trait Widen<T>: Copy + Send + Sync + 'static {
     fn widen(self) -> T;
     /// The slice itself when `Self` is `T` (the copy and transpose fast paths need it).
     fn as_native(s: &[Self]) -> Option<&[T]>;
+    /// The slice as bf16 when `Self` is [`half::bf16`] (the AVX512-BF16 kernel reads it as
+    /// it is); `None` for every other type.
+    fn as_bf16(_: &[Self]) -> Option<&[half::bf16]> {
+        None
+    }
     /// `dst[i] = src[i].widen()` for equal-length slices (vectorised where the type allows).
     fn widen_slice(src: &[Self], dst: &mut [T]) {
         for (d, &v) in dst.iter_mut().zip(src) {
@@ -474,8 +482,12 @@ impl<T: Float> Widen<T> for T {
 }
 
 macro_rules! widen_half {
-    ($t:ty) => {
+    ($t:ty, $as_bf16:expr) => {
         impl Widen<f32> for $t {
+            #[inline(always)]
+            fn as_bf16(s: &[Self]) -> Option<&[half::bf16]> {
+                $as_bf16(s)
+            }
             #[inline(always)]
             fn widen(self) -> f32 {
                 self.to_f32()
@@ -493,8 +505,8 @@ macro_rules! widen_half {
         }
     };
 }
-widen_half!(half::f16);
-widen_half!(half::bf16);
+widen_half!(half::f16, |_| None);
+widen_half!(half::bf16, Some);
 
 /// [`gemm`] for operands stored as f16 or bf16 (or f32), computed and accumulated in f32.
 ///
@@ -502,6 +514,12 @@ widen_half!(half::bf16);
 /// operands are widened while they are packed: each input is read once, in place, with its
 /// strides, and no widened copy of A or B is ever made. The other paths widen the operands into
 /// dense f32 copies first, which for those shapes costs about as much as the product.
+///
+/// bf16 operands on the packed path go to the AVX512-BF16 kernel instead (`bf16.rs`) where the
+/// CPU has it and the AVX-512 path is active: products of pairs with `vdpbf16ps`, accumulated in
+/// f32. Its results differ from the widening path's in the last bits (another order of
+/// additions; denormals flushed to zero, as the instruction does) and, like every path, do not
+/// depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_widen<S: Widen<f32>>(
     m: usize,
@@ -536,6 +554,14 @@ pub fn gemm_widen<S: Widen<f32>>(
     let packed = k > 0 && alpha != 0.0 && m > 1 && n > 1 && !takes_small_path::<f32>(isa, mnk, k);
     if !packed {
         let dense = |rows: usize, cols: usize, x: &MatRef<'_, S>| -> Vec<f32> {
+            if x.cs == 1 && cols > 0 {
+                // Rows are runs: the vectorised slice conversion, row by row.
+                let mut out = vec![0.0f32; rows * cols];
+                for (i, row) in out.chunks_exact_mut(cols).enumerate() {
+                    S::widen_slice(&x.data[i * x.rs..i * x.rs + cols], row);
+                }
+                return out;
+            }
             (0..rows)
                 .flat_map(|i| (0..cols).map(move |j| x.data[i * x.rs + j * x.cs].widen()))
                 .collect()
@@ -554,6 +580,33 @@ pub fn gemm_widen<S: Widen<f32>>(
         return gemm(m, n, k, alpha, a, b, beta, c, epi);
     }
     let cp = c_ptr(&mut c);
+    // At most one 16-wide sliver (a skinny output layer) keeps the widening path and its
+    // 6×16 kernel, as f32 does (`packed_isa`): a 32-wide bf16 tile would be mostly padding
+    // (measured at 256×512×10: 15–23 GFLOP/s against 55–60 widened).
+    if isa == Isa::Avx512
+        && n > 16
+        && bf16::supported()
+        && let (Some(ad), Some(bd)) = (S::as_bf16(a.data), S::as_bf16(b.data))
+    {
+        let parallel = packed_parallel(m, n, k, 32);
+        // SAFETY: AVX512-BF16 is present (just checked); the operands passed
+        // `check_operands`; m, n > 1 and k > 0 (the packed path); C is owned by this call.
+        unsafe {
+            bf16::gemm_bf16(
+                m,
+                n,
+                k,
+                alpha,
+                &a.with_data(ad),
+                &b.with_data(bd),
+                beta,
+                cp,
+                &epi,
+                parallel,
+            )
+        };
+        return Ok(());
+    }
     let kern = f32::gemm_kernel(packed_isa(isa, n));
     let parallel = packed_parallel(m, n, k, kern.nr);
     driver::packed(&kern, m, n, k, alpha, &a, &b, beta, cp, &epi, parallel);

@@ -229,10 +229,15 @@ fn every_layout(
     }
 }
 
+/// Runs `f` on every ISA this CPU supports, with the blocking of a small core
+/// (`cache::test_override::SMALL`: KC 256, MC 120–126, NC 512 for f32) so that the sizes of
+/// the tests cross every block boundary whatever caches the machine running them has.
 fn on_every_isa(f: impl Fn()) {
-    for isa in isa::supported() {
-        isa::with(isa, &f).expect("supported ISA");
-    }
+    crate::cache::test_override::with(crate::cache::test_override::SMALL, || {
+        for isa in isa::supported() {
+            isa::with(isa, &f).expect("supported ISA");
+        }
+    })
 }
 
 #[test]
@@ -349,7 +354,8 @@ fn sampled_sizes_f64() {
 
 #[test]
 fn large_sizes_cross_every_block_boundary() {
-    // k > KC (two K slices, beta handling between them), m > MC, n > NC (f32 NC = 1024).
+    // k > KC (two K slices, beta handling between them), m > MC, n > NC (f32 NC = 512 with
+    // the small blocking `on_every_isa` sets).
     on_every_isa(|| {
         check::<f32>(
             301,
@@ -716,8 +722,8 @@ fn identity_product() {
 
 /// The AVX-512 f32 kernel's 12×32 logic, run through its AVX2 emulation (this machine may have
 /// no AVX-512; where it has, `on_every_isa` runs the real kernel through every other test):
-/// tiles cut at every edge (rows past 12, columns past 32), K past KC (192), M past MC (480),
-/// N past NC (3072), every layout, alpha/beta, the epilogue, and the parallel driver with
+/// tiles cut at every edge (rows past 12, columns past 32), K past KC (256), M past MC (120),
+/// N past NC (512) with the small blocking (`cache::test_override::SMALL`), every layout, alpha/beta, the epilogue, and the parallel driver with
 /// bit-identical results for 1 and 2 threads.
 #[cfg(target_arch = "x86_64")]
 #[test]
@@ -726,7 +732,10 @@ fn avx512_kernel_logic_through_emulation() {
         eprintln!("SKIPPED: avx512_kernel_logic_through_emulation: the emulation needs AVX2+FMA");
         return;
     }
-    let kern = kernel::emulated512::kernel();
+    let kern = crate::cache::test_override::with(
+        crate::cache::test_override::SMALL,
+        kernel::emulated512::kernel,
+    );
     let run = |f: &dyn Fn()| {
         isa::with(Isa::Avx2, || kernel::test_override::with(kern, f)).expect("AVX2 present")
     };
@@ -870,6 +879,8 @@ fn half_inputs_widened_while_packing() {
         (40, 1, 30),
         (70, 45, 400),
         (90, 700, 130),
+        // At most 16 columns: bf16 keeps the widening path on AVX-512 too.
+        (70, 10, 400),
     ];
     for threads in [1, 2] {
         run_in_pool(threads, || {
@@ -1146,5 +1157,265 @@ fn skinny_products_keep_the_avx2_kernel_on_avx512() {
     for n in [1, 10, 16, 17, 1024] {
         assert_eq!(super::packed_isa(Isa::Avx2, n), Isa::Avx2);
         assert_eq!(super::packed_isa(Isa::Portable, n), Isa::Portable);
+    }
+}
+
+/// A bf16 matrix of `rows`×`cols` values in layout `lay` (with an offset and, for
+/// `Lay::Strided`, gaps), from values uniform in [-1, 1) rounded to bf16; the buffer and the
+/// strides.
+fn bf16_matrix(
+    rows: usize,
+    cols: usize,
+    lay: Lay,
+    rng: &mut Rng,
+) -> (Vec<half::bf16>, usize, usize) {
+    let (rs, cs, len) = match lay {
+        Lay::Row => (cols, 1, rows * cols),
+        Lay::Col => (1, rows, rows * cols),
+        Lay::Strided => (2 * (cols + 3), 2, 2 * (cols + 3) * rows),
+    };
+    let mut buf = vec![half::bf16::from_f32(f32::NAN); len.max(1)];
+    for i in 0..rows {
+        for j in 0..cols {
+            buf[i * rs + j * cs] = half::bf16::from_f64(rng.uniform());
+        }
+    }
+    (buf, rs, cs)
+}
+
+/// One product through the AVX512-BF16 kernel, called directly (so even sizes that `gemm_widen`
+/// sends to the small or matrix-vector paths run it), against an f64 product of the same
+/// bf16 values, with the worst-case bound of a sequential f32 sum: each of the k + 3 roundings
+/// (k - 1 adds, alpha, beta·C, the bias) is off by at most 2⁻²⁴ of the magnitudes involved.
+#[allow(clippy::too_many_arguments)]
+fn bf16_kernel_case(
+    m: usize,
+    n: usize,
+    k: usize,
+    lays: (Lay, Lay),
+    alpha: f32,
+    beta: f32,
+    bias: bool,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let (av, ars, acs) = bf16_matrix(m, k, lays.0, &mut rng);
+    let (bv, brs, bcs) = bf16_matrix(k, n, lays.1, &mut rng);
+    let bias_v: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
+    let c0: Vec<f32> = (0..m * n).map(|_| rng.uniform() as f32).collect();
+    let mut c = c0.clone();
+    let a = MatRef {
+        data: &av[..],
+        rs: ars,
+        cs: acs,
+    };
+    let b = MatRef {
+        data: &bv[..],
+        rs: brs,
+        cs: bcs,
+    };
+    let epi = Epilogue {
+        bias: bias.then_some(&bias_v[..]),
+        act: Activation::None,
+    };
+    let mut cm = MatMut {
+        data: &mut c,
+        rs: n,
+        cs: 1,
+    };
+    super::check_operands(m, n, k, &a, &b, &cm, &epi).unwrap();
+    let cp = super::c_ptr(&mut cm);
+    let parallel = super::packed_parallel(m, n, k, 32);
+    // SAFETY: the test's caller checked `bf16::supported()`; the operands passed the checks.
+    unsafe { super::bf16::gemm_bf16(m, n, k, alpha, &a, &b, beta, cp, &epi, parallel) };
+    for i in 0..m {
+        for j in 0..n {
+            let (mut dot, mut scale) = (0.0f64, 0.0f64);
+            for p in 0..k {
+                let prod = av[i * ars + p * acs].to_f64() * bv[p * brs + j * bcs].to_f64();
+                dot += prod;
+                scale += prod.abs();
+            }
+            let (old, add) = (
+                c0[i * n + j] as f64,
+                if bias { bias_v[j] as f64 } else { 0.0 },
+            );
+            let want = alpha as f64 * dot + beta as f64 * old + add;
+            let mag = (alpha as f64).abs() * scale + (beta as f64 * old).abs() + add.abs();
+            let tol = (k + 3) as f64 * f64::powi(2.0, -24) * 2.0 * mag;
+            let got = c[i * n + j] as f64;
+            assert!(
+                (got - want).abs() <= tol,
+                "{m}x{n}x{k} {lays:?} alpha {alpha} beta {beta} at ({i}, {j}): {got} vs {want} \
+                 (tolerance {tol:e})"
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_kernel_against_f64_of_rounded_inputs() {
+    if !super::bf16::supported() {
+        eprintln!("SKIPPED: bf16_kernel_against_f64_of_rounded_inputs: no AVX512-BF16 here");
+        return;
+    }
+    // Tiles cut at every edge (rows past 12, columns past 32), odd K (a padded pair), K past
+    // KC and M past MC and N past NC with the small blocking (bf16: KC 360, MC 180, NC 704),
+    // every layout of A and B, alpha/beta/bias; 1 and 2 threads.
+    let sizes = [
+        (12, 32, 2),
+        (13, 33, 3),
+        (11, 31, 1),
+        (1, 1, 1),
+        (25, 65, 361),
+        (181, 40, 7),
+        (13, 750, 5),
+        (67, 67, 67),
+        (200, 97, 721),
+    ];
+    let lays = [Lay::Row, Lay::Col, Lay::Strided];
+    for threads in [1, 2] {
+        run_in_pool(threads, || {
+            crate::cache::test_override::with(crate::cache::test_override::SMALL, || {
+                for (t, &(m, n, k)) in sizes.iter().enumerate() {
+                    for (l, &la) in lays.iter().enumerate() {
+                        for (r, &lb) in lays.iter().enumerate() {
+                            let case = t * 9 + l * 3 + r;
+                            let (alpha, beta) = [(1.0, 0.0), (1.0, 1.0), (-0.75, 0.5)][case % 3];
+                            bf16_kernel_case(
+                                m,
+                                n,
+                                k,
+                                (la, lb),
+                                alpha,
+                                beta,
+                                case % 2 == 0,
+                                case as u64,
+                            );
+                        }
+                    }
+                }
+            })
+        });
+    }
+}
+
+#[test]
+fn bf16_through_gemm_widen_bit_identical_for_any_thread_count() {
+    // `gemm_widen` with bf16 operands on the AVX-512 path runs the AVX512-BF16 kernel where the
+    // CPU has it (the widening path elsewhere, which `half_inputs_widened_while_packing` and
+    // this test then check as well): same bits for 1 to 4 threads, with this machine's own
+    // blocking and with the small one, and close to the f64 product.
+    let isa = if Isa::Avx512.is_supported() {
+        Isa::Avx512
+    } else {
+        isa::detected()
+    };
+    let mut rng = Rng::new(5);
+    for &(m, n, k) in &[
+        (200, 300, 150),
+        (97, 500, 261),
+        (301, 2100, 801),
+        (300, 10, 300),
+    ] {
+        let av: Vec<half::bf16> = (0..m * k)
+            .map(|_| half::bf16::from_f64(rng.uniform()))
+            .collect();
+        let bv: Vec<half::bf16> = (0..k * n)
+            .map(|_| half::bf16::from_f64(rng.uniform()))
+            .collect();
+        for small in [false, true] {
+            let go = |threads: usize| {
+                run_in_pool(threads, || {
+                    let product = || {
+                        isa::with(isa, || {
+                            let mut c = vec![0.0f32; m * n];
+                            gemm_widen(
+                                m,
+                                n,
+                                k,
+                                1.0,
+                                row_major(&av, k),
+                                row_major(&bv, n),
+                                0.0,
+                                MatMut {
+                                    data: &mut c,
+                                    rs: n,
+                                    cs: 1,
+                                },
+                                Epilogue::default(),
+                            )
+                            .unwrap();
+                            c
+                        })
+                        .expect("supported")
+                    };
+                    if small {
+                        crate::cache::test_override::with(
+                            crate::cache::test_override::SMALL,
+                            product,
+                        )
+                    } else {
+                        product()
+                    }
+                })
+            };
+            let one = go(1);
+            for threads in [2, 3, 4] {
+                let many = go(threads);
+                assert!(
+                    one.iter()
+                        .zip(&many)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{isa}: bf16 {m}x{n}x{k} (small blocking {small}) differs between 1 and \
+                     {threads} threads"
+                );
+            }
+            for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
+                let want: f64 = (0..k)
+                    .map(|p| av[i * k + p].to_f64() * bv[p * n + j].to_f64())
+                    .sum();
+                let scale: f64 = (0..k)
+                    .map(|p| (av[i * k + p].to_f64() * bv[p * n + j].to_f64()).abs())
+                    .sum();
+                let got = one[i * n + j] as f64;
+                assert!(
+                    (got - want).abs() <= (k as f64) * f64::powi(2.0, -23) * scale,
+                    "{m}x{n}x{k} at ({i}, {j}): {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn block_height_spends_the_l2_budget_in_equal_blocks() {
+    // A kernel blocked MC 252 × KC 512 (a 1 MiB L2, 12×32 tile).
+    let kern = Kernel {
+        mc: 252,
+        kc: 512,
+        ..kernel::kernel_f32(Isa::Portable)
+    };
+    let kern = Kernel {
+        mr: 12,
+        nr: 32,
+        ..kern
+    };
+    let height = |m: usize, k: usize| {
+        super::driver::block_height(&kern, m, super::driver::slice_depth(512, k))
+    };
+    // K = 784 runs as 2 × 392: the budget allows 329 rows, so M = 256 is one block.
+    assert_eq!(height(256, 784), 264);
+    // K = 512: 252-row blocks, made equal: 1024 rows as 5 blocks of 216 (the last 160).
+    assert_eq!(height(1024, 512), 216);
+    for (m, k) in [(1, 1), (13, 5000), (1000, 64), (4096, 4096), (300, 100_000)] {
+        let h = height(m, k);
+        let blocks = m.div_ceil(h);
+        assert!(
+            h.is_multiple_of(12) && (12..=4096).contains(&h),
+            "{m}x{k}: {h}"
+        );
+        // Equal blocks: the last is short by less than one block's worth of slivers per block.
+        assert!(m + blocks * 12 > blocks * h, "{m}x{k}: {h} x {blocks}");
     }
 }
