@@ -114,9 +114,10 @@ pub struct ModelArgs {
     /// Samples per batch (default: the model file's, else 10).
     #[arg(long, allow_negative_numbers = true, value_parser = super::whole_number)]
     pub batch_size: Option<usize>,
-    /// Fraction of the training part held out (from its end) for validation.
-    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
-    pub validation_split: f64,
+    /// Fraction of the training part held out (from its end) for validation (default: the
+    /// model file's, else 0.2).
+    #[arg(long, allow_negative_numbers = true)]
+    pub validation_split: Option<f64>,
     /// Fraction of the data held out as the test part.
     #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     pub test_split: f64,
@@ -161,6 +162,11 @@ impl ModelArgs {
         self.batch_size.unwrap_or(DEFAULT_BATCH)
     }
 
+    /// The validation fraction (the flag, else the model file's, else 0.2).
+    fn validation_split(&self) -> f64 {
+        self.validation_split.unwrap_or(0.2)
+    }
+
     /// The optimizer's name (the flag, else the model file's, else adam).
     fn optimizer_name(&self) -> &str {
         self.optimizer.as_deref().unwrap_or("adam")
@@ -180,6 +186,7 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
         let training = spec.training.clone().unwrap_or_default();
         args.model.epochs = args.model.epochs.or(training.epochs);
         args.model.batch_size = args.model.batch_size.or(training.batch_size);
+        args.model.validation_split = args.model.validation_split.or(training.validation_split);
         if args.model.optimizer.is_none() {
             args.model.optimizer = spec.optimizer.as_ref().map(|o| o.name.clone());
         }
@@ -241,8 +248,8 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
             )
         }
     };
-    let n_fit = if args.model.validation_split > 0.0 {
-        ((trainval.rows() as f64) * (1.0 - args.model.validation_split)).ceil() as usize
+    let n_fit = if args.model.validation_split() > 0.0 {
+        ((trainval.rows() as f64) * (1.0 - args.model.validation_split())).ceil() as usize
     } else {
         trainval.rows()
     };
@@ -386,7 +393,7 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
             FitConfig {
                 epochs: args.model.epochs(),
                 batch_size: args.model.batch_size(),
-                validation_split: args.model.validation_split,
+                validation_split: args.model.validation_split(),
                 shuffle: true,
                 seed: args.model.seed,
                 verbose: 0,
@@ -566,7 +573,7 @@ fn check_args(a: &TrainArgs) -> Result<(), String> {
             Err(format!("{name} must be in [0, 1), got {v}"))
         }
     };
-    fraction("--validation-split", a.model.validation_split)?;
+    fraction("--validation-split", a.model.validation_split())?;
     fraction("--test-split", a.model.test_split)?;
     fraction("--dropout", a.model.dropout)?;
     if a.model.epochs() == 0 {

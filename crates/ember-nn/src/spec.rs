@@ -31,6 +31,7 @@
 //! Unknown keys are errors (a misspelt option must not be ignored silently).
 
 use crate::checkpoint;
+use crate::conv::{Conv1d, Conv2d, ConvOptions, ConvTranspose2d, Padding};
 use crate::error::{NnError, Result, config_err};
 use crate::layers::{
     ActivationLayer, BatchNorm1d, Dense, DenseOptions, Dropout, Flatten, LeakyRelu, Softmax,
@@ -41,9 +42,12 @@ use crate::metrics::Metric;
 use crate::model::Model;
 use crate::module::Module;
 use crate::optim::Optimizer;
+use crate::pooling::{
+    AvgPool2d, BatchNorm2d, GlobalAvgPool2d, MaxPool2d, Reshape, Upsample, ZeroPad2d,
+};
 use crate::regularizer::Regularizer;
 use crate::sequential::Sequential;
-use ember_core::{Activation, Device};
+use ember_core::{Activation, Device, PoolOptions};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -106,6 +110,9 @@ pub struct TrainingSpec {
     /// Samples per batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
+    /// Fraction of the training rows held out for validation (Keras's `validation_split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_split: Option<f64>,
     /// Random image shifts of up to this many pixels in each direction, per example and
     /// epoch (augmentation; images only; 0 or absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +172,30 @@ fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
 
+fn default_one() -> Size2 {
+    Size2::Same(1)
+}
+
+fn is_one(s: &Size2) -> bool {
+    s.hw() == (1, 1)
+}
+
+fn default_valid() -> PaddingSpec {
+    PaddingSpec::Named(PaddingMode::Valid)
+}
+
+fn is_valid(p: &PaddingSpec) -> bool {
+    matches!(p, PaddingSpec::Named(PaddingMode::Valid)) || *p == PaddingSpec::Size(Size2::Same(0))
+}
+
+fn default_groups() -> usize {
+    1
+}
+
+fn is_one_usize(v: &usize) -> bool {
+    *v == 1
+}
+
 fn default_activation() -> String {
     "linear".into()
 }
@@ -218,8 +249,130 @@ pub enum LayerSpec {
     Softmax,
     /// Flattens everything but the batch dimension.
     Flatten,
-    /// Batch normalisation over the features of `[N, C]`.
+    /// Batch normalisation over the features of `[N, C]` (Keras's defaults).
     BatchNorm1d,
+    /// 2-D convolution on `[C, H, W]` (PyTorch's `nn.Conv2d`; `out_channels` may be written
+    /// `filters`, as Keras names it).
+    Conv2d {
+        /// Output channels.
+        #[serde(alias = "filters")]
+        out_channels: usize,
+        /// Window size.
+        kernel_size: Size2,
+        /// Step between windows.
+        #[serde(default = "default_one", skip_serializing_if = "is_one")]
+        stride: Size2,
+        /// `"valid"`, `"same"` or explicit sizes.
+        #[serde(default = "default_valid", skip_serializing_if = "is_valid")]
+        padding: PaddingSpec,
+        /// Step between window taps.
+        #[serde(default = "default_one", skip_serializing_if = "is_one")]
+        dilation: Size2,
+        /// Channel groups.
+        #[serde(default = "default_groups", skip_serializing_if = "is_one_usize")]
+        groups: usize,
+        /// Activation after the convolution.
+        #[serde(default = "default_activation", skip_serializing_if = "is_linear")]
+        activation: String,
+        /// Whether the layer has a bias.
+        #[serde(default = "default_true", skip_serializing_if = "is_true")]
+        use_bias: bool,
+    },
+    /// 1-D convolution on `[C, L]` (PyTorch's `nn.Conv1d`).
+    Conv1d {
+        /// Output channels.
+        #[serde(alias = "filters")]
+        out_channels: usize,
+        /// Window size.
+        kernel_size: usize,
+        /// Step between windows.
+        #[serde(default = "default_groups", skip_serializing_if = "is_one_usize")]
+        stride: usize,
+        /// `"valid"`, `"same"` or an explicit size.
+        #[serde(default = "default_valid", skip_serializing_if = "is_valid")]
+        padding: PaddingSpec,
+        /// Activation after the convolution.
+        #[serde(default = "default_activation", skip_serializing_if = "is_linear")]
+        activation: String,
+    },
+    /// Transposed 2-D convolution (PyTorch's `nn.ConvTranspose2d`; kernel 4, stride 2,
+    /// padding 1 doubles height and width).
+    ConvTranspose2d {
+        /// Output channels.
+        #[serde(alias = "filters")]
+        out_channels: usize,
+        /// Window size.
+        kernel_size: Size2,
+        /// Step between windows.
+        #[serde(default = "default_one", skip_serializing_if = "is_one")]
+        stride: Size2,
+        /// Explicit padding sizes (as PyTorch's; `"same"` is not defined here).
+        #[serde(default = "default_valid", skip_serializing_if = "is_valid")]
+        padding: PaddingSpec,
+        /// Extra output rows/columns (below the stride).
+        #[serde(default, skip_serializing_if = "is_zero_size")]
+        output_padding: Size2Zero,
+        /// Activation after the convolution.
+        #[serde(default = "default_activation", skip_serializing_if = "is_linear")]
+        activation: String,
+    },
+    /// Max pooling (window `kernel_size`, stride = window unless given).
+    MaxPool2d {
+        /// Window size.
+        kernel_size: Size2,
+        /// Step between windows (default: the window).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stride: Option<Size2>,
+        /// Zeros on both sides (at most half the window).
+        #[serde(default, skip_serializing_if = "is_zero_size")]
+        padding: Size2Zero,
+    },
+    /// Average pooling (window `kernel_size`, stride = window unless given).
+    AvgPool2d {
+        /// Window size.
+        kernel_size: Size2,
+        /// Step between windows (default: the window).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stride: Option<Size2>,
+        /// Zeros on both sides (at most half the window).
+        #[serde(default, skip_serializing_if = "is_zero_size")]
+        padding: Size2Zero,
+    },
+    /// Average over height and width: `[C, H, W]` → `[C]`.
+    GlobalAvgPool2d,
+    /// Batch normalisation per channel of `[C, H, W]` (PyTorch's defaults).
+    BatchNorm2d,
+    /// Nearest upsampling by an integer factor.
+    Upsample {
+        /// The factor on height and width.
+        scale: usize,
+    },
+    /// Zero padding on every side.
+    ZeroPad2d {
+        /// Zeros per side.
+        padding: usize,
+    },
+    /// Reshapes each example (Keras's `Reshape(target_shape)`).
+    Reshape {
+        /// The new per-example shape.
+        shape: Vec<usize>,
+    },
+}
+
+/// A pair of sizes that defaults to zero (paddings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Size2Zero(pub Option<Size2>);
+
+impl Size2Zero {
+    /// (height, width), zeros when absent.
+    pub fn hw(self) -> (usize, usize) {
+        self.0.map_or((0, 0), Size2::hw)
+    }
+}
+
+fn is_zero_size(s: &Size2Zero) -> bool {
+    s.hw() == (0, 0)
 }
 
 fn default_leaky_alpha() -> f64 {
@@ -237,6 +390,16 @@ impl LayerSpec {
             LayerSpec::Softmax => "Softmax",
             LayerSpec::Flatten => "Flatten",
             LayerSpec::BatchNorm1d => "BatchNorm1d",
+            LayerSpec::Conv2d { .. } => "Conv2d",
+            LayerSpec::Conv1d { .. } => "Conv1d",
+            LayerSpec::ConvTranspose2d { .. } => "ConvTranspose2d",
+            LayerSpec::MaxPool2d { .. } => "MaxPool2d",
+            LayerSpec::AvgPool2d { .. } => "AvgPool2d",
+            LayerSpec::GlobalAvgPool2d => "GlobalAvgPool2d",
+            LayerSpec::BatchNorm2d => "BatchNorm2d",
+            LayerSpec::Upsample { .. } => "Upsample",
+            LayerSpec::ZeroPad2d { .. } => "ZeroPad2d",
+            LayerSpec::Reshape { .. } => "Reshape",
         }
     }
 }
@@ -488,7 +651,155 @@ fn build_layer(
             ember_core::DType::F32,
             device,
         )?),
+        LayerSpec::Conv2d {
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            activation: act,
+            use_bias,
+        } => {
+            let opts = ConvOptions {
+                stride: stride.hw(),
+                padding: conv_padding(*padding)?,
+                dilation: dilation.hw(),
+                groups: *groups,
+                use_bias: *use_bias,
+                activation: activation(act)?,
+                device,
+                ..ConvOptions::default()
+            };
+            let c = channels(shape, 3, "Conv2d")?;
+            Box::new(Conv2d::with_options(
+                c,
+                *out_channels,
+                kernel_size.hw(),
+                opts,
+                rng,
+            )?)
+        }
+        LayerSpec::Conv1d {
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            activation: act,
+        } => {
+            let opts = ConvOptions {
+                stride: (1, *stride),
+                padding: conv_padding(*padding)?,
+                activation: activation(act)?,
+                device,
+                ..ConvOptions::default()
+            };
+            let c = channels(shape, 2, "Conv1d")?;
+            Box::new(Conv1d::with_options(
+                c,
+                *out_channels,
+                *kernel_size,
+                opts,
+                rng,
+            )?)
+        }
+        LayerSpec::ConvTranspose2d {
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            output_padding,
+            activation: act,
+        } => {
+            let opts = ConvOptions {
+                stride: stride.hw(),
+                padding: conv_padding(*padding)?,
+                output_padding: output_padding.hw(),
+                activation: activation(act)?,
+                device,
+                ..ConvOptions::default()
+            };
+            let c = channels(shape, 3, "ConvTranspose2d")?;
+            Box::new(ConvTranspose2d::with_options(
+                c,
+                *out_channels,
+                kernel_size.hw(),
+                opts,
+                rng,
+            )?)
+        }
+        LayerSpec::MaxPool2d {
+            kernel_size,
+            stride,
+            padding,
+        } => Box::new(MaxPool2d::with_options(pool_options(
+            *kernel_size,
+            *stride,
+            *padding,
+        ))),
+        LayerSpec::AvgPool2d {
+            kernel_size,
+            stride,
+            padding,
+        } => Box::new(AvgPool2d::with_options(pool_options(
+            *kernel_size,
+            *stride,
+            *padding,
+        ))),
+        LayerSpec::GlobalAvgPool2d => Box::new(GlobalAvgPool2d::new()),
+        LayerSpec::BatchNorm2d => {
+            let c = channels(shape, 3, "BatchNorm2d")?;
+            Box::new(BatchNorm2d::with_options(
+                c,
+                0.1,
+                1e-5,
+                ember_core::DType::F32,
+                device,
+            )?)
+        }
+        LayerSpec::Upsample { scale } => Box::new(Upsample::new(*scale)),
+        LayerSpec::ZeroPad2d { padding } => Box::new(ZeroPad2d::new(*padding)),
+        LayerSpec::Reshape { shape: to } => Box::new(Reshape::new(to)),
     })
+}
+
+/// The channel count of a `rank`-dimensional per-example input, or an error saying what the
+/// layer takes.
+fn channels(shape: &[usize], rank: usize, what: &str) -> Result<usize> {
+    if shape.len() != rank {
+        let want = if rank == 3 {
+            "[channels, height, width]"
+        } else {
+            "[channels, length]"
+        };
+        return config_err(format!(
+            "{what} takes {want} per example; add a Reshape before it"
+        ));
+    }
+    Ok(shape[0])
+}
+
+/// A model file's padding as the convolution layers take it.
+fn conv_padding(p: PaddingSpec) -> Result<Padding> {
+    Ok(match p {
+        PaddingSpec::Named(PaddingMode::Valid) => Padding::valid(),
+        PaddingSpec::Named(PaddingMode::Same) => Padding::Same,
+        PaddingSpec::Size(s) => {
+            let (h, w) = s.hw();
+            Padding::symmetric(h, w)
+        }
+    })
+}
+
+/// Pooling options: the window, its stride (default: the window) and padding.
+fn pool_options(kernel: Size2, stride: Option<Size2>, padding: Size2Zero) -> PoolOptions {
+    let (kh, kw) = kernel.hw();
+    let (sh, sw) = stride.map_or((kh, kw), Size2::hw);
+    let (ph, pw) = padding.hw();
+    let mut o = PoolOptions::rect(kh, kw);
+    o.stride = [sh, sw];
+    o.padding = [ph, pw];
+    o
 }
 
 #[cfg(test)]
