@@ -34,9 +34,9 @@ use ember_nn::module::Module;
 use ember_nn::optim::Optimizer;
 use ember_nn::pooling::{BatchNorm2d, Reshape};
 use ember_nn::sequential::Sequential;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use std::error::Error;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -53,7 +53,11 @@ fn generator(rng: &mut StdRng) -> Res<Sequential> {
         let opts = ConvOptions {
             stride: (2, 2),
             padding: Padding::symmetric(1, 1),
-            activation: if act { Activation::None } else { Activation::Tanh },
+            activation: if act {
+                Activation::None
+            } else {
+                Activation::Tanh
+            },
             ..ConvOptions::default()
         };
         Ok(ConvTranspose2d::with_options(i, o, (4, 4), opts, rng)?)
@@ -98,7 +102,14 @@ fn adam() -> Res<Optimizer> {
 }
 
 fn noise(n: usize, rng: &mut StdRng) -> Res<Tensor> {
-    Ok(Tensor::randn(0.0, 1.0, (n, NOISE), DType::F32, Device::Cpu, rng)?)
+    Ok(Tensor::randn(
+        0.0,
+        1.0,
+        (n, NOISE),
+        DType::F32,
+        Device::Cpu,
+        rng,
+    )?)
 }
 
 struct Args {
@@ -148,7 +159,10 @@ fn run() -> Res<()> {
     )?;
     let n = x.shape()[0];
     // Pixels [0, 1] → [−1, 1], the generator's tanh range.
-    let real = x.mul_scalar(2.0)?.add_scalar(-1.0)?.reshape(vec![n, 1, 28, 28])?;
+    let real = x
+        .mul_scalar(2.0)?
+        .add_scalar(-1.0)?
+        .reshape(vec![n, 1, 28, 28])?;
     let mut rng = StdRng::seed_from_u64(args.seed);
     let (g, d) = (generator(&mut rng)?, discriminator(&mut rng)?);
     let (mut opt_g, mut opt_d) = (adam()?, adam()?);

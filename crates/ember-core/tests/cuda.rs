@@ -342,3 +342,101 @@ fn adagrad_and_rmsprop_steps_match_the_cpu() {
         }
     }
 }
+
+/// (input [N, C, H, W], output channels, window, options) of one convolution case.
+type ConvCase = (
+    (usize, usize, usize, usize),
+    usize,
+    (usize, usize),
+    ember_core::Conv2dOptions,
+);
+
+/// conv2d and conv_transpose2d on a GPU (forward and every gradient through autograd) against
+/// the CPU twin, in f32 and f64, over stride, padding, dilation, groups and a depthwise case.
+#[test]
+fn convolutions_match_the_cpu() {
+    use ember_core::{Conv2dOptions, ConvTranspose2dOptions, Padding};
+    let Some(dev) = gpu() else { return };
+    let cases: [ConvCase; 4] = [
+        ((2, 3, 9, 8), 4, (3, 3), Conv2dOptions::default()),
+        (
+            (2, 4, 11, 10),
+            6,
+            (3, 2),
+            Conv2dOptions {
+                stride: (2, 1),
+                padding: Padding::symmetric(1, 2),
+                dilation: (1, 2),
+                groups: 2,
+            },
+        ),
+        (
+            (1, 5, 7, 7),
+            5,
+            (3, 3),
+            Conv2dOptions {
+                padding: Padding::Same,
+                groups: 5,
+                ..Conv2dOptions::default()
+            },
+        ),
+        ((3, 2, 6, 5), 3, (1, 1), Conv2dOptions::default()),
+    ];
+    for dtype in [DType::F32, DType::F64] {
+        let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+        for ((n, c, h, w), o, (kh, kw), opts) in cases {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            let x0 =
+                Tensor::randn(0.0, 1.0, vec![n, c, h, w], dtype, Device::Cpu, &mut rng).unwrap();
+            let w0 = Tensor::randn(
+                0.0,
+                0.5,
+                vec![o, c / opts.groups, kh, kw],
+                dtype,
+                Device::Cpu,
+                &mut rng,
+            )
+            .unwrap();
+            let b0 = Tensor::randn(0.0, 0.5, vec![o], dtype, Device::Cpu, &mut rng).unwrap();
+            let run = |device: Device| {
+                let x = x0.to_device(device).unwrap().as_variable();
+                let wt = w0.to_device(device).unwrap().as_variable();
+                let b = b0.to_device(device).unwrap().as_variable();
+                let y = x.conv2d(&wt, Some(&b), &opts).unwrap();
+                let loss = y.mul(&y).unwrap().sum(&[0, 1, 2, 3], false).unwrap();
+                let g = loss.backward().unwrap();
+                let grads =
+                    [&x, &wt, &b].map(|t| g.get(t).unwrap().to_device(Device::Cpu).unwrap());
+                (y.to_device(Device::Cpu).unwrap(), grads)
+            };
+            let ((yc, gc), (yg, gg)) = (run(Device::Cpu), run(dev));
+            let what = format!("conv2d {dtype} x [{n},{c},{h},{w}] o {o} k {kh}x{kw} {opts:?}");
+            close(&yg, &yc, tol, &what);
+            for (k, name) in ["dx", "dw", "db"].iter().enumerate() {
+                close(&gg[k], &gc[k], tol, &format!("{what} {name}"));
+            }
+        }
+        // The transposed convolution (the generator's upsampling step).
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let x0 = Tensor::randn(0.0, 1.0, vec![2, 4, 5, 5], dtype, Device::Cpu, &mut rng).unwrap();
+        let w0 = Tensor::randn(0.0, 0.5, vec![4, 3, 4, 4], dtype, Device::Cpu, &mut rng).unwrap();
+        let opts = ConvTranspose2dOptions {
+            stride: (2, 2),
+            padding: (1, 1),
+            ..ConvTranspose2dOptions::default()
+        };
+        let run = |device: Device| {
+            let x = x0.to_device(device).unwrap().as_variable();
+            let wt = w0.to_device(device).unwrap().as_variable();
+            let y = x.conv_transpose2d(&wt, None, &opts).unwrap();
+            let loss = y.mul(&y).unwrap().sum(&[0, 1, 2, 3], false).unwrap();
+            let g = loss.backward().unwrap();
+            let grads = [&x, &wt].map(|t| g.get(t).unwrap().to_device(Device::Cpu).unwrap());
+            (y.to_device(Device::Cpu).unwrap(), grads)
+        };
+        let ((yc, gc), (yg, gg)) = (run(Device::Cpu), run(dev));
+        close(&yg, &yc, tol, &format!("conv_transpose2d {dtype}"));
+        close(&gg[0], &gc[0], tol, &format!("conv_transpose2d {dtype} dx"));
+        close(&gg[1], &gc[1], tol, &format!("conv_transpose2d {dtype} dw"));
+    }
+}

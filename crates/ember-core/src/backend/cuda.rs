@@ -753,38 +753,32 @@ impl super::BackendStorage for CudaStorage {
     ) -> Result<(Option<Self>, Self, Self)> {
         Err(not_yet("batch_norm", x))
     }
-    // The CUDA convolution kernels exist in ember-cuda's work in progress; until the core is
-    // wired to them, a convolution of CUDA tensors is this error (never a silent CPU detour).
+    // Convolutions: ember-cuda's implicit-GEMM kernels (direct kernels for depthwise) on
+    // dense copies of the operands, as the CPU side makes them dense too.
     fn conv2d(
-        _spec: &Conv2dSpec,
-        (x, _): Arg<'_, Self>,
-        _w: Arg<'_, Self>,
-        _bias: Option<Arg<'_, Self>>,
+        spec: &Conv2dSpec,
+        (x, xl): Arg<'_, Self>,
+        (w, wl): Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
     ) -> Result<Self> {
-        Err(unsupported("conv2d", x.ordinal(), "conv2d"))
+        let b = bias.map(|(b, bl)| contiguous(b, bl)).transpose()?;
+        conv2d(spec, &contiguous(x, xl)?, &contiguous(w, wl)?, b.as_ref())
     }
     fn conv2d_backward_data(
-        _spec: &Conv2dSpec,
-        (dy, _): Arg<'_, Self>,
-        _w: Arg<'_, Self>,
-        _bias: Option<Arg<'_, Self>>,
+        spec: &Conv2dSpec,
+        (dy, dyl): Arg<'_, Self>,
+        (w, wl): Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
     ) -> Result<Self> {
-        Err(unsupported(
-            "conv_transpose2d",
-            dy.ordinal(),
-            "a convolution's backward-data (and conv_transpose2d)",
-        ))
+        let b = bias.map(|(b, bl)| contiguous(b, bl)).transpose()?;
+        conv2d_backward_data(spec, &contiguous(dy, dyl)?, &contiguous(w, wl)?, b.as_ref())
     }
     fn conv2d_backward_weight(
-        _spec: &Conv2dSpec,
-        (x, _): Arg<'_, Self>,
-        _dy: Arg<'_, Self>,
+        spec: &Conv2dSpec,
+        (x, xl): Arg<'_, Self>,
+        (dy, dyl): Arg<'_, Self>,
     ) -> Result<Self> {
-        Err(unsupported(
-            "conv2d",
-            x.ordinal(),
-            "a convolution's backward-weight",
-        ))
+        conv2d_backward_weight(spec, &contiguous(x, xl)?, &contiguous(dy, dyl)?)
     }
 }
 
@@ -792,6 +786,93 @@ impl super::BackendStorage for CudaStorage {
 trait CudaFloat: FloatElem {
     /// The buffer when `s` holds this type.
     fn buffer_mut(s: &mut CudaStorage) -> Option<&mut DeviceBuffer<Self>>;
+    /// The buffer when `s` holds this type, read-only.
+    fn buffer(s: &CudaStorage) -> Option<&DeviceBuffer<Self>>;
+}
+
+/// `s`'s buffer as the element type of `_like` (the operands of one op share a dtype; a
+/// mismatch is reported, never assumed away).
+fn same_type<'a, T: CudaFloat>(
+    op: &'static str,
+    _like: &DeviceBuffer<T>,
+    s: &'a CudaStorage,
+) -> std::result::Result<&'a DeviceBuffer<T>, CudaError> {
+    T::buffer(s).ok_or_else(|| CudaError::InvalidArgument {
+        op,
+        msg: "operands of different dtypes".into(),
+    })
+}
+
+/// The convolution forward on dense operands (`bias` per output channel).
+pub(crate) fn conv2d(
+    spec: &Conv2dSpec,
+    x: &CudaStorage,
+    w: &CudaStorage,
+    bias: Option<&CudaStorage>,
+) -> Result<CudaStorage> {
+    const OP: &str = "conv2d";
+    let n = spec.output_shape().iter().product();
+    Ok(produce!(OP, x, n, |out, xb| {
+        (|| {
+            let wb = same_type(OP, xb, w)?;
+            let bb = bias.map(|b| same_type(OP, xb, b)).transpose()?;
+            ember_cuda::conv::conv2d_forward(
+                spec,
+                xb.view(),
+                wb.view(),
+                bb.map(|b| b.view()),
+                out.view_mut(),
+            )
+        })()
+    }))
+}
+
+/// The convolution's adjoint in its input (plus a bias per input channel: conv_transpose2d's
+/// forward), on dense operands.
+pub(crate) fn conv2d_backward_data(
+    spec: &Conv2dSpec,
+    dy: &CudaStorage,
+    w: &CudaStorage,
+    bias: Option<&CudaStorage>,
+) -> Result<CudaStorage> {
+    const OP: &str = "conv2d_backward_data";
+    let n = spec.input_shape().iter().product();
+    Ok(produce!(OP, dy, n, |out, dyb| {
+        (|| {
+            let wb = same_type(OP, dyb, w)?;
+            let bb = bias.map(|b| same_type(OP, dyb, b)).transpose()?;
+            ember_cuda::conv::conv_transpose2d_forward(
+                ember_cuda::conv::ConvAlgo::Auto,
+                spec,
+                dyb.view(),
+                wb.view(),
+                bb.map(|b| b.view()),
+                out.view_mut(),
+            )
+        })()
+    }))
+}
+
+/// The convolution's adjoint in its weight, on dense operands.
+pub(crate) fn conv2d_backward_weight(
+    spec: &Conv2dSpec,
+    x: &CudaStorage,
+    dy: &CudaStorage,
+) -> Result<CudaStorage> {
+    const OP: &str = "conv2d_backward_weight";
+    let n = spec.weight_shape().iter().product();
+    Ok(produce!(OP, x, n, |out, xb| {
+        (|| {
+            let dyb = same_type(OP, xb, dy)?;
+            ember_cuda::conv::conv2d_backward_weight(
+                spec,
+                xb.view(),
+                dyb.view(),
+                out.view_mut(),
+                None,
+            )
+        })()
+    }))
 }
 
 impl CudaFloat for f32 {
@@ -801,10 +882,22 @@ impl CudaFloat for f32 {
             CudaStorage::F64(_) => None,
         }
     }
+    fn buffer(s: &CudaStorage) -> Option<&DeviceBuffer<f32>> {
+        match s {
+            CudaStorage::F32(b) => Some(b),
+            CudaStorage::F64(_) => None,
+        }
+    }
 }
 
 impl CudaFloat for f64 {
     fn buffer_mut(s: &mut CudaStorage) -> Option<&mut DeviceBuffer<f64>> {
+        match s {
+            CudaStorage::F64(b) => Some(b),
+            CudaStorage::F32(_) => None,
+        }
+    }
+    fn buffer(s: &CudaStorage) -> Option<&DeviceBuffer<f64>> {
         match s {
             CudaStorage::F64(b) => Some(b),
             CudaStorage::F32(_) => None,
