@@ -437,13 +437,12 @@ impl ModelSpec {
             })?
         } else {
             toml::from_str(text).map_err(|e| {
-                let at = match e.span() {
-                    Some(span) => {
-                        let line = text[..span.start.min(text.len())].lines().count().max(1);
-                        format!("line {line}: ")
-                    }
-                    None => String::new(),
-                };
+                // The span is a byte range of `text`; `get` keeps a bad one from panicking.
+                let line = e
+                    .span()
+                    .and_then(|span| text.get(..span.start))
+                    .map(|before| before.lines().count().max(1));
+                let at = line.map_or_else(String::new, |l| format!("line {l}: "));
                 NnError::Config(format!("{source}: {at}{}", e.message()))
             })?
         };
