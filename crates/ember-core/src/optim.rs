@@ -3,7 +3,7 @@
 //! An optimizer step must not build a graph or chain tensor ops: each function here takes the
 //! parameter, its gradient and its state tensors, checks shapes and dtypes, takes write access
 //! to their storages once, and runs one kernel over the whole buffer on the parameter's device
-//! (through the dispatch seam, [`StorageData::optimizer_step`]). ember-nn reaches the kernels
+//! (through the dispatch seam, `StorageData::optimizer_step`). ember-nn reaches the kernels
 //! only through these functions, so it stays device-agnostic.
 //!
 //! Parameters and states must be contiguous f32 or f64 tensors with their own storage (not views

@@ -288,7 +288,7 @@ impl Fused for PoolOp {
         f(&self.x);
     }
 
-    /// Max: dx[argmax(o)] += g[o]. Average: every real element of window o gets g[o] / divisor.
+    /// Max: dx\[argmax(o)\] += g\[o\]. Average: every real element of window o gets g\[o\] / divisor.
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
         let dx = g.with_storage(|s, l| {
             StorageData::pool2d_backward((s, l), &self.spec, self.argmax.as_ref())
@@ -314,7 +314,7 @@ impl Fused for AdaptivePoolOp {
         f(&self.x);
     }
 
-    /// Every element of bin o gets g[o] / (bin height) / (bin width).
+    /// Every element of bin o gets g\[o\] / (bin height) / (bin width).
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
         let s = self.x.shape();
         let planes = (s[0] * s[1], (s[2], s[3]));
