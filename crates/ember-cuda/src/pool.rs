@@ -123,28 +123,8 @@ impl IndexBuffer {
     }
 }
 
-/// Padding mode of [`pad2d_forward`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum PadMode {
-    /// Padded positions hold this value.
-    Constant(f64),
-    /// Mirror without repeating the edge (PyTorch's `reflect`): each pad must be smaller than
-    /// the padded dimension.
-    Reflect,
-}
-
-/// Padding of the last two dimensions, in elements per side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pad2d {
-    /// Columns added before the first.
-    pub left: usize,
-    /// Columns added after the last.
-    pub right: usize,
-    /// Rows added before the first.
-    pub top: usize,
-    /// Rows added after the last.
-    pub bottom: usize,
-}
+/// The padding vocabulary (one definition, in ember-ops, shared with the CPU kernels).
+pub use ember_ops::{Pad2d, PadMode};
 
 /// Kernel-side geometry (`struct PoolGeom` in kernels/pool.cu): 16 i32, field for field.
 #[repr(C)]
@@ -737,6 +717,12 @@ pub fn pad2d_forward<T: FloatElem>(
     let (reflect, value) = match mode {
         PadMode::Constant(v) => (0i32, T::from_f64(v)),
         PadMode::Reflect => (1i32, T::from_f64(0.0)),
+        other => {
+            return Err(invalid(
+                OP,
+                format!("pad mode {other:?} has no CUDA kernel"),
+            ));
+        }
     };
     let name = format!("pad2d_fwd_{}", T::DTYPE.name());
     let f = dev.function("pool", &name)?;

@@ -597,6 +597,7 @@ fn check_pad<T: El>(
                             Some((jy as usize, jx as usize))
                         }
                     }
+                    other => panic!("the reference knows no pad mode {other:?}"),
                 };
                 match (src, mode) {
                     (Some((iy, ix)), _) => {
@@ -606,7 +607,7 @@ fn check_pad<T: El>(
                         dxs[i] += dy[o].abs();
                     }
                     (None, PadMode::Constant(v)) => wy[o] = T::from_f64(v).into(),
-                    (None, PadMode::Reflect) => unreachable!(),
+                    (None, _) => unreachable!("reflect always has a source"),
                 }
             }
         }

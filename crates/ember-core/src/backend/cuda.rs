@@ -668,69 +668,171 @@ impl super::BackendStorage for CudaStorage {
             )),
         }
     }
-    // Pooling, upsampling, padding and batch norm: CPU only for now. The CUDA kernels are
-    // written separately (issue 14) and wired here; until then each is a clear error.
+    // Pooling, upsampling and padding: ember-cuda's kernels (backwards written as gathers,
+    // no atomics) on dense copies of the operands. Batch norm's training statistics have no
+    // CUDA kernel yet (evaluation mode is composed of primitives and runs on CUDA).
     fn pool2d(
-        (x, _): Arg<'_, Self>,
+        (x, xl): Arg<'_, Self>,
         spec: &Pool2dSpec,
-        _want_argmax: bool,
+        want_argmax: bool,
     ) -> Result<(Self, Option<super::PoolIndices>)> {
-        let op = match spec.kind {
-            ember_ops::PoolKind::Max => "max_pool2d",
-            _ => "avg_pool2d",
-        };
-        Err(not_yet(op, x))
+        use ember_cuda::pool as k;
+        let x = contiguous(x, xl)?;
+        let n: usize = spec.output_shape().iter().product();
+        if !matches!(spec.kind, ember_ops::PoolKind::Max) {
+            let y = produce!("avg_pool2d", &x, n, |out, xb| k::avg_pool2d_forward(
+                spec,
+                xb.view(),
+                out.view_mut()
+            ));
+            return Ok((y, None));
+        }
+        let mut indices = None;
+        let y = produce!("max_pool2d", &x, n, |out, xb| (|| {
+            let mut idx = k::IndexBuffer::zeros(xb.device(), n)?;
+            k::max_pool2d_forward(spec, xb.view(), out.view_mut(), &mut idx)?;
+            indices = Some(idx);
+            Ok::<(), CudaError>(())
+        })());
+        let indices = if want_argmax { indices } else { None };
+        Ok((
+            y,
+            indices.map(|i| super::PoolIndices::Cuda(std::sync::Arc::new(i))),
+        ))
     }
     fn pool2d_backward(
-        (g, _): Arg<'_, Self>,
-        _spec: &Pool2dSpec,
-        _argmax: Option<&super::PoolIndices>,
+        (g, gl): Arg<'_, Self>,
+        spec: &Pool2dSpec,
+        argmax: Option<&super::PoolIndices>,
     ) -> Result<Self> {
-        Err(not_yet("pool2d_backward", g))
+        use ember_cuda::pool as k;
+        let g = contiguous(g, gl)?;
+        let n = spec.batch * spec.channels * spec.h.input * spec.w.input;
+        if !matches!(spec.kind, ember_ops::PoolKind::Max) {
+            return Ok(produce!("avg_pool2d", &g, n, |out, gb| {
+                k::avg_pool2d_backward(spec, gb.view(), out.view_mut())
+            }));
+        }
+        let Some(super::PoolIndices::Cuda(idx)) = argmax else {
+            return Err(Error::invalid(
+                "max_pool2d",
+                "the backward needs the forward's argmax on the GPU",
+            ));
+        };
+        Ok(produce!("max_pool2d", &g, n, |out, gb| {
+            k::max_pool2d_backward(spec, gb.view(), idx, out.view_mut())
+        }))
     }
     fn adaptive_avg_pool2d(
-        (x, _): Arg<'_, Self>,
-        _planes: super::Planes,
-        _output: (usize, usize),
+        (x, xl): Arg<'_, Self>,
+        (planes, input): super::Planes,
+        output: (usize, usize),
     ) -> Result<Self> {
-        Err(not_yet("adaptive_avg_pool2d", x))
+        let x = contiguous(x, xl)?;
+        let n = planes * output.0 * output.1;
+        Ok(produce!("adaptive_avg_pool2d", &x, n, |out, xb| {
+            ember_cuda::pool::adaptive_avg_pool2d_forward(
+                planes,
+                1,
+                input,
+                output,
+                xb.view(),
+                out.view_mut(),
+            )
+        }))
     }
     fn adaptive_avg_pool2d_backward(
-        (g, _): Arg<'_, Self>,
-        _planes: super::Planes,
-        _output: (usize, usize),
+        (g, gl): Arg<'_, Self>,
+        (planes, input): super::Planes,
+        output: (usize, usize),
     ) -> Result<Self> {
-        Err(not_yet("adaptive_avg_pool2d", g))
+        let g = contiguous(g, gl)?;
+        let n = planes * input.0 * input.1;
+        Ok(produce!("adaptive_avg_pool2d", &g, n, |out, gb| {
+            ember_cuda::pool::adaptive_avg_pool2d_backward(
+                planes,
+                1,
+                input,
+                output,
+                gb.view(),
+                out.view_mut(),
+            )
+        }))
     }
     fn upsample_nearest2d(
-        (x, _): Arg<'_, Self>,
-        _planes: super::Planes,
-        _scale: (usize, usize),
+        (x, xl): Arg<'_, Self>,
+        (planes, input): super::Planes,
+        scale: (usize, usize),
     ) -> Result<Self> {
-        Err(not_yet("upsample_nearest2d", x))
+        let x = contiguous(x, xl)?;
+        let n = planes * input.0 * scale.0 * input.1 * scale.1;
+        Ok(produce!("upsample_nearest2d", &x, n, |out, xb| {
+            ember_cuda::pool::upsample_nearest2d_forward(
+                planes,
+                1,
+                input,
+                scale,
+                xb.view(),
+                out.view_mut(),
+            )
+        }))
     }
     fn upsample_nearest2d_backward(
-        (g, _): Arg<'_, Self>,
-        _planes: super::Planes,
-        _scale: (usize, usize),
+        (g, gl): Arg<'_, Self>,
+        (planes, input): super::Planes,
+        scale: (usize, usize),
     ) -> Result<Self> {
-        Err(not_yet("upsample_nearest2d", g))
+        let g = contiguous(g, gl)?;
+        let n = planes * input.0 * input.1;
+        Ok(produce!("upsample_nearest2d", &g, n, |out, gb| {
+            ember_cuda::pool::upsample_nearest2d_backward(
+                planes,
+                1,
+                input,
+                scale,
+                gb.view(),
+                out.view_mut(),
+            )
+        }))
     }
     fn pad2d(
-        (x, _): Arg<'_, Self>,
-        _planes: super::Planes,
-        _pads: Pad2d,
-        _mode: PadMode,
+        (x, xl): Arg<'_, Self>,
+        (planes, input): super::Planes,
+        pads: Pad2d,
+        mode: PadMode,
     ) -> Result<Self> {
-        Err(not_yet("pad", x))
+        let x = contiguous(x, xl)?;
+        let (oh, ow) = (
+            input.0 + pads.top + pads.bottom,
+            input.1 + pads.left + pads.right,
+        );
+        Ok(produce!("pad", &x, planes * oh * ow, |out, xb| {
+            ember_cuda::pool::pad2d_forward(planes, 1, input, pads, mode, xb.view(), out.view_mut())
+        }))
     }
     fn pad2d_backward(
-        (g, _): Arg<'_, Self>,
-        _planes: super::Planes,
-        _pads: Pad2d,
-        _mode: PadMode,
+        (g, gl): Arg<'_, Self>,
+        (planes, input): super::Planes,
+        pads: Pad2d,
+        mode: PadMode,
     ) -> Result<Self> {
-        Err(not_yet("pad", g))
+        let g = contiguous(g, gl)?;
+        Ok(produce!(
+            "pad",
+            &g,
+            planes * input.0 * input.1,
+            |out, gb| {
+                ember_cuda::pool::pad2d_backward(
+                    planes,
+                    1,
+                    input,
+                    pads,
+                    mode,
+                    gb.view(),
+                    out.view_mut(),
+                )
+            }
+        ))
     }
     fn batch_norm(
         (x, _): Arg<'_, Self>,

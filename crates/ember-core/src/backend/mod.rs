@@ -46,12 +46,13 @@ pub(crate) struct MatmulSpec<'a> {
 }
 
 /// The argmax of every max-pooling window (its offset `h·W + w` in the input plane), kept by
-/// the forward for the backward. Only the CPU makes them today; a device adds its variant when
-/// it gets pooling kernels.
+/// the forward for the backward, on the device that made them.
 #[derive(Debug, Clone)]
 pub(crate) enum PoolIndices {
     /// Offsets in host memory, one per output element.
     Cpu(std::sync::Arc<Vec<u32>>),
+    /// Offsets in device memory (ember-cuda's u32 index buffer), one per output element.
+    Cuda(std::sync::Arc<ember_cuda::pool::IndexBuffer>),
 }
 
 /// `planes` planes of `h`×`w` (one plane per (n, c) pair, or per leading index for `pad`).
