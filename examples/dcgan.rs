@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example dcgan -- [--epochs 8] [--out dcgan-out] [--seed 0]
-//!                                        [--judge cnn.safetensors]
+//!                                        [--judge cnn.safetensors] [--batch 64] [--smooth 1.0]
 //! ```
 //!
 //! - Generator: Dense 100 → 128·7·7 (relu) → Reshape [128, 7, 7] → ConvTranspose2d 128→64
@@ -12,7 +12,9 @@
 //!   → tanh, images in [−1, 1].
 //! - Discriminator: Conv2d 1→64 (4×4, stride 2, padding 1) → LeakyReLU 0.2 → Conv2d 64→128
 //!   (stride 2) → BatchNorm2d → LeakyReLU 0.2 → Flatten → Dense 1 (a logit).
-//! - BCE with logits; Adam with lr 2e-4 and β₁ 0.5 for both, as the paper recommends; batch 64.
+//! - BCE with logits; Adam with lr 2e-4 and β₁ 0.5 for both, as the paper recommends; batch 64
+//!   (`--batch`). `--smooth 0.9` trains the discriminator towards 0.9 instead of 1 on real
+//!   images (one-sided label smoothing, Salimans et al. 2016).
 //!   Each step trains the discriminator on a real and a generated batch (the generated one
 //!   detached), then the generator to make the discriminator say "real" (the non-saturating
 //!   loss).
@@ -43,8 +45,6 @@ use std::time::Instant;
 
 /// Length of the generator's noise vector.
 const NOISE: usize = 100;
-/// Samples per step.
-const BATCH: usize = 64;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -118,6 +118,8 @@ struct Args {
     seed: u64,
     judge: Option<PathBuf>,
     data: PathBuf,
+    batch: usize,
+    smooth: f64,
 }
 
 fn parse_args() -> Res<Args> {
@@ -127,6 +129,8 @@ fn parse_args() -> Res<Args> {
         seed: 0,
         judge: None,
         data: PathBuf::from("data/mnist"),
+        batch: 64,
+        smooth: 1.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -137,6 +141,8 @@ fn parse_args() -> Res<Args> {
             "--seed" => a.seed = value()?.parse()?,
             "--judge" => a.judge = Some(PathBuf::from(value()?)),
             "--data" => a.data = PathBuf::from(value()?),
+            "--batch" => a.batch = value()?.parse()?,
+            "--smooth" => a.smooth = value()?.parse()?,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -167,11 +173,16 @@ fn run() -> Res<()> {
     let (g, d) = (generator(&mut rng)?, discriminator(&mut rng)?);
     let (mut opt_g, mut opt_d) = (adam()?, adam()?);
     let bce = Loss::BinaryCrossEntropyWithLogits;
-    let ones = Tensor::ones(vec![BATCH, 1], DType::F32, Device::Cpu)?;
-    let zeros = Tensor::zeros(vec![BATCH, 1], DType::F32, Device::Cpu)?;
+    let batch = args.batch;
+    if batch == 0 || !(args.smooth > 0.5 && args.smooth <= 1.0) {
+        return Err("--batch must be ≥ 1 and --smooth in (0.5, 1]".into());
+    }
+    let ones = Tensor::ones(vec![batch, 1], DType::F32, Device::Cpu)?;
+    let real_target = Tensor::full(args.smooth, vec![batch, 1], DType::F32, Device::Cpu)?;
+    let zeros = Tensor::zeros(vec![batch, 1], DType::F32, Device::Cpu)?;
     let fixed = noise(64, &mut StdRng::seed_from_u64(args.seed ^ 0xF1_7ED))?;
     println!(
-        "DCGAN on {n} MNIST images: generator {} parameters, discriminator {}, batch {BATCH}",
+        "DCGAN on {n} MNIST images: generator {} parameters, discriminator {}, batch {batch}",
         g.parameter_count(),
         d.parameter_count()
     );
@@ -181,19 +192,19 @@ fn run() -> Res<()> {
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
         let (mut sum_d, mut sum_g, mut steps) = (0.0, 0.0, 0usize);
-        for ids in order.chunks_exact(BATCH) {
+        for ids in order.chunks_exact(batch) {
             let idx: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
-            let idx = Tensor::from_vec(idx, vec![BATCH], Device::Cpu)?;
+            let idx = Tensor::from_vec(idx, vec![batch], Device::Cpu)?;
             let xb = real.index_select(&idx, 0)?;
             // Discriminator: real → 1, generated (detached) → 0.
-            let fake = g.forward(&noise(BATCH, &mut rng)?, true)?.detach();
+            let fake = g.forward(&noise(batch, &mut rng)?, true)?.detach();
             let loss_d = bce
-                .compute(&d.forward(&xb, true)?, &ones)?
+                .compute(&d.forward(&xb, true)?, &real_target)?
                 .add(&bce.compute(&d.forward(&fake, true)?, &zeros)?)?;
             let grads = loss_d.backward()?;
             opt_d.step(d.parameters_ref(), &grads)?;
             // Generator: make the discriminator say 1.
-            let fake = g.forward(&noise(BATCH, &mut rng)?, true)?;
+            let fake = g.forward(&noise(batch, &mut rng)?, true)?;
             let loss_g = bce.compute(&d.forward(&fake, true)?, &ones)?;
             let grads = loss_g.backward()?;
             opt_g.step(g.parameters_ref(), &grads)?;
