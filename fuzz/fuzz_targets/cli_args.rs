@@ -195,6 +195,8 @@ fn run(f: &Flags) -> ember_nn::Result<()> {
             initial_epoch: 0,
             callbacks: Vec::new(),
             host_reads: HostReads::Auto,
+            augment: None,
+            dp: None,
         },
     )?;
     if test.rows() > 0 {
