@@ -845,6 +845,61 @@ activation = "sigmoid"
     }
 
     #[test]
+    fn image_layers_build_with_inferred_sizes() {
+        // The MNIST CNN of examples/models/mnist_cnn.toml, written as JSON here.
+        let cnn = r#"{"input_shape": [1, 28, 28], "layers": [
+            {"type": "Conv2d", "filters": 32, "kernel_size": 3, "activation": "relu"},
+            {"type": "MaxPool2d", "kernel_size": 2},
+            {"type": "Conv2d", "out_channels": 64, "kernel_size": [3, 3], "padding": "valid",
+             "activation": "relu"},
+            {"type": "MaxPool2d", "kernel_size": 2},
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 128, "activation": "relu"},
+            {"type": "Dense", "units": 10}]}"#;
+        let spec = ModelSpec::parse(cnn, "cnn.json").unwrap();
+        let net = spec.build(0, Device::Cpu).unwrap();
+        // PyTorch's count for the same model: 320 + 18,496 + 204,928 + 1,290.
+        assert_eq!(net.parameter_count(), 225_034);
+        assert_eq!(spec.output_shape(&net).unwrap(), vec![10]);
+        let summary = net.summary(&spec.input_shape).unwrap();
+        assert!(
+            summary.contains("Conv2d") && summary.contains("(None, 64, 5, 5)"),
+            "{summary}"
+        );
+        let mermaid = net.to_mermaid(&spec.input_shape).unwrap();
+        assert!(
+            mermaid.contains("Conv2d") && mermaid.contains("MaxPool2d"),
+            "{mermaid}"
+        );
+        // "same" padding, a transposed conv, upsampling, batch norm and a reshape chain too.
+        let generator = r#"{"input_shape": [16], "layers": [
+            {"type": "Dense", "units": 32},
+            {"type": "Reshape", "shape": [2, 4, 4]},
+            {"type": "ConvTranspose2d", "out_channels": 3, "kernel_size": 4, "stride": 2,
+             "padding": 1},
+            {"type": "BatchNorm2d"},
+            {"type": "Upsample", "scale": 2},
+            {"type": "Conv2d", "out_channels": 1, "kernel_size": 3, "padding": "same"},
+            {"type": "GlobalAvgPool2d"}]}"#;
+        let spec = ModelSpec::parse(generator, "gen.json").unwrap();
+        let net = spec.build(0, Device::Cpu).unwrap();
+        assert_eq!(spec.output_shape(&net).unwrap(), vec![1]);
+        // A convolution on a flat input names the layer and asks for a Reshape.
+        let bad = r#"{"input_shape": [784], "layers": [
+            {"type": "Conv2d", "out_channels": 4, "kernel_size": 3}]}"#;
+        let e = ModelSpec::parse(bad, "bad.json")
+            .unwrap()
+            .build(0, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("layer 0 (Conv2d)") && e.contains("Reshape"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let typo = MLP.replace("units = 10", "unit = 10");
         let e = ModelSpec::parse(&typo, "m.toml").unwrap_err().to_string();
