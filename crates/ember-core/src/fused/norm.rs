@@ -152,14 +152,14 @@ impl Tensor {
             })?;
         }
         let record = Tensor::record(|| {
-            Op::Fused(FusedOp::BatchNorm(BatchNormOp {
+            Op::Fused(FusedOp::BatchNorm(Box::new(BatchNormOp {
                 x: self.clone(),
                 weight: weight.cloned(),
                 bias: bias.cloned(),
                 mean: mean.clone(),
                 var: var.clone(),
                 eps: o.eps,
-            }))
+            })))
         });
         Ok(Tensor::from_storage(y, &s, record))
     }

@@ -173,11 +173,11 @@ fn pool(x4: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
     let want_argmax = crate::grad_mode::is_grad_enabled() && x4.requires_grad();
     let (y, argmax) = x4.with_storage(|s, l| StorageData::pool2d((s, l), &spec, want_argmax))?;
     let record = Tensor::record(|| {
-        Op::Fused(FusedOp::Pool(PoolOp {
+        Op::Fused(FusedOp::Pool(Box::new(PoolOp {
             x: x4.clone(),
             spec,
             argmax,
-        }))
+        })))
     });
     Ok(Tensor::from_storage(y, &spec.output_shape(), record))
 }
@@ -256,10 +256,10 @@ impl Tensor {
         let y =
             x4.with_storage(|st, l| StorageData::adaptive_avg_pool2d((st, l), planes, output))?;
         let record = Tensor::record(|| {
-            Op::Fused(FusedOp::AdaptivePool(AdaptivePoolOp {
+            Op::Fused(FusedOp::AdaptivePool(Box::new(AdaptivePoolOp {
                 x: x4.clone(),
                 output,
-            }))
+            })))
         });
         let y = Tensor::from_storage(y, &[s[0], s[1], output.0, output.1], record);
         from_nchw(y, added)

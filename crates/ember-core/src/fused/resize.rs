@@ -39,10 +39,10 @@ impl Tensor {
         let planes = (s[0] * s[1], (s[2], s[3]));
         let y = x4.with_storage(|st, l| StorageData::upsample_nearest2d((st, l), planes, scale))?;
         let record = Tensor::record(|| {
-            Op::Fused(FusedOp::Resize(ResizeOp {
+            Op::Fused(FusedOp::Resize(Box::new(ResizeOp {
                 x: x4.clone(),
                 kind: Resize::Upsample(scale),
-            }))
+            })))
         });
         from_nchw(
             Tensor::from_storage(y, &[s[0], s[1], oh, ow], record),
@@ -86,10 +86,10 @@ impl Tensor {
         let planes = (lead, (h, w));
         let y = self.with_storage(|st, l| StorageData::pad2d((st, l), planes, pads, mode))?;
         let record = Tensor::record(|| {
-            Op::Fused(FusedOp::Resize(ResizeOp {
+            Op::Fused(FusedOp::Resize(Box::new(ResizeOp {
                 x: self.clone(),
                 kind: Resize::Pad(pads, mode),
-            }))
+            })))
         });
         Ok(Tensor::from_storage(y, &out_shape, record))
     }

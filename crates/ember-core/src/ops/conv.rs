@@ -291,13 +291,13 @@ impl Tensor {
         )?;
         drop(set);
         let op = || {
-            Op::Fused(FusedOp::Conv(ConvOp {
+            Op::Fused(FusedOp::Conv(Box::new(ConvOp {
                 x: self.clone(),
                 w: w.clone(),
                 b: bias.cloned(),
                 spec,
                 transposed: false,
-            }))
+            })))
         };
         Ok(Tensor::from_storage(data, &out, Tensor::record(op)))
     }
@@ -470,13 +470,13 @@ impl Tensor {
         )?;
         drop(set);
         let op = || {
-            Op::Fused(FusedOp::Conv(ConvOp {
+            Op::Fused(FusedOp::Conv(Box::new(ConvOp {
                 x: self.clone(),
                 w: w.clone(),
                 b: bias.cloned(),
                 spec,
                 transposed: true,
-            }))
+            })))
         };
         Ok(Tensor::from_storage(data, &out, Tensor::record(op)))
     }
