@@ -155,6 +155,16 @@ impl Model {
         // The losses average over examples: times the row count, each dz row is one
         // example's gradient.
         let loss = self.loss.compute(&h, y)?.mul_scalar(rows as f64)?;
+        let loss_value = loss.to_scalar::<f64>()?;
+        // As in `train_step`: a non-finite loss stops training before its update is applied.
+        if !loss_value.is_finite() {
+            return Err(crate::error::NnError::Diverged {
+                step: self.optimizer.iterations() + 1,
+                epoch: None,
+                batch: None,
+                loss: loss_value,
+            });
+        }
         let grads = loss.backward()?;
         // Per-example squared norms, summed over the layers (ghost norms).
         let mut sq = vec![0.0f64; rows];
@@ -189,7 +199,7 @@ impl Model {
             }
         }
         self.optimizer.step(&params, &store)?;
-        Ok((loss.to_scalar::<f64>()?, Some(h.detach())))
+        Ok((loss_value, Some(h.detach())))
     }
 }
 

@@ -506,12 +506,23 @@ impl Model {
                 seen = 0;
                 for b in 0..batches {
                     let ids = crate::dp::poisson_batch(n_train, q, &mut rng);
-                    let (loss, out) = if ids.is_empty() {
-                        self.dp_step(None, &dp, q * n_train as f64, &mut rng)?
+                    let step = |m: &mut Self, batch, rng: &mut StdRng| {
+                        m.dp_step(batch, &dp, q * n_train as f64, rng)
+                            .map_err(|e| match e {
+                                NnError::Diverged { step, loss, .. } => NnError::Diverged {
+                                    step,
+                                    epoch: Some(epoch + 1),
+                                    batch: Some(b),
+                                    loss,
+                                },
+                                other => other,
+                            })
+                    };
+                    let loss = if ids.is_empty() {
+                        step(self, None, &mut rng)?.0
                     } else {
                         let (xb, yb) = (gather_rows(&x_train, &ids)?, gather_rows(&y_train, &ids)?);
-                        let (loss, out) =
-                            self.dp_step(Some((&xb, &yb)), &dp, q * n_train as f64, &mut rng)?;
+                        let (loss, out) = step(self, Some((&xb, &yb)), &mut rng)?;
                         if !self.metrics.is_empty()
                             && let Some(out) = &out
                         {
@@ -519,17 +530,8 @@ impl Model {
                             outs.extend(out.to_vec::<f64>()?);
                             labels.extend(yb.to_vec::<f64>()?);
                         }
-                        (loss, out)
+                        loss
                     };
-                    let _ = out;
-                    if !loss.is_finite() {
-                        return Err(NnError::Diverged {
-                            step: self.optimizer.iterations(),
-                            epoch: Some(epoch + 1),
-                            batch: Some(b),
-                            loss,
-                        });
-                    }
                     loss_sum += loss;
                     seen += ids.len();
                     for cb in cfg.callbacks.iter_mut() {

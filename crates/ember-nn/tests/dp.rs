@@ -155,3 +155,33 @@ fn unsupported_layers_and_settings_are_refused() {
         assert!(m.fit(&x, &y, c).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_diverged_loss_stops_before_its_update() {
+    let (x, y) = data();
+    let nan = x.mul_scalar(f64::NAN).unwrap();
+    let mut m = model(5);
+    let before = weights(&m);
+    let cfg = FitConfig {
+        epochs: 1,
+        batch_size: 5,
+        verbose: 0,
+        dp: Some(DpSgd {
+            noise_multiplier: 1.0,
+            max_grad_norm: 1.0,
+            delta: 1e-5,
+        }),
+        ..FitConfig::default()
+    };
+    match m.fit(&nan, &y, cfg).unwrap_err() {
+        ember_nn::NnError::Diverged { epoch, batch, .. } => {
+            assert_eq!((epoch, batch), (Some(1), Some(0)));
+        }
+        other => panic!("expected Diverged, got {other}"),
+    }
+    assert_eq!(
+        weights(&m),
+        before,
+        "no update may follow a non-finite loss"
+    );
+}
