@@ -139,6 +139,14 @@ impl Model {
         for layer in self.network.layers() {
             match layer.as_any().and_then(|a| a.downcast_ref::<Dense>()) {
                 Some(d) => {
+                    if h.rank() != 2 {
+                        return config_err(format!(
+                            "DP-SGD: per-example clipping handles Dense layers on [batch, \
+                             features] inputs only; {} got {:?}",
+                            d.describe(),
+                            h.shape()
+                        ));
+                    }
                     let z = h.linear(d.weight(), d.bias(), Activation::None)?;
                     let out = ActivationLayer::new(d.activation()).forward(&z, true)?;
                     tapes.push(Tape {

@@ -221,17 +221,29 @@ impl Dense {
 }
 
 impl Module for Dense {
+    /// `[batch, in]` → `[batch, out]`; a higher-rank input `[batch, ..., in]` (a sequence
+    /// `[N, T, in]`) is mapped at every position along its last axis, as Keras's `Dense` and
+    /// PyTorch's `nn.Linear` do, by one GEMM over all the positions.
     fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        if x.rank() != 2 || x.shape()[1] != self.in_features {
+        let s = x.shape();
+        if s.len() < 2 || s[s.len() - 1] != self.in_features {
             return config_err(format!(
-                "Dense({} -> {}): expected input [batch, {}], got {:?}",
-                self.in_features,
-                self.out_features,
-                self.in_features,
-                x.shape()
+                "Dense({} -> {}): expected input [batch, ..., {}], got {:?}",
+                self.in_features, self.out_features, self.in_features, s
             ));
         }
-        Ok(x.linear(&self.weight, self.bias.as_ref(), self.activation)?)
+        if s.len() == 2 {
+            return Ok(x.linear(&self.weight, self.bias.as_ref(), self.activation)?);
+        }
+        let rows: usize = s[..s.len() - 1].iter().product();
+        let y = x.reshape(vec![rows, self.in_features])?.linear(
+            &self.weight,
+            self.bias.as_ref(),
+            self.activation,
+        )?;
+        let mut out = s.to_vec();
+        out[s.len() - 1] = self.out_features;
+        Ok(y.reshape(out)?)
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
@@ -259,13 +271,16 @@ impl Module for Dense {
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        if input != [self.in_features] {
+        if input.last() != Some(&self.in_features) {
             return config_err(format!(
-                "Dense({} -> {}): expected input shape [{}], got {:?}",
+                "Dense({} -> {}): expected input shape [..., {}], got {:?}",
                 self.in_features, self.out_features, self.in_features, input
             ));
         }
-        Ok(vec![self.out_features])
+        let mut out = input.to_vec();
+        let last = out.len() - 1;
+        out[last] = self.out_features;
+        Ok(out)
     }
 
     fn regularization_loss(&self) -> Result<Option<Tensor>> {

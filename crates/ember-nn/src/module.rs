@@ -11,8 +11,16 @@
 //! and `predict` pass `false`, and nothing has to be switched back afterwards. A plain `bool`
 //! was chosen over a two-value enum because it is what Keras and Flax use and there is no
 //! third mode to anticipate.
+//!
+//! Padded sequence batches carry a **mask** beside the data, as in Keras: a `[N, T]` tensor of
+//! 1.0 (a real step) and 0.0 (padding), made by the layer that knows where the padding is (an
+//! `Embedding` with `mask_zero`) and read by the layers that must ignore padded steps (recurrent
+//! layers, attention, masked pooling). [`Module::forward_masked`] is that path; a layer that
+//! neither makes nor reads masks passes the mask on while its output keeps the `[N, T, ...]`
+//! leading axes (a Dense or Dropout applied per step), and refuses it otherwise (a Flatten
+//! would mix padded steps into real features: Keras raises there too).
 
-use crate::error::Result;
+use crate::error::{NnError, Result};
 use ember_core::Tensor;
 
 /// A building block of a network.
@@ -22,6 +30,37 @@ pub trait Module {
     /// updates its running ones) or the evaluation behaviour (Dropout is the identity,
     /// BatchNorm uses its running statistics and changes nothing).
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor>;
+
+    /// Applies the module to `x` with an optional padding mask `[N, T]` (1.0 = real step, 0.0 =
+    /// padding) and returns the output with the mask for the next layer.
+    ///
+    /// The default calls [`Module::forward`] and passes the mask on unchanged when the output
+    /// still starts with the mask's `[N, T]`; if it does not, the layer cannot keep track of
+    /// the padded steps and the call fails with an error naming the layer. Layers that make a
+    /// mask (an `Embedding` with `mask_zero`) or read one (recurrent layers, attention, masked
+    /// pooling) override this.
+    fn forward_masked(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        training: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let y = self.forward(x, training)?;
+        let Some(mask) = mask else {
+            return Ok((y, None));
+        };
+        if y.rank() >= 2 && mask.rank() == 2 && y.shape()[..2] == mask.shape()[..] {
+            return Ok((y, Some(mask.clone())));
+        }
+        Err(NnError::Config(format!(
+            "{}: got a padding mask {:?} but its output {:?} no longer has the [batch, time] \
+             axes; put a layer that consumes the mask (a recurrent layer with \
+             return_sequences = false, or a masked pooling layer) before it",
+            self.describe(),
+            mask.shape(),
+            y.shape()
+        )))
+    }
 
     /// The trainable parameters with their local names, in a fixed order.
     fn parameters(&self) -> Vec<(String, Tensor)> {

@@ -218,12 +218,24 @@ impl Sequential {
 }
 
 impl Module for Sequential {
+    /// Threads the padding mask through the layers: the first layer that makes one (an
+    /// `Embedding` with `mask_zero`) starts it, and each later layer reads or passes it on.
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        Ok(self.forward_masked(x, None, training)?.0)
+    }
+
+    fn forward_masked(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        training: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let mut h = x.clone();
+        let mut m = mask.cloned();
         for layer in &self.layers {
-            h = layer.forward(&h, training)?;
+            (h, m) = layer.forward_masked(&h, m.as_ref(), training)?;
         }
-        Ok(h)
+        Ok((h, m))
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {

@@ -209,7 +209,8 @@ fn is_linear(s: &String) -> bool {
 #[serde(tag = "type", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum LayerSpec {
-    /// A fully connected layer on `[N, features]` (flatten images first).
+    /// A fully connected layer on `[N, features]`, or on every step of `[N, T, features]`
+    /// (flatten images first).
     Dense {
         /// Output width.
         units: usize,
@@ -627,12 +628,17 @@ fn build_layer(
                 device,
                 ..DenseOptions::default()
             };
-            Box::new(Dense::with_options(
-                features(shape, "Dense")?,
-                *units,
-                opts,
-                rng,
-            )?)
+            // Per example: [features], or a sequence [T, features] mapped at every step.
+            let in_features = match shape {
+                [f] | [_, f] => *f,
+                _ => {
+                    return config_err(format!(
+                        "Dense takes [features] or [steps, features] per example, got {shape:?}; \
+                         add a Flatten before it"
+                    ));
+                }
+            };
+            Box::new(Dense::with_options(in_features, *units, opts, rng)?)
         }
         LayerSpec::Dropout { rate, seed } => {
             Box::new(Dropout::new(*rate, seed.unwrap_or(layer_seed))?)

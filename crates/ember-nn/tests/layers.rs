@@ -492,3 +492,38 @@ fn losses_by_hand() {
         .to_string();
     assert!(err.contains("[3, 1]") && err.contains("[2]"), "{err}");
 }
+
+/// Dense on a sequence `[N, T, F]` maps every step as the same layer on `[N·T, F]` would, and
+/// passes a padding mask on; Flatten, which mixes steps, refuses one.
+#[test]
+fn dense_maps_every_step_and_masks_pass_or_are_refused() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let opts = ember_nn::layers::DenseOptions {
+        activation: Activation::Tanh,
+        dtype: DType::F64,
+        ..Default::default()
+    };
+    let dense = Dense::with_options(3, 2, opts, &mut rng).unwrap();
+    let x: Vec<f64> = (0..2 * 4 * 3).map(|i| (i as f64 * 0.37).sin()).collect();
+    let seq = dense.forward(&t(&x, &[2, 4, 3]), false).unwrap();
+    assert_eq!(seq.shape(), &[2, 4, 2]);
+    let flat = dense.forward(&t(&x, &[8, 3]), false).unwrap();
+    assert_eq!(seq.to_vec::<f64>().unwrap(), flat.to_vec::<f64>().unwrap());
+    assert_eq!(dense.output_shape(&[4, 3]).unwrap(), vec![4, 2]);
+    assert!(dense.output_shape(&[4, 2]).is_err());
+
+    let mask = t(&[1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0], &[2, 4]);
+    let (y, m) = dense
+        .forward_masked(&t(&x, &[2, 4, 3]), Some(&mask), false)
+        .unwrap();
+    assert_eq!(y.shape(), &[2, 4, 2]);
+    assert_eq!(
+        m.unwrap().to_vec::<f64>().unwrap(),
+        mask.to_vec::<f64>().unwrap()
+    );
+    let err = Flatten::new()
+        .forward_masked(&t(&x, &[2, 4, 3]), Some(&mask), false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mask"), "{err}");
+}
