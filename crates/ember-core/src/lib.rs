@@ -46,6 +46,8 @@ pub use dtype::{DType, Device, WithDType};
 /// The int8 GEMM and quantization utilities of ember-cpu (host-side kernels over slices),
 /// re-exported so ember-nn's quantized inference reaches them through ember-core alone.
 pub use ember_cpu::qgemm;
+/// Sparse (CSR) × dense products for pruned layers (ember-cpu's `sparse` module).
+pub use ember_cpu::sparse;
 /// The op vocabulary shared by every ember crate (re-exported: users never name a kernel crate).
 pub use ember_ops;
 pub use ember_ops::{Activation, BceForm, BinaryOp, Pad2d, PadMode, ReduceOp, UnaryOp};

@@ -42,6 +42,7 @@ pub mod peak;
 pub mod pool;
 pub mod qgemm;
 pub mod reduce;
+pub mod sparse;
 pub mod strided;
 pub mod unary;
 pub mod vmath;

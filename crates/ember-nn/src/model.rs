@@ -55,6 +55,9 @@ pub struct FitConfig {
     /// Train with DP-SGD (Poisson-sampled batches of expected size `batch_size`, per-example
     /// clipping and noise; see [`crate::dp`]); the epoch logs then carry `epsilon`.
     pub dp: Option<crate::dp::DpSgd>,
+    /// Gradual magnitude pruning: masks recomputed on the schedule before optimizer steps
+    /// (see [`crate::prune`]).
+    pub pruning: Option<crate::prune::Pruning>,
 }
 
 /// When [`Model::fit`] reads batch losses and outputs back to the host.
@@ -88,6 +91,7 @@ impl Default for FitConfig {
             host_reads: HostReads::Auto,
             augment: None,
             dp: None,
+            pruning: None,
         }
     }
 }
@@ -227,6 +231,8 @@ pub struct Model {
     pub metadata: std::collections::BTreeMap<String, String>,
     /// The privacy spent by DP-SGD training so far (see [`crate::dp`]).
     pub accountant: crate::privacy::RdpAccountant,
+    /// A teacher to distil from while training (see [`crate::distill`]).
+    pub teacher: Option<crate::distill::Teacher>,
 }
 
 impl Sequential {
@@ -240,6 +246,7 @@ impl Sequential {
             positive_class: 1,
             metadata: Default::default(),
             accountant: Default::default(),
+            teacher: None,
         }
     }
 }
@@ -289,7 +296,7 @@ impl Model {
     }
 
     /// The loss of one batch including the regularisation penalty, as a scalar tensor.
-    fn batch_loss(&self, out: &Tensor, y: &Tensor) -> Result<Tensor> {
+    pub(crate) fn batch_loss(&self, out: &Tensor, y: &Tensor) -> Result<Tensor> {
         let data = self.loss.compute(out, y)?;
         Ok(match self.network.regularization()? {
             Some(r) => data.add(&r.to_dtype(data.dtype())?)?,
@@ -302,7 +309,7 @@ impl Model {
     /// [`NnError::Diverged`] (with no epoch or batch) before the update is applied.
     pub fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<(f64, Tensor)> {
         let out = self.network.forward(x, true)?;
-        let loss = self.batch_loss(&out, y)?;
+        let loss = self.training_loss(x, &out, y)?;
         let value = scalar(&loss)?;
         if !value.is_finite() {
             return Err(NnError::Diverged {
@@ -321,7 +328,7 @@ impl Model {
     /// outputs as (detached) tensors on the model's device.
     fn train_step_on_device(&mut self, x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
         let out = self.network.forward(x, true)?;
-        let loss = self.batch_loss(&out, y)?;
+        let loss = self.training_loss(x, &out, y)?;
         let grads = loss.backward()?;
         self.optimizer.step(self.network.parameters_ref(), &grads)?;
         Ok((loss.detach(), out.detach()))
@@ -399,6 +406,15 @@ impl Model {
         if let Some(dp) = &cfg.dp {
             dp.validate()?;
             self.check_dp_layers()?;
+            if self.teacher.is_some() {
+                return config_err(
+                    "fit: DP-SGD with a distillation teacher is not supported (the teacher's \
+                     outputs would need their own privacy analysis); clear the teacher first",
+                );
+            }
+        }
+        if let Some(p) = &cfg.pruning {
+            p.schedule.validate()?;
         }
         let batches = n_train.div_ceil(cfg.batch_size);
         for cb in cfg.callbacks.iter_mut() {
@@ -440,6 +456,9 @@ impl Model {
                 let start = b * cfg.batch_size;
                 let xb = rows(&x_epoch, start, ids.len())?;
                 let yb = rows(&y_epoch, start, ids.len())?;
+                if let Some(p) = &cfg.pruning {
+                    p.before_step(self)?;
+                }
                 if deferred {
                     let (loss, out) = self.train_step_on_device(&xb, &yb)?;
                     dev_losses.push(loss);
@@ -506,6 +525,9 @@ impl Model {
                 seen = 0;
                 for b in 0..batches {
                     let ids = crate::dp::poisson_batch(n_train, q, &mut rng);
+                    if let Some(p) = &cfg.pruning {
+                        p.before_step(self)?;
+                    }
                     let step = |m: &mut Self, batch, rng: &mut StdRng| {
                         m.dp_step(batch, &dp, q * n_train as f64, rng)
                             .map_err(|e| match e {

@@ -192,6 +192,8 @@ pub struct Optimizer {
     pub schedule: Schedule,
     iterations: u64,
     state: BTreeMap<String, Vec<Tensor>>,
+    /// Pruning masks by parameter name (see [`Optimizer::set_mask`]).
+    masks: BTreeMap<String, Tensor>,
 }
 
 impl Optimizer {
@@ -204,6 +206,7 @@ impl Optimizer {
             schedule: Schedule::Constant,
             iterations: 0,
             state: BTreeMap::new(),
+            masks: BTreeMap::new(),
         }
     }
 
@@ -363,7 +366,11 @@ impl Optimizer {
                         p.shape()
                     ));
                 }
-                pairs.push((name, p, g.clone()));
+                let g = match self.masks.get(name.as_str()) {
+                    Some(m) => g.mul(m)?,
+                    None => g.clone(),
+                };
+                pairs.push((name, p, g));
             }
         }
         self.clip_gradients(&mut pairs)?;
@@ -421,8 +428,53 @@ impl Optimizer {
                     optim::rmsprop_step(p, g, &state[0], mom, avg, &cfg)?;
                 }
             }
+            if self.masks.contains_key(name.as_str()) {
+                self.apply_mask(name, p)?;
+            }
         }
         self.iterations += 1;
+        Ok(())
+    }
+
+    /// Installs a pruning mask for parameter `name` (`param` is the parameter itself): a
+    /// tensor of its shape holding 1 (kept) and 0 (pruned). The pruned entries are zeroed now
+    /// in the parameter and in every state buffer (Adam's moments, momentum, ...), and after
+    /// each later step, whose gradient is masked too, so a pruned weight stays exactly zero
+    /// and restarts from a clean state if a later mask revives it. Replaces an earlier mask.
+    pub fn set_mask(&mut self, name: &str, param: &Tensor, mask: &Tensor) -> Result<()> {
+        if mask.shape() != param.shape() {
+            return config_err(format!(
+                "optimizer: mask of {name} has shape {:?}, parameter has {:?}",
+                mask.shape(),
+                param.shape()
+            ));
+        }
+        let mask = mask.to_dtype(param.dtype())?.to_device(param.device())?;
+        self.masks.insert(name.to_string(), mask);
+        no_grad(|| self.apply_mask(name, param))
+    }
+
+    /// Removes every pruning mask (pruned weights stay zero until trained again).
+    pub fn clear_masks(&mut self) {
+        self.masks.clear();
+    }
+
+    /// The pruning mask of parameter `name`, if one is installed.
+    pub fn mask(&self, name: &str) -> Option<&Tensor> {
+        self.masks.get(name)
+    }
+
+    /// Multiplies parameter `name` and its state buffers by its mask.
+    fn apply_mask(&mut self, name: &str, p: &Tensor) -> Result<()> {
+        let Some(m) = self.masks.get(name) else {
+            return Ok(());
+        };
+        p.assign(&p.mul(m)?)?;
+        if let Some(bufs) = self.state.get(name) {
+            for b in bufs {
+                b.assign(&b.mul(m)?)?;
+            }
+        }
         Ok(())
     }
 

@@ -52,6 +52,11 @@ impl Sequential {
         &self.layers
     }
 
+    /// The layers, taken out of the stack (to rebuild it with some replaced).
+    pub fn into_layers(self) -> Vec<Box<dyn Module>> {
+        self.layers
+    }
+
     /// Number of layers.
     pub fn len(&self) -> usize {
         self.layers.len()
