@@ -3,7 +3,7 @@
 //!
 //! Cases: `gemm` (GFLOP/s vs the FMA peak of the chosen ISA × threads), `elementwise` and
 //! `loss` (GB/s vs the measured copy bandwidth), `mlp` (a full training step: forward, backward,
-//! Adam), `peak` (the yardsticks themselves) and `all`. Timing follows the peer scripts'
+//! Adam), `sparse` (pruned Dense layers, CSR against the dense GEMM), `peak` (the yardsticks themselves) and `all`. Timing follows the peer scripts'
 //! protocol (`scripts/peers/sgemm_py.py`): warm up, repeat each call until one sample takes at
 //! least 2 ms, sample until `--min-time` has passed (at least 5 samples), report the median.
 //! The yardsticks (FMA peak, copy bandwidth) are the *fastest* of their samples, since a peak
@@ -35,6 +35,9 @@ pub enum Case {
     Mlp,
     /// conv2d forward, backward-data and backward-weight at the MNIST-CNN and ResNet shapes.
     Conv,
+    /// A pruned Dense layer: CSR sparse × dense (`ember_cpu::sparse`) against the dense GEMM,
+    /// at the 784-512-512-10 MLP's shapes (batch 256) and sparsities 50–99 %.
+    Sparse,
     /// Everything above.
     All,
 }
@@ -127,10 +130,11 @@ fn run_cuda(args: &BenchArgs) -> Result<(), String> {
         Case::Elementwise => Suite::Elementwise,
         Case::Loss => Suite::Loss,
         Case::All => Suite::All,
-        Case::Peak | Case::Mlp | Case::Conv => {
+        Case::Peak | Case::Mlp | Case::Conv | Case::Sparse => {
             let name = match args.case {
                 Case::Peak => "peak",
                 Case::Mlp => "mlp",
+                Case::Sparse => "sparse",
                 _ => "conv",
             };
             return Err(format!(
@@ -230,6 +234,9 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
     }
     if want(Case::Conv) {
         bench_conv(args, isa, threads, &peak, out)?;
+    }
+    if want(Case::Sparse) {
+        bench_sparse(args, threads, out)?;
     }
     if want(Case::Mlp) {
         let only: &[String] = if args.case == Case::Mlp {
@@ -553,6 +560,96 @@ fn bench_conv(
                 pct_note(pct)
             ),
         );
+    }
+    Ok(())
+}
+
+/// The MLP layers a pruned model runs, (batch, in, out).
+const SPARSE_SHAPES: [(usize, usize, usize); 2] = [(256, 784, 512), (256, 512, 512)];
+/// Fractions of zero weights tried.
+const SPARSITIES: [f64; 6] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98];
+
+/// `y = x·Wᵀ` with W pruned to each sparsity: the CSR kernel against the dense packed GEMM on
+/// the same (mostly zero) W, interleaved per sparsity; the ratio is dense time / sparse time.
+fn bench_sparse(args: &BenchArgs, threads: usize, out: &Out) -> Result<(), String> {
+    use ember_cpu::gemm::{Epilogue, MatMut, MatRef, gemm};
+    use ember_cpu::sparse::{Csr, csr_linear};
+    for &(n, k, o) in &SPARSE_SHAPES {
+        let x: Vec<f32> = (0..n * k).map(|i| ((i as f32) * 0.37).sin()).collect();
+        for &s in &SPARSITIES {
+            // A deterministic pseudo-random pattern keeping a fraction 1 − s of the weights.
+            let w: Vec<f32> = (0..o * k)
+                .map(|i| {
+                    let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                    if (h as f64) / ((1u64 << 24) as f64) < s {
+                        0.0
+                    } else {
+                        ((i as f32) * 0.11).cos()
+                    }
+                })
+                .collect();
+            let csr = Csr::from_dense(&w, o, k).map_err(|e| format!("bench sparse: {e}"))?;
+            let mut y = vec![0.0f32; n * o];
+            let mut failure: Option<String> = None;
+            let mut dense = || {
+                let a = MatRef {
+                    data: &x,
+                    rs: k,
+                    cs: 1,
+                };
+                let b = MatRef {
+                    data: &w,
+                    rs: 1,
+                    cs: k,
+                };
+                let c = MatMut {
+                    data: &mut y,
+                    rs: o,
+                    cs: 1,
+                };
+                let epi = Epilogue {
+                    bias: None,
+                    act: ember_core::Activation::None,
+                };
+                if let Err(e) = gemm(n, o, k, 1.0, a, b, 0.0, c, epi) {
+                    failure.get_or_insert(e.to_string());
+                }
+            };
+            let t_dense = time_it(args.min_time, &mut dense);
+            let c_dense = cpu_per_call(threads, &mut dense);
+            let mut sparse = || {
+                if let Err(e) = csr_linear(&x, n, &csr, None, &mut y) {
+                    failure.get_or_insert(e.to_string());
+                }
+            };
+            let t_sparse = time_it(args.min_time, &mut sparse);
+            let c_sparse = cpu_per_call(threads, &mut sparse);
+            if let Some(e) = failure {
+                return Err(format!("bench sparse: {e}"));
+            }
+            let cpu_ratio = match (c_dense, c_sparse) {
+                (Some(d), Some(sp)) => Some(d / sp),
+                _ => None,
+            };
+            out.emit(
+                json!({"bench":"sparse","batch":n,"in":k,"out":o,"sparsity":s,
+                       "density":round(csr.density()),"threads":threads,
+                       "dense_ms":round(t_dense*1e3),"sparse_ms":round(t_sparse*1e3),
+                       "speedup":round(t_dense/t_sparse),
+                       "cpu_dense_ms":c_dense.map(|t| round(t*1e3)),
+                       "cpu_sparse_ms":c_sparse.map(|t| round(t*1e3)),
+                       "cpu_speedup":cpu_ratio.map(round)}),
+                format!(
+                    "sparse {n}x{k}x{o} {:4.1} % zeros  {threads} thr  dense {:7.3} ms  csr {:7.3} ms  \
+                     dense/csr {:5.2}×{}",
+                    100.0 * s,
+                    t_dense * 1e3,
+                    t_sparse * 1e3,
+                    t_dense / t_sparse,
+                    cpu_ratio.map_or(String::new(), |r| format!("  [cpu time: {r:.2}×]"))
+                ),
+            );
+        }
     }
     Ok(())
 }

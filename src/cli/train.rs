@@ -401,6 +401,7 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
                 callbacks: vec![Box::new(reporter)],
                 host_reads: ember_nn::model::HostReads::Auto,
                 dp: dp_config(&args)?,
+                pruning: None,
                 augment: spec
                     .training
                     .as_ref()
