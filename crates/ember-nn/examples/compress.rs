@@ -4,13 +4,20 @@
 //!
 //! ```text
 //! cargo run --release -p ember-nn --example compress -- prune   [dense_epochs] [prune_epochs]
-//! cargo run --release -p ember-nn --example compress -- distill [teacher_epochs] [student_epochs]
+//! cargo run --release -p ember-nn --example compress -- distill [teacher_epochs] [student_epochs] [T] [alpha]
+//! cargo run --release -p ember-nn --example compress -- shrink  [epochs] [finetune_epochs]
 //! ```
 //!
 //! `prune`: LeNet-300-100 (784-300-100-10, ReLU, Adam 1e-3, batch 64) trained dense, then
 //! fine-tuned while Zhu & Gupta's cubic schedule raises the sparsity of every weight matrix from
 //! 0 to 90 % over the first two thirds of the fine-tuning steps (masks every 50 steps), then
 //! converted to sparse layers; prints the test accuracy of each stage and the sparsity per layer.
+//!
+//! `shrink`: the MNIST CNN trained `epochs`, then half of the channels of each convolution and
+//! of the hidden Dense layer removed (smallest L1 norms, `ember_nn::shrink`) and fine-tuned
+//! `finetune_epochs`; beside it the unpruned CNN trained `epochs + finetune_epochs`. Prints test
+//! accuracies, parameter counts, and the time of one training epoch and of inference over the
+//! test set (median of 5 interleaved runs; threads from RAYON_NUM_THREADS).
 //!
 //! `distill`: the MNIST CNN (`examples/models/mnist_cnn.toml`) as teacher; students 784-32-10
 //! trained on labels alone and distilled (T = 4, α = 0.1), seeds 0, 1, 2; prints each test
@@ -49,11 +56,22 @@ fn main() -> ember_nn::Result<()> {
                 (&x_train, &y_train, &x_test, &y_test),
                 num(1, 4),
                 num(2, 10),
+                args.get(3).and_then(|s| s.parse().ok()).unwrap_or(4.0),
+                args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0.1),
+            )
+        }
+        Some("shrink") => {
+            let spec = ModelSpec::load(&root.join("examples/models/mnist_cnn.toml"))?;
+            shrink(
+                &spec,
+                (&x_train, &y_train, &x_test, &y_test),
+                num(1, 4),
+                num(2, 2),
             )
         }
         _ => Err(NnError::Config(
             "usage: compress prune [dense_epochs] [prune_epochs] | distill [teacher_epochs] \
-             [student_epochs]"
+             [student_epochs] | shrink [epochs] [finetune_epochs]"
                 .into(),
         )),
     }
@@ -146,6 +164,8 @@ fn distill(
     (x, y, xt, yt): (&Tensor, &Tensor, &Tensor, &Tensor),
     teacher_epochs: usize,
     student_epochs: usize,
+    temperature: f64,
+    alpha: f64,
 ) -> ember_nn::Result<()> {
     let images =
         |t: &Tensor| -> ember_nn::Result<Tensor> { Ok(t.reshape(vec![t.shape()[0], 1, 28, 28])?) };
@@ -185,7 +205,7 @@ fn distill(
         let net = teacher_slot
             .take()
             .ok_or_else(|| NnError::Config("teacher lost".into()))?;
-        d.distill_from(net, 4.0, 0.1)?;
+        d.distill_from(net, temperature, alpha)?;
         d.fit(x, y, fit_cfg(student_epochs, seed))?;
         let b = accuracy(&d, xt, yt)?;
         distilled.push(b);
@@ -200,7 +220,74 @@ fn distill(
     let ((pm, ps), (dm, ds)) = (stats(&plain), stats(&distilled));
     println!(
         "{{\"summary\":true,\"student_epochs\":{student_epochs},\"labels_only_mean\":{pm:.4},\"labels_only_sd\":{ps:.4},\
-         \"distilled_mean\":{dm:.4},\"distilled_sd\":{ds:.4},\"teacher\":{teacher_acc:.4}}}"
+         \"distilled_mean\":{dm:.4},\"distilled_sd\":{ds:.4},\"teacher\":{teacher_acc:.4},\
+         \"temperature\":{temperature},\"alpha\":{alpha}}}"
+    );
+    Ok(())
+}
+
+fn shrink(
+    spec: &ModelSpec,
+    (x, y, xt, yt): (&Tensor, &Tensor, &Tensor, &Tensor),
+    epochs: usize,
+    finetune: usize,
+) -> ember_nn::Result<()> {
+    use ember_nn::module::Module;
+    use ember_nn::shrink::prune_channels;
+    let images =
+        |t: &Tensor| -> ember_nn::Result<Tensor> { Ok(t.reshape(vec![t.shape()[0], 1, 28, 28])?) };
+    let (xi, xti) = (images(x)?, images(xt)?);
+    let compile =
+        |net: Sequential| net.compile(Optimizer::adam(), Loss::CrossEntropy, &[Metric::Accuracy]);
+    let mut reference = compile(spec.build(0, Device::Cpu)?);
+    let t = Instant::now();
+    reference.fit(&xi, y, fit_cfg(epochs + finetune, 0))?;
+    let ref_epoch_s = t.elapsed().as_secs_f64() / (epochs + finetune) as f64;
+    let ref_acc = accuracy(&reference, &xti, yt)?;
+    let mut base = compile(spec.build(0, Device::Cpu)?);
+    base.fit(&xi, y, fit_cfg(epochs, 0))?;
+    let base_acc = accuracy(&base, &xti, yt)?;
+    let (small, report) = prune_channels(base.network, &[1, 28, 28], 0.5)?;
+    let mut small = compile(small);
+    let pruned_acc = accuracy(&small, &xti, yt)?;
+    let t = Instant::now();
+    let mut cfg = fit_cfg(epochs + finetune, 0);
+    cfg.initial_epoch = epochs;
+    small.fit(&xi, y, cfg)?;
+    let small_epoch_s = t.elapsed().as_secs_f64() / finetune.max(1) as f64;
+    let small_acc = accuracy(&small, &xti, yt)?;
+    // Inference over the test set, interleaved (the process's threads: RAYON_NUM_THREADS).
+    let (mut t_ref, mut t_small) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        for (net, times) in [
+            (&reference.network, &mut t_ref),
+            (&small.network, &mut t_small),
+        ] {
+            let t = Instant::now();
+            for s in (0..xti.shape()[0]).step_by(500) {
+                let n = 500.min(xti.shape()[0] - s);
+                std::hint::black_box(net.forward(&xti.narrow(0, s, n)?, false)?);
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mr, ms) = (median(&mut t_ref), median(&mut t_small));
+    println!(
+        "{{\"reference_epochs\":{},\"reference_accuracy\":{ref_acc:.4},\"base_epochs\":{epochs},\
+         \"base_accuracy\":{base_acc:.4},\"pruned_before_finetune\":{pruned_acc:.4},\
+         \"pruned_finetuned_accuracy\":{small_acc:.4},\"accuracy_cost_points\":{:.2},\
+         \"layers\":\"{:?}\",\"parameters\":[{},{}],\"train_epoch_s\":[{ref_epoch_s:.2},{small_epoch_s:.2}],\
+         \"infer_test_ms\":[{mr:.1},{ms:.1}],\"infer_speedup\":{:.2}}}",
+        epochs + finetune,
+        100.0 * (ref_acc - small_acc),
+        report.layers,
+        report.parameters.0,
+        report.parameters.1,
+        mr / ms
     );
     Ok(())
 }

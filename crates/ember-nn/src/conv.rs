@@ -348,6 +348,21 @@ macro_rules! conv_layer {
             pub fn bias(&self) -> Option<&Tensor> {
                 self.0.bias.as_ref()
             }
+
+            /// The options it was built with.
+            pub fn options(&self) -> ConvOptions {
+                self.0.opts
+            }
+
+            /// (in_channels, out_channels).
+            pub fn channels(&self) -> (usize, usize) {
+                (self.0.in_channels, self.0.out_channels)
+            }
+
+            /// Kernel (height, width); height 1 for 1-D.
+            pub fn kernel_size(&self) -> (usize, usize) {
+                self.0.kernel
+            }
         }
 
         impl Module for $name {
@@ -369,6 +384,10 @@ macro_rules! conv_layer {
 
             fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
                 self.0.output_shape(input)
+            }
+
+            fn as_any(&self) -> Option<&dyn std::any::Any> {
+                Some(self)
             }
         }
     };

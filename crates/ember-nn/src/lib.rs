@@ -51,6 +51,7 @@ pub mod prune;
 pub mod quantize;
 pub mod regularizer;
 pub mod sequential;
+pub mod shrink;
 pub mod sparse;
 pub mod spec;
 

@@ -245,3 +245,68 @@ fn a_distilled_student_trains_and_bad_settings_are_refused() {
     let mut bce = student().compile(Optimizer::adam(), Loss::MeanSquaredError, &[]);
     assert!(bce.distill_from(mlp(3), 2.0, 0.5).is_err());
 }
+
+/// A CNN whose conv1 filters 1, 3 (of 4), conv2 filters 0, 2, 4 (of 6) and Dense units 0, 2
+/// (of 4) are exactly zero: removing
+/// half the channels removes exactly those, and the outputs do not change.
+#[test]
+fn channel_pruning_removes_the_weakest_filters_and_keeps_the_function() {
+    use ember_nn::conv::Conv2d;
+    use ember_nn::layers::{ActivationLayer, Flatten};
+    use ember_nn::pooling::MaxPool2d;
+    use ember_nn::shrink::prune_channels;
+    let mut rng = StdRng::seed_from_u64(7);
+    let c1 = Conv2d::new(1, 4, (3, 3), &mut rng).unwrap();
+    let c2 = Conv2d::new(4, 6, (3, 3), &mut rng).unwrap();
+    let d1 = Dense::new(6 * 3 * 3, 4, Activation::Relu, &mut rng).unwrap();
+    let d2 = Dense::new(4, 3, Activation::None, &mut rng).unwrap();
+    ember_core::no_grad(|| {
+        let zero_rows = |w: &Tensor, rows: &[usize]| {
+            let mut v = w.to_vec::<f32>().unwrap();
+            let per = v.len() / w.shape()[0];
+            for &r in rows {
+                v[r * per..(r + 1) * per].iter_mut().for_each(|x| *x = 0.0);
+            }
+            w.assign(&Tensor::from_vec(v, w.shape().to_vec(), Device::Cpu).unwrap())
+                .unwrap();
+        };
+        zero_rows(c1.weight(), &[1, 3]);
+        zero_rows(c1.bias().unwrap(), &[1, 3]);
+        zero_rows(c2.weight(), &[0, 2, 4]);
+        zero_rows(c2.bias().unwrap(), &[0, 2, 4]);
+        zero_rows(d1.weight(), &[0, 2]);
+        zero_rows(d1.bias().unwrap(), &[0, 2]);
+    });
+    let net = Sequential::new()
+        .add(c1)
+        .add(ActivationLayer::new(Activation::Relu))
+        .add(MaxPool2d::new(2))
+        .add(c2)
+        .add(ActivationLayer::new(Activation::Relu))
+        .add(Flatten::new())
+        .add(d1)
+        .add(d2);
+    let x: Vec<f32> = (0..2 * 12 * 12)
+        .map(|i| ((i as f32) * 0.37).sin())
+        .collect();
+    let x = Tensor::from_vec(x, vec![2, 1, 12, 12], Device::Cpu).unwrap();
+    let before = net.forward(&x, false).unwrap().to_vec::<f32>().unwrap();
+    let (small, report) = prune_channels(net, &[1, 12, 12], 0.5).unwrap();
+    let after = small.forward(&x, false).unwrap().to_vec::<f32>().unwrap();
+    for (a, b) in before.iter().zip(&after) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // conv1 4 → 2, conv2 6 → 3, dense1 4 → 2; the output layer untouched.
+    assert_eq!(report.layers, vec![(0, 4, 2), (3, 6, 3), (6, 4, 2)]);
+    assert!(report.parameters.1 < report.parameters.0);
+    let shapes: Vec<Vec<usize>> = small
+        .parameters_ref()
+        .iter()
+        .map(|(_, t)| t.shape().to_vec())
+        .collect();
+    assert_eq!(shapes[0], vec![2, 1, 3, 3]);
+    assert_eq!(shapes[2], vec![3, 2, 3, 3]);
+    assert_eq!(shapes[4], vec![2, 27]);
+    assert_eq!(shapes[6], vec![3, 2]);
+    assert!(prune_channels(small, &[1, 12, 12], 1.0).is_err());
+}
