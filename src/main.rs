@@ -1,5 +1,5 @@
 //! The `ember` command line: `ember train` (the main job), `ember predict` and `ember evaluate`
-//! (a saved model on new data), `ember bench` (the kernel lab) and `ember info` (what this machine offers and which kernel paths ember chose).
+//! (a saved model on new data), `ember quantize` (an int8 copy of a saved model), `ember bench` (the kernel lab) and `ember info` (what this machine offers and which kernel paths ember chose).
 //!
 //! Each subcommand lives in its own module under `src/cli/` with its own argument struct, so
 //! this file is only the dispatch. Errors of a subcommand are printed as one line and exit with
@@ -26,6 +26,8 @@ enum Command {
     Predict(cli::predict::PredictArgs),
     /// Evaluate a model saved by `ember train --save` on labelled data.
     Evaluate(cli::predict::EvaluateArgs),
+    /// Quantize a model saved by `ember train --save` to int8 (Dense layers, dynamic).
+    Quantize(cli::quantize::QuantizeArgs),
     /// Benchmark kernels against the machine's measured peak.
     Bench(cli::bench::BenchArgs),
     /// Print the CPU, detected ISA extensions, chosen kernel paths and GPU availability.
@@ -65,6 +67,7 @@ fn main() {
         Command::Train(args) => cli::train::run(args),
         Command::Predict(args) => cli::predict::run_predict(args),
         Command::Evaluate(args) => cli::predict::run_evaluate(args),
+        Command::Quantize(args) => cli::quantize::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Info => cli::info::run(),
     };

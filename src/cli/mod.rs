@@ -4,6 +4,7 @@ pub mod bench;
 pub mod info;
 pub mod memory;
 pub mod predict;
+pub mod quantize;
 pub mod scaling;
 pub mod train;
 

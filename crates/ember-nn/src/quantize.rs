@@ -346,8 +346,25 @@ impl QuantizedNet {
         Ok(t)
     }
 
+    /// The runnable network, taken out (to compile it into a [`crate::model::Model`] for
+    /// `evaluate` and `predict`).
+    pub fn into_network(self) -> Sequential {
+        self.network
+    }
+
     /// Saves the network to `path` in safetensors (module docs), atomically as checkpoints are.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_with_metadata(path, &std::collections::BTreeMap::new())
+    }
+
+    /// [`QuantizedNet::save`] with extra header metadata (`ember train`'s `ember.model`,
+    /// `ember.scaling`, `ember.classes`, so `ember evaluate` and `ember predict` can use the
+    /// file as they use an f32 checkpoint). The quantization keys cannot be overridden.
+    pub fn save_with_metadata(
+        &self,
+        path: &Path,
+        extra: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
         let mut specs = Vec::new();
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (k, layer) in self.layers.iter().enumerate() {
@@ -390,10 +407,10 @@ impl QuantizedNet {
                     .map_err(|e| st_err(format!("tensor {name}"), e))
             })
             .collect::<Result<Vec<_>>>()?;
-        let meta = HashMap::from([
-            (META_KIND.to_string(), KIND.to_string()),
-            (META_LAYERS.to_string(), specs.join(",")),
-        ]);
+        let mut meta: HashMap<String, String> =
+            extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        meta.insert(META_KIND.to_string(), KIND.to_string());
+        meta.insert(META_LAYERS.to_string(), specs.join(","));
         let bytes = safetensors::serialize(views, Some(meta))
             .map_err(|e| st_err("serialising the quantized model".into(), e))?;
         crate::checkpoint::write_atomic(path, &bytes)

@@ -564,7 +564,8 @@ pub fn loss_or_default(spec: &ModelSpec, output_width: usize) -> Result<Loss> {
 /// A model saved by `ember train --save` (or any checkpoint whose metadata holds
 /// `ember.model`), rebuilt on the CPU with its weights loaded, compiled with its loss and the
 /// accuracy metric (the optimizer is a fresh Adam: the model is for inference or fine-tuning),
-/// and the checkpoint's metadata (`ember.scaling`, `ember.classes`, …).
+/// and the checkpoint's metadata (`ember.scaling`, `ember.classes`, …). A file written by
+/// `ember quantize` (metadata `ember.quantized`) loads as its int8 network, for inference only.
 pub fn load_trained(
     path: &Path,
 ) -> Result<(Model, ModelSpec, std::collections::BTreeMap<String, String>)> {
@@ -577,9 +578,15 @@ pub fn load_trained(
         ));
     };
     let spec = ModelSpec::parse(text, &format!("{} (ember.model)", path.display()))?;
-    let net = spec.build(0, Device::Cpu)?;
-    checkpoint::load(path, &net, None)?;
-    let width: usize = spec.output_shape(&net)?.iter().product();
+    let built = spec.build(0, Device::Cpu)?;
+    let width: usize = spec.output_shape(&built)?.iter().product();
+    // An int8 file written by `ember quantize` holds its own (quantized) layers.
+    let net = if meta.contains_key("ember.quantized") {
+        crate::quantize::QuantizedNet::load(path)?.into_network()
+    } else {
+        checkpoint::load(path, &built, None)?;
+        built
+    };
     let loss = loss_or_default(&spec, width)?;
     let mut model = net.compile(Optimizer::adam(), loss, &[Metric::Accuracy]);
     model.metadata = meta.clone();
