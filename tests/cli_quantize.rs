@@ -1,4 +1,4 @@
-//! `ember quantize`: an int8 copy of a trained model that `ember evaluate` and `ember predict`
+//! `ember quantize`: an int8 copy of a trained model (dynamic, or static with `--calibrate`) that `ember evaluate` and `ember predict`
 //! take like the f32 file (accuracy within half a point on the digits data), and clear refusals
 //! (a convolutional model, an already quantized file, writing over the input).
 

@@ -66,15 +66,15 @@ pub struct EvaluateArgs {
 }
 
 /// A trained model rebuilt from its checkpoint, with what its inputs need.
-struct Trained {
-    model: Model,
-    spec: ModelSpec,
+pub(crate) struct Trained {
+    pub(crate) model: Model,
+    pub(crate) spec: ModelSpec,
     scaling: Scaling,
     classes: usize,
 }
 
 /// Rebuilds the network from the checkpoint's model file and loads its weights.
-fn load_trained(path: &Path) -> Result<Trained, String> {
+pub(crate) fn load_trained(path: &Path) -> Result<Trained, String> {
     let shown = path.display();
     let (model, spec, meta) =
         ember_nn::spec::load_trained(path).map_err(|e| format!("--model {e}"))?;
@@ -97,7 +97,11 @@ fn load_trained(path: &Path) -> Result<Trained, String> {
 /// The examples of `--data`, scaled as the model's training data was: a table whose features
 /// are the model's inputs (labels as found, or zeros when the CSV has none) and whether labels
 /// were present.
-fn load_examples(data: &str, target: Option<&str>, t: &Trained) -> Result<(Table, bool), String> {
+pub(crate) fn load_examples(
+    data: &str,
+    target: Option<&str>,
+    t: &Trained,
+) -> Result<(Table, bool), String> {
     let inputs: usize = t.spec.input_shape.iter().product();
     let (mut table, labelled, from_idx) = if is_image_folder(Some(data)) {
         (load_idx_table(&image_folder(data), "t10k")?, true, true)
@@ -134,7 +138,11 @@ fn load_examples(data: &str, target: Option<&str>, t: &Trained) -> Result<(Table
 }
 
 /// The table's features as a batch of `input_shape`, and its labels in the form `loss` takes.
-fn to_xy(table: &Table, input_shape: &[usize], loss: Loss) -> Result<(Tensor, Tensor), String> {
+pub(crate) fn to_xy(
+    table: &Table,
+    input_shape: &[usize],
+    loss: Loss,
+) -> Result<(Tensor, Tensor), String> {
     let mut shape = vec![table.rows()];
     shape.extend(input_shape);
     let x = table

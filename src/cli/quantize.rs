@@ -1,7 +1,10 @@
 //! `ember quantize`: a model trained by `ember train --save` turned into an int8 model file.
 //!
-//! The Dense layers are quantized dynamically (`ember_nn::quantize`: weights symmetric per
-//! output channel to i8, activations per batch to u8, the product in the int8 GEMM), and the
+//! The Dense layers are quantized (`ember_nn::quantize`: weights symmetric per output channel
+//! to i8, activations to u8, the product in the int8 GEMM): dynamically (each batch's own
+//! activation range) by default, or statically with `--calibrate DATA` (each layer's input range
+//! fixed once from the first `--calibrate-rows` rows of DATA, scaled as the training data was,
+//! PyTorch's post-training static quantization). The
 //! result is saved with the f32 checkpoint's metadata (model file, input scaling, classes), so
 //! `ember evaluate` and `ember predict` take it exactly as they take the f32 file. Only networks
 //! of Dense, activation, Flatten, Softmax and Dropout layers are quantized today; any other
@@ -19,6 +22,16 @@ pub struct QuantizeArgs {
     /// Where to write the int8 model (written atomically; an existing file is replaced).
     #[arg(long, value_name = "PATH.safetensors")]
     pub out: PathBuf,
+    /// Calibrate static activation ranges on these examples (a CSV with a header row, or an
+    /// IDX folder such as `mnist`), instead of dynamic per-batch ranges.
+    #[arg(long, value_name = "PATH.csv|DIR|mnist")]
+    pub calibrate: Option<String>,
+    /// Label column of the calibration CSV (as for `ember predict`).
+    #[arg(long, value_name = "COLUMN")]
+    pub target: Option<String>,
+    /// Rows of the calibration data used (the first ones).
+    #[arg(long, default_value_t = 512, value_parser = super::whole_number)]
+    pub calibrate_rows: usize,
 }
 
 /// Runs `ember quantize`.
@@ -26,16 +39,39 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
     if args.out == args.model {
         return Err("--out must differ from --model (the f32 checkpoint is kept)".into());
     }
-    let (model, _spec, meta) =
-        ember_nn::spec::load_trained(&args.model).map_err(|e| format!("--model {e}"))?;
+    if args.calibrate_rows == 0 {
+        return Err("--calibrate-rows must be at least 1".into());
+    }
+    let t = super::predict::load_trained(&args.model)?;
+    let meta = t.model.metadata.clone();
     if meta.contains_key("ember.quantized") {
         return Err(format!(
             "--model {}: already quantized",
             args.model.display()
         ));
     }
-    let q = ember_nn::quantize::quantize_dynamic(&model.network)
-        .map_err(|e| format!("--model {}: {e}", args.model.display()))?;
+    let shown = args.model.display();
+    let (q, how) = match &args.calibrate {
+        None => (
+            ember_nn::quantize::quantize_dynamic(&t.model.network)
+                .map_err(|e| format!("--model {shown}: {e}"))?,
+            "dynamic".to_string(),
+        ),
+        Some(data) => {
+            let (table, _) = super::predict::load_examples(data, args.target.as_deref(), &t)?;
+            if table.rows() == 0 {
+                return Err(format!("--calibrate {data}: no rows"));
+            }
+            let (x, _) = super::predict::to_xy(&table, &t.spec.input_shape, t.model.loss)?;
+            let rows = args.calibrate_rows.min(table.rows());
+            let x = x.narrow(0, 0, rows).map_err(|e| e.to_string())?;
+            (
+                ember_nn::quantize::quantize_static(&t.model.network, &x)
+                    .map_err(|e| format!("--model {shown}: {e}"))?,
+                format!("static, calibrated on {rows} rows of {data}"),
+            )
+        }
+    };
     let keep: std::collections::BTreeMap<String, String> = meta
         .into_iter()
         .filter(|(k, _)| k.starts_with("ember.") && k != "ember.layers")
@@ -45,7 +81,7 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
     let before = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
     let after = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     println!(
-        "quantized {} → {} (dynamic int8 Dense layers; {} → {} bytes)",
+        "quantized {} → {} (int8 Dense layers, {how}; {} → {} bytes)",
         args.model.display(),
         args.out.display(),
         before,

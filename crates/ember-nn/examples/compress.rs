@@ -25,6 +25,7 @@
 
 use ember_core::{Activation, Device, Tensor};
 use ember_nn::data::load_mnist;
+use ember_nn::module::Module;
 use ember_nn::prelude::*;
 use ember_nn::prune::{PolynomialDecay, PruneScope, Pruning, sparsity_report};
 use ember_nn::sparse::sparsify;
@@ -187,6 +188,17 @@ fn distill(
     for layer in teacher.network.into_layers() {
         teacher_net.push_boxed(layer);
     }
+    // The wrapped teacher must score what the trained one did, on flat pixels.
+    let check = teacher_net
+        .forward(xt, false)?
+        .argmax(1, false)?
+        .to_vec::<f64>()?;
+    let labels = yt.to_vec::<f64>()?;
+    let hits = check.iter().zip(&labels).filter(|(a, b)| a == b).count();
+    println!(
+        "{{\"model\":\"teacher_wrapped\",\"test_accuracy\":{:.4}}}",
+        hits as f64 / labels.len() as f64
+    );
     let student = |seed: u64| -> ember_nn::Result<Model> {
         let mut rng = StdRng::seed_from_u64(seed);
         Ok(Sequential::new()
@@ -232,7 +244,6 @@ fn shrink(
     epochs: usize,
     finetune: usize,
 ) -> ember_nn::Result<()> {
-    use ember_nn::module::Module;
     use ember_nn::shrink::prune_channels;
     let images =
         |t: &Tensor| -> ember_nn::Result<Tensor> { Ok(t.reshape(vec![t.shape()[0], 1, 28, 28])?) };

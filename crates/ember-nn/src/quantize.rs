@@ -1,5 +1,6 @@
-//! Dynamic int8 quantization of trained Dense networks, for inference (PyTorch's
-//! `torch.ao.quantization.quantize_dynamic` on `nn.Linear`).
+//! Dynamic and static int8 quantization of trained Dense networks, for inference (PyTorch's
+//! `torch.ao.quantization.quantize_dynamic` on `nn.Linear`, and its post-training static
+//! quantization: [`quantize_static`] fixes each layer's input scale from calibration data).
 //!
 //! [`quantize_dynamic`] turns a trained f32 [`Sequential`] into a new one whose [`Dense`]
 //! layers are [`QuantizedDense`]: the weight is quantized once, symmetric per output channel
@@ -26,7 +27,7 @@ use crate::error::{NnError, Result, config_err};
 use crate::layers::{ActivationLayer, Dense, Flatten, Softmax, activation_name, parse_activation};
 use crate::module::Module;
 use crate::sequential::Sequential;
-use ember_core::qgemm::quant::{self, QuantWeights};
+use ember_core::qgemm::quant::{self, QParams, QuantWeights};
 use ember_core::qgemm::{Dequant, PackedB, QActs, QError, QOut, qgemm};
 use ember_core::{Activation, Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -45,6 +46,8 @@ pub struct QuantizedDense {
     packed: PackedB,
     bias: Option<Vec<f32>>,
     activation: Activation,
+    /// Fixed input scale and zero point (static quantization); `None` = chosen per batch.
+    input: Option<QParams>,
 }
 
 impl QuantizedDense {
@@ -104,7 +107,31 @@ impl QuantizedDense {
             packed,
             bias,
             activation,
+            input: None,
         })
+    }
+
+    /// Static quantization: the input is quantized with these fixed parameters (from
+    /// calibration, see [`quantize_static`]) instead of its own range. Values outside the
+    /// calibrated range are clamped to the end codes, as in PyTorch's static quantization.
+    pub fn with_input_params(mut self, p: QParams) -> Result<QuantizedDense> {
+        let zero_point_ok = (0..=quant::ACT_QMAX).contains(&p.zero_point);
+        if !(p.scale.is_finite() && p.scale > 0.0 && zero_point_ok) {
+            return config_err(format!(
+                "QuantizedDense: input scale {} must be positive and finite and zero point {} \
+                 in [0, {}]",
+                p.scale,
+                p.zero_point,
+                quant::ACT_QMAX
+            ));
+        }
+        self.input = Some(p);
+        Ok(self)
+    }
+
+    /// The fixed input parameters of a statically quantized layer.
+    pub fn input_params(&self) -> Option<QParams> {
+        self.input
     }
 
     /// The quantized weight: codes `[out, in]` and one scale per output channel.
@@ -144,7 +171,13 @@ impl QuantizedDense {
             ));
         }
         let mut xq = vec![0u8; x.len()];
-        let p = quant::quantize_acts(x, &mut xq).map_err(|e| q_err(name, e))?;
+        let p = match self.input {
+            Some(p) => {
+                quant::quantize_u8(x, p, &mut xq).map_err(|e| q_err(name, e))?;
+                p
+            }
+            None => quant::quantize_acts(x, &mut xq).map_err(|e| q_err(name, e))?,
+        };
         let mut y = vec![0f32; m * out_f];
         let dq = Dequant {
             a_scale: p.scale,
@@ -388,6 +421,16 @@ impl QuantizedNet {
                             f32_bytes(b),
                         ));
                     }
+                    if let Some(p) = d.input {
+                        // [scale, zero point]: the zero point is a whole number in [0, 127],
+                        // exact in f32.
+                        tensors.push((
+                            format!("layers.{k}.input_qparams"),
+                            Dtype::F32,
+                            vec![2],
+                            f32_bytes(&[p.scale, p.zero_point as f32]),
+                        ));
+                    }
                 }
                 QLayer::Activation(a) => specs.push(format!("act:{}", activation_name(*a))),
                 QLayer::Flatten => specs.push("flatten".into()),
@@ -409,7 +452,16 @@ impl QuantizedNet {
             .collect::<Result<Vec<_>>>()?;
         let mut meta: HashMap<String, String> =
             extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        meta.insert(META_KIND.to_string(), KIND.to_string());
+        let kind = if self
+            .layers
+            .iter()
+            .any(|l| matches!(l, QLayer::Dense(d) if d.input.is_some()))
+        {
+            KIND_STATIC
+        } else {
+            KIND
+        };
+        meta.insert(META_KIND.to_string(), kind.to_string());
         meta.insert(META_LAYERS.to_string(), specs.join(","));
         let bytes = safetensors::serialize(views, Some(meta))
             .map_err(|e| st_err("serialising the quantized model".into(), e))?;
@@ -436,9 +488,12 @@ impl QuantizedNet {
         let (_, header) =
             SafeTensors::read_metadata(&bytes).map_err(|e| st_err("reading the header", e))?;
         let meta = header.metadata().clone().unwrap_or_default();
-        if meta.get(META_KIND).map(String::as_str) != Some(KIND) {
+        if !matches!(
+            meta.get(META_KIND).map(String::as_str),
+            Some(KIND) | Some(KIND_STATIC)
+        ) {
             return Err(ck(format!(
-                "not a quantized ember model (metadata {META_KIND} is not {KIND})"
+                "not a quantized ember model (metadata {META_KIND} is not {KIND} or {KIND_STATIC})"
             )));
         }
         let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err("reading the tensors", e))?;
@@ -473,25 +528,12 @@ pub fn quantize_dynamic(net: &Sequential) -> Result<QuantizedNet> {
     for (i, layer) in net.layers().iter().enumerate() {
         let q = match layer.kind() {
             "Dense" => {
-                let params = layer.parameters();
-                let weight = params.iter().find(|(n, _)| n == "weight").map(|p| &p.1);
-                let bias = params
-                    .iter()
-                    .find(|(n, _)| n == "bias")
-                    .map(|p| p.1.clone());
-                // Dense's one-line description is "Dense {out}, {activation name}".
-                let act = layer
-                    .describe()
-                    .rsplit_once(", ")
-                    .map(|(_, a)| parse_activation(a))
-                    .transpose()?;
-                let (Some(weight), Some(act)) = (weight, act) else {
+                let Some(dense) = layer.as_any().and_then(|a| a.downcast_ref::<Dense>()) else {
                     return config_err(format!(
-                        "quantize_dynamic: layer {i} (Dense) does not expose its weight and activation"
+                        "quantize_dynamic: layer {i} says it is Dense but is another type"
                     ));
                 };
-                let dense = Dense::from_tensors(weight.clone(), bias, act)?;
-                QLayer::Dense(Arc::new(QuantizedDense::from_dense(&dense)?))
+                QLayer::Dense(Arc::new(QuantizedDense::from_dense(dense)?))
             }
             "Flatten" => QLayer::Flatten,
             "Softmax" => QLayer::Softmax,
@@ -511,9 +553,81 @@ pub fn quantize_dynamic(net: &Sequential) -> Result<QuantizedNet> {
     Ok(out)
 }
 
+/// Static int8 quantization (PyTorch's post-training static quantization of Linear layers):
+/// as [`quantize_dynamic`], but each Dense layer's input scale and zero point are fixed once
+/// from the range its inputs take on `calibration` (rows of the model's input, run through the
+/// f32 network in evaluation mode), instead of being computed from every batch. Saves the
+/// per-batch range scan at inference; inputs outside the calibrated range are clamped.
+pub fn quantize_static(net: &Sequential, calibration: &Tensor) -> Result<QuantizedNet> {
+    if calibration.rank() == 0 || calibration.shape()[0] == 0 {
+        return config_err(format!(
+            "quantize_static: the calibration data must hold at least one row, got {:?}",
+            calibration.shape()
+        ));
+    }
+    let dynamic = quantize_dynamic(net)?;
+    // Each Dense layer's input range over the calibration rows, in batches.
+    let mut ranges: Vec<Option<(f32, f32)>> = vec![None; net.len()];
+    let rows = calibration.shape()[0];
+    for start in (0..rows).step_by(256) {
+        let n = 256.min(rows - start);
+        let mut h = calibration.narrow(0, start, n)?;
+        for (i, layer) in net.layers().iter().enumerate() {
+            if layer.kind() == "Dense" {
+                let v = h.to_vec::<f32>()?;
+                if let Some(at) = v.iter().position(|x| !x.is_finite()) {
+                    return config_err(format!(
+                        "quantize_static: calibration value {at} entering layer {i} is {}",
+                        v[at]
+                    ));
+                }
+                let (lo, hi) = v
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                        (a.min(x), b.max(x))
+                    });
+                if let Some(r) = ranges.get_mut(i) {
+                    *r = Some(match *r {
+                        Some((a, b)) => (a.min(lo), b.max(hi)),
+                        None => (lo, hi),
+                    });
+                }
+            }
+            h = ember_core::no_grad(|| layer.forward(&h, false))?;
+        }
+    }
+    let mut out = QuantizedNet::new();
+    let dense_ranges = net
+        .layers()
+        .iter()
+        .zip(&ranges)
+        .filter(|(l, _)| l.kind() == "Dense")
+        .map(|(_, r)| *r);
+    let mut dense_ranges = dense_ranges.collect::<Vec<_>>().into_iter();
+    for layer in dynamic.layers() {
+        let q = match layer {
+            QLayer::Dense(d) => {
+                let Some(Some((lo, hi))) = dense_ranges.next() else {
+                    return config_err("quantize_static: a Dense layer saw no calibration data");
+                };
+                let p =
+                    quant::choose_act_params(lo, hi).map_err(|e| q_err("quantize_static", e))?;
+                let fresh =
+                    QuantizedDense::from_parts(d.weights.clone(), d.bias.clone(), d.activation)?
+                        .with_input_params(p)?;
+                QLayer::Dense(Arc::new(fresh))
+            }
+            other => other.clone(),
+        };
+        out.push(q);
+    }
+    Ok(out)
+}
+
 const META_KIND: &str = "ember.quantized";
 const META_LAYERS: &str = "ember.layers";
 const KIND: &str = "dynamic-int8";
+const KIND_STATIC: &str = "static-int8";
 
 /// Little-endian bytes of f32 values.
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -582,5 +696,25 @@ fn load_dense(st: &SafeTensors<'_>, path: &Path, k: usize, act: &str) -> Result<
         codes: codes.iter().map(|&b| b as i8).collect(),
         scales: f32s(scales),
     };
-    QuantizedDense::from_parts(w, bias, act)
+    let layer = QuantizedDense::from_parts(w, bias, act)?;
+    let p_name = format!("layers.{k}.input_qparams");
+    if !st.names().iter().any(|n| **n == p_name) {
+        return Ok(layer);
+    }
+    let v = f32s(read_tensor(st, path, &p_name, Dtype::F32, Some(&[2]))?.1);
+    let (scale, zp) = (
+        v.first().copied().unwrap_or(0.0),
+        v.get(1).copied().unwrap_or(-1.0),
+    );
+    if zp.fract() != 0.0 || !(0.0..=quant::ACT_QMAX as f32).contains(&zp) {
+        return Err(NnError::Checkpoint {
+            path: path.display().to_string(),
+            message: format!("tensor {p_name}: zero point {zp} is not a code in [0, 127]"),
+            source: None,
+        });
+    }
+    layer.with_input_params(QParams {
+        scale,
+        zero_point: zp as i32,
+    })
 }

@@ -4,7 +4,7 @@
 use ember_core::{Activation, DType, Device, Tensor};
 use ember_nn::data::{self, LabelColumn, Scaler, Table};
 use ember_nn::prelude::*;
-use ember_nn::quantize::{QLayer, QuantizedDense, QuantizedNet, quantize_dynamic};
+use ember_nn::quantize::{QLayer, QuantizedDense, QuantizedNet, quantize_dynamic, quantize_static};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -90,6 +90,39 @@ fn quantized_digits_mlp_loses_at_most_half_a_point() {
     );
     assert!(f32_acc >= 0.95, "the f32 model trained to {f32_acc}");
     assert!(f32_acc - q_acc <= 0.005, "int8 {q_acc} vs f32 {f32_acc}");
+    // Static: input ranges calibrated on 256 training rows, then fixed.
+    let s = quantize_static(&model.network, &x.narrow(0, 0, 256).unwrap()).unwrap();
+    for l in s.layers() {
+        if let QLayer::Dense(d) = l {
+            assert!(
+                d.input_params().is_some(),
+                "every Dense layer is calibrated"
+            );
+        }
+    }
+    let s_acc = accuracy(&s.forward(&xt).unwrap(), &test.labels);
+    println!("digits test, static int8: {:.2} %", 100.0 * s_acc);
+    assert!(
+        f32_acc - s_acc <= 0.005,
+        "static int8 {s_acc} vs f32 {f32_acc}"
+    );
+    let dir = std::env::temp_dir().join(format!("ember-qstatic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("static.safetensors");
+    s.save(&path).unwrap();
+    let back = QuantizedNet::load(&path).unwrap();
+    assert_eq!(
+        back.forward(&xt).unwrap().to_vec::<f32>().unwrap(),
+        s.forward(&xt).unwrap().to_vec::<f32>().unwrap(),
+        "the calibrated parameters survive the file"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    let nan = Tensor::from_vec(vec![f32::NAN; 64], vec![1, 64], Device::Cpu).unwrap();
+    let err = quantize_static(&model.network, &nan)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("calibration"), "{err}");
     assert!(
         f32_train - q_train <= 0.005,
         "train: int8 {q_train} vs f32 {f32_train}"
