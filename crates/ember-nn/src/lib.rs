@@ -35,11 +35,13 @@ pub mod checkpoint;
 pub mod conv;
 pub mod data;
 pub mod dp;
+pub mod embedding;
 pub mod error;
 pub mod image;
 pub mod init;
 pub mod layers;
 pub mod loss;
+pub mod masked_mean;
 pub mod metrics;
 pub mod model;
 pub mod module;
@@ -58,6 +60,7 @@ pub mod prelude {
     pub use crate::callbacks::{Callback, Control, EarlyStopping, EpochHook};
     pub use crate::conv::{Conv1d, Conv2d, ConvOptions, ConvTranspose2d, Padding};
     pub use crate::data::{LabelColumn, Scaler, Table};
+    pub use crate::embedding::{Embedding, EmbeddingOptions};
     pub use crate::error::{NnError, Result};
     pub use crate::init::Initializer;
     pub use crate::layers::{
