@@ -52,6 +52,7 @@ pub mod quantize;
 pub mod regularizer;
 pub mod sequential;
 pub mod spec;
+pub mod text;
 
 pub use error::{NnError, Result};
 
