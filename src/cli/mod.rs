@@ -5,6 +5,7 @@ pub mod info;
 pub mod memory;
 pub mod predict;
 pub mod scaling;
+pub mod text;
 pub mod train;
 
 /// Parses a whole-number flag value (`--epochs`, `--threads`, ...). The numeric flags accept
