@@ -68,14 +68,18 @@ pub fn is_text(args: &TrainArgs) -> bool {
             .is_some_and(|d| d.ends_with(".txt") || d.ends_with(".txt.gz"))
 }
 
-/// Fills `vocab = "auto"` of every Embedding with `vocab` and sets the input shape.
-fn resolve(spec: &mut ModelSpec, vocab: usize, input_len: usize) {
+/// Fills `vocab = "auto"` of every Embedding with `vocab`, `units = "auto"` of every Dense
+/// with `outputs`, and sets the input shape.
+fn resolve(spec: &mut ModelSpec, vocab: usize, outputs: usize, input_len: usize) {
     spec.input_shape = vec![input_len];
     for layer in &mut spec.layers {
-        if let LayerSpec::Embedding { vocab: v, .. } = layer
-            && matches!(v, VocabSize::Auto(_))
-        {
-            *v = VocabSize::Fixed(vocab);
+        let (v, n) = match layer {
+            LayerSpec::Embedding { vocab: v, .. } => (v, vocab),
+            LayerSpec::Dense { units: v, .. } => (v, outputs),
+            _ => continue,
+        };
+        if matches!(v, VocabSize::Auto(_)) {
+            *v = VocabSize::Fixed(n);
         }
     }
 }
@@ -147,7 +151,7 @@ fn train_lm(
     let d = text::char_lm_data(&corpus, f.train_chars, f.val_chars, f.seq_len)
         .map_err(|e| format!("--data {}: {e}", path.display()))?;
     let vocab = d.tokenizer.vocab_size();
-    resolve(&mut spec, vocab, f.seq_len);
+    resolve(&mut spec, vocab, vocab, f.seq_len);
     let net = spec
         .build(args.model.seed, device)
         .map_err(|e| format!("--model: {e}"))?;
@@ -156,7 +160,7 @@ fn train_lm(
         return Err(format!(
             "--model: a character language model must output [steps, vocabulary] = [{}, {vocab}] \
              per example (the vocabulary: {} characters of the training text + padding + \
-             unknown), got {out:?}; set the last Dense's units to {vocab}",
+             unknown), got {out:?}; set the last Dense's units to \"auto\" (or {vocab})",
             f.seq_len,
             vocab - 2
         ));
@@ -307,7 +311,7 @@ fn train_classifier(
     let longest = train_texts.iter().map(|t| t.chars().count()).max().unwrap_or(0);
     let len = longest.min(f.max_len).max(1);
     let vocab = tokenizer.vocab_size();
-    resolve(&mut spec, vocab, len);
+    resolve(&mut spec, vocab, classes, len);
     let net = spec
         .build(args.model.seed, device)
         .map_err(|e| format!("--model: {e}"))?;

@@ -781,7 +781,7 @@ fn synthetic(seed: u64) -> Table {
 fn flags_spec(args: &TrainArgs, inputs: usize, classes: usize) -> Result<ModelSpec, String> {
     let hidden = parse_hidden(&args.model.hidden)?;
     let dense = |units: usize, activation: &str| LayerSpec::Dense {
-        units,
+        units: ember_nn::spec::VocabSize::Fixed(units),
         activation: activation.to_string(),
         use_bias: true,
         l1: args.model.l1,

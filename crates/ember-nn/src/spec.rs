@@ -212,8 +212,9 @@ pub enum LayerSpec {
     /// A fully connected layer on `[N, features]`, or on every step of `[N, T, features]`
     /// (flatten images first).
     Dense {
-        /// Output width.
-        units: usize,
+        /// Output width: a number, or `"auto"` for the width the text pipeline's data needs
+        /// (a language model's vocabulary, a text classifier's classes).
+        units: VocabSize,
         /// Fused activation (`relu`, `sigmoid`, `tanh`, `gelu`, `gelu_tanh`, `linear`).
         #[serde(default = "default_activation", skip_serializing_if = "is_linear")]
         activation: String,
@@ -377,7 +378,8 @@ pub enum LayerSpec {
     MaskedMean,
 }
 
-/// An Embedding's vocabulary size in a model file: a number or `"auto"`.
+/// An Embedding's vocabulary size or a Dense layer's width in a model file: a number or
+/// `"auto"` (filled in by the text pipeline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum VocabSize {
@@ -675,7 +677,13 @@ fn build_layer(
                     ));
                 }
             };
-            Box::new(Dense::with_options(in_features, *units, opts, rng)?)
+            let VocabSize::Fixed(units) = *units else {
+                return config_err(
+                    "units = \"auto\" is filled in by the text pipeline (the vocabulary of a \
+                     language model, the classes of a text classifier); elsewhere give a number",
+                );
+            };
+            Box::new(Dense::with_options(in_features, units, opts, rng)?)
         }
         LayerSpec::Dropout { rate, seed } => {
             Box::new(Dropout::new(*rate, seed.unwrap_or(layer_seed))?)
