@@ -168,21 +168,49 @@ fn bad_text_data_gives_clear_errors() {
     std::fs::write(&short, "In the beginning").unwrap();
     let model = "examples/models/char_bigram.toml";
     fails(
-        &["train", "--data", s(&empty), "--model", model, "--epochs", "1"],
+        &[
+            "train",
+            "--data",
+            s(&empty),
+            "--model",
+            model,
+            "--epochs",
+            "1",
+        ],
         &["empty"],
     );
     fails(
         &[
-            "train", "--data", s(&short), "--model", model, "--epochs", "1", "--seq-len", "100",
+            "train",
+            "--data",
+            s(&short),
+            "--model",
+            model,
+            "--epochs",
+            "1",
+            "--seq-len",
+            "100",
         ],
         &["window of 101 characters", "longer than the text of 16"],
     );
     fails(
-        &["train", "--data", s(&short), "--task", "lm", "--epochs", "1"],
+        &[
+            "train",
+            "--data",
+            s(&short),
+            "--task",
+            "lm",
+            "--epochs",
+            "1",
+        ],
         &["needs a model file"],
     );
     let csv = dir.join("v.csv");
-    std::fs::write(&csv, "book,testament,text\nGe,0,In the beginning\nMt,1,Jesus wept\n").unwrap();
+    std::fs::write(
+        &csv,
+        "book,testament,text\nGe,0,In the beginning\nMt,1,Jesus wept\n",
+    )
+    .unwrap();
     fails(
         &[
             "train",

@@ -119,7 +119,9 @@ pub fn train(args: &TrainArgs, spec: Option<ModelSpec>, device: Device) -> Resul
     match task.as_str() {
         "lm" => train_lm(args, spec, Path::new(data), device),
         "classify" => train_classifier(args, spec, Path::new(data), device),
-        other => Err(format!("--task: unknown task '{other}' (expected lm or classify)")),
+        other => Err(format!(
+            "--task: unknown task '{other}' (expected lm or classify)"
+        )),
     }
 }
 
@@ -202,7 +204,12 @@ fn train_lm(
             d.val.as_ref().map_or(0, |v| v.0.shape()[0]),
             vocab - 2
         );
-        print!("{}", model.summary(&spec.input_shape).map_err(|e| e.to_string())?);
+        print!(
+            "{}",
+            model
+                .summary(&spec.input_shape)
+                .map_err(|e| e.to_string())?
+        );
     }
     run_epochs(args, &mut model, &x, &y, val.as_ref(), 0.0)?;
     save(args, &model)
@@ -270,7 +277,10 @@ fn save(args: &TrainArgs, model: &Model) -> Result<(), String> {
     if let Some(path) = &args.save {
         model.save(path).map_err(|e| format!("--save: {e}"))?;
         if !args.json {
-            println!("Saved the model, its tokenizer and optimizer state to {}", path.display());
+            println!(
+                "Saved the model, its tokenizer and optimizer state to {}",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -292,8 +302,8 @@ fn train_classifier(
     if f.max_len == 0 {
         return Err("--max-len must be at least 1".into());
     }
-    let table = text::load_text_csv(path, text_column, Some(target))
-        .map_err(|e| format!("--data {e}"))?;
+    let table =
+        text::load_text_csv(path, text_column, Some(target)).map_err(|e| format!("--data {e}"))?;
     let classes = table.classes.len();
     if classes < 2 {
         return Err(format!(
@@ -304,11 +314,16 @@ fn train_classifier(
     let (trainval, test) =
         data::stratified_split(&table.labels, args.model.test_split, args.model.seed)
             .map_err(|e| e.to_string())?;
-    let pick = |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| table.texts[i].clone()).collect() };
+    let pick =
+        |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| table.texts[i].clone()).collect() };
     let train_texts = pick(&trainval);
     let tokenizer = CharTokenizer::fit(&train_texts.concat())
         .map_err(|e| format!("--data {}: {e}", path.display()))?;
-    let longest = train_texts.iter().map(|t| t.chars().count()).max().unwrap_or(0);
+    let longest = train_texts
+        .iter()
+        .map(|t| t.chars().count())
+        .max()
+        .unwrap_or(0);
     let len = longest.min(f.max_len).max(1);
     let vocab = tokenizer.vocab_size();
     resolve(&mut spec, vocab, classes, len);
@@ -322,7 +337,12 @@ fn train_classifier(
         loss,
         Loss::BinaryCrossEntropy | Loss::BinaryCrossEntropyWithLogits
     );
-    let fits = out.len() == 1 && if binary { width == 1 && classes == 2 } else { width == classes };
+    let fits = out.len() == 1
+        && if binary {
+            width == 1 && classes == 2
+        } else {
+            width == classes
+        };
     if !fits {
         return Err(format!(
             "--model: the output shape {out:?} does not fit {} for {classes} classes (one \
@@ -333,7 +353,9 @@ fn train_classifier(
     let mut model = net.compile(optimizer(args, &spec)?, loss, &[Metric::Accuracy]);
     model.positive_class = args.positive_class;
     model.metadata.insert("ember.model".into(), spec.to_json());
-    model.metadata.insert(TOKENIZER_KEY.into(), tokenizer.to_json());
+    model
+        .metadata
+        .insert(TOKENIZER_KEY.into(), tokenizer.to_json());
     model
         .metadata
         .insert("ember.classes".into(), classes.to_string());
@@ -374,9 +396,21 @@ fn train_classifier(
             trainval.len(),
             test.len()
         );
-        print!("{}", model.summary(&spec.input_shape).map_err(|e| e.to_string())?);
+        print!(
+            "{}",
+            model
+                .summary(&spec.input_shape)
+                .map_err(|e| e.to_string())?
+        );
     }
-    run_epochs(args, &mut model, &x, &y, None, args.model.validation_split())?;
+    run_epochs(
+        args,
+        &mut model,
+        &x,
+        &y,
+        None,
+        args.model.validation_split(),
+    )?;
     if !test.is_empty() {
         let (xt, yt) = xy(&test)?;
         let e = model
@@ -461,8 +495,12 @@ pub fn run_generate(args: GenerateArgs) -> Result<(), String> {
         .get("seq_len")
         .and_then(|v| v.as_u64())
         .filter(|&v| v > 0)
-        .ok_or_else(|| format!("--model {}: {TEXT_KEY} has no seq_len", args.model.display()))?
-        as usize;
+        .ok_or_else(|| {
+            format!(
+                "--model {}: {TEXT_KEY} has no seq_len",
+                args.model.display()
+            )
+        })? as usize;
     if args.prompt.is_empty() {
         return Err("--prompt is empty: give at least one character to continue".into());
     }
@@ -482,8 +520,14 @@ pub fn run_generate(args: GenerateArgs) -> Result<(), String> {
         let out = no_grad(|| model.network.forward(&x, false)).map_err(|e| e.to_string())?;
         let v = *out.shape().last().unwrap_or(&0);
         let all = out.to_vec::<f64>().map_err(|e| e.to_string())?;
-        let Some(logits) = all.get(all.len().saturating_sub(v)..).filter(|l| l.len() > 2) else {
-            return Err(format!("the model's output {:?} has no logits per character", out.shape()));
+        let Some(logits) = all
+            .get(all.len().saturating_sub(v)..)
+            .filter(|l| l.len() > 2)
+        else {
+            return Err(format!(
+                "the model's output {:?} has no logits per character",
+                out.shape()
+            ));
         };
         ids.push(sample(logits, args.temperature, &mut rng));
     }
@@ -502,7 +546,10 @@ fn sample(logits: &[f64], temperature: f64, rng: &mut StdRng) -> usize {
         return best + 2;
     }
     let m = cand[best];
-    let w: Vec<f64> = cand.iter().map(|&z| ((z - m) / temperature).exp()).collect();
+    let w: Vec<f64> = cand
+        .iter()
+        .map(|&z| ((z - m) / temperature).exp())
+        .collect();
     let total: f64 = w.iter().sum();
     let mut r = rng.random::<f64>() * total;
     for (i, &wi) in w.iter().enumerate() {
@@ -517,7 +564,8 @@ fn sample(logits: &[f64], temperature: f64, rng: &mut StdRng) -> usize {
 /// `ember predict` for a text classifier: the class of each row of a CSV's text column.
 /// Returns `None` when the checkpoint is not a text model (the caller goes on as before).
 pub fn predict(model_path: &Path, data: &str, batch_size: usize) -> Result<Option<()>, String> {
-    let meta = ember_nn::checkpoint::read_metadata(model_path).map_err(|e| format!("--model {e}"))?;
+    let meta =
+        ember_nn::checkpoint::read_metadata(model_path).map_err(|e| format!("--model {e}"))?;
     if !meta.contains_key(TEXT_KEY) {
         return Ok(None);
     }
@@ -533,11 +581,19 @@ pub fn predict(model_path: &Path, data: &str, batch_size: usize) -> Result<Optio
         .and_then(|v| v.as_str())
         .unwrap_or("text")
         .to_string();
-    let len = settings.get("max_len").and_then(|v| v.as_u64()).unwrap_or(1).max(1) as usize;
+    let len = settings
+        .get("max_len")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1)
+        .max(1) as usize;
     let names: Vec<String> = settings
         .get("class_names")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let table =
         text::load_text_csv(Path::new(data), &col, None).map_err(|e| format!("--data {e}"))?;

@@ -138,10 +138,7 @@ impl Embedding {
 
     /// The mask for `ids`: 1.0 where the id is not 0, in the table's dtype.
     pub fn compute_mask(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(ids
-            .detach()
-            .ne_scalar(0.0)?
-            .to_dtype(self.weight.dtype())?)
+        Ok(ids.detach().ne_scalar(0.0)?.to_dtype(self.weight.dtype())?)
     }
 }
 

@@ -78,13 +78,15 @@ mod tests {
     fn averages_only_real_steps() {
         // 2 examples, 3 steps, 2 features.
         let x = Tensor::from_vec(
-            vec![1.0f64, 2.0, 3.0, 4.0, 100.0, 100.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
+            vec![
+                1.0f64, 2.0, 3.0, 4.0, 100.0, 100.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0,
+            ],
             [2, 3, 2],
             Device::Cpu,
         )
         .unwrap();
-        let m = Tensor::from_vec(vec![1.0f64, 1.0, 0.0, 0.0, 0.0, 0.0], [2, 3], Device::Cpu)
-            .unwrap();
+        let m =
+            Tensor::from_vec(vec![1.0f64, 1.0, 0.0, 0.0, 0.0, 0.0], [2, 3], Device::Cpu).unwrap();
         let (y, out_mask) = MaskedMean.forward_masked(&x, Some(&m), false).unwrap();
         assert!(out_mask.is_none());
         assert_eq!(y.to_vec::<f64>().unwrap(), [2.0, 3.0, 0.0, 0.0]);

@@ -561,12 +561,12 @@ impl Model {
             }
             let scores = self.scores(&outs, cols);
             let train_loss = loss_sum / seen.max(1) as f64;
-            let mut metrics = if self.metrics.is_empty() || (outs.is_empty() && self.needs_outputs())
-            {
-                Vec::new()
-            } else {
-                self.compute_metrics(&scores, cols, &labels, train_loss)
-            };
+            let mut metrics =
+                if self.metrics.is_empty() || (outs.is_empty() && self.needs_outputs()) {
+                    Vec::new()
+                } else {
+                    self.compute_metrics(&scores, cols, &labels, train_loss)
+                };
             if let Some(eps) = epsilon {
                 metrics.push(("epsilon".to_string(), eps));
             }

@@ -42,7 +42,9 @@ pub fn read_text(path: &Path) -> Result<String> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| NnError::Config(format!("{}: not a valid gzip file: {e}", path.display())))?;
+            .map_err(|e| {
+                NnError::Config(format!("{}: not a valid gzip file: {e}", path.display()))
+            })?;
         out
     } else {
         raw
@@ -269,7 +271,12 @@ pub fn load_text_csv(
     target_column: Option<&str>,
 ) -> Result<TextTable> {
     let text = read_text(path)?;
-    parse_text_csv(&text, &path.display().to_string(), text_column, target_column)
+    parse_text_csv(
+        &text,
+        &path.display().to_string(),
+        text_column,
+        target_column,
+    )
 }
 
 /// [`load_text_csv`] on CSV text already read; `source` names it in errors.
@@ -431,7 +438,9 @@ mod tests {
             y.to_vec::<f64>().unwrap(),
             [11., 12., 13., 14., 15., 16., 17., 18., 19.]
         );
-        let e = lm_windows(&ids[..3], 3, DType::F32).unwrap_err().to_string();
+        let e = lm_windows(&ids[..3], 3, DType::F32)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("longer than the text of 3"), "{e}");
         assert!(lm_windows(&ids, 0, DType::F32).is_err());
     }
@@ -465,7 +474,10 @@ mod tests {
         let e = parse_text_csv(csv, "t.csv", "verse", None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no column 'verse'") && e.contains("book, testament, text"), "{e}");
+        assert!(
+            e.contains("no column 'verse'") && e.contains("book, testament, text"),
+            "{e}"
+        );
         let tok = CharTokenizer::fit("And Jesus").unwrap();
         let x = encode_padded(&tok, &t.texts[1..], 8).unwrap();
         assert_eq!(x.shape(), [2, 8]);
