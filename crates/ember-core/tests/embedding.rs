@@ -67,10 +67,13 @@ fn compare(g: &Goldens, case: &str, name: &str, t: &Tensor) {
     }
 }
 
+/// (name, table shape, ids, ids' shape, padding_idx).
+type Case = (&'static str, [usize; 2], Vec<usize>, Vec<usize>, Option<usize>);
+
 #[test]
 fn matches_pytorch_with_repeats_and_padding() {
     let g = goldens();
-    let cases: [(&str, [usize; 2], Vec<usize>, Vec<usize>, Option<usize>); 3] = [
+    let cases: [Case; 3] = [
         (
             "repeats",
             [7, 5],

@@ -74,7 +74,7 @@ pub fn embedding_backward<T: Float>(
         for &(_, p) in &order[runs[r]..runs[r + 1]] {
             let g = &grad[p * dim..(p + 1) * dim];
             for (s, &v) in row.iter_mut().zip(g) {
-                *s = *s + v;
+                *s += v;
             }
         }
     };
@@ -91,7 +91,7 @@ pub fn embedding_backward<T: Float>(
         let id = order[runs[r]].0;
         let out = &mut dst[id * dim..(id + 1) * dim];
         for (o, &s) in out.iter_mut().zip(row) {
-            *o = *o + s;
+            *o += s;
         }
     }
     Ok(())
