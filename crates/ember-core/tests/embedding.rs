@@ -68,7 +68,13 @@ fn compare(g: &Goldens, case: &str, name: &str, t: &Tensor) {
 }
 
 /// (name, table shape, ids, ids' shape, padding_idx).
-type Case = (&'static str, [usize; 2], Vec<usize>, Vec<usize>, Option<usize>);
+type Case = (
+    &'static str,
+    [usize; 2],
+    Vec<usize>,
+    Vec<usize>,
+    Option<usize>,
+);
 
 #[test]
 fn matches_pytorch_with_repeats_and_padding() {
