@@ -22,12 +22,12 @@ struct Cli {
 enum Command {
     /// Train a dense network (by default the seed model on breast-cancer data).
     Train(cli::train::TrainArgs),
+    /// Continue a prompt with a character language model saved by `ember train --task lm`.
+    Generate(cli::text::GenerateArgs),
     /// Predict classes and probabilities with a model saved by `ember train --save`.
     Predict(cli::predict::PredictArgs),
     /// Evaluate a model saved by `ember train --save` on labelled data.
     Evaluate(cli::predict::EvaluateArgs),
-    /// Continue a prompt with a character language model saved by `ember train --task lm`.
-    Generate(cli::text::GenerateArgs),
     /// Benchmark kernels against the machine's measured peak.
     Bench(cli::bench::BenchArgs),
     /// Print the CPU, detected ISA extensions, chosen kernel paths and GPU availability.
@@ -65,9 +65,9 @@ fn main() {
     };
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),
+        Command::Generate(args) => cli::text::run_generate(args),
         Command::Predict(args) => cli::predict::run_predict(args),
         Command::Evaluate(args) => cli::predict::run_evaluate(args),
-        Command::Generate(args) => cli::text::run_generate(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Info => cli::info::run(),
     };

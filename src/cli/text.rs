@@ -137,8 +137,7 @@ fn fit_config(args: &TrainArgs, epoch: usize, validation_split: f64) -> FitConfi
         verbose: 0,
         callbacks: Vec::new(),
         host_reads: HostReads::Auto,
-        dp: None,
-        augment: None,
+        ..FitConfig::default()
     }
 }
 
