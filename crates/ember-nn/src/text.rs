@@ -368,11 +368,11 @@ pub fn encode_padded(tok: &CharTokenizer, texts: &[String], max_len: usize) -> R
             texts.len()
         ));
     }
-    encode_to_len(tok, &encoded, len)
+    encode_to_len(&encoded, len)
 }
 
 /// Ids of already-encoded texts as `[N, len]`, cut or padded with 0 to `len`.
-fn encode_to_len(_tok: &CharTokenizer, encoded: &[Vec<usize>], len: usize) -> Result<Tensor> {
+fn encode_to_len(encoded: &[Vec<usize>], len: usize) -> Result<Tensor> {
     let mut v = vec![PAD as f32; encoded.len() * len];
     for (row, ids) in v.chunks_mut(len).zip(encoded) {
         for (o, &i) in row.iter_mut().zip(ids) {
@@ -389,7 +389,7 @@ pub fn encode_fixed(tok: &CharTokenizer, texts: &[String], len: usize) -> Result
         return config_err("text batch: the length must be at least 1");
     }
     let encoded: Vec<Vec<usize>> = texts.iter().map(|t| tok.encode(t)).collect();
-    encode_to_len(tok, &encoded, len)
+    encode_to_len(&encoded, len)
 }
 
 #[cfg(test)]
