@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Train a dense network (by default the seed model on breast-cancer data).
     Train(cli::train::TrainArgs),
+    /// Continue a prompt with a character language model saved by `ember train --task lm`.
+    Generate(cli::text::GenerateArgs),
     /// Predict classes and probabilities with a model saved by `ember train --save`.
     Predict(cli::predict::PredictArgs),
     /// Evaluate a model saved by `ember train --save` on labelled data.
@@ -65,6 +67,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),
+        Command::Generate(args) => cli::text::run_generate(args),
         Command::Predict(args) => cli::predict::run_predict(args),
         Command::Evaluate(args) => cli::predict::run_evaluate(args),
         Command::Quantize(args) => cli::quantize::run(args),

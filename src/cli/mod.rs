@@ -6,6 +6,7 @@ pub mod memory;
 pub mod predict;
 pub mod quantize;
 pub mod scaling;
+pub mod text;
 pub mod train;
 
 /// Parses a whole-number flag value (`--epochs`, `--threads`, ...). The numeric flags accept

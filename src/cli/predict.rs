@@ -172,6 +172,9 @@ pub fn run_predict(args: PredictArgs) -> Result<(), String> {
     if args.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
+    if super::text::predict(&args.model, &args.data, args.batch_size)?.is_some() {
+        return Ok(());
+    }
     let t = load_trained(&args.model)?;
     let (table, _) = load_examples(&args.data, args.target.as_deref(), &t)?;
     if table.rows() == 0 {

@@ -58,6 +58,9 @@ pub struct TrainArgs {
     /// Label column of the CSV, by name or 0-based index (default: the last column).
     #[arg(long, value_name = "COLUMN")]
     pub target: Option<String>,
+    /// Text data: a language model on a corpus or a classifier on a CSV's text column.
+    #[command(flatten)]
+    pub text: super::text::TextFlags,
     /// Model and training settings (boxed to keep the command enum small).
     #[command(flatten)]
     pub model: Box<ModelArgs>,
@@ -153,17 +156,17 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     /// The number of epochs (the flag, else the model file's, else [`DEFAULT_EPOCHS`]).
-    fn epochs(&self) -> usize {
+    pub(crate) fn epochs(&self) -> usize {
         self.epochs.unwrap_or(DEFAULT_EPOCHS)
     }
 
     /// Samples per batch (the flag, else the model file's, else [`DEFAULT_BATCH`]).
-    fn batch_size(&self) -> usize {
+    pub(crate) fn batch_size(&self) -> usize {
         self.batch_size.unwrap_or(DEFAULT_BATCH)
     }
 
     /// The validation fraction (the flag, else the model file's, else 0.2).
-    fn validation_split(&self) -> f64 {
+    pub(crate) fn validation_split(&self) -> f64 {
         self.validation_split.unwrap_or(0.2)
     }
 
@@ -206,6 +209,9 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
     if let Some(path) = &args.plot {
         check_plot_name(path)?;
         check_output("--plot", path)?;
+    }
+    if super::text::is_text(&args) {
+        return super::text::train(&args, spec, device);
     }
     let (table, given_test, source, class_names) = load_data(&args)?;
     // The labels are checked (whole numbers, a sane class count) before anything is sized by
@@ -776,7 +782,7 @@ fn synthetic(seed: u64) -> Table {
 fn flags_spec(args: &TrainArgs, inputs: usize, classes: usize) -> Result<ModelSpec, String> {
     let hidden = parse_hidden(&args.model.hidden)?;
     let dense = |units: usize, activation: &str| LayerSpec::Dense {
-        units,
+        units: ember_nn::spec::VocabSize::Fixed(units),
         activation: activation.to_string(),
         use_bias: true,
         l1: args.model.l1,

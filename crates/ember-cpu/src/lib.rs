@@ -19,6 +19,7 @@
 //! - [`copy`]: strided copies and dtype casts.
 //! - [`error`]: the operand checks (lengths, views, indices) every public kernel makes first.
 //! - [`index`]: index_select, gather and their scatter-add adjoints.
+//! - [`embedding`]: the deterministic (sorted, per-row) backward of an embedding lookup.
 //! - [`loss`]: fused binary cross-entropy forward and backward.
 //! - [`optim`]: fused per-parameter optimizer updates.
 //! - [`par`]: the fixed chunking that makes parallel results independent of the thread count.
@@ -31,6 +32,7 @@ pub mod cache;
 pub mod conv;
 pub mod copy;
 pub mod element;
+pub mod embedding;
 pub mod error;
 pub mod gemm;
 pub mod index;

@@ -27,7 +27,9 @@
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
 //! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
 //! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant), [`dp`] (DP-SGD training),
-//! [`quantize`] (int8 dynamic quantization of Dense networks).
+//! [`quantize`] (int8 dynamic quantization of Dense networks), [`embedding`] (the Embedding
+//! layer), [`text`] (character tokenizer, language-model windows, text CSVs), [`masked_mean`]
+//! (mean over unpadded steps).
 
 pub mod augment;
 pub mod callbacks;
@@ -36,11 +38,13 @@ pub mod conv;
 pub mod data;
 pub mod distill;
 pub mod dp;
+pub mod embedding;
 pub mod error;
 pub mod image;
 pub mod init;
 pub mod layers;
 pub mod loss;
+pub mod masked_mean;
 pub mod metrics;
 pub mod model;
 pub mod module;
@@ -54,6 +58,7 @@ pub mod sequential;
 pub mod shrink;
 pub mod sparse;
 pub mod spec;
+pub mod text;
 
 pub use error::{NnError, Result};
 
@@ -62,6 +67,7 @@ pub mod prelude {
     pub use crate::callbacks::{Callback, Control, EarlyStopping, EpochHook};
     pub use crate::conv::{Conv1d, Conv2d, ConvOptions, ConvTranspose2d, Padding};
     pub use crate::data::{LabelColumn, Scaler, Table};
+    pub use crate::embedding::{Embedding, EmbeddingOptions};
     pub use crate::error::{NnError, Result};
     pub use crate::init::Initializer;
     pub use crate::layers::{

@@ -19,7 +19,8 @@ pub enum Loss {
     /// Binary cross-entropy on logits (no sigmoid on the output); numerically stable.
     BinaryCrossEntropyWithLogits,
     /// Softmax cross-entropy on logits `[N, C]` against class ids `[N]` (Keras's
-    /// `SparseCategoricalCrossentropy(from_logits=True)`, PyTorch's `CrossEntropyLoss`).
+    /// `SparseCategoricalCrossentropy(from_logits=True)`, PyTorch's `CrossEntropyLoss`), or on
+    /// sequence logits `[N, T, C]` against ids `[N, T]`, averaged over all N·T positions.
     CrossEntropy,
     /// Mean squared error.
     MeanSquaredError,
@@ -39,10 +40,26 @@ impl Loss {
     /// The mean loss over the batch as a scalar tensor (differentiable).
     pub fn compute(&self, output: &Tensor, target: &Tensor) -> Result<Tensor> {
         match self {
+            Loss::CrossEntropy if output.rank() == 3 => {
+                // Sequences (Keras semantics): logits [N, T, C] against ids [N, T], the mean
+                // over all N·T positions (padded targets count unless the data leaves them out).
+                let s = output.shape().to_vec();
+                if target.shape() != &s[..2] {
+                    return config_err(format!(
+                        "{}: targets for sequence logits {s:?} must be class ids {:?}, got {:?}",
+                        self.name(),
+                        &s[..2],
+                        target.shape()
+                    ));
+                }
+                let flat = output.reshape(vec![s[0] * s[1], s[2]])?;
+                let ids = target.reshape(vec![s[0] * s[1]])?;
+                Ok(loss::cross_entropy(&flat, &ids, Reduction::Mean)?)
+            }
             Loss::CrossEntropy => {
                 if output.rank() != 2 {
                     return config_err(format!(
-                        "{}: output must be [batch, classes], got {:?}",
+                        "{}: output must be [batch, classes] or [batch, steps, classes], got {:?}",
                         self.name(),
                         output.shape()
                     ));

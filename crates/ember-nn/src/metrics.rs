@@ -20,6 +20,10 @@ pub enum Metric {
     F1,
     /// Area under the ROC curve (binary models only).
     Auc,
+    /// Bits per character of a language model: the mean cross-entropy (over every position)
+    /// divided by ln 2. `fit` and `evaluate` take it from the loss; [`Metric::compute`]
+    /// derives it from the probabilities (−log₂ p of each label, averaged).
+    BitsPerChar,
 }
 
 impl Metric {
@@ -31,6 +35,7 @@ impl Metric {
             Metric::Recall => "recall",
             Metric::F1 => "f1",
             Metric::Auc => "auc",
+            Metric::BitsPerChar => "bpc",
         }
     }
 
@@ -38,6 +43,9 @@ impl Metric {
     /// probabilities (one column: P(class 1)); `labels` holds one class id per row;
     /// `positive` is the class treated as positive by precision, recall and F1.
     pub fn compute(&self, scores: &[f64], cols: usize, labels: &[f64], positive: usize) -> f64 {
+        if *self == Metric::BitsPerChar {
+            return bits_per_char(scores, cols, labels);
+        }
         let predicted = predicted_classes(scores, cols);
         let truth: Vec<usize> = labels.iter().map(|&l| class_id(l)).collect();
         let classes = cols.max(2);
@@ -47,6 +55,7 @@ impl Metric {
             Metric::Precision => cm.precision(positive),
             Metric::Recall => cm.recall(positive),
             Metric::F1 => cm.f1(positive),
+            Metric::BitsPerChar => bits_per_char(scores, cols, labels),
             Metric::Auc => {
                 if cols <= 1 {
                     let pos: Vec<bool> = truth.iter().map(|&t| t == positive).collect();
@@ -69,6 +78,26 @@ impl Metric {
             }
         }
     }
+}
+
+/// Mean −log₂ p(label) over the rows of `probs` (`rows × cols` probabilities); a zero
+/// probability counts as the smallest positive f64 (a finite, very large cost). NaN for no rows.
+fn bits_per_char(probs: &[f64], cols: usize, labels: &[f64]) -> f64 {
+    let rows = probs.len() / cols.max(1);
+    let n = rows.min(labels.len());
+    if n == 0 {
+        return f64::NAN;
+    }
+    let total: f64 = (0..n)
+        .map(|r| {
+            let p = probs
+                .get(r * cols + class_id(labels[r]))
+                .copied()
+                .unwrap_or(0.0);
+            -p.max(f64::MIN_POSITIVE).log2()
+        })
+        .sum();
+    total / n as f64
 }
 
 /// A label stored as a float, as a class id (negative or non-finite values become 0).

@@ -360,16 +360,30 @@ impl Model {
         }
     }
 
-    fn compute_metrics(&self, scores: &[f64], cols: usize, labels: &[f64]) -> Vec<(String, f64)> {
+    fn compute_metrics(
+        &self,
+        scores: &[f64],
+        cols: usize,
+        labels: &[f64],
+        loss: f64,
+    ) -> Vec<(String, f64)> {
         self.metrics
             .iter()
             .map(|m| {
-                (
-                    m.name().to_string(),
-                    m.compute(scores, cols, labels, self.positive_class),
-                )
+                let v = match m {
+                    // Exactly the mean cross-entropy in bits: no need to re-derive it.
+                    Metric::BitsPerChar => loss / std::f64::consts::LN_2,
+                    _ => m.compute(scores, cols, labels, self.positive_class),
+                };
+                (m.name().to_string(), v)
             })
             .collect()
+    }
+
+    /// Whether a metric needs the epoch's outputs (bits per character comes from the loss;
+    /// collecting a language model's `[N, T, V]` outputs over an epoch would cost gigabytes).
+    fn needs_outputs(&self) -> bool {
+        self.metrics.iter().any(|m| *m != Metric::BitsPerChar)
     }
 
     /// Trains the model (Keras's `fit`); see the module documentation for the semantics.
@@ -462,7 +476,7 @@ impl Model {
                 if deferred {
                     let (loss, out) = self.train_step_on_device(&xb, &yb)?;
                     dev_losses.push(loss);
-                    if !self.metrics.is_empty() {
+                    if self.needs_outputs() {
                         dev_outs.push(out);
                         dev_labels.push(yb);
                     }
@@ -478,8 +492,8 @@ impl Model {
                     other => other,
                 })?;
                 loss_sum += loss * ids.len() as f64;
-                if !self.metrics.is_empty() {
-                    cols = out.elem_count() / ids.len().max(1);
+                if self.needs_outputs() {
+                    cols = output_cols(&out, ids.len());
                     outs.extend(out.to_vec::<f64>()?);
                     labels.extend(yb.to_vec::<f64>()?);
                 }
@@ -511,7 +525,7 @@ impl Model {
                 }
                 if !dev_outs.is_empty() {
                     let outs_t = Tensor::cat(&dev_outs.iter().collect::<Vec<_>>(), 0)?;
-                    cols = outs_t.elem_count() / n_train.max(1);
+                    cols = output_cols(&outs_t, n_train);
                     outs = outs_t.to_vec::<f64>()?;
                     labels =
                         Tensor::cat(&dev_labels.iter().collect::<Vec<_>>(), 0)?.to_vec::<f64>()?;
@@ -545,10 +559,10 @@ impl Model {
                     } else {
                         let (xb, yb) = (gather_rows(&x_train, &ids)?, gather_rows(&y_train, &ids)?);
                         let (loss, out) = step(self, Some((&xb, &yb)), &mut rng)?;
-                        if !self.metrics.is_empty()
+                        if self.needs_outputs()
                             && let Some(out) = &out
                         {
-                            cols = out.elem_count() / ids.len();
+                            cols = output_cols(out, ids.len());
                             outs.extend(out.to_vec::<f64>()?);
                             labels.extend(yb.to_vec::<f64>()?);
                         }
@@ -568,11 +582,13 @@ impl Model {
                 )?);
             }
             let scores = self.scores(&outs, cols);
-            let mut metrics = if self.metrics.is_empty() || outs.is_empty() {
-                Vec::new()
-            } else {
-                self.compute_metrics(&scores, cols, &labels)
-            };
+            let train_loss = loss_sum / seen.max(1) as f64;
+            let mut metrics =
+                if self.metrics.is_empty() || (outs.is_empty() && self.needs_outputs()) {
+                    Vec::new()
+                } else {
+                    self.compute_metrics(&scores, cols, &labels, train_loss)
+                };
             if let Some(eps) = epsilon {
                 metrics.push(("epsilon".to_string(), eps));
             }
@@ -585,7 +601,7 @@ impl Model {
             };
             let logs = EpochLogs {
                 epoch: epoch + 1,
-                loss: loss_sum / seen.max(1) as f64,
+                loss: train_loss,
                 metrics,
                 val_loss,
                 val_metrics,
@@ -635,7 +651,7 @@ impl Model {
                 let (xb, yb) = (rows(x, start, len)?, rows(y, start, len)?);
                 let out = self.network.forward(&xb, false)?;
                 let loss = self.batch_loss(&out, &yb)?;
-                cols = out.elem_count() / len;
+                cols = output_cols(&out, len);
                 if on_device {
                     dev_losses.push(loss);
                     dev_outs.push(out);
@@ -656,7 +672,7 @@ impl Model {
             }
             let labels = y.to_vec::<f64>()?;
             let scores = self.scores(&outs, cols);
-            let metrics = self.compute_metrics(&scores, cols, &labels);
+            let metrics = self.compute_metrics(&scores, cols, &labels, loss_sum / n as f64);
             Ok(Evaluation {
                 loss: loss_sum / n as f64,
                 metrics,
@@ -711,5 +727,16 @@ impl Model {
             .first()
             .map(|(_, t)| t.dtype())
             .unwrap_or(DType::F32)
+    }
+}
+
+/// Columns per prediction row of a batch output of `rows` examples: the classes of a sequence
+/// output `[N, T, C]` (metrics then count every position, as Keras does), else everything
+/// after the batch axis.
+fn output_cols(out: &Tensor, rows: usize) -> usize {
+    if out.rank() == 3 {
+        out.shape()[2]
+    } else {
+        out.elem_count() / rows.max(1)
     }
 }

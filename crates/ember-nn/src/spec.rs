@@ -212,8 +212,9 @@ pub enum LayerSpec {
     /// A fully connected layer on `[N, features]`, or on every step of `[N, T, features]`
     /// (flatten images first).
     Dense {
-        /// Output width.
-        units: usize,
+        /// Output width: a number, or `"auto"` for the width the text pipeline's data needs
+        /// (a language model's vocabulary, a text classifier's classes).
+        units: VocabSize,
         /// Fused activation (`relu`, `sigmoid`, `tanh`, `gelu`, `gelu_tanh`, `linear`).
         #[serde(default = "default_activation", skip_serializing_if = "is_linear")]
         activation: String,
@@ -358,6 +359,42 @@ pub enum LayerSpec {
         /// The new per-example shape.
         shape: Vec<usize>,
     },
+    /// A lookup table of token vectors on `[T]` ids per example (PyTorch's `nn.Embedding`,
+    /// Keras's `mask_zero`); `vocab = "auto"` takes the text pipeline's vocabulary size.
+    Embedding {
+        /// Rows of the table: a number, or `"auto"` (resolved by the text pipeline).
+        vocab: VocabSize,
+        /// Size of each vector.
+        dim: usize,
+        /// Emit a padding mask for id 0 (Keras's `mask_zero`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        mask_zero: bool,
+        /// A row that gets no gradient (PyTorch's `padding_idx`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        padding_idx: Option<usize>,
+    },
+    /// Mean over the real (unmasked) steps: `[T, F]` → `[F]` (a stand-in until a
+    /// GlobalAveragePooling1D with masks lands).
+    MaskedMean,
+}
+
+/// An Embedding's vocabulary size or a Dense layer's width in a model file: a number or
+/// `"auto"` (filled in by the text pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VocabSize {
+    /// A fixed number of rows.
+    Fixed(usize),
+    /// The tokenizer's vocabulary size, filled in by the text pipeline before building.
+    Auto(AutoSize),
+}
+
+/// The word `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AutoSize {
+    /// `"auto"`.
+    #[serde(rename = "auto")]
+    Auto,
 }
 
 /// A pair of sizes that defaults to zero (paddings).
@@ -401,6 +438,8 @@ impl LayerSpec {
             LayerSpec::Upsample { .. } => "Upsample",
             LayerSpec::ZeroPad2d { .. } => "ZeroPad2d",
             LayerSpec::Reshape { .. } => "Reshape",
+            LayerSpec::Embedding { .. } => "Embedding",
+            LayerSpec::MaskedMean => "MaskedMean",
         }
     }
 }
@@ -645,7 +684,13 @@ fn build_layer(
                     ));
                 }
             };
-            Box::new(Dense::with_options(in_features, *units, opts, rng)?)
+            let VocabSize::Fixed(units) = *units else {
+                return config_err(
+                    "units = \"auto\" is filled in by the text pipeline (the vocabulary of a \
+                     language model, the classes of a text classifier); elsewhere give a number",
+                );
+            };
+            Box::new(Dense::with_options(in_features, units, opts, rng)?)
         }
         LayerSpec::Dropout { rate, seed } => {
             Box::new(Dropout::new(*rate, seed.unwrap_or(layer_seed))?)
@@ -772,6 +817,28 @@ fn build_layer(
         LayerSpec::Upsample { scale } => Box::new(Upsample::new(*scale)),
         LayerSpec::ZeroPad2d { padding } => Box::new(ZeroPad2d::new(*padding)),
         LayerSpec::Reshape { shape: to } => Box::new(Reshape::new(to)),
+        LayerSpec::Embedding {
+            vocab,
+            dim,
+            mask_zero,
+            padding_idx,
+        } => {
+            let VocabSize::Fixed(vocab) = vocab else {
+                return config_err(
+                    "vocab = \"auto\" is the text pipeline's vocabulary size; it is filled in \
+                     when training on text (`ember train --task lm` or `--text-column`); \
+                     elsewhere give a number",
+                );
+            };
+            let opts = crate::embedding::EmbeddingOptions {
+                mask_zero: *mask_zero,
+                padding_idx: *padding_idx,
+                device,
+                ..Default::default()
+            };
+            Box::new(crate::embedding::Embedding::new(*vocab, *dim, opts, rng)?)
+        }
+        LayerSpec::MaskedMean => Box::new(crate::masked_mean::MaskedMean),
     })
 }
 

@@ -882,6 +882,15 @@ impl super::BackendStorage for CudaStorage {
     ) -> Result<Self> {
         conv2d_backward_weight(spec, &contiguous(x, xl)?, &contiguous(dy, dyl)?)
     }
+    fn embedding_backward(
+        (g, _): Arg<'_, Self>,
+        _vocab: usize,
+        _dim: usize,
+        _idx: &[usize],
+        _padding: Option<usize>,
+    ) -> Result<Self> {
+        Err(not_yet("embedding backward", g))
+    }
 }
 
 /// The f32 and f64 device buffers, for generic code over [`CudaStorage`].

@@ -224,6 +224,15 @@ pub(crate) trait BackendStorage: Sized {
         x: Arg<'_, Self>,
         dy: Arg<'_, Self>,
     ) -> Result<Self>;
+    /// The embedding lookup's adjoint: the rows of `g` (`[idx.len(), dim]`) summed into zeros
+    /// of `[vocab, dim]` at rows `idx` (skipping `padding`), each row in position order.
+    fn embedding_backward(
+        g: Arg<'_, Self>,
+        vocab: usize,
+        dim: usize,
+        idx: &[usize],
+        padding: Option<usize>,
+    ) -> Result<Self>;
 }
 
 /// The error for operands on different devices (the first pair that differs).
@@ -833,4 +842,18 @@ fn states_on<'a, S>(
         }
     }
     Ok(out)
+}
+
+/// The embedding op's storage dispatch (see `fused/embedding.rs`).
+impl StorageData {
+    /// See [`BackendStorage::embedding_backward`].
+    pub(crate) fn embedding_backward(
+        (g, gl): Arg<'_, StorageData>,
+        vocab: usize,
+        dim: usize,
+        idx: &[usize],
+        padding: Option<usize>,
+    ) -> Result<StorageData> {
+        on_device!("embedding", (g) => BackendStorage::embedding_backward((g, gl), vocab, dim, idx, padding))
+    }
 }

@@ -17,6 +17,7 @@
 
 mod bce;
 mod conv;
+mod embedding;
 mod linear;
 mod norm;
 mod pool;
@@ -24,6 +25,7 @@ mod resize;
 
 pub(crate) use bce::BceOp;
 pub(crate) use conv::ConvOp;
+pub(crate) use embedding::EmbeddingOp;
 pub(crate) use linear::LinearOp;
 pub(crate) use norm::BatchNormOp;
 pub use norm::BatchNormOptions;
@@ -61,6 +63,8 @@ pub(crate) enum FusedOp {
     BatchNorm(Box<BatchNormOp>),
     /// A 2-D convolution or transposed convolution (1-D ones are views of it).
     Conv(Box<ConvOp>),
+    /// An embedding lookup (its record holds the ids).
+    Embedding(Box<EmbeddingOp>),
 }
 
 /// Dispatches to the op (statically: the backward walk visits every node's inputs).
@@ -76,6 +80,7 @@ impl FusedOp {
             FusedOp::Resize(op) => op.visit_inputs(f),
             FusedOp::BatchNorm(op) => op.visit_inputs(f),
             FusedOp::Conv(op) => op.visit_inputs(f),
+            FusedOp::Embedding(op) => op.visit_inputs(f),
         }
     }
 
@@ -89,6 +94,7 @@ impl FusedOp {
             FusedOp::Resize(op) => op.backward(y, g),
             FusedOp::BatchNorm(op) => op.backward(y, g),
             FusedOp::Conv(op) => op.backward(y, g),
+            FusedOp::Embedding(op) => op.backward(y, g),
         }
     }
 }

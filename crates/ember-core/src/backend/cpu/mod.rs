@@ -11,6 +11,7 @@
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+pub(crate) mod embedding;
 pub(crate) mod index;
 pub(crate) mod loss;
 pub(crate) mod matmul;
@@ -493,5 +494,15 @@ impl super::BackendStorage for CpuStorage {
         dy: Arg<'_, Self>,
     ) -> Result<Self> {
         conv::backward_weight(spec, x, dy)
+    }
+    #[inline]
+    fn embedding_backward(
+        g: Arg<'_, Self>,
+        vocab: usize,
+        dim: usize,
+        idx: &[usize],
+        padding: Option<usize>,
+    ) -> Result<Self> {
+        Ok(embedding::embedding_backward(g, vocab, dim, idx, padding))
     }
 }
