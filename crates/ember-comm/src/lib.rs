@@ -13,6 +13,8 @@
 //! - NCCL (planned, cargo feature `nccl`): NCCL through cudarc, loaded at run time. One process
 //!   per GPU; the NCCL unique id travels over an MPI (or any other) communicator.
 //!
+//! - [`local::LocalGroup`]: p ranks as p threads of one process (tests, no MPI needed).
+//!
 //! The trait works on host slices of `f32` and `f64`, the element types of ember's parameters.
 //! [`Word`] lets generic code (ember-nn's sharded step) pick the right method by type.
 //!
@@ -21,6 +23,7 @@
 
 use std::fmt;
 
+pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 

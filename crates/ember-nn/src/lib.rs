@@ -27,6 +27,7 @@
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
 //! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
 //! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant), [`dp`] (DP-SGD training),
+//! [`dist`] (data-parallel training across MPI ranks, bit-identical for any rank count),
 //! [`quantize`] (int8 dynamic quantization of Dense networks).
 
 pub mod augment;
@@ -34,6 +35,7 @@ pub mod callbacks;
 pub mod checkpoint;
 pub mod conv;
 pub mod data;
+pub mod dist;
 pub mod dp;
 pub mod error;
 pub mod image;

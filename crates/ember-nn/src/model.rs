@@ -55,6 +55,9 @@ pub struct FitConfig {
     /// Train with DP-SGD (Poisson-sampled batches of expected size `batch_size`, per-example
     /// clipping and noise; see [`crate::dp`]); the epoch logs then carry `epsilon`.
     pub dp: Option<crate::dp::DpSgd>,
+    /// Train data-parallel across the ranks of a communicator (see [`crate::dist`]); every
+    /// rank calls `fit` with the same arguments. `None`: one process, as always.
+    pub distributed: Option<crate::dist::Distributed>,
 }
 
 /// When [`Model::fit`] reads batch losses and outputs back to the host.
@@ -88,6 +91,7 @@ impl Default for FitConfig {
             host_reads: HostReads::Auto,
             augment: None,
             dp: None,
+            distributed: None,
         }
     }
 }
@@ -289,7 +293,7 @@ impl Model {
     }
 
     /// The loss of one batch including the regularisation penalty, as a scalar tensor.
-    fn batch_loss(&self, out: &Tensor, y: &Tensor) -> Result<Tensor> {
+    pub(crate) fn batch_loss(&self, out: &Tensor, y: &Tensor) -> Result<Tensor> {
         let data = self.loss.compute(out, y)?;
         Ok(match self.network.regularization()? {
             Some(r) => data.add(&r.to_dtype(data.dtype())?)?,
@@ -400,6 +404,11 @@ impl Model {
             dp.validate()?;
             self.check_dp_layers()?;
         }
+        // Distributed: checks, and rank 0's weights everywhere; only rank 0 prints.
+        if let Some(d) = &cfg.distributed {
+            self.dist_begin(d, cfg.dp.is_some())?;
+        }
+        let rank0 = cfg.distributed.as_ref().is_none_or(|d| d.comm.rank() == 0);
         let batches = n_train.div_ceil(cfg.batch_size);
         for cb in cfg.callbacks.iter_mut() {
             cb.on_train_begin(cfg.epochs, batches);
@@ -413,6 +422,7 @@ impl Model {
             }
             let (mut loss_sum, mut outs, mut labels, mut cols) = (0.0, Vec::new(), Vec::new(), 1);
             let deferred = match cfg.host_reads {
+                _ if cfg.distributed.is_some() => false,
                 HostReads::Auto => x.device() != ember_core::Device::Cpu,
                 HostReads::PerBatch => false,
                 HostReads::PerEpoch => true,
@@ -440,6 +450,29 @@ impl Model {
                 let start = b * cfg.batch_size;
                 let xb = rows(&x_epoch, start, ids.len())?;
                 let yb = rows(&y_epoch, start, ids.len())?;
+                if let Some(d) = &cfg.distributed {
+                    let s = self
+                        .dist_step(d, &xb, &yb, !self.metrics.is_empty())
+                        .map_err(|e| match e {
+                            NnError::Diverged { step, loss, .. } => NnError::Diverged {
+                                step,
+                                epoch: Some(epoch + 1),
+                                batch: Some(b),
+                                loss,
+                            },
+                            other => other,
+                        })?;
+                    loss_sum += s.loss * ids.len() as f64;
+                    if !self.metrics.is_empty() {
+                        cols = s.cols;
+                        outs.extend(s.outputs);
+                        labels.extend(yb.to_vec::<f64>()?);
+                    }
+                    for cb in cfg.callbacks.iter_mut() {
+                        cb.on_batch_end(epoch, b, s.loss);
+                    }
+                    continue;
+                }
                 if deferred {
                     let (loss, out) = self.train_step_on_device(&xb, &yb)?;
                     dev_losses.push(loss);
@@ -569,7 +602,7 @@ impl Model {
                 val_metrics,
                 seconds: start.elapsed().as_secs_f64(),
             };
-            if cfg.verbose > 0 {
+            if cfg.verbose > 0 && rank0 {
                 println!("Epoch {}/{} - {}", epoch + 1, cfg.epochs, logs.line());
             }
             let params = self.network.named_parameters();
