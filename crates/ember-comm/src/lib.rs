@@ -78,6 +78,12 @@ pub trait Communicator {
     fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize) -> Result<()>;
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
+    /// Ends this process after an error, and with it every other rank (MPI_Abort), so that no
+    /// peer waits forever in a collective this rank will never join. The default, for groups
+    /// without a launcher to stop, exits this process with `code`.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 }
 
 /// Checks the arguments of an all-gather-v on rank `rank` of `size`: one count per rank and

@@ -167,4 +167,7 @@ impl Communicator for Mpi {
         self.world.barrier();
         Ok(())
     }
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
 }
