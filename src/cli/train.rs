@@ -464,6 +464,16 @@ fn run_inner(
             steps as f64 / train_seconds.max(1e-9)
         );
     }
+    if let (Some(s), false) = (session, args.json) {
+        println!(
+            "Distributed: {}, {:?}: {:.3} s of {:.3} s in collectives on this rank ({:.1}%)",
+            s.config.comm.name(),
+            s.config.all_reduce,
+            ember_nn::dist::comm_seconds(),
+            train_seconds,
+            100.0 * ember_nn::dist::comm_seconds() / train_seconds.max(1e-9)
+        );
+    }
     // Rank 0 alone writes the checkpoint and the plot.
     if session.is_some_and(|s| s.rank() != 0) {
         return Ok(());
