@@ -112,6 +112,10 @@ pub fn setup(args: &DistArgs) -> Result<Option<Session>, String> {
 }
 
 #[cfg(feature = "mpi")]
+// `Distributed` holds an `Arc<dyn Communicator>` so that thread-safe communicators (the local
+// thread group) can be shared across threads; MPI's world communicator is used from the main
+// thread only (MPI was initialised without thread support), so its `Arc` never crosses one.
+#[allow(clippy::arc_with_non_send_sync)]
 fn init() -> Result<Arc<dyn Communicator>, String> {
     Ok(Arc::new(
         ember_comm::mpi::Mpi::init().map_err(|e| e.to_string())?,

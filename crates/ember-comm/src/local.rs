@@ -34,14 +34,14 @@ struct Shared {
     timeout: Duration,
 }
 
-/// A group of ranks living in one process; [`LocalGroup::new`] hands out one communicator per
+/// A group of ranks living in one process; [`LocalGroup::ranks`] hands out one communicator per
 /// rank, to be moved into that rank's thread.
 pub struct LocalGroup;
 
 impl LocalGroup {
     /// `size` communicators (ranks `0..size`) whose collectives fail after waiting `timeout`
     /// for the other ranks.
-    pub fn new(size: usize, timeout: Duration) -> Vec<LocalComm> {
+    pub fn ranks(size: usize, timeout: Duration) -> Vec<LocalComm> {
         let shared = Arc::new(Shared {
             round: Mutex::new(Round {
                 generation: 0,
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn three_threads_reduce_gather_and_broadcast() {
-        let comms = LocalGroup::new(3, Duration::from_secs(20));
+        let comms = LocalGroup::ranks(3, Duration::from_secs(20));
         let handles: Vec<_> = comms
             .into_iter()
             .map(|c| {
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_missing_rank_is_an_error_after_the_timeout() {
-        let mut comms = LocalGroup::new(2, Duration::from_millis(200));
+        let mut comms = LocalGroup::ranks(2, Duration::from_millis(200));
         let _absent = comms.pop();
         let c = comms.pop().unwrap();
         let e = c.barrier().unwrap_err();

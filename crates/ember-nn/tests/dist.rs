@@ -102,7 +102,7 @@ fn ranks(p: usize) -> Vec<Arc<dyn Communicator + Send + Sync>> {
     if p == 1 {
         return vec![Arc::new(SingleProcess)];
     }
-    LocalGroup::new(p, Duration::from_secs(120))
+    LocalGroup::ranks(p, Duration::from_secs(120))
         .into_iter()
         .map(|c| Arc::new(c) as Arc<dyn Communicator + Send + Sync>)
         .collect()
@@ -176,7 +176,7 @@ fn layers_with_state_are_refused_by_the_tree_reduction() {
 
 #[test]
 fn a_rank_that_stops_makes_the_others_fail_within_the_timeout() {
-    let mut comms = LocalGroup::new(2, Duration::from_millis(500));
+    let mut comms = LocalGroup::ranks(2, Duration::from_millis(500));
     let _dead = comms.pop(); // rank 1 never calls fit
     let comm = comms.pop().unwrap();
     let (mut m, x, y) = model(false).unwrap();
