@@ -8,12 +8,11 @@
 //!
 //! - [`SingleProcess`]: size 1, no dependency; every collective is the identity. It is what a
 //!   build without features has, and what tests use.
-//! - [`mpi::Mpi`] (cargo feature `mpi`): MPI through the rsmpi crate, over the system's MPI
+//! - `mpi::Mpi` (cargo feature `mpi`): MPI through the rsmpi crate, over the system's MPI
 //!   library (OpenMPI on Debian). One process per rank, launched by `mpirun`.
-//! - NCCL (planned, cargo feature `nccl`): NCCL through cudarc, loaded at run time. One process
-//!   per GPU; the NCCL unique id travels over an MPI (or any other) communicator.
-//!
 //! - [`local::LocalGroup`]: p ranks as p threads of one process (tests, no MPI needed).
+//! - NCCL (not built yet; planned as cargo feature `nccl`): NCCL through cudarc, loaded at
+//!   run time, one process per GPU, the NCCL unique id broadcast over MPI.
 //!
 //! The trait works on host slices of `f32` and `f64`, the element types of ember's parameters.
 //! [`Word`] lets generic code (ember-nn's sharded step) pick the right method by type.

@@ -294,7 +294,11 @@ impl Model {
         if b == 0 {
             return config_err("distributed fit: empty batch");
         }
-        let cols: usize = self.network.output_shape(&x.shape()[1..])?.iter().product();
+        let cols: usize = self
+            .network
+            .output_shape(x.shape().get(1..).unwrap_or(&[]))?
+            .iter()
+            .product();
         let n_params = self.network.parameter_count();
         // Parts of the batch: M shards (tree) or one per rank (plain); the parts this rank owns.
         let (parts, (lo, hi)) = match d.all_reduce {
