@@ -11,8 +11,8 @@
 //! - `mpi::Mpi` (cargo feature `mpi`): MPI through the rsmpi crate, over the system's MPI
 //!   library (OpenMPI on Debian). One process per rank, launched by `mpirun`.
 //! - [`local::LocalGroup`]: p ranks as p threads of one process (tests, no MPI needed).
-//! - NCCL (not built yet; planned as cargo feature `nccl`): NCCL through cudarc, loaded at
-//!   run time, one process per GPU, the NCCL unique id broadcast over MPI.
+//! - `nccl::Nccl` (cargo feature `nccl`): NCCL through cudarc, loaded at run time, one process
+//!   per GPU, the NCCL unique id broadcast over a bootstrap communicator (MPI).
 //!
 //! The trait works on host slices of `f32` and `f64`, the element types of ember's parameters.
 //! [`Word`] lets generic code (ember-nn's sharded step) pick the right method by type.
@@ -25,6 +25,8 @@ use std::fmt;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 
 /// What went wrong in a collective operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +221,7 @@ pub fn launched_by_mpi() -> bool {
 pub const HAS_MPI: bool = cfg!(feature = "mpi");
 
 /// Whether this build has the NCCL communicator (cargo feature `nccl`).
-pub const HAS_NCCL: bool = false;
+pub const HAS_NCCL: bool = cfg!(feature = "nccl");
 
 #[cfg(test)]
 mod tests {
