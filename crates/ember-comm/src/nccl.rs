@@ -37,6 +37,15 @@ impl Nccl {
     /// index on its node). Every rank of `bootstrap` must call it.
     pub fn init(bootstrap: &dyn Communicator, ordinal: usize) -> Result<Nccl> {
         let (rank, size) = (bootstrap.rank(), bootstrap.size());
+        // cudarc panics on first use of a library it cannot load: probe both first.
+        // SAFETY: the probes only try to open the shared libraries.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return err("NCCL init: the CUDA driver library (libcuda.so) is not installed");
+        }
+        // SAFETY: as above.
+        if !unsafe { cudarc::nccl::sys::is_culib_present() } {
+            return err("NCCL init: libnccl.so is not installed");
+        }
         let ctx = CudaContext::new(ordinal).map_err(nccl_err("CUDA context"))?;
         let stream = ctx.default_stream();
         let mut id_bytes = if rank == 0 {
