@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CRATES=(ember-ops ember-core ember-cpu ember-nn ember ember-cli)
+CRATES=(ember-ops ember-comm ember-core ember-cpu ember-nn ember ember-cli)
 lists=$(mktemp -d)
 trap 'rm -rf "$lists"' EXIT
 

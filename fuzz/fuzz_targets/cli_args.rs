@@ -197,6 +197,7 @@ fn run(f: &Flags) -> ember_nn::Result<()> {
             host_reads: HostReads::Auto,
             augment: None,
             dp: None,
+            distributed: None,
         },
     )?;
     if test.rows() > 0 {

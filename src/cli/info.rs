@@ -42,6 +42,7 @@ pub fn run() -> Result<(), String> {
         rayon::current_num_threads()
     );
     println!("gpu:      {}", gpu());
+    println!("communicator: {}", super::dist::describe());
     Ok(())
 }
 

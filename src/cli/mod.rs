@@ -1,6 +1,7 @@
 //! Subcommands of the `ember` binary, one module each, and the rules they share.
 
 pub mod bench;
+pub mod dist;
 pub mod info;
 pub mod memory;
 pub mod predict;

@@ -76,6 +76,10 @@ pub struct TrainArgs {
     /// Start from the weights (and optimizer state, if it matches) in this checkpoint.
     #[arg(long, value_name = "PATH.safetensors")]
     pub load: Option<PathBuf>,
+    /// Epoch to start at (0-based, Keras's `initial_epoch`): with --load, resumes a run saved
+    /// after that many epochs, with the same shuffles an uninterrupted run would have had.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::whole_number)]
+    pub initial_epoch: usize,
     /// Save weights and optimizer state here after training (the directory must exist; it
     /// is checked before the first epoch).
     #[arg(long, value_name = "PATH.safetensors")]
@@ -87,6 +91,9 @@ pub struct TrainArgs {
     /// Print JSON lines (one per epoch, then one with the test results) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Data-parallel training over MPI (`--distributed`, `--allreduce`, `--micro-shards`).
+    #[command(flatten)]
+    pub dist: super::dist::DistArgs,
 }
 
 /// The model and training flags of `ember train`.
@@ -195,6 +202,24 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
         }
     }
     check_args(&args)?;
+    // `--distributed`: MPI starts here; a rank that fails from now on ends the whole job.
+    if let Some(session) = super::dist::setup(&args.dist)? {
+        let rank0 = session.rank() == 0;
+        return match run_inner(args, spec, Some(&session)) {
+            Ok(()) => Ok(()),
+            Err(e) if rank0 && session.config.comm.size() == 1 => Err(e),
+            Err(e) => session.fail(&e),
+        };
+    }
+    run_inner(args, spec, None)
+}
+
+/// `run` after the flags are checked (and, with `--distributed`, MPI started).
+fn run_inner(
+    args: TrainArgs,
+    spec: Option<ModelSpec>,
+    session: Option<&super::dist::Session>,
+) -> Result<(), String> {
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -403,7 +428,7 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
                 shuffle: true,
                 seed: args.model.seed,
                 verbose: 0,
-                initial_epoch: 0,
+                initial_epoch: args.initial_epoch,
                 callbacks: vec![Box::new(reporter)],
                 host_reads: ember_nn::model::HostReads::Auto,
                 dp: dp_config(&args)?,
@@ -414,6 +439,7 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
                     .and_then(|t| t.shift)
                     .filter(|&m| m > 0)
                     .map(|max| ember_nn::augment::Augmentation::RandomShift { max }),
+                distributed: session.map(|s| s.config.clone()),
             },
         )
         .map_err(|e| e.to_string())?;
@@ -444,6 +470,20 @@ pub fn run(mut args: TrainArgs) -> Result<(), String> {
             train_seconds,
             steps as f64 / train_seconds.max(1e-9)
         );
+    }
+    if let (Some(s), false) = (session, args.json) {
+        println!(
+            "Distributed: {}, {:?}: {:.3} s of {:.3} s in collectives on this rank ({:.1}%)",
+            s.config.comm.name(),
+            s.config.all_reduce,
+            ember_nn::dist::comm_seconds(),
+            train_seconds,
+            100.0 * ember_nn::dist::comm_seconds() / train_seconds.max(1e-9)
+        );
+    }
+    // Rank 0 alone writes the checkpoint and the plot.
+    if session.is_some_and(|s| s.rank() != 0) {
+        return Ok(());
     }
     write_outputs(
         &model,

@@ -27,15 +27,18 @@
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
 //! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
 //! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant), [`dp`] (DP-SGD training),
-//! [`quantize`] (int8 dynamic quantization of Dense networks), [`embedding`] (the Embedding
-//! layer), [`text`] (character tokenizer, language-model windows, text CSVs), [`masked_mean`]
-//! (mean over unpadded steps).
+//! [`dist`] (data-parallel training across MPI ranks, bit-identical for any rank count),
+//! [`quantize`] (int8 dynamic and static quantization of Dense networks), [`prune`] and
+//! [`shrink`] (unstructured and channel pruning), [`sparse`] (CSR inference), [`distill`]
+//! (knowledge distillation), [`embedding`] (the Embedding layer), [`text`] (character
+//! tokenizer, language-model windows, text CSVs), [`masked_mean`] (mean over unpadded steps).
 
 pub mod augment;
 pub mod callbacks;
 pub mod checkpoint;
 pub mod conv;
 pub mod data;
+pub mod dist;
 pub mod distill;
 pub mod dp;
 pub mod embedding;

@@ -58,6 +58,9 @@ pub struct FitConfig {
     /// Gradual magnitude pruning: masks recomputed on the schedule before optimizer steps
     /// (see [`crate::prune`]).
     pub pruning: Option<crate::prune::Pruning>,
+    /// Train data-parallel across the ranks of a communicator (see [`crate::dist`]); every
+    /// rank calls `fit` with the same arguments. `None`: one process, as always.
+    pub distributed: Option<crate::dist::Distributed>,
 }
 
 /// When [`Model::fit`] reads batch losses and outputs back to the host.
@@ -92,6 +95,7 @@ impl Default for FitConfig {
             augment: None,
             dp: None,
             pruning: None,
+            distributed: None,
         }
     }
 }
@@ -430,6 +434,11 @@ impl Model {
         if let Some(p) = &cfg.pruning {
             p.schedule.validate()?;
         }
+        // Distributed: checks, and rank 0's weights everywhere; only rank 0 prints.
+        if let Some(d) = &cfg.distributed {
+            self.dist_begin(d, cfg.dp.is_some())?;
+        }
+        let rank0 = cfg.distributed.as_ref().is_none_or(|d| d.comm.rank() == 0);
         let batches = n_train.div_ceil(cfg.batch_size);
         for cb in cfg.callbacks.iter_mut() {
             cb.on_train_begin(cfg.epochs, batches);
@@ -443,6 +452,7 @@ impl Model {
             }
             let (mut loss_sum, mut outs, mut labels, mut cols) = (0.0, Vec::new(), Vec::new(), 1);
             let deferred = match cfg.host_reads {
+                _ if cfg.distributed.is_some() => false,
                 HostReads::Auto => x.device() != ember_core::Device::Cpu,
                 HostReads::PerBatch => false,
                 HostReads::PerEpoch => true,
@@ -472,6 +482,29 @@ impl Model {
                 let yb = rows(&y_epoch, start, ids.len())?;
                 if let Some(p) = &cfg.pruning {
                     p.before_step(self)?;
+                }
+                if let Some(d) = &cfg.distributed {
+                    let s =
+                        self.dist_step(d, &xb, &yb, self.needs_outputs())
+                            .map_err(|e| match e {
+                                NnError::Diverged { step, loss, .. } => NnError::Diverged {
+                                    step,
+                                    epoch: Some(epoch + 1),
+                                    batch: Some(b),
+                                    loss,
+                                },
+                                other => other,
+                            })?;
+                    loss_sum += s.loss * ids.len() as f64;
+                    if self.needs_outputs() {
+                        cols = s.cols;
+                        outs.extend(s.outputs);
+                        labels.extend(yb.to_vec::<f64>()?);
+                    }
+                    for cb in cfg.callbacks.iter_mut() {
+                        cb.on_batch_end(epoch, b, s.loss);
+                    }
+                    continue;
                 }
                 if deferred {
                     let (loss, out) = self.train_step_on_device(&xb, &yb)?;
@@ -607,7 +640,7 @@ impl Model {
                 val_metrics,
                 seconds: start.elapsed().as_secs_f64(),
             };
-            if cfg.verbose > 0 {
+            if cfg.verbose > 0 && rank0 {
                 println!("Epoch {}/{} - {}", epoch + 1, cfg.epochs, logs.line());
             }
             let params = self.network.named_parameters();
