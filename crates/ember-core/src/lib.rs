@@ -49,8 +49,10 @@ pub use ember_cpu::qgemm;
 /// The op vocabulary shared by every ember crate (re-exported: users never name a kernel crate).
 pub use ember_ops;
 pub use ember_ops::{Activation, BceForm, BinaryOp, Pad2d, PadMode, ReduceOp, UnaryOp};
+pub use ember_ops::{CellKind, RnnActivation};
 pub use error::{Error, ErrorSource, Result};
 pub use fused::{BatchNormOptions, PoolOptions};
+pub use fused::{RecurrentInputs, RecurrentOutput, recurrent};
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
 pub use layout::Layout;
 pub use loss::Reduction;

@@ -47,6 +47,7 @@ pub mod optim;
 pub mod pooling;
 pub mod privacy;
 pub mod quantize;
+pub mod recurrent;
 pub mod regularizer;
 pub mod sequential;
 pub mod spec;
@@ -71,6 +72,7 @@ pub mod prelude {
     pub use crate::pooling::{
         AvgPool2d, BatchNorm2d, GlobalAvgPool2d, MaxPool2d, Pad, Reshape, Upsample, ZeroPad2d,
     };
+    pub use crate::recurrent::{Recurrent, RecurrentOptions};
     pub use crate::regularizer::Regularizer;
     pub use crate::sequential::Sequential;
     pub use ember_core::{Activation, DType, Device, Tensor};

@@ -20,6 +20,7 @@ mod conv;
 mod linear;
 mod norm;
 mod pool;
+mod recurrent;
 mod resize;
 
 pub(crate) use bce::BceOp;
@@ -29,6 +30,8 @@ pub(crate) use norm::BatchNormOp;
 pub use norm::BatchNormOptions;
 pub use pool::PoolOptions;
 pub(crate) use pool::{AdaptivePoolOp, PoolOp};
+pub(crate) use recurrent::RecurrentOp;
+pub use recurrent::{RecurrentInputs, RecurrentOutput, recurrent};
 pub(crate) use resize::ResizeOp;
 
 use crate::error::Result;
@@ -61,6 +64,8 @@ pub(crate) enum FusedOp {
     BatchNorm(Box<BatchNormOp>),
     /// A 2-D convolution or transposed convolution (1-D ones are views of it).
     Conv(Box<ConvOp>),
+    /// A recurrent sequence (simple RNN, LSTM, GRU).
+    Recurrent(Box<RecurrentOp>),
 }
 
 /// Dispatches to the op (statically: the backward walk visits every node's inputs).
@@ -76,6 +81,7 @@ impl FusedOp {
             FusedOp::Resize(op) => op.visit_inputs(f),
             FusedOp::BatchNorm(op) => op.visit_inputs(f),
             FusedOp::Conv(op) => op.visit_inputs(f),
+            FusedOp::Recurrent(op) => op.visit_inputs(f),
         }
     }
 
@@ -89,6 +95,7 @@ impl FusedOp {
             FusedOp::Resize(op) => op.backward(y, g),
             FusedOp::BatchNorm(op) => op.backward(y, g),
             FusedOp::Conv(op) => op.backward(y, g),
+            FusedOp::Recurrent(op) => op.backward(y, g),
         }
     }
 }
