@@ -171,6 +171,32 @@ impl Recurrent {
         })
     }
 
+    /// Builds the layer a model file describes: per-example input `shape` `[T, features]`,
+    /// `(return_sequences, bidirectional, num_layers)`, f32 on `device`.
+    pub fn from_spec(
+        kind: CellKind,
+        units: usize,
+        (return_sequences, bidirectional, num_layers): (bool, bool, usize),
+        shape: &[usize],
+        device: Device,
+        rng: &mut StdRng,
+    ) -> Result<Recurrent> {
+        let [_, f] = shape else {
+            return config(format!(
+                "{} takes [steps, features] per example, got {shape:?}",
+                kind_name(kind)
+            ));
+        };
+        let opts = RecurrentOptions {
+            return_sequences,
+            bidirectional,
+            num_layers,
+            device,
+            ..RecurrentOptions::default()
+        };
+        Recurrent::new(kind, *f, units, opts, rng)
+    }
+
     /// The cell kind.
     pub fn cell(&self) -> CellKind {
         self.kind

@@ -45,9 +45,11 @@ use crate::optim::Optimizer;
 use crate::pooling::{
     AvgPool2d, BatchNorm2d, GlobalAvgPool2d, MaxPool2d, Reshape, Upsample, ZeroPad2d,
 };
+use crate::recurrent::Recurrent;
 use crate::regularizer::Regularizer;
 use crate::sequential::Sequential;
 use ember_core::{Activation, Device, PoolOptions};
+use ember_core::{CellKind, RnnActivation};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -358,6 +360,62 @@ pub enum LayerSpec {
         /// The new per-example shape.
         shape: Vec<usize>,
     },
+    /// A simple recurrent layer on `[T, features]` (PyTorch's `nn.RNN`, Keras's `SimpleRNN`).
+    #[serde(rename = "SimpleRNN")]
+    SimpleRnn {
+        /// Hidden units.
+        units: usize,
+        /// `tanh` (default) or `relu`.
+        #[serde(default = "default_rnn_activation")]
+        activation: String,
+        /// Output every step `[T, D·units]` (else the final state `[D·units]`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        return_sequences: bool,
+        /// Also run backward in time and concatenate (D = 2).
+        #[serde(default, skip_serializing_if = "is_false")]
+        bidirectional: bool,
+        /// Stacked layers.
+        #[serde(default = "default_groups", skip_serializing_if = "is_one_usize")]
+        num_layers: usize,
+    },
+    /// An LSTM layer on `[T, features]` (PyTorch's `nn.LSTM`).
+    #[serde(rename = "LSTM")]
+    Lstm {
+        /// Hidden units.
+        units: usize,
+        /// Output every step `[T, D·units]` (else the final state `[D·units]`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        return_sequences: bool,
+        /// Also run backward in time and concatenate (D = 2).
+        #[serde(default, skip_serializing_if = "is_false")]
+        bidirectional: bool,
+        /// Stacked layers.
+        #[serde(default = "default_groups", skip_serializing_if = "is_one_usize")]
+        num_layers: usize,
+    },
+    /// A GRU layer on `[T, features]` (PyTorch's `nn.GRU`).
+    #[serde(rename = "GRU")]
+    Gru {
+        /// Hidden units.
+        units: usize,
+        /// Output every step `[T, D·units]` (else the final state `[D·units]`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        return_sequences: bool,
+        /// Also run backward in time and concatenate (D = 2).
+        #[serde(default, skip_serializing_if = "is_false")]
+        bidirectional: bool,
+        /// Stacked layers.
+        #[serde(default = "default_groups", skip_serializing_if = "is_one_usize")]
+        num_layers: usize,
+    },
+}
+
+fn default_rnn_activation() -> String {
+    "tanh".into()
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A pair of sizes that defaults to zero (paddings).
@@ -401,6 +459,9 @@ impl LayerSpec {
             LayerSpec::Upsample { .. } => "Upsample",
             LayerSpec::ZeroPad2d { .. } => "ZeroPad2d",
             LayerSpec::Reshape { .. } => "Reshape",
+            LayerSpec::SimpleRnn { .. } => "SimpleRNN",
+            LayerSpec::Lstm { .. } => "LSTM",
+            LayerSpec::Gru { .. } => "GRU",
         }
     }
 }
@@ -765,6 +826,57 @@ fn build_layer(
         LayerSpec::Upsample { scale } => Box::new(Upsample::new(*scale)),
         LayerSpec::ZeroPad2d { padding } => Box::new(ZeroPad2d::new(*padding)),
         LayerSpec::Reshape { shape: to } => Box::new(Reshape::new(to)),
+        LayerSpec::SimpleRnn {
+            units,
+            activation: act,
+            return_sequences,
+            bidirectional,
+            num_layers,
+        } => {
+            let kind = match act.as_str() {
+                "tanh" => CellKind::Rnn(RnnActivation::Tanh),
+                "relu" => CellKind::Rnn(RnnActivation::Relu),
+                other => {
+                    return config_err(format!(
+                        "SimpleRNN activation '{other}': expected tanh or relu"
+                    ));
+                }
+            };
+            let o = (*return_sequences, *bidirectional, *num_layers);
+            Box::new(Recurrent::from_spec(kind, *units, o, shape, device, rng)?)
+        }
+        LayerSpec::Lstm {
+            units,
+            return_sequences,
+            bidirectional,
+            num_layers,
+        } => {
+            let o = (*return_sequences, *bidirectional, *num_layers);
+            Box::new(Recurrent::from_spec(
+                CellKind::Lstm,
+                *units,
+                o,
+                shape,
+                device,
+                rng,
+            )?)
+        }
+        LayerSpec::Gru {
+            units,
+            return_sequences,
+            bidirectional,
+            num_layers,
+        } => {
+            let o = (*return_sequences, *bidirectional, *num_layers);
+            Box::new(Recurrent::from_spec(
+                CellKind::Gru,
+                *units,
+                o,
+                shape,
+                device,
+                rng,
+            )?)
+        }
     })
 }
 

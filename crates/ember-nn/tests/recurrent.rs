@@ -285,3 +285,65 @@ fn shapes_init_and_errors() {
         .is_err()
     );
 }
+
+#[test]
+fn model_files_build_recurrent_layers() {
+    use ember_nn::spec::ModelSpec;
+    let text = r#"
+name = "seq"
+input_shape = [28, 28]
+
+[[layers]]
+type = "LSTM"
+units = 16
+return_sequences = true
+bidirectional = true
+
+[[layers]]
+type = "GRU"
+units = 8
+num_layers = 2
+
+[[layers]]
+type = "Dense"
+units = 10
+"#;
+    let spec = ModelSpec::parse(text, "seq.toml").unwrap();
+    let net = spec.build(1, Device::Cpu).unwrap();
+    assert_eq!(spec.output_shape(&net).unwrap(), vec![10]);
+    let names: Vec<String> = net.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("weight_ih_l0_reverse")),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.ends_with("bias_hh_l1")), "{names:?}");
+    let y = net.forward(&fill(&[2, 28, 28], 0.0, 1.0), false).unwrap();
+    assert_eq!(y.shape(), &[2, 10]);
+    let rnn = ModelSpec::parse(
+        "name = \"r\"\ninput_shape = [5, 3]\n[[layers]]\ntype = \"SimpleRNN\"\nunits = 4\nactivation = \"relu\"\n",
+        "r.toml",
+    )
+    .unwrap();
+    let net = rnn.build(1, Device::Cpu).unwrap();
+    assert_eq!(net.layers()[0].describe(), "SimpleRNN 4, relu");
+    let bad = ModelSpec::parse(
+        "name = \"r\"\ninput_shape = [5, 3]\n[[layers]]\ntype = \"SimpleRNN\"\nunits = 4\nactivation = \"gelu\"\n",
+        "r.toml",
+    )
+    .unwrap()
+    .build(1, Device::Cpu)
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(bad.contains("SimpleRNN activation 'gelu'"), "{bad}");
+    let flat = ModelSpec::parse(
+        "name = \"r\"\ninput_shape = [5]\n[[layers]]\ntype = \"LSTM\"\nunits = 4\n",
+        "r.toml",
+    )
+    .unwrap()
+    .build(1, Device::Cpu)
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(flat.contains("LSTM takes [steps, features]"), "{flat}");
+}
