@@ -3,7 +3,7 @@
 //!
 //! Cases: `gemm` (GFLOP/s vs the FMA peak of the chosen ISA × threads), `elementwise` and
 //! `loss` (GB/s vs the measured copy bandwidth), `mlp` (a full training step: forward, backward,
-//! Adam), `peak` (the yardsticks themselves) and `all`. Timing follows the peer scripts'
+//! Adam), `lstm` (a sequential-MNIST LSTM training step, `bench/lstm.rs`), `peak` (the yardsticks themselves) and `all`. Timing follows the peer scripts'
 //! protocol (`scripts/peers/sgemm_py.py`): warm up, repeat each call until one sample takes at
 //! least 2 ms, sample until `--min-time` has passed (at least 5 samples), report the median.
 //! The yardsticks (FMA peak, copy bandwidth) are the *fastest* of their samples, since a peak
@@ -15,6 +15,8 @@
 //! cache.
 //! Sizes are checked against the memory available before any operand is allocated.
 //! `--json` prints one object per case so scripts can line ember up with other libraries.
+
+mod lstm;
 
 use ember_cpu::isa::{self, Isa};
 use serde_json::{Value, json};
@@ -35,6 +37,9 @@ pub enum Case {
     Mlp,
     /// conv2d forward, backward-data and backward-weight at the MNIST-CNN and ResNet shapes.
     Conv,
+    /// A sequential-MNIST training step: LSTM(128) over 28 steps of 28 → Dense 10, batch 64,
+    /// cross-entropy, Adam (issue 15's task; peer: `seq_cnn_peers.py --task lstm`).
+    Lstm,
     /// Everything above.
     All,
 }
@@ -127,10 +132,11 @@ fn run_cuda(args: &BenchArgs) -> Result<(), String> {
         Case::Elementwise => Suite::Elementwise,
         Case::Loss => Suite::Loss,
         Case::All => Suite::All,
-        Case::Peak | Case::Mlp | Case::Conv => {
+        Case::Peak | Case::Mlp | Case::Conv | Case::Lstm => {
             let name = match args.case {
                 Case::Peak => "peak",
                 Case::Mlp => "mlp",
+                Case::Lstm => "lstm",
                 _ => "conv",
             };
             return Err(format!(
@@ -230,6 +236,9 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
     }
     if want(Case::Conv) {
         bench_conv(args, isa, threads, &peak, out)?;
+    }
+    if want(Case::Lstm) {
+        lstm::run(threads, args.min_time, out)?;
     }
     if want(Case::Mlp) {
         let only: &[String] = if args.case == Case::Mlp {
