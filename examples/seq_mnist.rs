@@ -46,7 +46,12 @@ fn main() -> ember_nn::Result<()> {
 
     let mut rng = StdRng::seed_from_u64(0);
     let mut model = Sequential::new()
-        .add(Recurrent::lstm(28, 128, RecurrentOptions::default(), &mut rng)?)
+        .add(Recurrent::lstm(
+            28,
+            128,
+            RecurrentOptions::default(),
+            &mut rng,
+        )?)
         .add(Dense::new(128, 10, Activation::None, &mut rng)?)
         .compile(Optimizer::adam(), Loss::CrossEntropy, &[Metric::Accuracy]);
     print!("{}", model.summary(&[28, 28])?);

@@ -172,6 +172,15 @@ pub fn forward<T: Float>(
     }
     let isa = isa::active();
     let sp = spec.kind.saved_per_row(hs);
+    // W_hhᵀ as a row-major [H, G·H] matrix, made once per sequence and reused by every step:
+    // the step GEMM then packs B from contiguous rows (from W_hh as it lies, B is
+    // column-major and each packing walks it column by column).
+    let mut wt = vec![T::ZERO; hs * gh];
+    for (j, row) in a.w_hh.chunks_exact(hs).enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            wt[k * gh + j] = v;
+        }
+    }
     let mut h = a.h0.to_vec();
     let mut c = a.c0.to_vec();
     let mut hh = vec![T::ZERO; n * gh];
@@ -189,9 +198,9 @@ pub fn forward<T: Float>(
                 cs: 1,
             },
             MatRef {
-                data: a.w_hh,
-                rs: 1,
-                cs: hs,
+                data: &wt,
+                rs: gh,
+                cs: 1,
             },
             T::ZERO,
             MatMut {
@@ -458,8 +467,8 @@ pub fn backward<T: Float>(
     d.dc0.fill(T::ZERO);
     d.dw_hh.fill(T::ZERO);
     d.db_hh.fill(T::ZERO);
-    d.dxp.fill(T::ZERO);
     if n == 0 || t == 0 || hs == 0 {
+        d.dxp.fill(T::ZERO);
         return Ok(());
     }
     let isa = isa::active();
@@ -482,7 +491,6 @@ pub fn backward<T: Float>(
     let mut dgh = vec![T::ZERO; t * n * gh];
     let mut dh = vec![T::ZERO; n * hs];
     let mut dc = vec![T::ZERO; if lstm { n * hs } else { 0 }];
-    let mut dgx = vec![T::ZERO; n * gh];
     for s in (0..t).rev() {
         let tt = spec.step(s);
         for r in 0..n {
@@ -527,7 +535,13 @@ pub fn backward<T: Float>(
             let items = rows(&mut dh, hs, n)
                 .into_iter()
                 .zip(rows(&mut dc, cw, n))
-                .zip(rows(&mut dgx, gh, n).into_iter().zip(rows(step_dgh, gh, n)))
+                .zip(
+                    // Each row's pre-activation gradient at this step, written in place.
+                    d.dxp
+                        .chunks_mut(t * gh)
+                        .map(|c| &mut c[tt * gh..(tt + 1) * gh])
+                        .zip(rows(step_dgh, gh, n)),
+                )
                 .enumerate();
             if n * gh >= CELL_PAR_MIN && rayon::current_num_threads() > 1 {
                 let v: Vec<_> = items.collect();
@@ -535,10 +549,6 @@ pub fn backward<T: Float>(
             } else {
                 items.for_each(row);
             }
-        }
-        for r in 0..n {
-            let o = (r * t + tt) * gh;
-            d.dxp[o..o + gh].copy_from_slice(&dgx[r * gh..(r + 1) * gh]);
         }
         // dh_{t-1} += dgates·W_hh.
         gemm(
@@ -773,25 +783,56 @@ mod tests {
         let cv = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
         let xp = cv(vals(n * t * g, 1, 1.5));
         let h0 = cv(vals(n * h, 2, 0.5));
-        let c0 = cv(if spec.kind.has_cell_state() { vals(n * h, 3, 0.5) } else { vec![] });
+        let c0 = cv(if spec.kind.has_cell_state() {
+            vals(n * h, 3, 0.5)
+        } else {
+            vec![]
+        });
         let w = cv(vals(g * h, 4, 0.4));
         let b = cv(vals(g, 5, 0.2));
         let mask: Vec<T> = (0..n * t)
-            .map(|i| if masked && i % t >= t - 1 - (i / t) % 2 { T::ZERO } else { T::ONE })
+            .map(|i| {
+                if masked && i % t >= t - 1 - (i / t) % 2 {
+                    T::ZERO
+                } else {
+                    T::ONE
+                }
+            })
             .collect();
         let gy = cv(vals(n * t * h, 6, 1.0));
         let mut out = vec![T::ZERO; n * t * h];
         let mut saved = vec![T::ZERO; saved_len(spec)];
         let m = masked.then_some(&mask[..]);
-        let a = ForwardArgs { xp: &xp, h0: &h0, c0: &c0, w_hh: &w, b_hh: &b, mask: m };
+        let a = ForwardArgs {
+            xp: &xp,
+            h0: &h0,
+            c0: &c0,
+            w_hh: &w,
+            b_hh: &b,
+            mask: m,
+        };
         forward(spec, &a, &mut out, &mut saved).unwrap();
         let mut dxp = vec![T::ZERO; xp.len()];
         let mut dh0 = vec![T::ZERO; h0.len()];
         let mut dc0 = vec![T::ZERO; c0.len()];
         let mut dw = vec![T::ZERO; w.len()];
         let mut db = vec![T::ZERO; b.len()];
-        let ba = BackwardArgs { h0: &h0, c0: &c0, w_hh: &w, mask: m, out: &out, saved: &saved, g: &gy };
-        let d = Grads { dxp: &mut dxp, dh0: &mut dh0, dc0: &mut dc0, dw_hh: &mut dw, db_hh: &mut db };
+        let ba = BackwardArgs {
+            h0: &h0,
+            c0: &c0,
+            w_hh: &w,
+            mask: m,
+            out: &out,
+            saved: &saved,
+            g: &gy,
+        };
+        let d = Grads {
+            dxp: &mut dxp,
+            dh0: &mut dh0,
+            dc0: &mut dc0,
+            dw_hh: &mut dw,
+            db_hh: &mut db,
+        };
         backward(spec, &ba, d).unwrap();
         [out, dxp, dh0, dc0, dw, db]
             .into_iter()
@@ -805,13 +846,27 @@ mod tests {
         for kind in CellKind::ALL {
             for (masked, reverse) in [(false, false), (true, true)] {
                 // H = 19: vector bodies and remainders.
-                let spec = RecurrentSpec { kind, n: 3, t: 4, hidden: 19, reverse };
+                let spec = RecurrentSpec {
+                    kind,
+                    n: 3,
+                    t: 4,
+                    hidden: 19,
+                    reverse,
+                };
                 let want = run::<f64>(&spec, masked);
                 for isa in isa::supported() {
                     let got = isa::with(isa, || run::<f32>(&spec, masked)).unwrap();
                     for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-                        let err = a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f64::max);
-                        assert!(err < 1e-5, "{} {isa} masked {masked}: result {k} off by {err}", kind.name());
+                        let err = a
+                            .iter()
+                            .zip(b)
+                            .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+                            .fold(0.0, f64::max);
+                        assert!(
+                            err < 1e-5,
+                            "{} {isa} masked {masked}: result {k} off by {err}",
+                            kind.name()
+                        );
                     }
                 }
             }
@@ -820,16 +875,37 @@ mod tests {
 
     #[test]
     fn wrong_lengths_are_errors_before_any_write() {
-        let spec = RecurrentSpec { kind: CellKind::Lstm, n: 2, t: 3, hidden: 4, reverse: false };
+        let spec = RecurrentSpec {
+            kind: CellKind::Lstm,
+            n: 2,
+            t: 3,
+            hidden: 4,
+            reverse: false,
+        };
         let z = vec![0f32; 1000];
         let mut out = vec![7f32; 24];
         let mut saved = vec![0f32; saved_len(&spec)];
-        let a = ForwardArgs { xp: &z[..95], h0: &z[..8], c0: &z[..8], w_hh: &z[..64], b_hh: &z[..16], mask: None };
-        let e = forward(&spec, &a, &mut out, &mut saved).unwrap_err().to_string();
+        let a = ForwardArgs {
+            xp: &z[..95],
+            h0: &z[..8],
+            c0: &z[..8],
+            w_hh: &z[..64],
+            b_hh: &z[..16],
+            mask: None,
+        };
+        let e = forward(&spec, &a, &mut out, &mut saved)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("xp"), "{e}");
         assert!(out.iter().all(|&v| v == 7.0));
-        let a = ForwardArgs { c0: &[], xp: &z[..96], ..a };
-        let e = forward(&spec, &a, &mut out, &mut saved).unwrap_err().to_string();
+        let a = ForwardArgs {
+            c0: &[],
+            xp: &z[..96],
+            ..a
+        };
+        let e = forward(&spec, &a, &mut out, &mut saved)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("c0"), "{e}");
     }
 }

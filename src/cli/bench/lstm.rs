@@ -25,8 +25,8 @@ pub(super) fn run(threads: usize, min_time: f64, out: &Out) -> Result<(), String
         .add(Dense::new(128, 10, Activation::None, &mut rng).map_err(err)?)
         .compile(Optimizer::adam(), Loss::CrossEntropy, &[Metric::Accuracy]);
     // Pixels in [0, 1] as MNIST's; labels 0..9.
-    let x = Tensor::rand(0.0, 1.0, (BATCH, 28, 28), DType::F32, Device::Cpu, &mut rng)
-        .map_err(cerr)?;
+    let x =
+        Tensor::rand(0.0, 1.0, (BATCH, 28, 28), DType::F32, Device::Cpu, &mut rng).map_err(cerr)?;
     let labels: Vec<f32> = (0..BATCH).map(|i| (i % 10) as f32).collect();
     let y = Tensor::from_vec(labels, BATCH, Device::Cpu).map_err(cerr)?;
     let mut failure = None;
@@ -50,7 +50,11 @@ pub(super) fn run(threads: usize, min_time: f64, out: &Out) -> Result<(), String
     }
     let sps = BATCH as f64 / t;
     let cpu_note = cpu.map_or(String::new(), |c| {
-        format!("  (CPU {:.1} us/step, {:.0} samples/CPU-s)", c * 1e6, BATCH as f64 / c)
+        format!(
+            "  (CPU {:.1} us/step, {:.0} samples/CPU-s)",
+            c * 1e6,
+            BATCH as f64 / c
+        )
     });
     out.emit(
         json!({"bench":"lstm","model":"seq-mnist-lstm128","batch":BATCH,"threads":threads,
