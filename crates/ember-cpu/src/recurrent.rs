@@ -18,9 +18,9 @@
 //! gradient at that step plus what flows back from the later step) goes through one fused
 //! cell-backward pass per step, which writes the gradient of the pre-activations (`dxp` at that
 //! step, and the part that reaches `W_hh`, which differs from `dxp` only in a GRU's `n` block)
-//! and the gradient reaching `h_{t-1}` directly; then one GEMM adds `dgates·W_hh`. `dW_hh` is
-//! ONE GEMM at the end over all steps (`dGᵀ·H_prev`, K = T·N), `db_hh` a column sum in a fixed
-//! order.
+//! and the gradient reaching `h_{t-1}` directly; then one GEMM adds `dgates·W_hh`, reading the
+//! step's rows of `dxp` in place. `dW_hh` is ONE GEMM at the end over all steps
+//! (`dGᵀ·H_prev`, K = N·T), `db_hh` a column sum in a fixed order.
 //!
 //! Masks (`[N, T]`, 1 = real step, 0 = padding; a value is "real" when non-zero): a padded
 //! step of a row leaves its state (h, and c) as it was, and its output at that step is the
@@ -474,9 +474,11 @@ pub fn backward<T: Float>(
     let isa = isa::active();
     let sp = spec.kind.saved_per_row(hs);
     let lstm = spec.kind.has_cell_state();
-    // The previous hidden state of every step, time-major in processing order, for dW_hh.
-    let mut hprev = vec![T::ZERO; t * n * hs];
+    // The previous hidden state of every (row, step), batch-major like the outputs: the B
+    // operand of the one dW_hh GEMM.
+    let mut hprev = vec![T::ZERO; n * t * hs];
     for s in 0..t {
+        let tt = spec.step(s);
         for r in 0..n {
             let src = if s == 0 {
                 &a.h0[r * hs..(r + 1) * hs]
@@ -484,11 +486,14 @@ pub fn backward<T: Float>(
                 let tp = spec.step(s - 1);
                 &a.out[(r * t + tp) * hs..(r * t + tp + 1) * hs]
             };
-            hprev[(s * n + r) * hs..(s * n + r + 1) * hs].copy_from_slice(src);
+            hprev[(r * t + tt) * hs..(r * t + tt + 1) * hs].copy_from_slice(src);
         }
     }
-    // The pre-activation gradients that reach W_hh, per step in processing order.
-    let mut dgh = vec![T::ZERO; t * n * gh];
+    // The pre-activation gradients that reach W_hh h + b_hh: for a simple cell and an LSTM
+    // they are dxp itself; a GRU's differ in the n block (r·dn), so it keeps its own copy,
+    // laid out as dxp ([N, T, G·H]).
+    let gru = spec.kind == CellKind::Gru;
+    let mut dgh_own = vec![T::ZERO; if gru { n * t * gh } else { 0 }];
     let mut dh = vec![T::ZERO; n * hs];
     let mut dc = vec![T::ZERO; if lstm { n * hs } else { 0 }];
     for s in (0..t).rev() {
@@ -499,10 +504,8 @@ pub fn backward<T: Float>(
                 *x += g;
             }
         }
-        let step_dgh = &mut dgh[s * n * gh..(s + 1) * n * gh];
         {
             let sv_step = &a.saved[s * n * sp..(s + 1) * n * sp];
-            let hprev_step = &hprev[s * n * hs..(s + 1) * n * hs];
             let cw = if lstm { hs } else { 0 };
             let row = |(r, ((dhr, dcr), (gx, gq))): (
                 usize,
@@ -523,7 +526,7 @@ pub fn backward<T: Float>(
                     spec.kind,
                     real,
                     &sv_step[r * sp..(r + 1) * sp],
-                    &hprev_step[r * hs..(r + 1) * hs],
+                    &hprev[ho..ho + hs],
                     cprev,
                     &a.out[ho..ho + hs],
                     dhr,
@@ -532,15 +535,23 @@ pub fn backward<T: Float>(
                     gq,
                 );
             };
+            // Each row's gradients at this step, written in place.
+            let gq_rows: Vec<&mut [T]> = if gru {
+                dgh_own
+                    .chunks_mut(t * gh)
+                    .map(|c| &mut c[tt * gh..(tt + 1) * gh])
+                    .collect()
+            } else {
+                rows(&mut [], 0, n)
+            };
             let items = rows(&mut dh, hs, n)
                 .into_iter()
                 .zip(rows(&mut dc, cw, n))
                 .zip(
-                    // Each row's pre-activation gradient at this step, written in place.
                     d.dxp
                         .chunks_mut(t * gh)
                         .map(|c| &mut c[tt * gh..(tt + 1) * gh])
-                        .zip(rows(step_dgh, gh, n)),
+                        .zip(gq_rows),
                 )
                 .enumerate();
             if n * gh >= CELL_PAR_MIN && rayon::current_num_threads() > 1 {
@@ -550,15 +561,16 @@ pub fn backward<T: Float>(
                 items.for_each(row);
             }
         }
-        // dh_{t-1} += dgates·W_hh.
+        // dh_{t-1} += dgates·W_hh, the step's rows read in place (row stride T·G·H).
+        let dg: &[T] = if gru { &dgh_own } else { d.dxp };
         gemm(
             n,
             hs,
             gh,
             T::ONE,
             MatRef {
-                data: &dgh[s * n * gh..(s + 1) * n * gh],
-                rs: gh,
+                data: &dg[tt * gh..],
+                rs: t * gh,
                 cs: 1,
             },
             MatRef {
@@ -578,14 +590,15 @@ pub fn backward<T: Float>(
     }
     d.dh0.copy_from_slice(&dh);
     d.dc0.copy_from_slice(&dc);
-    // dW_hh = Σ_t dG_tᵀ·H_{t-1}, one GEMM with K = T·N.
+    // dW_hh = Σ over (row, step) of dgᵀ·h_prev: one GEMM with K = N·T.
+    let dg: &[T] = if gru { &dgh_own } else { d.dxp };
     gemm(
         gh,
         hs,
-        t * n,
+        n * t,
         T::ONE,
         MatRef {
-            data: &dgh,
+            data: dg,
             rs: 1,
             cs: gh,
         },
@@ -603,7 +616,7 @@ pub fn backward<T: Float>(
         Epilogue::default(),
     )
     .map_err(gemm_err)?;
-    for row in dgh.chunks_exact(gh) {
+    for row in dg.chunks_exact(gh) {
         for (b, &v) in d.db_hh.iter_mut().zip(row) {
             *b += v;
         }
@@ -613,7 +626,8 @@ pub fn backward<T: Float>(
 
 /// One row of one step backward. In: `dh` (the gradient of this step's h), `dc` (of its c,
 /// LSTM). Out: `dh`, `dc` the gradients reaching the previous state directly, `gx` the
-/// pre-activation gradient (= `dxp`), `gq` the part reaching `W_hh h + b_hh`.
+/// pre-activation gradient (= `dxp`), `gq` (GRU only; empty otherwise, where it equals `gx`)
+/// the part reaching `W_hh h + b_hh`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn cell_backward<T: Float>(
@@ -686,7 +700,7 @@ fn cell_backward_body<T: Float, M: Math<T>>(
     match kind {
         CellKind::Rnn(act) => {
             let h = &h[..hs];
-            let (gx, gq) = (&mut gx[..hs], &mut gq[..hs]);
+            let gx = &mut gx[..hs];
             for j in 0..hs {
                 // tanh' = 1 − h², relu' = [h > 0], both from the output.
                 let da = match act {
@@ -700,7 +714,6 @@ fn cell_backward_body<T: Float, M: Math<T>>(
                     }
                 };
                 gx[j] = da;
-                gq[j] = da;
                 dh[j] = T::ZERO;
             }
         }
@@ -731,7 +744,6 @@ fn cell_backward_body<T: Float, M: Math<T>>(
                 dc[j] = dcc * f;
                 dh[j] = T::ZERO;
             }
-            gq.copy_from_slice(gx);
         }
         CellKind::Gru => {
             let (sr, sz, sn, shn) = (
