@@ -342,8 +342,7 @@ fn padded_steps_change_nothing() {
                     r.h_n.to_vec::<f64>().unwrap(),
                 )
             };
-            for r in 0..n {
-                let l = lens[r];
+            for (r, &l) in lens.iter().enumerate() {
                 let mut one = Case::new(kind, 1, l, h, 0);
                 for s in 0..l {
                     one.xp[s * g..(s + 1) * g]
@@ -394,7 +393,7 @@ fn bit_identical_for_1_and_3_threads() {
                 let ts = case.tensors(DType::F32);
                 let m = case.mask_tensor(DType::F32);
                 let r = case.run(&ts, m.as_ref(), false);
-                let gy = Tensor::from_vec(vals(64 * 4 * 64, 8, 1.0), &[64, 4, 64], Device::Cpu)
+                let gy = Tensor::from_vec(vals(64 * 4 * 64, 8, 1.0), [64, 4, 64], Device::Cpu)
                     .unwrap()
                     .to_dtype(DType::F32)
                     .unwrap();

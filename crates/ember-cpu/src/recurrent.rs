@@ -215,6 +215,8 @@ pub fn forward<T: Float>(
         )
         .map_err(gemm_err)?;
         let step_saved = &mut saved[s * n * sp..(s + 1) * n * sp];
+        // (row, ((h row, c row), saved row)), as `for_rows` hands them out.
+        #[allow(clippy::type_complexity)]
         let row = |(r, ((hr, cr), sr)): (usize, ((&mut [T], &mut [T]), &mut [T]))| {
             let base = (r * t + tt) * gh;
             let real = a.mask.is_none_or(|m| m[r * t + tt] != T::ZERO);
@@ -507,6 +509,8 @@ pub fn backward<T: Float>(
         {
             let sv_step = &a.saved[s * n * sp..(s + 1) * n * sp];
             let cw = if lstm { hs } else { 0 };
+            // (row, ((dh row, dc row), (dxp row, W_hh-side row))).
+            #[allow(clippy::type_complexity)]
             let row = |(r, ((dhr, dcr), (gx, gq))): (
                 usize,
                 ((&mut [T], &mut [T]), (&mut [T], &mut [T])),

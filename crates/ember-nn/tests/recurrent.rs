@@ -73,8 +73,10 @@ fn compare(g: &Goldens, case: &str, name: &str, t: &Tensor) {
     }
 }
 
-/// (case, cell, bidirectional, layers, lengths)
-const CASES: [(&str, CellKind, bool, usize, Option<[usize; 2]>); 7] = [
+/// One golden case: (name, cell, bidirectional, layers, lengths of a masked batch).
+type GoldenCase = (&'static str, CellKind, bool, usize, Option<[usize; 2]>);
+
+const CASES: [GoldenCase; 7] = [
     (
         "rnn_tanh",
         CellKind::Rnn(RnnActivation::Tanh),
@@ -125,7 +127,7 @@ fn layers_match_pytorch() {
             let v: Vec<f32> = (0..N * T)
                 .map(|i| if i % T < ls[i / T] { 1.0 } else { 0.0 })
                 .collect();
-            Tensor::from_vec(v, &[N, T], Device::Cpu).unwrap()
+            Tensor::from_vec(v, [N, T], Device::Cpu).unwrap()
         });
         let seq = layer(kind, bi, layers, true);
         let (out, m) = seq.forward_masked(&x, mask.as_ref(), true).unwrap();
