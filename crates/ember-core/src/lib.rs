@@ -10,7 +10,7 @@
 //!    (`op.rs`) when a gradient may flow.
 //! 4. `backprop.rs`: `backward()` and the derivative rule of every primitive, one short
 //!    commented rule per op; `fused/`: the fused ops (Dense layer, BCE, pooling,
-//!    upsampling, padding, batch norm) with their own rules.
+//!    upsampling, padding, batch norm, recurrent sequences) with their own rules.
 //! 5. [`loss`], [`optim`], [`gradcheck`]: losses, fused optimizer updates, gradient checking.
 //!
 //! ```

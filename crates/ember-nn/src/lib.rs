@@ -27,7 +27,7 @@
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
 //! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
 //! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant), [`dp`] (DP-SGD training),
-//! [`quantize`] (int8 dynamic quantization of Dense networks).
+//! [`quantize`] (int8 dynamic quantization of Dense networks), [`recurrent`] (SimpleRNN, LSTM, GRU).
 
 pub mod augment;
 pub mod callbacks;
