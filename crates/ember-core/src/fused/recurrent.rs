@@ -18,6 +18,10 @@
 //! `key_padding_mask` uses the opposite sense). A padded step carries the state over unchanged
 //! and outputs it, so the last output is each row's state after its last real step, and
 //! padded steps change nothing else (not the state, not any gradient of a weight).
+//!
+//! Dtypes: f32 and f64 compute in their own type; f16/bf16 operands are widened to f32 for
+//! the kernels and the results (and the values saved for the backward) stored in their dtype.
+//! Devices: CPU; on CUDA the op returns an error saying it is not yet there.
 
 use super::{Fused, FusedOp};
 use crate::backend::{RecurrentArgs, RecurrentBackwardArgs};
