@@ -478,3 +478,29 @@ fn bad_operands_are_clear_errors() {
     let e = run(CellKind::Lstm, &x, &w, &b64, None, None);
     assert!(e.contains("recurrent"), "{e}");
 }
+
+#[test]
+fn half_precision_runs_through_f32_kernels() {
+    let case = Case::new(CellKind::Lstm, 2, 3, 4, 21).with_lengths(&[3, 2]);
+    let run = |dtype: DType| {
+        let ts = case.tensors(dtype);
+        let m = case.mask_tensor(dtype);
+        let r = case.run(&ts, m.as_ref(), false);
+        let grads = r.output.sum_all().unwrap().backward().unwrap();
+        let dw = grads.get(&ts[3]).unwrap().to_dtype(DType::F64).unwrap();
+        (
+            r.output
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec::<f64>()
+                .unwrap(),
+            dw.to_vec::<f64>().unwrap(),
+        )
+    };
+    let (y32, dw32) = run(DType::F32);
+    for dtype in [DType::F16, DType::BF16] {
+        let (y, dw) = run(dtype);
+        assert!(max_diff(&y, &y32) < 3e-2, "{dtype:?} output");
+        assert!(max_diff(&dw, &dw32) < 6e-2, "{dtype:?} dW_hh");
+    }
+}
