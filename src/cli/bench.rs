@@ -3,7 +3,9 @@
 //!
 //! Cases: `gemm` (GFLOP/s vs the FMA peak of the chosen ISA × threads), `elementwise` and
 //! `loss` (GB/s vs the measured copy bandwidth), `mlp` (a full training step: forward, backward,
-//! Adam), `sparse` (pruned Dense layers, CSR against the dense GEMM), `peak` (the yardsticks themselves) and `all`. Timing follows the peer scripts'
+//! Adam), `sparse` (pruned Dense layers, CSR against the dense GEMM), `lstm` (a
+//! sequential-MNIST LSTM training step, `bench/lstm.rs`), `peak` (the yardsticks themselves)
+//! and `all`. Timing follows the peer scripts'
 //! protocol (`scripts/peers/sgemm_py.py`): warm up, repeat each call until one sample takes at
 //! least 2 ms, sample until `--min-time` has passed (at least 5 samples), report the median.
 //! The yardsticks (FMA peak, copy bandwidth) are the *fastest* of their samples, since a peak
@@ -15,6 +17,8 @@
 //! cache.
 //! Sizes are checked against the memory available before any operand is allocated.
 //! `--json` prints one object per case so scripts can line ember up with other libraries.
+
+mod lstm;
 
 use ember_cpu::isa::{self, Isa};
 use serde_json::{Value, json};
@@ -38,6 +42,9 @@ pub enum Case {
     /// A pruned Dense layer: CSR sparse × dense (`ember_cpu::sparse`) against the dense GEMM,
     /// at the 784-512-512-10 MLP's shapes (batch 256) and sparsities 50–99 %.
     Sparse,
+    /// A sequential-MNIST training step: LSTM(128) over 28 steps of 28 → Dense 10, batch 64,
+    /// cross-entropy, Adam (issue 15's task; peer: `seq_cnn_peers.py --task lstm`).
+    Lstm,
     /// Everything above.
     All,
 }
@@ -130,11 +137,12 @@ fn run_cuda(args: &BenchArgs) -> Result<(), String> {
         Case::Elementwise => Suite::Elementwise,
         Case::Loss => Suite::Loss,
         Case::All => Suite::All,
-        Case::Peak | Case::Mlp | Case::Conv | Case::Sparse => {
+        Case::Peak | Case::Mlp | Case::Conv | Case::Sparse | Case::Lstm => {
             let name = match args.case {
                 Case::Peak => "peak",
                 Case::Mlp => "mlp",
                 Case::Sparse => "sparse",
+                Case::Lstm => "lstm",
                 _ => "conv",
             };
             return Err(format!(
@@ -237,6 +245,9 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
     }
     if want(Case::Sparse) {
         bench_sparse(args, threads, out)?;
+    }
+    if want(Case::Lstm) {
+        lstm::run(threads, args.min_time, out)?;
     }
     if want(Case::Mlp) {
         let only: &[String] = if args.case == Case::Mlp {

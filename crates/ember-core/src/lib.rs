@@ -10,7 +10,7 @@
 //!    (`op.rs`) when a gradient may flow.
 //! 4. `backprop.rs`: `backward()` and the derivative rule of every primitive, one short
 //!    commented rule per op; `fused/`: the fused ops (Dense layer, BCE, pooling,
-//!    upsampling, padding, batch norm) with their own rules.
+//!    upsampling, padding, batch norm, recurrent sequences) with their own rules.
 //! 5. [`loss`], [`optim`], [`gradcheck`]: losses, fused optimizer updates, gradient checking.
 //!
 //! ```
@@ -51,8 +51,10 @@ pub use ember_cpu::sparse;
 /// The op vocabulary shared by every ember crate (re-exported: users never name a kernel crate).
 pub use ember_ops;
 pub use ember_ops::{Activation, BceForm, BinaryOp, Pad2d, PadMode, ReduceOp, UnaryOp};
+pub use ember_ops::{CellKind, RnnActivation};
 pub use error::{Error, ErrorSource, Result};
 pub use fused::{BatchNormOptions, PoolOptions};
+pub use fused::{RecurrentInputs, RecurrentOutput, recurrent};
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
 pub use layout::Layout;
 pub use loss::Reduction;

@@ -25,6 +25,7 @@
 //! - [`par`]: the fixed chunking that makes parallel results independent of the thread count.
 //! - [`pool`]: max/average/adaptive pooling, nearest upsampling, 2-D padding, batch-norm
 //!   statistics, forward and backward over NCHW planes.
+//! - [`recurrent`]: simple RNN, LSTM and GRU sequences: the step loop and its exact backward.
 //! - [`peak`]: FMA-throughput and copy-bandwidth probes, the yardsticks of `ember bench`.
 
 pub mod binary;
@@ -43,6 +44,7 @@ pub mod par;
 pub mod peak;
 pub mod pool;
 pub mod qgemm;
+pub mod recurrent;
 pub mod reduce;
 pub mod sparse;
 pub mod strided;

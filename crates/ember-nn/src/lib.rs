@@ -31,7 +31,8 @@
 //! [`quantize`] (int8 dynamic and static quantization of Dense networks), [`prune`] and
 //! [`shrink`] (unstructured and channel pruning), [`sparse`] (CSR inference), [`distill`]
 //! (knowledge distillation), [`embedding`] (the Embedding layer), [`text`] (character
-//! tokenizer, language-model windows, text CSVs), [`masked_mean`] (mean over unpadded steps).
+//! tokenizer, language-model windows, text CSVs), [`masked_mean`] (mean over unpadded steps),
+//! [`recurrent`] (SimpleRNN, LSTM, GRU).
 
 pub mod augment;
 pub mod callbacks;
@@ -56,6 +57,7 @@ pub mod pooling;
 pub mod privacy;
 pub mod prune;
 pub mod quantize;
+pub mod recurrent;
 pub mod regularizer;
 pub mod sequential;
 pub mod shrink;
@@ -84,6 +86,7 @@ pub mod prelude {
     pub use crate::pooling::{
         AvgPool2d, BatchNorm2d, GlobalAvgPool2d, MaxPool2d, Pad, Reshape, Upsample, ZeroPad2d,
     };
+    pub use crate::recurrent::{Recurrent, RecurrentOptions};
     pub use crate::regularizer::Regularizer;
     pub use crate::sequential::Sequential;
     pub use ember_core::{Activation, DType, Device, Tensor};

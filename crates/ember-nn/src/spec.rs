@@ -45,9 +45,11 @@ use crate::optim::Optimizer;
 use crate::pooling::{
     AvgPool2d, BatchNorm2d, GlobalAvgPool2d, MaxPool2d, Reshape, Upsample, ZeroPad2d,
 };
+use crate::recurrent::Recurrent;
 use crate::regularizer::Regularizer;
 use crate::sequential::Sequential;
 use ember_core::{Activation, Device, PoolOptions};
+use ember_core::{CellKind, RnnActivation};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -376,6 +378,54 @@ pub enum LayerSpec {
     /// Mean over the real (unmasked) steps: `[T, F]` → `[F]` (a stand-in until a
     /// GlobalAveragePooling1D with masks lands).
     MaskedMean,
+    /// A simple recurrent layer on `[T, features]` (PyTorch's `nn.RNN`, Keras's `SimpleRNN`).
+    #[serde(rename = "SimpleRNN")]
+    SimpleRnn {
+        /// Hidden units.
+        units: usize,
+        /// `tanh` (default) or `relu`.
+        #[serde(default = "default_rnn_activation")]
+        activation: String,
+        /// Output every step `[T, D·units]` (else the final state `[D·units]`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        return_sequences: bool,
+        /// Also run backward in time and concatenate (D = 2).
+        #[serde(default, skip_serializing_if = "is_false")]
+        bidirectional: bool,
+        /// Stacked layers.
+        #[serde(default = "default_groups", skip_serializing_if = "is_one_usize")]
+        num_layers: usize,
+    },
+    /// An LSTM layer on `[T, features]` (PyTorch's `nn.LSTM`).
+    #[serde(rename = "LSTM")]
+    Lstm {
+        /// Hidden units.
+        units: usize,
+        /// Output every step `[T, D·units]` (else the final state `[D·units]`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        return_sequences: bool,
+        /// Also run backward in time and concatenate (D = 2).
+        #[serde(default, skip_serializing_if = "is_false")]
+        bidirectional: bool,
+        /// Stacked layers.
+        #[serde(default = "default_groups", skip_serializing_if = "is_one_usize")]
+        num_layers: usize,
+    },
+    /// A GRU layer on `[T, features]` (PyTorch's `nn.GRU`).
+    #[serde(rename = "GRU")]
+    Gru {
+        /// Hidden units.
+        units: usize,
+        /// Output every step `[T, D·units]` (else the final state `[D·units]`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        return_sequences: bool,
+        /// Also run backward in time and concatenate (D = 2).
+        #[serde(default, skip_serializing_if = "is_false")]
+        bidirectional: bool,
+        /// Stacked layers.
+        #[serde(default = "default_groups", skip_serializing_if = "is_one_usize")]
+        num_layers: usize,
+    },
 }
 
 /// An Embedding's vocabulary size or a Dense layer's width in a model file: a number or
@@ -395,6 +445,14 @@ pub enum AutoSize {
     /// `"auto"`.
     #[serde(rename = "auto")]
     Auto,
+}
+
+fn default_rnn_activation() -> String {
+    "tanh".into()
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A pair of sizes that defaults to zero (paddings).
@@ -440,6 +498,9 @@ impl LayerSpec {
             LayerSpec::Reshape { .. } => "Reshape",
             LayerSpec::Embedding { .. } => "Embedding",
             LayerSpec::MaskedMean => "MaskedMean",
+            LayerSpec::SimpleRnn { .. } => "SimpleRNN",
+            LayerSpec::Lstm { .. } => "LSTM",
+            LayerSpec::Gru { .. } => "GRU",
         }
     }
 }
@@ -839,6 +900,57 @@ fn build_layer(
             Box::new(crate::embedding::Embedding::new(*vocab, *dim, opts, rng)?)
         }
         LayerSpec::MaskedMean => Box::new(crate::masked_mean::MaskedMean),
+        LayerSpec::SimpleRnn {
+            units,
+            activation: act,
+            return_sequences,
+            bidirectional,
+            num_layers,
+        } => {
+            let kind = match act.as_str() {
+                "tanh" => CellKind::Rnn(RnnActivation::Tanh),
+                "relu" => CellKind::Rnn(RnnActivation::Relu),
+                other => {
+                    return config_err(format!(
+                        "SimpleRNN activation '{other}': expected tanh or relu"
+                    ));
+                }
+            };
+            let o = (*return_sequences, *bidirectional, *num_layers);
+            Box::new(Recurrent::from_spec(kind, *units, o, shape, device, rng)?)
+        }
+        LayerSpec::Lstm {
+            units,
+            return_sequences,
+            bidirectional,
+            num_layers,
+        } => {
+            let o = (*return_sequences, *bidirectional, *num_layers);
+            Box::new(Recurrent::from_spec(
+                CellKind::Lstm,
+                *units,
+                o,
+                shape,
+                device,
+                rng,
+            )?)
+        }
+        LayerSpec::Gru {
+            units,
+            return_sequences,
+            bidirectional,
+            num_layers,
+        } => {
+            let o = (*return_sequences, *bidirectional, *num_layers);
+            Box::new(Recurrent::from_spec(
+                CellKind::Gru,
+                *units,
+                o,
+                shape,
+                device,
+                rng,
+            )?)
+        }
     })
 }
 

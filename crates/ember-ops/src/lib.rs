@@ -20,6 +20,7 @@ mod dtype;
 mod ops;
 mod optim;
 mod pad;
+mod recurrent;
 mod strided;
 
 pub use conv::{Axis, Conv2dSpec, Pool2dSpec, PoolKind};
@@ -27,6 +28,7 @@ pub use dtype::DType;
 pub use ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};
 pub use optim::{AdagradConfig, AdamConfig, OptimStep, RmspropConfig, SgdConfig};
 pub use pad::{Pad2d, PadMode};
+pub use recurrent::{CellKind, RecurrentSpec, RnnActivation};
 pub use strided::Strided;
 
 /// The `#define` lines that give the CUDA sources every op code: `U_<NAME>` for [`UnaryOp`]

@@ -855,6 +855,19 @@ impl super::BackendStorage for CudaStorage {
     ) -> Result<(Option<Self>, Self, Self)> {
         Err(not_yet("batch_norm", x))
     }
+    // Recurrent sequences: not yet on CUDA (the CPU runs them).
+    fn recurrent(
+        _spec: &ember_ops::RecurrentSpec,
+        a: super::RecurrentArgs<'_, Self>,
+    ) -> Result<[Self; 2]> {
+        Err(not_yet("recurrent", a.xp.0))
+    }
+    fn recurrent_backward(
+        _spec: &ember_ops::RecurrentSpec,
+        a: super::RecurrentBackwardArgs<'_, Self>,
+    ) -> Result<[Self; 5]> {
+        Err(not_yet("recurrent", a.g.0))
+    }
     // Convolutions: ember-cuda's implicit-GEMM kernels (direct kernels for depthwise) on
     // dense copies of the operands, as the CPU side makes them dense too.
     fn conv2d(

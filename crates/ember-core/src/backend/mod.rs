@@ -15,6 +15,7 @@
 
 pub(crate) mod cpu;
 pub(crate) mod cuda;
+mod recurrent;
 
 use crate::dtype::{DType, Device};
 use crate::error::{Error, Result};
@@ -27,6 +28,7 @@ use ember_ops::{
 
 pub(crate) use cpu::matmul::LinearGrads;
 pub(crate) use cpu::view::{filled, from_f64};
+pub(crate) use recurrent::{RecurrentArgs, RecurrentBackwardArgs};
 
 /// An operand: a storage of some device and the layout to read it through.
 pub(crate) type Arg<'a, S> = (&'a S, &'a Layout);
@@ -233,6 +235,15 @@ pub(crate) trait BackendStorage: Sized {
         idx: &[usize],
         padding: Option<usize>,
     ) -> Result<Self>;
+    /// The recurrent sequence of `spec` (`fused/recurrent.rs`): `[output [N, T, H], saved]`,
+    /// `saved` what the backward needs (opaque to the caller, 1-D).
+    fn recurrent(spec: &ember_ops::RecurrentSpec, a: RecurrentArgs<'_, Self>) -> Result<[Self; 2]>;
+    /// Backpropagation through time for [`BackendStorage::recurrent`]:
+    /// `[dxp, dh0, dc0 (empty unless LSTM), dw_hh, db_hh]`.
+    fn recurrent_backward(
+        spec: &ember_ops::RecurrentSpec,
+        a: RecurrentBackwardArgs<'_, Self>,
+    ) -> Result<[Self; 5]>;
 }
 
 /// The error for operands on different devices (the first pair that differs).

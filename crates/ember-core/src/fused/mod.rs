@@ -21,6 +21,7 @@ mod embedding;
 mod linear;
 mod norm;
 mod pool;
+mod recurrent;
 mod resize;
 
 pub(crate) use bce::BceOp;
@@ -31,6 +32,8 @@ pub(crate) use norm::BatchNormOp;
 pub use norm::BatchNormOptions;
 pub use pool::PoolOptions;
 pub(crate) use pool::{AdaptivePoolOp, PoolOp};
+pub(crate) use recurrent::RecurrentOp;
+pub use recurrent::{RecurrentInputs, RecurrentOutput, recurrent};
 pub(crate) use resize::ResizeOp;
 
 use crate::error::Result;
@@ -65,6 +68,8 @@ pub(crate) enum FusedOp {
     Conv(Box<ConvOp>),
     /// An embedding lookup (its record holds the ids).
     Embedding(Box<EmbeddingOp>),
+    /// A recurrent sequence (simple RNN, LSTM, GRU).
+    Recurrent(Box<RecurrentOp>),
 }
 
 /// Dispatches to the op (statically: the backward walk visits every node's inputs).
@@ -81,6 +86,7 @@ impl FusedOp {
             FusedOp::BatchNorm(op) => op.visit_inputs(f),
             FusedOp::Conv(op) => op.visit_inputs(f),
             FusedOp::Embedding(op) => op.visit_inputs(f),
+            FusedOp::Recurrent(op) => op.visit_inputs(f),
         }
     }
 
@@ -95,6 +101,7 @@ impl FusedOp {
             FusedOp::BatchNorm(op) => op.backward(y, g),
             FusedOp::Conv(op) => op.backward(y, g),
             FusedOp::Embedding(op) => op.backward(y, g),
+            FusedOp::Recurrent(op) => op.backward(y, g),
         }
     }
 }

@@ -17,6 +17,7 @@ pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod optim;
 pub(crate) mod pool;
+pub(crate) mod recurrent;
 pub(crate) mod reduce;
 pub(crate) mod view;
 
@@ -504,5 +505,19 @@ impl super::BackendStorage for CpuStorage {
         padding: Option<usize>,
     ) -> Result<Self> {
         Ok(embedding::embedding_backward(g, vocab, dim, idx, padding))
+    }
+    #[inline]
+    fn recurrent(
+        spec: &ember_ops::RecurrentSpec,
+        a: super::RecurrentArgs<'_, Self>,
+    ) -> Result<[Self; 2]> {
+        recurrent::forward(spec, a)
+    }
+    #[inline]
+    fn recurrent_backward(
+        spec: &ember_ops::RecurrentSpec,
+        a: super::RecurrentBackwardArgs<'_, Self>,
+    ) -> Result<[Self; 5]> {
+        recurrent::backward(spec, a)
     }
 }
