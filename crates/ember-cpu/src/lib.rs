@@ -24,8 +24,11 @@
 //! - [`par`]: the fixed chunking that makes parallel results independent of the thread count.
 //! - [`pool`]: max/average/adaptive pooling, nearest upsampling, 2-D padding, batch-norm
 //!   statistics, forward and backward over NCHW planes.
+//! - [`layer_norm`]: layer normalisation over the last axis, forward and backward.
+//! - [`attention`]: tiled (FlashAttention-2) scaled dot-product attention, forward and backward.
 //! - [`peak`]: FMA-throughput and copy-bandwidth probes, the yardsticks of `ember bench`.
 
+pub mod attention;
 pub mod binary;
 pub mod cache;
 pub mod conv;
@@ -35,6 +38,7 @@ pub mod error;
 pub mod gemm;
 pub mod index;
 pub mod isa;
+pub mod layer_norm;
 pub mod loss;
 pub mod optim;
 pub mod par;
