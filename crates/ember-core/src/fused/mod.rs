@@ -15,15 +15,20 @@
 //! backend trait. The enum (rather than a boxed trait object) keeps recording allocation-free:
 //! a training step records a Linear per layer.
 
+mod attention;
 mod bce;
 mod conv;
 mod linear;
+mod layer_norm;
 mod norm;
 mod pool;
 mod resize;
 
+pub(crate) use attention::AttentionOp;
+pub use attention::{AttentionOptions, scaled_dot_product_attention};
 pub(crate) use bce::BceOp;
 pub(crate) use conv::ConvOp;
+pub(crate) use layer_norm::LayerNormOp;
 pub(crate) use linear::LinearOp;
 pub(crate) use norm::BatchNormOp;
 pub use norm::BatchNormOptions;
@@ -61,6 +66,10 @@ pub(crate) enum FusedOp {
     BatchNorm(Box<BatchNormOp>),
     /// A 2-D convolution or transposed convolution (1-D ones are views of it).
     Conv(Box<ConvOp>),
+    /// Layer normalisation over the last axis.
+    LayerNorm(Box<LayerNormOp>),
+    /// Scaled dot-product attention (tiled, FlashAttention-2).
+    Attention(Box<AttentionOp>),
 }
 
 /// Dispatches to the op (statically: the backward walk visits every node's inputs).
@@ -76,6 +85,8 @@ impl FusedOp {
             FusedOp::Resize(op) => op.visit_inputs(f),
             FusedOp::BatchNorm(op) => op.visit_inputs(f),
             FusedOp::Conv(op) => op.visit_inputs(f),
+            FusedOp::LayerNorm(op) => op.visit_inputs(f),
+            FusedOp::Attention(op) => op.visit_inputs(f),
         }
     }
 
@@ -89,6 +100,8 @@ impl FusedOp {
             FusedOp::Resize(op) => op.backward(y, g),
             FusedOp::BatchNorm(op) => op.backward(y, g),
             FusedOp::Conv(op) => op.backward(y, g),
+            FusedOp::LayerNorm(op) => op.backward(y, g),
+            FusedOp::Attention(op) => op.backward(y, g),
         }
     }
 }
