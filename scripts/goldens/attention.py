@@ -122,6 +122,7 @@ def set_params(module, seed0):
 
 def run_layer(case, module, x, f):
     module.eval()
+    module.zero_grad(set_to_none=True)  # each case's gradients alone
     x = x.clone().requires_grad_(True)
     y = f(module, x)
     layers.emit(case, "y", y)

@@ -29,6 +29,7 @@
 //! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant), [`dp`] (DP-SGD training),
 //! [`quantize`] (int8 dynamic quantization of Dense networks).
 
+pub mod attention;
 pub mod augment;
 pub mod callbacks;
 pub mod checkpoint;
