@@ -16,6 +16,8 @@
 //! Sizes are checked against the memory available before any operand is allocated.
 //! `--json` prints one object per case so scripts can line ember up with other libraries.
 
+mod attention;
+
 use ember_cpu::isa::{self, Isa};
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -35,6 +37,8 @@ pub enum Case {
     Mlp,
     /// conv2d forward, backward-data and backward-weight at the MNIST-CNN and ResNet shapes.
     Conv,
+    /// Scaled dot-product attention (forward, forward + backward) and one encoder block.
+    Attention,
     /// Everything above.
     All,
 }
@@ -127,10 +131,11 @@ fn run_cuda(args: &BenchArgs) -> Result<(), String> {
         Case::Elementwise => Suite::Elementwise,
         Case::Loss => Suite::Loss,
         Case::All => Suite::All,
-        Case::Peak | Case::Mlp | Case::Conv => {
+        Case::Peak | Case::Mlp | Case::Conv | Case::Attention => {
             let name = match args.case {
                 Case::Peak => "peak",
                 Case::Mlp => "mlp",
+                Case::Attention => "attention",
                 _ => "conv",
             };
             return Err(format!(
@@ -230,6 +235,10 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
     }
     if want(Case::Conv) {
         bench_conv(args, isa, threads, &peak, out)?;
+    }
+    if want(Case::Attention) {
+        let only: &[String] = if args.case == Case::Attention { &args.sizes } else { &[] };
+        attention::run(threads, args.min_time, only, out)?;
     }
     if want(Case::Mlp) {
         let only: &[String] = if args.case == Case::Mlp {

@@ -101,6 +101,10 @@ impl<T: Float> Mask<'_, T> {
     /// `keep_row` is the example's row of the key mask.
     #[inline]
     fn apply(&self, row: &mut [T], i: usize, j0: usize, keep_row: Option<&[T]>) {
+        // Nothing to mask: no key mask, and the whole tile is at or before row i.
+        if keep_row.is_none() && (!self.causal || j0 + row.len() <= i + 1) {
+            return;
+        }
         for (jj, s) in row.iter_mut().enumerate() {
             let j = j0 + jj;
             if (self.causal && j > i) || keep_row.is_some_and(|kr| kr[j] == T::ZERO) {
