@@ -63,9 +63,16 @@ fn encoder_block(cr: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let block = TransformerEncoderBlock::new(128, 4, 512, 0.0, false, 1, &mut rng).unwrap();
-    let x = Tensor::randn(0.0, 1.0, &[32, 128, 128][..], DType::F32, Device::Cpu, &mut rng)
-        .unwrap()
-        .as_variable();
+    let x = Tensor::randn(
+        0.0,
+        1.0,
+        &[32, 128, 128][..],
+        DType::F32,
+        Device::Cpu,
+        &mut rng,
+    )
+    .unwrap()
+    .as_variable();
     g.bench_function("forward_backward_n32_t128_d128", |b| {
         b.iter(|| {
             let y = block.forward(&x, true).unwrap();

@@ -237,7 +237,11 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
         bench_conv(args, isa, threads, &peak, out)?;
     }
     if want(Case::Attention) {
-        let only: &[String] = if args.case == Case::Attention { &args.sizes } else { &[] };
+        let only: &[String] = if args.case == Case::Attention {
+            &args.sizes
+        } else {
+            &[]
+        };
         attention::run(threads, args.min_time, only, out)?;
     }
     if want(Case::Mlp) {

@@ -40,9 +40,9 @@ use ember_ops::AttentionSpec;
 use rayon::prelude::*;
 
 /// Query rows per task and per tile.
-pub const BLOCK_Q: usize = 64;
+pub const BLOCK_Q: usize = 128;
 /// Keys per tile.
-pub const BLOCK_K: usize = 64;
+pub const BLOCK_K: usize = 128;
 
 const OP: &str = "scaled_dot_product_attention";
 
@@ -410,7 +410,10 @@ pub fn attention_backward<T: Float>(
         gemm(bq, bk, dv, T::ONE, doa, vt, T::ZERO, c, Epilogue::default()).map_err(gemm_err)?;
         for r in 0..bq {
             let d = drow[gi * tq + i0 + r];
-            for (x, &pv) in ds[r * bk..(r + 1) * bk].iter_mut().zip(&p[r * bk..(r + 1) * bk]) {
+            for (x, &pv) in ds[r * bk..(r + 1) * bk]
+                .iter_mut()
+                .zip(&p[r * bk..(r + 1) * bk])
+            {
                 *x = pv * (*x - d);
             }
         }
@@ -427,10 +430,20 @@ pub fn attention_backward<T: Float>(
         let mut p = vec![T::ZERO; BLOCK_Q * bk];
         let mut ds = vec![T::ZERO; BLOCK_Q * bk];
         // Under `causal`, rows before j0 see none of these keys.
-        let mut i0 = if s.causal { (j0 / BLOCK_Q) * BLOCK_Q } else { 0 };
+        let mut i0 = if s.causal {
+            (j0 / BLOCK_Q) * BLOCK_Q
+        } else {
+            0
+        };
         while i0 < tq {
             let bq = BLOCK_Q.min(tq - i0);
-            tile(gi, (i0, bq), (j0, bk), &mut p[..bq * bk], &mut ds[..bq * bk])?;
+            tile(
+                gi,
+                (i0, bq),
+                (j0, bk),
+                &mut p[..bq * bk],
+                &mut ds[..bq * bk],
+            )?;
             // dV_j += Pᵀ · dO_i
             let pt = MatRef {
                 data: &p[..bq * bk],
@@ -494,7 +507,13 @@ pub fn attention_backward<T: Float>(
         let mut j0 = 0;
         while j0 < kend {
             let bk = BLOCK_K.min(kend - j0);
-            tile(gi, (i0, bq), (j0, bk), &mut p[..bq * bk], &mut ds[..bq * bk])?;
+            tile(
+                gi,
+                (i0, bq),
+                (j0, bk),
+                &mut p[..bq * bk],
+                &mut ds[..bq * bk],
+            )?;
             // dQ_i += scale · dS · K_j
             let dsa = MatRef {
                 data: &ds[..bq * bk],

@@ -220,7 +220,10 @@ pub fn layer_norm_backward<T: Float>(
             .enumerate()
             .map(|(bi, c)| block(bi, Some(c)))
             .collect(),
-        (None, true) => (0..blocks).into_par_iter().map(|bi| block(bi, None)).collect(),
+        (None, true) => (0..blocks)
+            .into_par_iter()
+            .map(|bi| block(bi, None))
+            .collect(),
         (None, false) => (0..blocks).map(|bi| block(bi, None)).collect(),
     };
     // The partials in block order: the same additions whatever ran them.
@@ -265,13 +268,35 @@ mod tests {
                 .build()
                 .unwrap();
             pool.install(|| {
-                let (mut y, mut m, mut s) = (vec![0f32; rows * d], vec![0f32; rows], vec![0f32; rows]);
-                layer_norm_forward(&x, (rows, d), Some(&gm), Some(&bt), 1e-5, &mut y, &mut m, &mut s)
-                    .unwrap();
-                let g: Vec<f32> = (0..rows * d).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+                let (mut y, mut m, mut s) =
+                    (vec![0f32; rows * d], vec![0f32; rows], vec![0f32; rows]);
+                layer_norm_forward(
+                    &x,
+                    (rows, d),
+                    Some(&gm),
+                    Some(&bt),
+                    1e-5,
+                    &mut y,
+                    &mut m,
+                    &mut s,
+                )
+                .unwrap();
+                let g: Vec<f32> = (0..rows * d)
+                    .map(|i| ((i % 7) as f32 - 3.0) * 0.1)
+                    .collect();
                 let (mut dx, mut dg, mut db) = (vec![0f32; rows * d], vec![0f32; d], vec![0f32; d]);
-                layer_norm_backward(&x, &g, (rows, d), &m, &s, Some(&gm), Some(&mut dx), &mut dg, &mut db)
-                    .unwrap();
+                layer_norm_backward(
+                    &x,
+                    &g,
+                    (rows, d),
+                    &m,
+                    &s,
+                    Some(&gm),
+                    Some(&mut dx),
+                    &mut dg,
+                    &mut db,
+                )
+                .unwrap();
                 (y, dx, dg, db)
             })
         };
@@ -284,7 +309,10 @@ mod tests {
             let xr: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|&v| v as f64).collect();
             let want = reference(&xr, &g64, &b64, 1e-5);
             for j in 0..d {
-                assert!((a.0[r * d + j] as f64 - want[j]).abs() < 1e-4, "row {r} col {j}");
+                assert!(
+                    (a.0[r * d + j] as f64 - want[j]).abs() < 1e-4,
+                    "row {r} col {j}"
+                );
             }
         }
     }
@@ -295,8 +323,17 @@ mod tests {
         let (mut y, mut m, mut s) = ([0f32; 6], [0f32; 2], [0f32; 2]);
         assert!(layer_norm_forward(&x, (2, 4), None, None, 1e-5, &mut y, &mut m, &mut s).is_err());
         assert!(
-            layer_norm_forward(&x, (2, 3), Some(&[1.0; 2]), None, 1e-5, &mut y, &mut m, &mut s)
-                .is_err()
+            layer_norm_forward(
+                &x,
+                (2, 3),
+                Some(&[1.0; 2]),
+                None,
+                1e-5,
+                &mut y,
+                &mut m,
+                &mut s
+            )
+            .is_err()
         );
     }
 }

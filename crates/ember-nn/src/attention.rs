@@ -14,7 +14,9 @@
 use crate::error::{NnError, Result, config_err};
 use crate::layers::{Dense, Dropout};
 use crate::module::Module;
-use ember_core::{Activation, AttentionOptions, DType, Device, Tensor, scaled_dot_product_attention};
+use ember_core::{
+    Activation, AttentionOptions, DType, Device, Tensor, scaled_dot_product_attention,
+};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -169,8 +171,10 @@ impl MultiHeadAttention {
     /// `[N, T, E]` → `[N, H, T, E/H]`.
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let s = x.shape();
-        Ok(x.reshape(vec![s[0], s[1], self.heads, self.e / self.heads])?
-            .permute(&[0, 2, 1, 3])?)
+        Ok(
+            x.reshape(vec![s[0], s[1], self.heads, self.e / self.heads])?
+                .permute(&[0, 2, 1, 3])?,
+        )
     }
 
     /// Attention of queries `q` `[N, Tq, E]` over keys `k` and values `v` (`[N, Tk, E]`):
@@ -209,9 +213,17 @@ impl MultiHeadAttention {
             // Self-attention: one GEMM for the three projections, then split the columns.
             let all = q
                 .reshape(vec![n * tq, e])?
-                .linear(&self.in_proj_weight, Some(&self.in_proj_bias), Activation::None)?
+                .linear(
+                    &self.in_proj_weight,
+                    Some(&self.in_proj_bias),
+                    Activation::None,
+                )?
                 .reshape(vec![n, tq, 3 * e])?;
-            (all.narrow(2, 0, e)?, all.narrow(2, e, e)?, all.narrow(2, 2 * e, e)?)
+            (
+                all.narrow(2, 0, e)?,
+                all.narrow(2, e, e)?,
+                all.narrow(2, 2 * e, e)?,
+            )
         } else {
             (proj(q, 0)?, proj(k, 1)?, proj(v, 2)?)
         };
@@ -526,7 +538,11 @@ enum Pool1d {
 fn pool_1d(kind: Pool1d, name: &str, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let (n, t) = match x.shape() {
         &[n, t, _] => (n, t),
-        s => return config_err(format!("{name}: expected [batch, steps, features], got {s:?}")),
+        s => {
+            return config_err(format!(
+                "{name}: expected [batch, steps, features], got {s:?}"
+            ));
+        }
     };
     let Some(m) = mask else {
         return Ok(match kind {
@@ -597,5 +613,9 @@ macro_rules! pooling_module {
         }
     };
 }
-pooling_module!(GlobalAveragePooling1D, Pool1d::Avg, "GlobalAveragePooling1D");
+pooling_module!(
+    GlobalAveragePooling1D,
+    Pool1d::Avg,
+    "GlobalAveragePooling1D"
+);
 pooling_module!(GlobalMaxPooling1D, Pool1d::Max, "GlobalMaxPooling1D");

@@ -828,10 +828,15 @@ fn build_layer(
         LayerSpec::ZeroPad2d { padding } => Box::new(ZeroPad2d::new(*padding)),
         LayerSpec::Reshape { shape: to } => Box::new(Reshape::new(to)),
         // Attention layers: d is the last extent of the per-example [T, d] input.
-        LayerSpec::LayerNorm { eps } => Box::new(attn::LayerNorm::with_eps(last_dim(shape)?, *eps)?),
-        LayerSpec::MultiHeadAttention { heads, causal } => Box::new(
-            attn::MultiHeadAttention::new(seq_dim(shape, "MultiHeadAttention")?, *heads, *causal, rng)?,
-        ),
+        LayerSpec::LayerNorm { eps } => {
+            Box::new(attn::LayerNorm::with_eps(last_dim(shape)?, *eps)?)
+        }
+        LayerSpec::MultiHeadAttention { heads, causal } => Box::new(attn::MultiHeadAttention::new(
+            seq_dim(shape, "MultiHeadAttention")?,
+            *heads,
+            *causal,
+            rng,
+        )?),
         LayerSpec::PositionalEmbedding { max_len } => Box::new(attn::PositionalEmbedding::new(
             *max_len,
             seq_dim(shape, "PositionalEmbedding")?,

@@ -17,7 +17,12 @@ use serde_json::json;
 const LENGTHS: [usize; 2] = [128, 512];
 
 /// Runs the attention cases.
-pub(super) fn run(threads: usize, min_time: f64, sizes: &[String], out: &Out) -> Result<(), String> {
+pub(super) fn run(
+    threads: usize,
+    min_time: f64,
+    sizes: &[String],
+    out: &Out,
+) -> Result<(), String> {
     let lengths: Vec<usize> = if sizes.is_empty() {
         LENGTHS.to_vec()
     } else {
@@ -62,14 +67,19 @@ fn sdpa(
         scale: 1.0 / (dh as f64).sqrt(),
     };
     let len = n * h * t * dh;
-    let fill = |f: f32| (0..len).map(|i| ((i as f32) * f).sin()).collect::<Vec<f32>>();
+    let fill = |f: f32| {
+        (0..len)
+            .map(|i| ((i as f32) * f).sin())
+            .collect::<Vec<f32>>()
+    };
     let (q, k, v, dout) = (fill(0.37), fill(0.71), fill(0.13), fill(0.29));
     let mut o = vec![0f32; len];
     let mut lse = vec![0f32; n * h * t];
     let (mut dq, mut dk, mut dv) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
     let e = |e: ember_cpu::OperandError| format!("bench attention: {e}");
     let mut err = Ok(());
-    let mut fwd = || err = ka::attention_forward(&spec, &q, &k, &v, None, &mut o, &mut lse).map_err(e);
+    let mut fwd =
+        || err = ka::attention_forward(&spec, &q, &k, &v, None, &mut o, &mut lse).map_err(e);
     let t_fwd = time_it(min_time, &mut fwd);
     let c_fwd = cpu_per_call(threads, &mut fwd);
     err.clone()?;

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage, StorageData};
 use ember_ops::{
-    Activation, AttentionSpec, BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp,
-    UnaryOp,
+    Activation, AttentionSpec, BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode,
+    Pool2dSpec, ReduceOp, UnaryOp,
 };
 
 pub(crate) use cpu::matmul::LinearGrads;

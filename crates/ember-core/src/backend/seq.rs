@@ -111,22 +111,14 @@ impl StorageData {
         // The mask (when absent, the query stands in for it, unused) goes through the same match.
         let (m, ml) = keep.unwrap_or((q, ql));
         Ok(match on(OP, [q, k, v, m])? {
-            On::Cpu([q, k, v, m]) => CpuStorage::attention(
-                spec,
-                (q, ql),
-                (k, kl),
-                (v, vl),
-                keep.map(|_| (m, ml)),
-            )?
-            .map(StorageData::Cpu),
-            On::Cuda([q, k, v, m]) => CudaStorage::attention(
-                spec,
-                (q, ql),
-                (k, kl),
-                (v, vl),
-                keep.map(|_| (m, ml)),
-            )?
-            .map(StorageData::Cuda),
+            On::Cpu([q, k, v, m]) => {
+                CpuStorage::attention(spec, (q, ql), (k, kl), (v, vl), keep.map(|_| (m, ml)))?
+                    .map(StorageData::Cpu)
+            }
+            On::Cuda([q, k, v, m]) => {
+                CudaStorage::attention(spec, (q, ql), (k, kl), (v, vl), keep.map(|_| (m, ml)))?
+                    .map(StorageData::Cuda)
+            }
         })
     }
 

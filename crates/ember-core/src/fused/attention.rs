@@ -49,12 +49,8 @@ pub fn scaled_dot_product_attention(
     crate::ops_check_same(OP, q, k)?;
     crate::ops_check_same(OP, q, v)?;
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
-    let bad = |why: &str| {
-        Error::shape(
-            OP,
-            format!("query {qs:?}, key {ks:?}, value {vs:?}: {why}"),
-        )
-    };
+    let bad =
+        |why: &str| Error::shape(OP, format!("query {qs:?}, key {ks:?}, value {vs:?}: {why}"));
     let r = qs.len();
     if !(r == 3 || r == 4) || ks.len() != r || vs.len() != r {
         return Err(bad(

@@ -18,8 +18,8 @@
 mod attention;
 mod bce;
 mod conv;
-mod linear;
 mod layer_norm;
+mod linear;
 mod norm;
 mod pool;
 mod resize;

@@ -4,7 +4,9 @@ use super::*;
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -34,9 +36,8 @@ fn reference(
     for gi in 0..g {
         let n = gi / s.heads;
         for i in 0..tq {
-            let allowed = |j: usize| {
-                !(s.causal && j > i) && keep.is_none_or(|m| m[n * tk + j] != 0.0)
-            };
+            let allowed =
+                |j: usize| !(s.causal && j > i) && keep.is_none_or(|m| m[n * tk + j] != 0.0);
             let logits: Vec<f64> = (0..tk)
                 .map(|j| {
                     (0..dh)
@@ -53,7 +54,13 @@ fn reference(
                 continue;
             }
             let e: Vec<f64> = (0..tk)
-                .map(|j| if allowed(j) { (logits[j] - mx).exp() } else { 0.0 })
+                .map(|j| {
+                    if allowed(j) {
+                        (logits[j] - mx).exp()
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let z: f64 = e.iter().sum();
             let p: Vec<f64> = e.iter().map(|x| x / z).collect();
@@ -106,7 +113,15 @@ fn run<T: Float>(
     (out, lse, dq, dk, dvv)
 }
 
-fn spec(batch: usize, heads: usize, tq: usize, tk: usize, dh: usize, dv: usize, causal: bool) -> AttentionSpec {
+fn spec(
+    batch: usize,
+    heads: usize,
+    tq: usize,
+    tk: usize,
+    dh: usize,
+    dv: usize,
+    causal: bool,
+) -> AttentionSpec {
     AttentionSpec {
         batch,
         heads,
@@ -131,13 +146,24 @@ fn close(what: &str, got: &[f64], want: &[f64], tol: f64) {
 
 #[test]
 fn matches_reference_f64_across_tiles_masks_and_causal() {
-    // Sizes straddle the 64-row/64-key tiles; 3 heads share each example's key mask, the
+    // Sizes straddle the 128-row/128-key tiles; 3 heads share each example's key mask, the
     // second example's keys are all padded (a fully masked row).
-    for &(tq, tk, causal) in &[(1, 1, false), (70, 130, false), (97, 97, true), (5, 131, true), (131, 7, true)] {
+    for &(tq, tk, causal) in &[
+        (1, 1, false),
+        (70, 130, false),
+        (97, 97, true),
+        (5, 131, true),
+        (131, 7, true),
+        (260, 270, true),
+        (130, 300, false),
+    ] {
         let s = spec(3, 2, tq, tk, 5, 3, causal);
         let g = 6;
         let q = values(g * tq * 5, 1);
-        let k = values(g * tk * 5, 2).iter().map(|x| x * 3.0).collect::<Vec<_>>();
+        let k = values(g * tk * 5, 2)
+            .iter()
+            .map(|x| x * 3.0)
+            .collect::<Vec<_>>();
         let v = values(g * tk * 3, 3);
         let dout = values(g * tq * 3, 4);
         let mut keep = vec![1.0; 3 * tk];

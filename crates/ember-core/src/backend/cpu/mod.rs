@@ -28,7 +28,8 @@ use crate::storage::CpuStorage;
 use ember_cpu::Float;
 use ember_cpu::copy::{cast_strided, copy_strided};
 use ember_ops::{
-    AttentionSpec, BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp, UnaryOp,
+    AttentionSpec, BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp,
+    UnaryOp,
 };
 use std::borrow::Cow;
 

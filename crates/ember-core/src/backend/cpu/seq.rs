@@ -42,13 +42,26 @@ fn ln_t<T: CpuFloat>(
     eps: f64,
 ) -> Result<[CpuStorage; 3]> {
     const OP: &str = "layer_norm";
-    let (xv, wv, bv) = (view_of::<T>(OP, x)?, view_of::<T>(OP, w)?, view_of::<T>(OP, b)?);
+    let (xv, wv, bv) = (
+        view_of::<T>(OP, x)?,
+        view_of::<T>(OP, w)?,
+        view_of::<T>(OP, b)?,
+    );
     let (xd, wd, bd) = (xv.dense(), wv.dense(), bv.dense());
     let mut y = zeroed(rows * d, T::ZERO);
     let mut m = zeroed(rows, T::ZERO);
     let mut r = zeroed(rows, T::ZERO);
-    kl::layer_norm_forward(&xd, (rows, d), Some(&wd), Some(&bd), eps, &mut y, &mut m, &mut r)
-        .map_err(kernel_err(OP))?;
+    kl::layer_norm_forward(
+        &xd,
+        (rows, d),
+        Some(&wd),
+        Some(&bd),
+        eps,
+        &mut y,
+        &mut m,
+        &mut r,
+    )
+    .map_err(kernel_err(OP))?;
     let dt = x.0.dtype();
     Ok([y, m, r].map(|v| T::output(v).into_storage(dt)))
 }
@@ -121,7 +134,11 @@ fn attn_t<T: CpuFloat>(
     keep: Option<A<'_>>,
 ) -> Result<[CpuStorage; 2]> {
     const OP: &str = "scaled_dot_product_attention";
-    let (qv, kv, vv) = (view_of::<T>(OP, q)?, view_of::<T>(OP, k)?, view_of::<T>(OP, v)?);
+    let (qv, kv, vv) = (
+        view_of::<T>(OP, q)?,
+        view_of::<T>(OP, k)?,
+        view_of::<T>(OP, v)?,
+    );
     let mv = keep.map(|m| view_of::<T>(OP, m)).transpose()?;
     let (qd, kd, vd) = (qv.dense(), kv.dense(), vv.dense());
     let md = mv.as_ref().map(|m| m.dense());
