@@ -134,7 +134,7 @@ fn layer_norm_and_attention_match_pytorch() {
     );
     let keep = Tensor::from_vec(
         vec![1f32, 1., 1., 1., 1., 0., 0., 1., 1., 1., 0., 0., 0., 0.],
-        &[2, 7],
+        [2, 7],
         Device::Cpu,
     )
     .unwrap();
@@ -384,7 +384,7 @@ fn causal_attention_leaks_nothing_from_the_future() {
                 m[(g * t + 100) * d + c] = 5.0;
             }
         }
-        x.add(&Tensor::from_vec(m, &[n, h, t, d], Device::Cpu).unwrap())
+        x.add(&Tensor::from_vec(m, [n, h, t, d], Device::Cpu).unwrap())
             .unwrap()
     };
     let after = scaled_dot_product_attention(&bump(&q), &bump(&k), &bump(&v), o)
@@ -424,7 +424,7 @@ fn padded_keys_leak_nothing_and_get_no_gradient() {
     let keep: Vec<f32> = (0..n * tk)
         .map(|i| if i % tk < [70, 10][i / tk] { 1.0 } else { 0.0 })
         .collect();
-    let m = Tensor::from_vec(keep.clone(), &[n, tk], Device::Cpu).unwrap();
+    let m = Tensor::from_vec(keep.clone(), [n, tk], Device::Cpu).unwrap();
     let o = AttentionOptions {
         key_mask: Some(&m),
         ..Default::default()
@@ -494,7 +494,7 @@ fn attention_is_bit_identical_for_1_and_3_threads() {
         (0..n * t)
             .map(|i| if i % t < 100 + i / t { 1f32 } else { 0.0 })
             .collect::<Vec<_>>(),
-        &[n, t],
+        [n, t],
         Device::Cpu,
     )
     .unwrap();

@@ -101,7 +101,8 @@ pub fn layer_norm_forward<T: Float>(
     if rows == 0 {
         return Ok(());
     }
-    let block = |(bi, ((yb, mb), rb)): (usize, ((&mut [T], &mut [T]), &mut [T]))| {
+    type Rows<'a, T> = (usize, ((&'a mut [T], &'a mut [T]), &'a mut [T]));
+    let block = |(bi, ((yb, mb), rb)): Rows<'_, T>| {
         for (r, ((yr, m), s)) in yb
             .chunks_mut(d)
             .zip(mb.iter_mut())
@@ -308,11 +309,8 @@ mod tests {
         for r in 0..rows {
             let xr: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|&v| v as f64).collect();
             let want = reference(&xr, &g64, &b64, 1e-5);
-            for j in 0..d {
-                assert!(
-                    (a.0[r * d + j] as f64 - want[j]).abs() < 1e-4,
-                    "row {r} col {j}"
-                );
+            for (j, w) in want.iter().enumerate() {
+                assert!((a.0[r * d + j] as f64 - w).abs() < 1e-4, "row {r} col {j}");
             }
         }
     }

@@ -508,8 +508,8 @@ impl Module for TransformerEncoderBlock {
 }
 
 /// The causal block of a decoder-only language model: a [`TransformerEncoderBlock`] whose
-/// attention lets step t see only steps ≤ t (no cross-attention).
-pub struct TransformerDecoderBlock;
+/// attention lets step t see only steps ≤ t (no cross-attention); same parameters and names.
+pub struct TransformerDecoderBlock(TransformerEncoderBlock);
 
 impl TransformerDecoderBlock {
     /// A causal pre-norm block (see [`TransformerEncoderBlock::new`]).
@@ -520,8 +520,36 @@ impl TransformerDecoderBlock {
         dropout: f64,
         seed: u64,
         rng: &mut StdRng,
-    ) -> Result<TransformerEncoderBlock> {
-        TransformerEncoderBlock::new(d, heads, ff, dropout, true, seed, rng)
+    ) -> Result<Self> {
+        Ok(TransformerDecoderBlock(TransformerEncoderBlock::new(
+            d, heads, ff, dropout, true, seed, rng,
+        )?))
+    }
+}
+
+impl Module for TransformerDecoderBlock {
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        self.0.forward(x, training)
+    }
+    fn forward_masked(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        training: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        self.0.forward_masked(x, mask, training)
+    }
+    fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.0.parameters()
+    }
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        self.0.output_shape(input)
     }
 }
 

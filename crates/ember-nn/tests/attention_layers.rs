@@ -122,7 +122,7 @@ fn multi_head_attention_matches_pytorch() {
     // PyTorch's key_padding_mask [[F]*5, [F, F, F, T, T]] is ember's keep mask below.
     let keep = Tensor::from_vec(
         vec![1f32, 1., 1., 1., 1., 1., 1., 1., 0., 0.],
-        &[2, 5],
+        [2, 5],
         Device::Cpu,
     )
     .unwrap();
@@ -198,7 +198,7 @@ fn layer_norm_layer_normalises_the_last_axis() {
 fn masked_pooling_ignores_padded_steps() {
     let x = fill(&[2, 4, 3], 0.5);
     let mask =
-        Tensor::from_vec(vec![1f32, 1., 0., 0., 0., 0., 0., 0.], &[2, 4], Device::Cpu).unwrap();
+        Tensor::from_vec(vec![1f32, 1., 0., 0., 0., 0., 0., 0.], [2, 4], Device::Cpu).unwrap();
     let xv = x.to_vec::<f32>().unwrap();
     let (avg, m_out) = GlobalAveragePooling1D
         .forward_masked(&x, Some(&mask), false)
@@ -291,7 +291,7 @@ fn a_model_file_with_attention_layers_trains() {
         .chunks(48)
         .map(|c| (c[0] > 0.0) as u8 as f32)
         .collect();
-    let y = Tensor::from_vec(first, &[n, 1], Device::Cpu).unwrap();
+    let y = Tensor::from_vec(first, [n, 1], Device::Cpu).unwrap();
     let mut model = net.compile(Optimizer::adam(), Loss::BinaryCrossEntropy, &[]);
     let h = model
         .fit(
