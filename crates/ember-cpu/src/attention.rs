@@ -16,13 +16,13 @@
 //! `P = e^(S − lse)`. Memory is O(tile), not O(tq·tk).
 //!
 //! **Backward**, with `D_i = Σ_d dO[i,d]·O[i,d]` per query row: `dV = Pᵀ·dO`,
-//! `dP = dO·Vᵀ`, `dS = P∘(dP − D)`, `dK = scale·dSᵀ·Q`, `dQ = scale·dS·K`. Two passes, so that
-//! every output element is written by exactly one task and no atomics or thread-dependent sums
-//! appear: one task per (group, key block) accumulates its rows of dK and dV over the query
-//! tiles in order; one task per (group, query block) accumulates its rows of dQ over the key
-//! tiles in order. Each recomputes its tiles of P from the saved lse (the price of not storing
-//! P: the score GEMM runs three times in all, as in FlashAttention).
-//!
+//! `dP = dO·Vᵀ`, `dS = P∘(dP − D)`, `dK = scale·dSᵀ·Q`, `dQ = scale·dS·K`. One task per group
+//! (one example's head) walks its key blocks in order and, for each, the query tiles in order,
+//! rebuilding the tile of P from the saved lse: five GEMMs per tile (S, dP, dV, dK, dQ). The
+//! task owns the group's rows of dQ, dK and dV, so no atomics or thread-dependent sums appear
+//! (FlashAttention-2 splits a group's key blocks across threads and adds dQ atomically; ember
+//! keeps the fixed order and parallelises over the N·H groups instead).
+
 //! **Fully masked rows.** A query row that may see no key at all (every key padded) has output
 //! 0, lse = +∞ (so every recomputed probability is 0) and zero gradients. PyTorch gives NaN
 //! there; ember differs on purpose, since such rows arise from padded batches and a NaN would
@@ -344,7 +344,6 @@ pub fn attention_backward<T: Float>(
         return Ok(());
     }
     let isa = isa::active();
-    let _ = isa;
     let mask = Mask {
         causal: s.causal,
         keep,
@@ -419,134 +418,96 @@ pub fn attention_backward<T: Float>(
         }
         Ok(())
     };
-    let qblocks = tq.div_ceil(BLOCK_Q);
-    let kblocks = tk.div_ceil(BLOCK_K);
-    let par = rayon::current_num_threads() > 1;
-    // Pass 1: per (group, key block), dK and dV rows over all query tiles in order.
-    let kv_task = |t: usize, dkb: &mut [T], dvb: &mut [T]| -> Result<(), OperandError> {
-        let (gi, kb) = (t / kblocks, t % kblocks);
-        let j0 = kb * BLOCK_K;
-        let bk = dkb.len() / dh;
-        let mut p = vec![T::ZERO; BLOCK_Q * bk];
-        let mut ds = vec![T::ZERO; BLOCK_Q * bk];
-        // Under `causal`, rows before j0 see none of these keys.
-        let mut i0 = if s.causal {
-            (j0 / BLOCK_Q) * BLOCK_Q
-        } else {
-            0
-        };
-        while i0 < tq {
-            let bq = BLOCK_Q.min(tq - i0);
-            tile(
-                gi,
-                (i0, bq),
-                (j0, bk),
-                &mut p[..bq * bk],
-                &mut ds[..bq * bk],
-            )?;
-            // dV_j += Pᵀ · dO_i
-            let pt = MatRef {
-                data: &p[..bq * bk],
-                rs: 1,
-                cs: bk,
-            };
-            let doa = MatRef {
-                data: &dout[(gi * tq + i0) * dv..(gi * tq + i0 + bq) * dv],
-                rs: dv,
-                cs: 1,
-            };
-            let c = MatMut {
-                data: &mut *dvb,
-                rs: dv,
-                cs: 1,
-            };
-            gemm(bk, dv, bq, T::ONE, pt, doa, T::ONE, c, Epilogue::default()).map_err(gemm_err)?;
-            // dK_j += scale · dSᵀ · Q_i
-            let dst = MatRef {
-                data: &ds[..bq * bk],
-                rs: 1,
-                cs: bk,
-            };
-            let qa = MatRef {
-                data: &q[(gi * tq + i0) * dh..(gi * tq + i0 + bq) * dh],
-                rs: dh,
-                cs: 1,
-            };
-            let c = MatMut {
-                data: &mut *dkb,
-                rs: dh,
-                cs: 1,
-            };
-            gemm(bk, dh, bq, scale, dst, qa, T::ONE, c, Epilogue::default()).map_err(gemm_err)?;
-            i0 += bq;
-        }
-        Ok(())
-    };
-    let kv: Vec<(&mut [T], &mut [T])> = dk
-        .chunks_mut(tk * dh)
-        .zip(dvv.chunks_mut(tk * dv))
-        .flat_map(|(a, b)| a.chunks_mut(BLOCK_K * dh).zip(b.chunks_mut(BLOCK_K * dv)))
-        .collect();
-    if par && kv.len() > 1 {
-        kv.into_par_iter()
-            .enumerate()
-            .try_for_each(|(t, (a, b))| kv_task(t, a, b))?;
-    } else {
-        kv.into_iter()
-            .enumerate()
-            .try_for_each(|(t, (a, b))| kv_task(t, a, b))?;
-    }
-    // Pass 2: per (group, query block), dQ rows over the key tiles in order.
-    let q_task = |t: usize, dqb: &mut [T]| -> Result<(), OperandError> {
-        let (gi, qb) = (t / qblocks, t % qblocks);
-        let i0 = qb * BLOCK_Q;
-        let bq = dqb.len() / dh;
-        let mut p = vec![T::ZERO; bq * BLOCK_K];
-        let mut ds = vec![T::ZERO; bq * BLOCK_K];
-        let kend = key_end(s.causal, i0 + bq, tk);
+    // One task per group: its key blocks in order, and for each the query tiles in order. The
+    // task owns the group's rows of dq, dk and dv, so every sum runs in one fixed order.
+    let group_task = |gi: usize, dqg: &mut [T], dkg: &mut [T], dvg: &mut [T]| {
+        let mut p = vec![T::ZERO; BLOCK_Q * BLOCK_K];
+        let mut ds = vec![T::ZERO; BLOCK_Q * BLOCK_K];
         let mut j0 = 0;
-        while j0 < kend {
-            let bk = BLOCK_K.min(kend - j0);
-            tile(
-                gi,
-                (i0, bq),
-                (j0, bk),
-                &mut p[..bq * bk],
-                &mut ds[..bq * bk],
-            )?;
-            // dQ_i += scale · dS · K_j
-            let dsa = MatRef {
-                data: &ds[..bq * bk],
-                rs: bk,
-                cs: 1,
+        while j0 < tk {
+            let bk = BLOCK_K.min(tk - j0);
+            // Under `causal`, rows before j0 see none of these keys.
+            let mut i0 = if s.causal {
+                (j0 / BLOCK_Q) * BLOCK_Q
+            } else {
+                0
             };
-            let kb = MatRef {
-                data: &k[(gi * tk + j0) * dh..(gi * tk + j0 + bk) * dh],
-                rs: dh,
-                cs: 1,
-            };
-            let c = MatMut {
-                data: &mut *dqb,
-                rs: dh,
-                cs: 1,
-            };
-            gemm(bq, dh, bk, scale, dsa, kb, T::ONE, c, Epilogue::default()).map_err(gemm_err)?;
+            while i0 < tq {
+                let bq = BLOCK_Q.min(tq - i0);
+                let (pt, dst) = (&mut p[..bq * bk], &mut ds[..bq * bk]);
+                tile(gi, (i0, bq), (j0, bk), pt, dst)?;
+                // dV_j += Pᵀ · dO_i
+                let doa = MatRef {
+                    data: &dout[(gi * tq + i0) * dv..(gi * tq + i0 + bq) * dv],
+                    rs: dv,
+                    cs: 1,
+                };
+                let c = MatMut {
+                    data: &mut dvg[j0 * dv..(j0 + bk) * dv],
+                    rs: dv,
+                    cs: 1,
+                };
+                let ptr = MatRef {
+                    data: &*pt,
+                    rs: 1,
+                    cs: bk,
+                };
+                gemm(bk, dv, bq, T::ONE, ptr, doa, T::ONE, c, Epilogue::default())
+                    .map_err(gemm_err)?;
+                // dK_j += scale · dSᵀ · Q_i
+                let qa = MatRef {
+                    data: &q[(gi * tq + i0) * dh..(gi * tq + i0 + bq) * dh],
+                    rs: dh,
+                    cs: 1,
+                };
+                let dstr = MatRef {
+                    data: &*dst,
+                    rs: 1,
+                    cs: bk,
+                };
+                let c = MatMut {
+                    data: &mut dkg[j0 * dh..(j0 + bk) * dh],
+                    rs: dh,
+                    cs: 1,
+                };
+                gemm(bk, dh, bq, scale, dstr, qa, T::ONE, c, Epilogue::default())
+                    .map_err(gemm_err)?;
+                // dQ_i += scale · dS · K_j
+                let dsa = MatRef {
+                    data: &*dst,
+                    rs: bk,
+                    cs: 1,
+                };
+                let kb = MatRef {
+                    data: &k[(gi * tk + j0) * dh..(gi * tk + j0 + bk) * dh],
+                    rs: dh,
+                    cs: 1,
+                };
+                let c = MatMut {
+                    data: &mut dqg[i0 * dh..(i0 + bq) * dh],
+                    rs: dh,
+                    cs: 1,
+                };
+                gemm(bq, dh, bk, scale, dsa, kb, T::ONE, c, Epilogue::default())
+                    .map_err(gemm_err)?;
+                i0 += bq;
+            }
             j0 += bk;
         }
         Ok(())
     };
-    let qs: Vec<&mut [T]> = dq
-        .chunks_mut(tq * dh)
-        .flat_map(|a| a.chunks_mut(BLOCK_Q * dh))
-        .collect();
-    if par && qs.len() > 1 {
-        qs.into_par_iter()
+    if rayon::current_num_threads() > 1 && g > 1 {
+        dq.par_chunks_mut(tq * dh)
+            .zip(dk.par_chunks_mut(tk * dh))
+            .zip(dvv.par_chunks_mut(tk * dv))
             .enumerate()
-            .try_for_each(|(t, a)| q_task(t, a))
+            .try_for_each(|(gi, ((a, b), c))| group_task(gi, a, b, c))
     } else {
-        qs.into_iter()
+        dq.chunks_mut(tq * dh)
+            .zip(dk.chunks_mut(tk * dh))
+            .zip(dvv.chunks_mut(tk * dv))
             .enumerate()
-            .try_for_each(|(t, a)| q_task(t, a))
+            .try_for_each(|(gi, ((a, b), c))| group_task(gi, a, b, c))
     }
 }
 
