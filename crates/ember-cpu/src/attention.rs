@@ -421,8 +421,8 @@ pub fn attention_backward<T: Float>(
     // One task per group: its key blocks in order, and for each the query tiles in order. The
     // task owns the group's rows of dq, dk and dv, so every sum runs in one fixed order.
     let group_task = |gi: usize, dqg: &mut [T], dkg: &mut [T], dvg: &mut [T]| {
-        let mut p = vec![T::ZERO; BLOCK_Q * BLOCK_K];
-        let mut ds = vec![T::ZERO; BLOCK_Q * BLOCK_K];
+        let mut p = vec![T::ZERO; BLOCK_Q.min(tq) * BLOCK_K.min(tk)];
+        let mut ds = vec![T::ZERO; BLOCK_Q.min(tq) * BLOCK_K.min(tk)];
         let mut j0 = 0;
         while j0 < tk {
             let bk = BLOCK_K.min(tk - j0);
