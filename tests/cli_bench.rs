@@ -87,3 +87,44 @@ fn conv_bench_runs_named_shapes() {
         "{err}"
     );
 }
+
+/// `ember bench attention --sizes T`: one JSON line per length with forward and forward +
+/// backward timings; a length that is not a number is a one-line error.
+#[test]
+fn attention_bench_runs_given_lengths() {
+    let run = |sizes: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ember"))
+            .args([
+                "bench",
+                "attention",
+                "--threads",
+                "1",
+                "--min-time",
+                "0.01",
+                "--json",
+            ])
+            .args(["--sizes", sizes])
+            .output()
+            .expect("the ember binary runs")
+    };
+    let out = run("16");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v["bench"] == "attention")
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["t"], 16);
+    assert!(lines[0]["fwd_bwd_ms"].as_f64().unwrap() > 0.0);
+    let out = run("long");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'long' is not a length"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -18,6 +18,7 @@
 //! Sizes are checked against the memory available before any operand is allocated.
 //! `--json` prints one object per case so scripts can line ember up with other libraries.
 
+mod attention;
 mod lstm;
 
 use ember_cpu::isa::{self, Isa};
@@ -45,6 +46,8 @@ pub enum Case {
     /// A sequential-MNIST training step: LSTM(128) over 28 steps of 28 → Dense 10, batch 64,
     /// cross-entropy, Adam (issue 15's task; peer: `seq_cnn_peers.py --task lstm`).
     Lstm,
+    /// Scaled dot-product attention (forward, forward + backward) and one encoder block.
+    Attention,
     /// Everything above.
     All,
 }
@@ -137,12 +140,13 @@ fn run_cuda(args: &BenchArgs) -> Result<(), String> {
         Case::Elementwise => Suite::Elementwise,
         Case::Loss => Suite::Loss,
         Case::All => Suite::All,
-        Case::Peak | Case::Mlp | Case::Conv | Case::Sparse | Case::Lstm => {
+        Case::Peak | Case::Mlp | Case::Conv | Case::Sparse | Case::Lstm | Case::Attention => {
             let name = match args.case {
                 Case::Peak => "peak",
                 Case::Mlp => "mlp",
                 Case::Sparse => "sparse",
                 Case::Lstm => "lstm",
+                Case::Attention => "attention",
                 _ => "conv",
             };
             return Err(format!(
@@ -248,6 +252,14 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
     }
     if want(Case::Lstm) {
         lstm::run(threads, args.min_time, out)?;
+    }
+    if want(Case::Attention) {
+        let only: &[String] = if args.case == Case::Attention {
+            &args.sizes
+        } else {
+            &[]
+        };
+        attention::run(threads, args.min_time, only, out)?;
     }
     if want(Case::Mlp) {
         let only: &[String] = if args.case == Case::Mlp {

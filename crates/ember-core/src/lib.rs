@@ -53,7 +53,7 @@ pub use ember_ops;
 pub use ember_ops::{Activation, BceForm, BinaryOp, Pad2d, PadMode, ReduceOp, UnaryOp};
 pub use ember_ops::{CellKind, RnnActivation};
 pub use error::{Error, ErrorSource, Result};
-pub use fused::{BatchNormOptions, PoolOptions};
+pub use fused::{AttentionOptions, BatchNormOptions, PoolOptions, scaled_dot_product_attention};
 pub use fused::{RecurrentInputs, RecurrentOutput, recurrent};
 pub use grad_mode::{NoGradGuard, is_grad_enabled, no_grad};
 pub use layout::Layout;

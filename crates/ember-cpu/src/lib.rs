@@ -26,8 +26,11 @@
 //! - [`pool`]: max/average/adaptive pooling, nearest upsampling, 2-D padding, batch-norm
 //!   statistics, forward and backward over NCHW planes.
 //! - [`recurrent`]: simple RNN, LSTM and GRU sequences: the step loop and its exact backward.
+//! - [`layer_norm`]: layer normalisation over the last axis, forward and backward.
+//! - [`attention`]: tiled (FlashAttention-2) scaled dot-product attention, forward and backward.
 //! - [`peak`]: FMA-throughput and copy-bandwidth probes, the yardsticks of `ember bench`.
 
+pub mod attention;
 pub mod binary;
 pub mod cache;
 pub mod conv;
@@ -38,6 +41,7 @@ pub mod error;
 pub mod gemm;
 pub mod index;
 pub mod isa;
+pub mod layer_norm;
 pub mod loss;
 pub mod optim;
 pub mod par;

@@ -25,7 +25,8 @@
 //! Modules: [`layers`], [`conv`] (convolution layers) and [`module`] (the `Module` trait), [`sequential`], [`loss`],
 //! [`regularizer`], [`optim`], [`metrics`], [`model`] (compile/fit/evaluate/predict),
 //! [`callbacks`], [`data`] (CSV, splits, scalers, IDX), [`checkpoint`] (safetensors), [`init`],
-//! [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
+//! [`attention`] (layer norm, multi-head attention, positions, Transformer blocks, masked
+//! 1-D pooling), [`spec`] (model files: a network as JSON or TOML), [`augment`] (random image shifts),
 //! [`image`] (PNG grids of samples), [`privacy`] (the RDP accountant), [`dp`] (DP-SGD training),
 //! [`dist`] (data-parallel training across MPI ranks, bit-identical for any rank count),
 //! [`quantize`] (int8 dynamic and static quantization of Dense networks), [`prune`] and
@@ -34,6 +35,7 @@
 //! tokenizer, language-model windows, text CSVs), [`masked_mean`] (mean over unpadded steps),
 //! [`recurrent`] (SimpleRNN, LSTM, GRU).
 
+pub mod attention;
 pub mod augment;
 pub mod callbacks;
 pub mod checkpoint;

@@ -30,6 +30,7 @@
 //!
 //! Unknown keys are errors (a misspelt option must not be ignored silently).
 
+use crate::attention as attn;
 use crate::checkpoint;
 use crate::conv::{Conv1d, Conv2d, ConvOptions, ConvTranspose2d, Padding};
 use crate::error::{NnError, Result, config_err};
@@ -426,6 +427,55 @@ pub enum LayerSpec {
         #[serde(default = "default_groups", skip_serializing_if = "is_one_usize")]
         num_layers: usize,
     },
+    // Attention layers (`attention.rs`); the width d is the input's last extent.
+    /// Layer normalisation over the last axis (PyTorch's `nn.LayerNorm`).
+    LayerNorm {
+        /// Added to the variance (default 1e-5, PyTorch's).
+        #[serde(default = "default_ln_eps")]
+        eps: f64,
+    },
+    /// Multi-head self-attention on `[T, d]` (reads the padding mask).
+    MultiHeadAttention {
+        /// Heads (d must be a multiple).
+        heads: usize,
+        /// Step t attends only to steps ≤ t.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        causal: bool,
+    },
+    /// Learned positions added to `[T, d]` (T ≤ max_len).
+    PositionalEmbedding {
+        /// The longest sequence.
+        max_len: usize,
+    },
+    /// Fixed sinusoidal positions added to `[T, d]`.
+    SinusoidalPositional,
+    /// A pre-norm Transformer encoder block on `[T, d]`.
+    TransformerEncoder {
+        /// Attention heads.
+        heads: usize,
+        /// Feed-forward width.
+        ff: usize,
+        /// Dropout on the two residual branches.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropout: f64,
+        /// Causal attention (a decoder-only block).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        causal: bool,
+    },
+    /// A causal pre-norm Transformer block (decoder-only language models) on `[T, d]`.
+    TransformerDecoder {
+        /// Attention heads.
+        heads: usize,
+        /// Feed-forward width.
+        ff: usize,
+        /// Dropout on the two residual branches.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropout: f64,
+    },
+    /// Masked mean over the steps: `[T, F]` → `[F]`.
+    GlobalAveragePooling1D,
+    /// Masked maximum over the steps: `[T, F]` → `[F]`.
+    GlobalMaxPooling1D,
 }
 
 /// An Embedding's vocabulary size or a Dense layer's width in a model file: a number or
@@ -453,6 +503,10 @@ fn default_rnn_activation() -> String {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn default_ln_eps() -> f64 {
+    1e-5
 }
 
 /// A pair of sizes that defaults to zero (paddings).
@@ -501,6 +555,14 @@ impl LayerSpec {
             LayerSpec::SimpleRnn { .. } => "SimpleRNN",
             LayerSpec::Lstm { .. } => "LSTM",
             LayerSpec::Gru { .. } => "GRU",
+            LayerSpec::LayerNorm { .. } => "LayerNorm",
+            LayerSpec::MultiHeadAttention { .. } => "MultiHeadAttention",
+            LayerSpec::PositionalEmbedding { .. } => "PositionalEmbedding",
+            LayerSpec::SinusoidalPositional => "SinusoidalPositional",
+            LayerSpec::TransformerEncoder { .. } => "TransformerEncoder",
+            LayerSpec::TransformerDecoder { .. } => "TransformerDecoder",
+            LayerSpec::GlobalAveragePooling1D => "GlobalAveragePooling1D",
+            LayerSpec::GlobalMaxPooling1D => "GlobalMaxPooling1D",
         }
     }
 }
@@ -951,7 +1013,70 @@ fn build_layer(
                 rng,
             )?)
         }
+        // Attention layers: d is the last extent of the per-example [T, d] input.
+        LayerSpec::LayerNorm { eps } => {
+            Box::new(attn::LayerNorm::with_eps(last_dim(shape)?, *eps)?)
+        }
+        LayerSpec::MultiHeadAttention { heads, causal } => Box::new(attn::MultiHeadAttention::new(
+            seq_dim(shape, "MultiHeadAttention")?,
+            *heads,
+            *causal,
+            rng,
+        )?),
+        LayerSpec::PositionalEmbedding { max_len } => Box::new(attn::PositionalEmbedding::new(
+            *max_len,
+            seq_dim(shape, "PositionalEmbedding")?,
+            rng,
+        )?),
+        LayerSpec::SinusoidalPositional => Box::new(attn::SinusoidalPositional::new(seq_dim(
+            shape,
+            "SinusoidalPositional",
+        )?)?),
+        LayerSpec::TransformerEncoder {
+            heads,
+            ff,
+            dropout,
+            causal,
+        } => Box::new(attn::TransformerEncoderBlock::new(
+            seq_dim(shape, "TransformerEncoder")?,
+            *heads,
+            *ff,
+            *dropout,
+            *causal,
+            layer_seed,
+            rng,
+        )?),
+        LayerSpec::TransformerDecoder { heads, ff, dropout } => {
+            Box::new(attn::TransformerDecoderBlock::new(
+                seq_dim(shape, "TransformerDecoder")?,
+                *heads,
+                *ff,
+                *dropout,
+                layer_seed,
+                rng,
+            )?)
+        }
+        LayerSpec::GlobalAveragePooling1D => Box::new(attn::GlobalAveragePooling1D),
+        LayerSpec::GlobalMaxPooling1D => Box::new(attn::GlobalMaxPooling1D),
     })
+}
+
+/// The width d of a per-example sequence `[T, d]`, or an error naming the layer.
+fn seq_dim(shape: &[usize], what: &str) -> Result<usize> {
+    match shape {
+        [_, d] => Ok(*d),
+        _ => config_err(format!(
+            "{what} takes a sequence [steps, features] per example, got {shape:?}"
+        )),
+    }
+}
+
+/// The last extent of a per-example shape (the features LayerNorm normalises).
+fn last_dim(shape: &[usize]) -> Result<usize> {
+    match shape.last() {
+        Some(&d) => Ok(d),
+        None => config_err("LayerNorm needs at least one feature axis"),
+    }
 }
 
 /// The channel count of a `rank`-dimensional per-example input, or an error saying what the

@@ -15,6 +15,7 @@
 //! derivative in ember-cpu (`unary::apply` / `unary::derivative`) and in
 //! `kernels/elementwise.cu` (`unary_apply` / `unary_deriv`), and a tensor method in ember-core.
 
+mod attention;
 mod conv;
 mod dtype;
 mod ops;
@@ -23,6 +24,7 @@ mod pad;
 mod recurrent;
 mod strided;
 
+pub use attention::AttentionSpec;
 pub use conv::{Axis, Conv2dSpec, Pool2dSpec, PoolKind};
 pub use dtype::DType;
 pub use ops::{Activation, BceForm, BinaryOp, ReduceOp, UnaryOp};

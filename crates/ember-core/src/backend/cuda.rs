@@ -904,6 +904,48 @@ impl super::BackendStorage for CudaStorage {
     ) -> Result<Self> {
         Err(not_yet("embedding backward", g))
     }
+    // Layer norm and attention: not yet on CUDA.
+    fn layer_norm(
+        (x, _): Arg<'_, Self>,
+        _w: Arg<'_, Self>,
+        _b: Arg<'_, Self>,
+        _dims: (usize, usize),
+        _eps: f64,
+    ) -> Result<[Self; 3]> {
+        Err(not_yet("layer_norm", x))
+    }
+    fn layer_norm_backward(
+        (x, _): Arg<'_, Self>,
+        _g: Arg<'_, Self>,
+        _mean: Arg<'_, Self>,
+        _rstd: Arg<'_, Self>,
+        _w: Arg<'_, Self>,
+        _dims: (usize, usize),
+        _want_dx: bool,
+    ) -> Result<(Option<Self>, Self, Self)> {
+        Err(not_yet("layer_norm", x))
+    }
+    fn attention(
+        _spec: &ember_ops::AttentionSpec,
+        (q, _): Arg<'_, Self>,
+        _k: Arg<'_, Self>,
+        _v: Arg<'_, Self>,
+        _keep: Option<Arg<'_, Self>>,
+    ) -> Result<[Self; 2]> {
+        Err(not_yet("scaled_dot_product_attention", q))
+    }
+    fn attention_backward(
+        _spec: &ember_ops::AttentionSpec,
+        (q, _): Arg<'_, Self>,
+        _k: Arg<'_, Self>,
+        _v: Arg<'_, Self>,
+        _keep: Option<Arg<'_, Self>>,
+        _out: Arg<'_, Self>,
+        _lse: Arg<'_, Self>,
+        _dout: Arg<'_, Self>,
+    ) -> Result<[Self; 3]> {
+        Err(not_yet("scaled_dot_product_attention", q))
+    }
 }
 
 /// The f32 and f64 device buffers, for generic code over [`CudaStorage`].

@@ -16,14 +16,15 @@
 pub(crate) mod cpu;
 pub(crate) mod cuda;
 mod recurrent;
+mod seq;
 
 use crate::dtype::{DType, Device};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::storage::{CpuStorage, CudaStorage, StorageData};
 use ember_ops::{
-    Activation, BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp,
-    UnaryOp,
+    Activation, AttentionSpec, BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode,
+    Pool2dSpec, ReduceOp, UnaryOp,
 };
 
 pub(crate) use cpu::matmul::LinearGrads;
@@ -244,6 +245,50 @@ pub(crate) trait BackendStorage: Sized {
         spec: &ember_ops::RecurrentSpec,
         a: RecurrentBackwardArgs<'_, Self>,
     ) -> Result<[Self; 5]>;
+
+    // Layer norm and attention (`fused/layer_norm.rs`, `fused/attention.rs`, `seq.rs` here).
+
+    /// Layer norm of `rows` rows of `d` values of `x`, scaled by `w` and shifted by `b` (each
+    /// `[d]`): `[y, mean, rstd]`, the last two `[rows]`.
+    fn layer_norm(
+        x: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+        dims: (usize, usize),
+        eps: f64,
+    ) -> Result<[Self; 3]>;
+    /// The layer-norm backward from the forward's `mean` and `rstd`: `(dx when wanted, dw, db)`.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_backward(
+        x: Arg<'_, Self>,
+        g: Arg<'_, Self>,
+        mean: Arg<'_, Self>,
+        rstd: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        dims: (usize, usize),
+        want_dx: bool,
+    ) -> Result<(Option<Self>, Self, Self)>;
+    /// Scaled dot-product attention of `spec`: `[out, logsumexp]` (see ember-cpu's
+    /// `attention` module for the layouts and the fully masked rows).
+    fn attention(
+        spec: &AttentionSpec,
+        q: Arg<'_, Self>,
+        k: Arg<'_, Self>,
+        v: Arg<'_, Self>,
+        keep: Option<Arg<'_, Self>>,
+    ) -> Result<[Self; 2]>;
+    /// The attention backward: `[dq, dk, dv]` from the forward's `out` and `lse` and `dout`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        spec: &AttentionSpec,
+        q: Arg<'_, Self>,
+        k: Arg<'_, Self>,
+        v: Arg<'_, Self>,
+        keep: Option<Arg<'_, Self>>,
+        out: Arg<'_, Self>,
+        lse: Arg<'_, Self>,
+        dout: Arg<'_, Self>,
+    ) -> Result<[Self; 3]>;
 }
 
 /// The error for operands on different devices (the first pair that differs).

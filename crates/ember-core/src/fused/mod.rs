@@ -15,18 +15,23 @@
 //! backend trait. The enum (rather than a boxed trait object) keeps recording allocation-free:
 //! a training step records a Linear per layer.
 
+mod attention;
 mod bce;
 mod conv;
 mod embedding;
+mod layer_norm;
 mod linear;
 mod norm;
 mod pool;
 mod recurrent;
 mod resize;
 
+pub(crate) use attention::AttentionOp;
+pub use attention::{AttentionOptions, scaled_dot_product_attention};
 pub(crate) use bce::BceOp;
 pub(crate) use conv::ConvOp;
 pub(crate) use embedding::EmbeddingOp;
+pub(crate) use layer_norm::LayerNormOp;
 pub(crate) use linear::LinearOp;
 pub(crate) use norm::BatchNormOp;
 pub use norm::BatchNormOptions;
@@ -70,6 +75,10 @@ pub(crate) enum FusedOp {
     Embedding(Box<EmbeddingOp>),
     /// A recurrent sequence (simple RNN, LSTM, GRU).
     Recurrent(Box<RecurrentOp>),
+    /// Layer normalisation over the last axis.
+    LayerNorm(Box<LayerNormOp>),
+    /// Scaled dot-product attention (tiled, FlashAttention-2).
+    Attention(Box<AttentionOp>),
 }
 
 /// Dispatches to the op (statically: the backward walk visits every node's inputs).
@@ -87,6 +96,8 @@ impl FusedOp {
             FusedOp::Conv(op) => op.visit_inputs(f),
             FusedOp::Embedding(op) => op.visit_inputs(f),
             FusedOp::Recurrent(op) => op.visit_inputs(f),
+            FusedOp::LayerNorm(op) => op.visit_inputs(f),
+            FusedOp::Attention(op) => op.visit_inputs(f),
         }
     }
 
@@ -102,6 +113,8 @@ impl FusedOp {
             FusedOp::Conv(op) => op.backward(y, g),
             FusedOp::Embedding(op) => op.backward(y, g),
             FusedOp::Recurrent(op) => op.backward(y, g),
+            FusedOp::LayerNorm(op) => op.backward(y, g),
+            FusedOp::Attention(op) => op.backward(y, g),
         }
     }
 }

@@ -19,6 +19,7 @@ pub(crate) mod optim;
 pub(crate) mod pool;
 pub(crate) mod recurrent;
 pub(crate) mod reduce;
+pub(crate) mod seq;
 pub(crate) mod view;
 
 use super::{Arg, MatmulSpec, Planes, PoolIndices};
@@ -29,7 +30,8 @@ use crate::storage::CpuStorage;
 use ember_cpu::Float;
 use ember_cpu::copy::{cast_strided, copy_strided};
 use ember_ops::{
-    BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp, UnaryOp,
+    AttentionSpec, BceForm, BinaryOp, Conv2dSpec, OptimStep, Pad2d, PadMode, Pool2dSpec, ReduceOp,
+    UnaryOp,
 };
 use std::borrow::Cow;
 
@@ -519,5 +521,51 @@ impl super::BackendStorage for CpuStorage {
         a: super::RecurrentBackwardArgs<'_, Self>,
     ) -> Result<[Self; 5]> {
         recurrent::backward(spec, a)
+    }
+    // Layer norm and attention: `seq.rs`.
+    #[inline]
+    fn layer_norm(
+        x: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+        dims: (usize, usize),
+        eps: f64,
+    ) -> Result<[Self; 3]> {
+        seq::layer_norm(x, w, b, dims, eps)
+    }
+    #[inline]
+    fn layer_norm_backward(
+        x: Arg<'_, Self>,
+        g: Arg<'_, Self>,
+        mean: Arg<'_, Self>,
+        rstd: Arg<'_, Self>,
+        w: Arg<'_, Self>,
+        dims: (usize, usize),
+        want_dx: bool,
+    ) -> Result<(Option<Self>, Self, Self)> {
+        seq::layer_norm_backward([x, g, mean, rstd, w], dims, want_dx)
+    }
+    #[inline]
+    fn attention(
+        spec: &AttentionSpec,
+        q: Arg<'_, Self>,
+        k: Arg<'_, Self>,
+        v: Arg<'_, Self>,
+        keep: Option<Arg<'_, Self>>,
+    ) -> Result<[Self; 2]> {
+        seq::attention(spec, [q, k, v], keep)
+    }
+    #[inline]
+    fn attention_backward(
+        spec: &AttentionSpec,
+        q: Arg<'_, Self>,
+        k: Arg<'_, Self>,
+        v: Arg<'_, Self>,
+        keep: Option<Arg<'_, Self>>,
+        out: Arg<'_, Self>,
+        lse: Arg<'_, Self>,
+        dout: Arg<'_, Self>,
+    ) -> Result<[Self; 3]> {
+        seq::attention_backward(spec, [q, k, v, out, lse, dout], keep)
     }
 }
