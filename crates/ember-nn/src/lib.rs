@@ -32,7 +32,7 @@
 //! [`quantize`] (int8 dynamic and static quantization of Dense networks), [`prune`] and
 //! [`shrink`] (unstructured and channel pruning), [`sparse`] (CSR inference), [`distill`]
 //! (knowledge distillation), [`embedding`] (the Embedding layer), [`text`] (character
-//! tokenizer, language-model windows, text CSVs), [`masked_mean`] (mean over unpadded steps),
+//! tokenizer, language-model windows, text CSVs),
 //! [`recurrent`] (SimpleRNN, LSTM, GRU).
 
 pub mod attention;
@@ -50,7 +50,6 @@ pub mod image;
 pub mod init;
 pub mod layers;
 pub mod loss;
-pub mod masked_mean;
 pub mod metrics;
 pub mod model;
 pub mod module;

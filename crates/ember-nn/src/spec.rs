@@ -376,9 +376,6 @@ pub enum LayerSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         padding_idx: Option<usize>,
     },
-    /// Mean over the real (unmasked) steps: `[T, F]` → `[F]` (a stand-in until a
-    /// GlobalAveragePooling1D with masks lands).
-    MaskedMean,
     /// A simple recurrent layer on `[T, features]` (PyTorch's `nn.RNN`, Keras's `SimpleRNN`).
     #[serde(rename = "SimpleRNN")]
     SimpleRnn {
@@ -551,7 +548,6 @@ impl LayerSpec {
             LayerSpec::ZeroPad2d { .. } => "ZeroPad2d",
             LayerSpec::Reshape { .. } => "Reshape",
             LayerSpec::Embedding { .. } => "Embedding",
-            LayerSpec::MaskedMean => "MaskedMean",
             LayerSpec::SimpleRnn { .. } => "SimpleRNN",
             LayerSpec::Lstm { .. } => "LSTM",
             LayerSpec::Gru { .. } => "GRU",
@@ -961,7 +957,6 @@ fn build_layer(
             };
             Box::new(crate::embedding::Embedding::new(*vocab, *dim, opts, rng)?)
         }
-        LayerSpec::MaskedMean => Box::new(crate::masked_mean::MaskedMean),
         LayerSpec::SimpleRnn {
             units,
             activation: act,

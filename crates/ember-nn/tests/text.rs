@@ -1,11 +1,11 @@
 //! Sequence models built from text pieces: the Embedding spec (`vocab = "auto"` refused
-//! outside the text pipeline), the mask of `mask_zero` reaching MaskedMean through a per-step
+//! outside the text pipeline), the mask of `mask_zero` reaching GlobalAveragePooling1D through a per-step
 //! Dense, cross-entropy on `[N, T, C]` logits against a naive f64 reference, bits per
 //! character equal to the loss over ln 2, and per-position accuracy.
 
+use ember_nn::attention::GlobalAveragePooling1D;
 use ember_nn::embedding::{Embedding, EmbeddingOptions};
 use ember_nn::loss::Loss;
-use ember_nn::masked_mean::MaskedMean;
 use ember_nn::metrics::Metric;
 use ember_nn::module::Module;
 use ember_nn::optim::Optimizer;
@@ -25,7 +25,7 @@ mask_zero = true
 type = "Dense"
 units = 3
 [[layers]]
-type = "MaskedMean"
+type = "GlobalAveragePooling1D"
 [[layers]]
 type = "Dense"
 units = UNITS
@@ -62,7 +62,7 @@ fn padded_steps_change_nothing_through_the_mask() {
     let net = Sequential::new()
         .add(Embedding::new(9, 4, opts, &mut rng).unwrap())
         .add(Dense::new(4, 3, Activation::Tanh, &mut rng).unwrap())
-        .add(MaskedMean);
+        .add(GlobalAveragePooling1D);
     let ids = |v: Vec<f32>| Tensor::from_vec(v, [1, 6], Device::Cpu).unwrap();
     let short = net
         .forward(&ids(vec![3.0, 5.0, 2.0, 0.0, 0.0, 0.0]), false)
