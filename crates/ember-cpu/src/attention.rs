@@ -124,7 +124,7 @@ fn key_end(causal: bool, i1: usize, tk: usize) -> usize {
     if causal { i1.min(tk) } else { tk }
 }
 
-/// `row[j] = e^(row[j] − m)` (0 where row[j] = −∞); returns Σ row in a fixed order.
+/// `row[j] = e^(row[j] − m)` (0 where `row[j]` = −∞); returns Σ row in a fixed order.
 #[inline]
 fn exp_shift<T: Float>(isa: Isa, row: &mut [T], m: T) -> T {
     if let Some(rf) = T::as_f32_slice_mut(row) {

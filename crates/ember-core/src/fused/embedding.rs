@@ -105,7 +105,7 @@ impl Fused for EmbeddingOp {
         f(&self.table);
     }
 
-    /// d table[v] = Σ over positions p with ids[p] = v (v ≠ padding_idx) of g[p].
+    /// `d table[v] = Σ g[p]` over the positions `p` with `ids[p] = v` (v ≠ padding_idx).
     fn backward(&self, _y: &Tensor, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
         let ts = self.table.shape();
         let (vocab, dim) = (ts[0], ts[1]);
