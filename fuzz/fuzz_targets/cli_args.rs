@@ -195,9 +195,7 @@ fn run(f: &Flags) -> ember_nn::Result<()> {
             initial_epoch: 0,
             callbacks: Vec::new(),
             host_reads: HostReads::Auto,
-            augment: None,
-            dp: None,
-            distributed: None,
+            ..FitConfig::default()
         },
     )?;
     if test.rows() > 0 {
