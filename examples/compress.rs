@@ -3,9 +3,9 @@
 //! MNIST CNN.
 //!
 //! ```text
-//! cargo run --release -p ember-nn --example compress -- prune   [dense_epochs] [prune_epochs]
-//! cargo run --release -p ember-nn --example compress -- distill [teacher_epochs] [student_epochs] [T] [alpha]
-//! cargo run --release -p ember-nn --example compress -- shrink  [epochs] [finetune_epochs]
+//! cargo run --release --example compress -- prune   [dense_epochs] [prune_epochs]
+//! cargo run --release --example compress -- distill [teacher_epochs] [student_epochs] [T] [alpha]
+//! cargo run --release --example compress -- shrink  [epochs] [finetune_epochs]
 //! ```
 //!
 //! `prune`: LeNet-300-100 (784-300-100-10, ReLU, Adam 1e-3, batch 64) trained dense, then
@@ -38,7 +38,7 @@ use std::time::Instant;
 fn main() -> ember_nn::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("data/mnist");
     let (x_train, y_train) = load_mnist(
         &dir.join("train-images-idx3-ubyte.gz"),
