@@ -3,9 +3,11 @@
 //! padded key changes nothing, bit for bit), thread-count independence, errors, and PyTorch's
 //! values from `tests/goldens/attention.txt` (written by `scripts/goldens/attention.py`).
 
+mod common;
+
+use common::{Goldens, parse_goldens};
 use ember_core::gradcheck::gradcheck;
 use ember_core::{AttentionOptions, DType, Device, Tensor, scaled_dot_product_attention};
-use std::collections::HashMap;
 
 const GOLDENS: &str = include_str!("goldens/attention.txt");
 
@@ -32,27 +34,9 @@ fn upstream(shape: &[usize]) -> Tensor {
     Tensor::from_vec(v, shape, Device::Cpu).unwrap()
 }
 
-type Goldens = HashMap<(String, String), (Vec<usize>, Vec<f32>)>;
-
+/// The golden file, parsed.
 fn goldens() -> Goldens {
-    let mut m = HashMap::new();
-    for line in GOLDENS
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let mut it = line.split_whitespace();
-        let case = it.next().unwrap().to_string();
-        let name = it.next().unwrap().to_string();
-        let shape = it
-            .next()
-            .unwrap()
-            .split(',')
-            .map(|d| d.parse().unwrap())
-            .collect();
-        let vals = it.map(|v| v.parse().unwrap()).collect();
-        m.insert((case, name), (shape, vals));
-    }
-    m
+    parse_goldens(GOLDENS)
 }
 
 fn compare(g: &Goldens, case: &str, name: &str, t: &Tensor, tol: f32) {

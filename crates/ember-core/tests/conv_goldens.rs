@@ -2,10 +2,12 @@
 //! gradients of `Σ y · gy`), from `tests/goldens/conv.txt` written by
 //! `scripts/goldens/conv.py` (its doc gives the input formula, rebuilt here).
 
+mod common;
+
+use common::{Goldens, parse_goldens};
 use ember_core::{
     Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions, DType, Device, Padding, Tensor,
 };
-use std::collections::HashMap;
 
 const GOLDENS: &str = include_str!("goldens/conv.txt");
 
@@ -27,29 +29,9 @@ fn upstream(shape: &[usize]) -> Tensor {
     Tensor::from_vec(v, shape, Device::Cpu).unwrap()
 }
 
-/// (case, tensor name) → (shape, values).
-type Goldens = HashMap<(String, String), (Vec<usize>, Vec<f32>)>;
-
-/// Parses the golden file.
+/// The golden file, parsed.
 fn goldens() -> Goldens {
-    let mut m = HashMap::new();
-    for line in GOLDENS
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let mut it = line.split_whitespace();
-        let case = it.next().unwrap().to_string();
-        let name = it.next().unwrap().to_string();
-        let shape = it
-            .next()
-            .unwrap()
-            .split(',')
-            .map(|d| d.parse().unwrap())
-            .collect();
-        let vals = it.map(|v| v.parse().unwrap()).collect();
-        m.insert((case, name), (shape, vals));
-    }
-    m
+    parse_goldens(GOLDENS)
 }
 
 fn compare(g: &Goldens, case: &str, name: &str, t: &Tensor) {

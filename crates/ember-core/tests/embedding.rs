@@ -3,9 +3,11 @@
 //! against a naive f64 reference on random ids with repeats, a gradient check in f64,
 //! bit-identical gradients for 1 and 3 threads, and clear errors for bad ids and tables.
 
+mod common;
+
+use common::{Goldens, parse_goldens};
 use ember_core::gradcheck::gradcheck;
 use ember_core::{DType, Device, Tensor};
-use std::collections::HashMap;
 
 const GOLDENS: &str = include_str!("goldens/embedding.txt");
 
@@ -32,27 +34,9 @@ fn ids(v: &[usize], shape: &[usize]) -> Tensor {
     Tensor::from_vec(f, shape, Device::Cpu).unwrap()
 }
 
-type Goldens = HashMap<(String, String), (Vec<usize>, Vec<f32>)>;
-
+/// The golden file, parsed.
 fn goldens() -> Goldens {
-    let mut m = HashMap::new();
-    for line in GOLDENS
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let mut it = line.split_whitespace();
-        let case = it.next().unwrap().to_string();
-        let name = it.next().unwrap().to_string();
-        let shape = it
-            .next()
-            .unwrap()
-            .split(',')
-            .map(|d| d.parse().unwrap())
-            .collect();
-        let vals = it.map(|v| v.parse().unwrap()).collect();
-        m.insert((case, name), (shape, vals));
-    }
-    m
+    parse_goldens(GOLDENS)
 }
 
 fn compare(g: &Goldens, case: &str, name: &str, t: &Tensor) {

@@ -3,6 +3,9 @@
 //! (`tests/goldens/attention_layers.txt`, written by `scripts/goldens/attention.py`); masked
 //! pooling; positional embeddings; and a model file with every attention layer training.
 
+mod common;
+
+use common::{Goldens, parse_goldens};
 use ember_core::{Device, Tensor, no_grad};
 use ember_nn::attention::{
     GlobalAveragePooling1D, GlobalMaxPooling1D, LayerNorm, MultiHeadAttention, PositionalEmbedding,
@@ -17,27 +20,9 @@ use std::collections::HashMap;
 
 const GOLDENS: &str = include_str!("goldens/attention_layers.txt");
 
-type Goldens = HashMap<(String, String), (Vec<usize>, Vec<f32>)>;
-
+/// The golden file, parsed.
 fn goldens() -> Goldens {
-    let mut m = HashMap::new();
-    for line in GOLDENS
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let mut it = line.split_whitespace();
-        let case = it.next().unwrap().to_string();
-        let name = it.next().unwrap().to_string();
-        let shape = it
-            .next()
-            .unwrap()
-            .split(',')
-            .map(|d| d.parse().unwrap())
-            .collect();
-        let vals = it.map(|v| v.parse().unwrap()).collect();
-        m.insert((case, name), (shape, vals));
-    }
-    m
+    parse_goldens(GOLDENS)
 }
 
 /// The script's formula: element i of seed s is sin(0.37·i + s)·0.8, in f32.

@@ -3,6 +3,9 @@
 //! `scripts/goldens/rnn.py`, whose doc gives the input formulas rebuilt here), loading
 //! PyTorch's parameter names, checkpoint round trips, masks through `Sequential`, and errors.
 
+mod common;
+
+use common::{Goldens, parse_goldens};
 use ember_core::{Activation, CellKind};
 use ember_core::{DType, Device, RnnActivation, Tensor};
 use ember_nn::checkpoint;
@@ -12,7 +15,6 @@ use ember_nn::recurrent::{Recurrent, RecurrentOptions};
 use ember_nn::sequential::Sequential;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use std::collections::HashMap;
 
 const GOLDENS: &str = include_str!("goldens/rnn.txt");
 const N: usize = 2;
@@ -36,27 +38,9 @@ fn upstream(shape: &[usize]) -> Tensor {
     Tensor::from_vec(v, shape, Device::Cpu).unwrap()
 }
 
-type Goldens = HashMap<(String, String), (Vec<usize>, Vec<f32>)>;
-
+/// The golden file, parsed.
 fn goldens() -> Goldens {
-    let mut m = HashMap::new();
-    for line in GOLDENS
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let mut it = line.split_whitespace();
-        let case = it.next().unwrap().to_string();
-        let name = it.next().unwrap().to_string();
-        let shape = it
-            .next()
-            .unwrap()
-            .split(',')
-            .map(|d| d.parse().unwrap())
-            .collect();
-        let vals = it.map(|v| v.parse().unwrap()).collect();
-        m.insert((case, name), (shape, vals));
-    }
-    m
+    parse_goldens(GOLDENS)
 }
 
 fn compare(g: &Goldens, case: &str, name: &str, t: &Tensor) {
