@@ -28,7 +28,7 @@ enum Command {
     Predict(cli::predict::PredictArgs),
     /// Evaluate a model saved by `ember train --save` on labelled data.
     Evaluate(cli::predict::EvaluateArgs),
-    /// Quantize a model saved by `ember train --save` to int8 (Dense layers, dynamic).
+    /// Quantize a model saved by `ember train --save` to int8 (Dense and Conv2d layers).
     Quantize(cli::quantize::QuantizeArgs),
     /// Benchmark kernels against the machine's measured peak.
     Bench(cli::bench::BenchArgs),

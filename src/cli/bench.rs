@@ -20,6 +20,7 @@
 
 mod attention;
 mod lstm;
+mod quant;
 
 use ember_cpu::isa::{self, Isa};
 use serde_json::{Value, json};
@@ -48,6 +49,8 @@ pub enum Case {
     Lstm,
     /// Scaled dot-product attention (forward, forward + backward) and one encoder block.
     Attention,
+    /// The MNIST CNN's layers and whole network in int8 (`ember_nn::quantize`) against f32.
+    Quant,
     /// Everything above.
     All,
 }
@@ -140,13 +143,20 @@ fn run_cuda(args: &BenchArgs) -> Result<(), String> {
         Case::Elementwise => Suite::Elementwise,
         Case::Loss => Suite::Loss,
         Case::All => Suite::All,
-        Case::Peak | Case::Mlp | Case::Conv | Case::Sparse | Case::Lstm | Case::Attention => {
+        Case::Peak
+        | Case::Mlp
+        | Case::Conv
+        | Case::Sparse
+        | Case::Lstm
+        | Case::Attention
+        | Case::Quant => {
             let name = match args.case {
                 Case::Peak => "peak",
                 Case::Mlp => "mlp",
                 Case::Sparse => "sparse",
                 Case::Lstm => "lstm",
                 Case::Attention => "attention",
+                Case::Quant => "quant",
                 _ => "conv",
             };
             return Err(format!(
@@ -249,6 +259,9 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
     }
     if want(Case::Sparse) {
         bench_sparse(args, threads, out)?;
+    }
+    if want(Case::Quant) {
+        quant::run(threads, args.min_time, out)?;
     }
     if want(Case::Lstm) {
         lstm::run(threads, args.min_time, out)?;

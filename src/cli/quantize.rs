@@ -1,14 +1,15 @@
 //! `ember quantize`: a model trained by `ember train --save` turned into an int8 model file.
 //!
-//! The Dense layers are quantized (`ember_nn::quantize`: weights symmetric per output channel
+//! The Dense and Conv2d layers are quantized (`ember_nn::quantize`: weights symmetric per output channel
 //! to i8, activations to u8, the product in the int8 GEMM): dynamically (each batch's own
 //! activation range) by default, or statically with `--calibrate DATA` (each layer's input range
 //! fixed once from the first `--calibrate-rows` rows of DATA, scaled as the training data was,
 //! PyTorch's post-training static quantization). The
 //! result is saved with the f32 checkpoint's metadata (model file, input scaling, classes), so
-//! `ember evaluate` and `ember predict` take it exactly as they take the f32 file. Only networks
-//! of Dense, activation, Flatten, Softmax and Dropout layers are quantized today; any other
-//! layer (a convolution, BatchNorm) is refused with an error naming it.
+//! `ember evaluate` and `ember predict` take it exactly as they take the f32 file. Networks of
+//! Dense, Conv2d (ungrouped), MaxPool2d, AvgPool2d, activation, Flatten, Softmax and Dropout
+//! layers are quantized today; any other layer (BatchNorm, a recurrent layer, a grouped
+//! convolution) is refused with an error naming it.
 
 use clap::Args;
 use std::path::PathBuf;
@@ -81,7 +82,7 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
     let before = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
     let after = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     println!(
-        "quantized {} → {} (int8 Dense layers, {how}; {} → {} bytes)",
+        "quantized {} → {} (int8 Dense and Conv2d layers, {how}; {} → {} bytes)",
         args.model.display(),
         args.out.display(),
         before,

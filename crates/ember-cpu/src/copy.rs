@@ -99,6 +99,15 @@ pub fn cast_strided<S: Copy + Cast<D>, D: Copy>(
     check_view("cast_strided", "source", sv, src.len())?;
     let n = checked_count("cast_strided", "source", sv.shape)?;
     check_len("cast_strided", "destination", n, dst.len())?;
+    // A contiguous view (the common case: reading a tensor back) is one straight pass that
+    // the compiler vectorises; any other view walks its offsets.
+    let contiguous = sv.strides == crate::strided::contiguous_strides(sv.shape).as_slice();
+    if contiguous && let Some(run) = src.get(sv.offset..sv.offset + n) {
+        for (d, s) in dst.iter_mut().zip(run) {
+            *d = s.cast();
+        }
+        return Ok(());
+    }
     for_each_offset(sv, |i, off| dst[i] = src[off].cast());
     Ok(())
 }

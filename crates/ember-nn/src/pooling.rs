@@ -79,6 +79,12 @@ impl MaxPool2d {
     pub fn with_options(options: PoolOptions) -> MaxPool2d {
         MaxPool2d { options }
     }
+
+    /// The window: kernel, stride, padding, dilation, ceil_mode (and for average pooling
+    /// count_include_pad).
+    pub fn options(&self) -> PoolOptions {
+        self.options
+    }
 }
 
 impl Module for MaxPool2d {
@@ -97,6 +103,10 @@ impl Module for MaxPool2d {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         pooled("MaxPool2d", PoolKind::Max, &self.options, input)
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// 2-D average pooling (PyTorch's `nn.AvgPool2d`; `count_include_pad` defaults to true).
@@ -114,6 +124,12 @@ impl AvgPool2d {
     /// Any window: kernel, stride, padding, ceil_mode, count_include_pad (no dilation).
     pub fn with_options(options: PoolOptions) -> AvgPool2d {
         AvgPool2d { options }
+    }
+
+    /// The window: kernel, stride, padding, dilation, ceil_mode (and for average pooling
+    /// count_include_pad).
+    pub fn options(&self) -> PoolOptions {
+        self.options
     }
 }
 
@@ -135,6 +151,10 @@ impl Module for AvgPool2d {
             count_include_pad: self.options.count_include_pad,
         };
         pooled("AvgPool2d", kind, &self.options, input)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 

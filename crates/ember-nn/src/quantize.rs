@@ -1,4 +1,4 @@
-//! Dynamic and static int8 quantization of trained Dense networks, for inference (PyTorch's
+//! Dynamic and static int8 quantization of trained Dense and Conv2d networks, for inference (PyTorch's
 //! `torch.ao.quantization.quantize_dynamic` on `nn.Linear`, and its post-training static
 //! quantization: [`quantize_static`] fixes each layer's input scale from calibration data).
 //!
@@ -11,32 +11,40 @@
 //! matrix product runs in int8; everything else stays f32. The schemes and the reasons for
 //! the 7-bit activations are in `ember_core::qgemm` (ember-cpu's `qgemm` module docs).
 //!
-//! Layers without weights pass through: activation layers, Flatten, Softmax, and
-//! Dropout (the identity at inference, so it is dropped). Anything else (BatchNorm1d, ...) is
-//! refused with an error naming the layer. The quantized network is inference-only: it has no
+//! [`Conv2d`](crate::conv::Conv2d) layers become [`QuantizedConv2d`] (the same GEMM on the
+//! patch matrix of the quantized input; `quantize/conv.rs`). Layers without weights pass
+//! through in f32: activation layers, Flatten, Softmax, MaxPool2d, AvgPool2d, and Dropout (the
+//! identity at inference, so it is dropped). Anything else (BatchNorm, grouped convolutions,
+//! ...) is refused with an error naming the layer. The quantized network is inference-only: it has no
 //! parameters, and its layers run on the CPU (an input on another device is read back to the
 //! host; the output is an f32 tensor on the input's device).
 //!
 //! [`QuantizedNet::save`] / [`QuantizedNet::load`] store a quantized network in safetensors: for the
 //! k-th layer `layers.{k}.weight` (I8, `[out, in]`), `layers.{k}.weight_scale` (F32, `[out]`)
-//! and `layers.{k}.bias` (F32, `[out]`, when present); the architecture goes in the header's
-//! metadata (`ember.quantized = dynamic-int8`, `ember.layers = "qdense:relu,flatten,..."`),
-//! so a file is loaded without the f32 model.
+//! and `layers.{k}.bias` (F32, `[out]`, when present); a convolution's weight is I8
+//! `[O, C, kh, kw]` (PyTorch's layout). The architecture goes in the header's metadata
+//! (`ember.quantized = dynamic-int8`, `ember.layers = "qconv2d:relu:...,maxpool2d:...,flatten,
+//! qdense:relu,..."`; the numbers after a convolution's or pool's activation are its stride,
+//! padding and dilation), so a file is loaded without the f32 model.
+
+mod conv;
+pub use conv::{CHUNK_BYTES, QuantizedConv2d};
 
 use crate::error::{NnError, Result, config_err};
 use crate::layers::{ActivationLayer, Dense, Flatten, Softmax, activation_name, parse_activation};
 use crate::module::Module;
+use crate::pooling::{AvgPool2d, MaxPool2d};
 use crate::sequential::Sequential;
 use ember_core::qgemm::quant::{self, QParams, QuantWeights};
 use ember_core::qgemm::{Dequant, PackedB, QActs, QError, QOut, qgemm};
-use ember_core::{Activation, Device, Tensor};
+use ember_core::{Activation, Device, PoolOptions, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 /// A kernel-level error as an nn configuration error, naming the layer.
-fn q_err(layer: &str, e: QError) -> NnError {
+pub(crate) fn q_err(layer: &str, e: QError) -> NnError {
     NnError::Config(format!("{layer}: {e}"))
 }
 
@@ -129,6 +137,14 @@ impl QuantizedDense {
         Ok(self)
     }
 
+    /// This layer with `other`'s static input parameters, if it has them.
+    pub(crate) fn with_params_of(self, other: &QuantizedDense) -> Result<QuantizedDense> {
+        match other.input {
+            Some(p) => self.with_input_params(p),
+            None => Ok(self),
+        }
+    }
+
     /// The fixed input parameters of a statically quantized layer.
     pub fn input_params(&self) -> Option<QParams> {
         self.input
@@ -178,6 +194,22 @@ impl QuantizedDense {
             }
             None => quant::quantize_acts(x, &mut xq).map_err(|e| q_err(name, e))?,
         };
+        self.forward_codes(&xq, p, m)
+    }
+
+    /// The GEMM and epilogue on already quantized rows: `xq` is `[m, in]` u8 codes with
+    /// parameters `p`; returns `[m, out]` f32 with the bias and activation applied. (The
+    /// quantized convolution feeds it its patch matrix.)
+    pub(crate) fn forward_codes(&self, xq: &[u8], p: QParams, m: usize) -> Result<Vec<f32>> {
+        let (in_f, out_f) = (self.in_features(), self.out_features());
+        let name = "QuantizedDense";
+        if xq.len() != m * in_f {
+            return config_err(format!(
+                "{name}({in_f} -> {out_f}): expected {m}x{in_f} = {} codes, got {}",
+                m * in_f,
+                xq.len()
+            ));
+        }
         let mut y = vec![0f32; m * out_f];
         let dq = Dequant {
             a_scale: p.scale,
@@ -186,7 +218,7 @@ impl QuantizedDense {
             act: self.activation,
         };
         let acts = QActs {
-            data: &xq,
+            data: xq,
             m,
             lda: in_f,
             zero_point: p.zero_point,
@@ -259,6 +291,12 @@ fn activation_of_kind(kind: &str) -> Option<Activation> {
 pub enum QLayer {
     /// An int8 Dense layer (shared with the runnable network).
     Dense(Arc<QuantizedDense>),
+    /// An int8 Conv2d layer (shared with the runnable network).
+    Conv2d(Arc<QuantizedConv2d>),
+    /// 2-D max pooling, in f32.
+    MaxPool2d(PoolOptions),
+    /// 2-D average pooling, in f32.
+    AvgPool2d(PoolOptions),
     /// An activation layer.
     Activation(Activation),
     /// Flatten.
@@ -268,9 +306,9 @@ pub enum QLayer {
 }
 
 /// Lets a shared layer sit in a [`Sequential`] while [`QuantizedNet`] keeps a handle to it.
-struct Shared(Arc<QuantizedDense>);
+struct Shared<M>(Arc<M>);
 
-impl Module for Shared {
+impl<M: Module> Module for Shared<M> {
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         self.0.forward(x, training)
     }
@@ -305,6 +343,9 @@ impl QuantizedNet {
     pub fn push(&mut self, layer: QLayer) {
         match &layer {
             QLayer::Dense(d) => self.network.push(Shared(d.clone())),
+            QLayer::Conv2d(c) => self.network.push(Shared(c.clone())),
+            QLayer::MaxPool2d(o) => self.network.push(MaxPool2d::with_options(*o)),
+            QLayer::AvgPool2d(o) => self.network.push(AvgPool2d::with_options(*o)),
             QLayer::Activation(a) => self.network.push(ActivationLayer::new(*a)),
             QLayer::Flatten => self.network.push(Flatten::new()),
             QLayer::Softmax => self.network.push(Softmax),
@@ -404,34 +445,28 @@ impl QuantizedNet {
             match layer {
                 QLayer::Dense(d) => {
                     specs.push(format!("qdense:{}", activation_name(d.activation)));
-                    let (o, i) = (d.out_features(), d.in_features());
-                    let codes = d.weights.codes.iter().map(|&c| c as u8).collect();
-                    tensors.push((format!("layers.{k}.weight"), Dtype::I8, vec![o, i], codes));
-                    tensors.push((
-                        format!("layers.{k}.weight_scale"),
-                        Dtype::F32,
-                        vec![o],
-                        f32_bytes(&d.weights.scales),
-                    ));
-                    if let Some(b) = &d.bias {
-                        tensors.push((
-                            format!("layers.{k}.bias"),
-                            Dtype::F32,
-                            vec![o],
-                            f32_bytes(b),
-                        ));
-                    }
-                    if let Some(p) = d.input {
-                        // [scale, zero point]: the zero point is a whole number in [0, 127],
-                        // exact in f32.
-                        tensors.push((
-                            format!("layers.{k}.input_qparams"),
-                            Dtype::F32,
-                            vec![2],
-                            f32_bytes(&[p.scale, p.zero_point as f32]),
-                        ));
-                    }
+                    let shape = vec![d.out_features(), d.in_features()];
+                    push_gemm_tensors(&mut tensors, k, d, &d.weights.codes, shape);
                 }
+                QLayer::Conv2d(c) => {
+                    let (st, ((pt, pb), (pl, pr)), dl) = (c.stride(), c.padding(), c.dilation());
+                    specs.push(format!(
+                        "qconv2d:{}:{}:{}:{pt}:{pb}:{pl}:{pr}:{}:{}",
+                        activation_name(c.gemm().activation()),
+                        st.0,
+                        st.1,
+                        dl.0,
+                        dl.1
+                    ));
+                    let g = c.gemm();
+                    let (kh, kw) = c.kernel_size();
+                    let (o, ci) = (c.out_channels(), c.in_channels());
+                    // Stored in PyTorch's [O, C, kh, kw] order.
+                    let codes = conv::to_channel_major(&g.weights.codes, o, ci, kh, kw);
+                    push_gemm_tensors(&mut tensors, k, g, &codes, vec![o, ci, kh, kw]);
+                }
+                QLayer::MaxPool2d(o) => specs.push(format!("maxpool2d:{}", pool_text(o))),
+                QLayer::AvgPool2d(o) => specs.push(format!("avgpool2d:{}", pool_text(o))),
                 QLayer::Activation(a) => specs.push(format!("act:{}", activation_name(*a))),
                 QLayer::Flatten => specs.push("flatten".into()),
                 QLayer::Softmax => specs.push("softmax".into()),
@@ -452,11 +487,11 @@ impl QuantizedNet {
             .collect::<Result<Vec<_>>>()?;
         let mut meta: HashMap<String, String> =
             extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let kind = if self
-            .layers
-            .iter()
-            .any(|l| matches!(l, QLayer::Dense(d) if d.input.is_some()))
-        {
+        let kind = if self.layers.iter().any(|l| match l {
+            QLayer::Dense(d) => d.input.is_some(),
+            QLayer::Conv2d(c) => c.gemm().input.is_some(),
+            _ => false,
+        }) {
             KIND_STATIC
         } else {
             KIND
@@ -503,6 +538,13 @@ impl QuantizedNet {
             let (tag, arg) = item.split_once(':').unwrap_or((item, ""));
             let layer = match tag {
                 "qdense" => QLayer::Dense(Arc::new(load_dense(&st, path, k, arg)?)),
+                "qconv2d" => QLayer::Conv2d(Arc::new(load_conv(&st, path, k, arg)?)),
+                "maxpool2d" => {
+                    QLayer::MaxPool2d(parse_pool(arg).map_err(|m| ck(format!("layer {k}: {m}")))?)
+                }
+                "avgpool2d" => {
+                    QLayer::AvgPool2d(parse_pool(arg).map_err(|m| ck(format!("layer {k}: {m}")))?)
+                }
                 "act" => QLayer::Activation(parse_activation(arg)?),
                 "flatten" => QLayer::Flatten,
                 "softmax" => QLayer::Softmax,
@@ -535,6 +577,30 @@ pub fn quantize_dynamic(net: &Sequential) -> Result<QuantizedNet> {
                 };
                 QLayer::Dense(Arc::new(QuantizedDense::from_dense(dense)?))
             }
+            "Conv2d" => {
+                let Some(conv) = layer
+                    .as_any()
+                    .and_then(|a| a.downcast_ref::<crate::conv::Conv2d>())
+                else {
+                    return config_err(format!(
+                        "quantize_dynamic: layer {i} says it is Conv2d but is another type"
+                    ));
+                };
+                QLayer::Conv2d(Arc::new(QuantizedConv2d::from_conv(conv)?))
+            }
+            "MaxPool2d" | "AvgPool2d" => {
+                let any = layer.as_any();
+                if let Some(p) = any.and_then(|a| a.downcast_ref::<MaxPool2d>()) {
+                    QLayer::MaxPool2d(p.options())
+                } else if let Some(p) = any.and_then(|a| a.downcast_ref::<AvgPool2d>()) {
+                    QLayer::AvgPool2d(p.options())
+                } else {
+                    return config_err(format!(
+                        "quantize_dynamic: layer {i} says it is {} but is another type",
+                        layer.kind()
+                    ));
+                }
+            }
             "Flatten" => QLayer::Flatten,
             "Softmax" => QLayer::Softmax,
             "Dropout" => continue,
@@ -543,7 +609,8 @@ pub fn quantize_dynamic(net: &Sequential) -> Result<QuantizedNet> {
                 None => {
                     return config_err(format!(
                         "quantize_dynamic: layer {i} is {kind}, which has no quantized form \
-                         (supported: Dense, activation layers, Flatten, Softmax, Dropout)"
+                         (supported: Dense, Conv2d, MaxPool2d, AvgPool2d, activation layers, \
+                         Flatten, Softmax, Dropout)"
                     ));
                 }
             },
@@ -553,8 +620,8 @@ pub fn quantize_dynamic(net: &Sequential) -> Result<QuantizedNet> {
     Ok(out)
 }
 
-/// Static int8 quantization (PyTorch's post-training static quantization of Linear layers):
-/// as [`quantize_dynamic`], but each Dense layer's input scale and zero point are fixed once
+/// Static int8 quantization (PyTorch's post-training static quantization of Linear and Conv2d
+/// layers): as [`quantize_dynamic`], but each Dense and Conv2d layer's input scale and zero point are fixed once
 /// from the range its inputs take on `calibration` (rows of the model's input, run through the
 /// f32 network in evaluation mode), instead of being computed from every batch. Saves the
 /// per-batch range scan at inference; inputs outside the calibrated range are clamped.
@@ -573,7 +640,7 @@ pub fn quantize_static(net: &Sequential, calibration: &Tensor) -> Result<Quantiz
         let n = 256.min(rows - start);
         let mut h = calibration.narrow(0, start, n)?;
         for (i, layer) in net.layers().iter().enumerate() {
-            if layer.kind() == "Dense" {
+            if is_gemm_layer(layer.kind()) {
                 let v = h.to_vec::<f32>()?;
                 if let Some(at) = v.iter().position(|x| !x.is_finite()) {
                     return config_err(format!(
@@ -601,7 +668,7 @@ pub fn quantize_static(net: &Sequential, calibration: &Tensor) -> Result<Quantiz
         .layers()
         .iter()
         .zip(&ranges)
-        .filter(|(l, _)| l.kind() == "Dense")
+        .filter(|(l, _)| is_gemm_layer(l.kind()))
         .map(|(_, r)| *r);
     let mut dense_ranges = dense_ranges.collect::<Vec<_>>().into_iter();
     for layer in dynamic.layers() {
@@ -617,11 +684,36 @@ pub fn quantize_static(net: &Sequential, calibration: &Tensor) -> Result<Quantiz
                         .with_input_params(p)?;
                 QLayer::Dense(Arc::new(fresh))
             }
+            QLayer::Conv2d(c) => {
+                let Some(Some((lo, hi))) = dense_ranges.next() else {
+                    return config_err("quantize_static: a Conv2d layer saw no calibration data");
+                };
+                let p =
+                    quant::choose_act_params(lo, hi).map_err(|e| q_err("quantize_static", e))?;
+                let g = c.gemm();
+                let gemm =
+                    QuantizedDense::from_parts(g.weights.clone(), g.bias.clone(), g.activation)?
+                        .with_input_params(p)?;
+                let fresh = QuantizedConv2d::from_parts(
+                    gemm,
+                    c.in_channels(),
+                    c.kernel_size(),
+                    c.stride(),
+                    c.padding(),
+                    c.dilation(),
+                )?;
+                QLayer::Conv2d(Arc::new(fresh))
+            }
             other => other.clone(),
         };
         out.push(q);
     }
     Ok(out)
+}
+
+/// Layers whose input is quantized (their calibration ranges are recorded).
+fn is_gemm_layer(kind: &str) -> bool {
+    matches!(kind, "Dense" | "Conv2d")
 }
 
 const META_KIND: &str = "ember.quantized";
@@ -670,9 +762,8 @@ fn read_tensor<'a>(
 
 /// The k-th layer's QuantizedDense from a file.
 fn load_dense(st: &SafeTensors<'_>, path: &Path, k: usize, act: &str) -> Result<QuantizedDense> {
-    let act = parse_activation(act)?;
     let w_name = format!("layers.{k}.weight");
-    let (shape, codes) = read_tensor(st, path, &w_name, Dtype::I8, None)?;
+    let (shape, _) = read_tensor(st, path, &w_name, Dtype::I8, None)?;
     let &[o, i] = shape.as_slice() else {
         return Err(NnError::Checkpoint {
             path: path.display().to_string(),
@@ -680,6 +771,31 @@ fn load_dense(st: &SafeTensors<'_>, path: &Path, k: usize, act: &str) -> Result<
             source: None,
         });
     };
+    load_gemm(st, path, k, act, [o, i])
+}
+
+/// The k-th layer's GEMM (codes read as `[o, i]` whatever their stored shape), scales, bias
+/// and input parameters.
+fn load_gemm(
+    st: &SafeTensors<'_>,
+    path: &Path,
+    k: usize,
+    act: &str,
+    [o, i]: [usize; 2],
+) -> Result<QuantizedDense> {
+    let act = parse_activation(act)?;
+    let w_name = format!("layers.{k}.weight");
+    let (_, codes) = read_tensor(st, path, &w_name, Dtype::I8, None)?;
+    if codes.len() != o * i {
+        return Err(NnError::Checkpoint {
+            path: path.display().to_string(),
+            message: format!(
+                "tensor {w_name} holds {} codes, expected {o}x{i}",
+                codes.len()
+            ),
+            source: None,
+        });
+    }
     let scale_name = format!("layers.{k}.weight_scale");
     let (_, scales) = read_tensor(st, path, &scale_name, Dtype::F32, Some(&[o]))?;
     let b_name = format!("layers.{k}.bias");
@@ -717,4 +833,137 @@ fn load_dense(st: &SafeTensors<'_>, path: &Path, k: usize, act: &str) -> Result<
         scale,
         zero_point: zp as i32,
     })
+}
+
+/// A tensor to save: name, dtype, shape, little-endian bytes.
+type Saved = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// The k-th layer's GEMM tensors: the weight `codes` (I8, `shape`), the per-channel scales, the
+/// bias and the static input parameters when present.
+fn push_gemm_tensors(
+    tensors: &mut Vec<Saved>,
+    k: usize,
+    d: &QuantizedDense,
+    codes: &[i8],
+    shape: Vec<usize>,
+) {
+    let o = d.out_features();
+    let codes = codes.iter().map(|&c| c as u8).collect();
+    tensors.push((format!("layers.{k}.weight"), Dtype::I8, shape, codes));
+    tensors.push((
+        format!("layers.{k}.weight_scale"),
+        Dtype::F32,
+        vec![o],
+        f32_bytes(&d.weights.scales),
+    ));
+    if let Some(b) = &d.bias {
+        tensors.push((
+            format!("layers.{k}.bias"),
+            Dtype::F32,
+            vec![o],
+            f32_bytes(b),
+        ));
+    }
+    if let Some(p) = d.input {
+        // [scale, zero point]: the zero point is a whole number in [0, 127], exact in f32.
+        tensors.push((
+            format!("layers.{k}.input_qparams"),
+            Dtype::F32,
+            vec![2],
+            f32_bytes(&[p.scale, p.zero_point as f32]),
+        ));
+    }
+}
+
+/// A pooling window as `kh:kw:sh:sw:ph:pw:dh:dw:ceil:count_include_pad` (flags 0/1).
+fn pool_text(o: &PoolOptions) -> String {
+    format!(
+        "{}:{}:{}:{}:{}:{}:{}:{}:{}:{}",
+        o.kernel[0],
+        o.kernel[1],
+        o.stride[0],
+        o.stride[1],
+        o.padding[0],
+        o.padding[1],
+        o.dilation[0],
+        o.dilation[1],
+        u8::from(o.ceil_mode),
+        u8::from(o.count_include_pad)
+    )
+}
+
+/// Parses `n` colon-separated whole numbers.
+fn numbers(text: &str, n: usize, what: &str) -> std::result::Result<Vec<usize>, String> {
+    let v = text
+        .split(':')
+        .map(|t| t.parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| format!("{what} '{text}': expected {n} whole numbers separated by ':'"))?;
+    if v.len() != n {
+        return Err(format!(
+            "{what} '{text}': expected {n} numbers, got {}",
+            v.len()
+        ));
+    }
+    Ok(v)
+}
+
+/// What [`pool_text`] wrote.
+fn parse_pool(text: &str) -> std::result::Result<PoolOptions, String> {
+    let v = numbers(text, 10, "pooling window")?;
+    let &[kh, kw, sh, sw, ph, pw, dh, dw, ceil, cip] = v.as_slice() else {
+        return Err(format!("pooling window '{text}': expected 10 numbers"));
+    };
+    let flag = |x: usize| match x {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(format!("pooling window '{text}': flags must be 0 or 1")),
+    };
+    let o = PoolOptions {
+        kernel: [kh, kw],
+        stride: [sh, sw],
+        padding: [ph, pw],
+        dilation: [dh, dw],
+        ceil_mode: flag(ceil)?,
+        count_include_pad: flag(cip)?,
+    };
+    if o.kernel.contains(&0) || o.stride.contains(&0) || o.dilation.contains(&0) {
+        return Err(format!(
+            "pooling window '{text}': kernel, stride and dilation must be positive"
+        ));
+    }
+    Ok(o)
+}
+
+/// The k-th layer's QuantizedConv2d from a file: `arg` is `act:sh:sw:pt:pb:pl:pr:dh:dw`, the
+/// weight I8 `[O, C, kh, kw]`.
+fn load_conv(st: &SafeTensors<'_>, path: &Path, k: usize, arg: &str) -> Result<QuantizedConv2d> {
+    let ck = |message: String| NnError::Checkpoint {
+        path: path.display().to_string(),
+        message: format!("layer {k}: {message}"),
+        source: None,
+    };
+    let (act, geometry) = arg.split_once(':').unwrap_or((arg, ""));
+    let g = numbers(geometry, 8, "convolution geometry").map_err(ck)?;
+    let &[sh, sw, pt, pb, pl, pr, dh, dw] = g.as_slice() else {
+        return Err(ck(format!(
+            "convolution geometry '{geometry}': expected 8 numbers"
+        )));
+    };
+    let w_name = format!("layers.{k}.weight");
+    let (shape, _) = read_tensor(st, path, &w_name, Dtype::I8, None)?;
+    let &[o, c, kh, kw] = shape.as_slice() else {
+        return Err(ck(format!(
+            "tensor {w_name} is {shape:?}, expected [out, in, kh, kw]"
+        )));
+    };
+    let gemm = load_gemm(st, path, k, act, [o, c * kh * kw])?;
+    // Stored as [O, C, kh, kw]; the layer computes in tap-major order (conv.rs).
+    let weights = QuantWeights {
+        codes: conv::to_tap_major(&gemm.weights.codes, o, c, kh, kw),
+        ..gemm.weights.clone()
+    };
+    let gemm = QuantizedDense::from_parts(weights, gemm.bias.clone(), gemm.activation)?
+        .with_params_of(&gemm)?;
+    QuantizedConv2d::from_parts(gemm, c, (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (dh, dw))
 }

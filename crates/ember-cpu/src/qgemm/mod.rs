@@ -18,6 +18,7 @@
 //!   by rayon; every output element is computed whole by one tile, and integer sums are exact,
 //!   so the results are bit-identical for any thread count and on every path.
 //! - `kernel.rs`: the microkernels (AVX-512 VNNI, AVX-VNNI, AVX2, portable).
+//! - `patches.rs`: the u8 patch matrix (im2col) that turns an int8 convolution into one GEMM.
 //! - `quant.rs`: choosing scales and zero points, quantizing and dequantizing.
 //!
 //! **The 7-bit activation range.** The AVX2 path uses `vpmaddubsw`, which adds two u8×i8
@@ -35,6 +36,7 @@
 //! [`qgemm_with`] forces one in tests and benchmarks.
 
 pub mod kernel;
+pub mod patches;
 pub mod quant;
 #[cfg(test)]
 mod tests;
