@@ -468,8 +468,8 @@ fn killed_run_resumes_from_its_checkpoint_on_3_and_1_ranks_bit_identically() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let err = String::from_utf8_lossy(&child.wait_with_output().expect("output").stderr)
-        .into_owned();
+    let err =
+        String::from_utf8_lossy(&child.wait_with_output().expect("output").stderr).into_owned();
     assert!(
         err.contains("signal 9") || err.contains("Killed") || err.contains("exited on signal"),
         "mpirun names the killed rank: {err}"
@@ -477,6 +477,10 @@ fn killed_run_resumes_from_its_checkpoint_on_3_and_1_ranks_bit_identically() {
     // The checkpoint is intact: it loads, and says how far the run got.
     let k = checkpoint_epoch(&ck).expect("the checkpoint survived the kill");
     assert!(k >= 2);
+    eprintln!(
+        "job ended {:?} after the kill; the checkpoint holds epoch {k}",
+        t.elapsed()
+    );
     let total = (k + 2).to_string();
     // Uninterrupted, one rank.
     let (whole, _) = train(1, &dir, &[seed[0], seed[1], "--epochs", &total]);
@@ -499,5 +503,9 @@ fn killed_run_resumes_from_its_checkpoint_on_3_and_1_ranks_bit_identically() {
         .args(["evaluate", "--json", "--data", csv, "--model", &ck_s])
         .output()
         .expect("ember evaluate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -84,7 +84,10 @@ fn resumed_run_saves_the_bytes_of_an_uninterrupted_one() {
     let mut a = vec!["train", "--seed", "4", "--threads", "1"];
     a.extend(["--epochs", "4", "--resume", s(&ck)]);
     let out = ok(&a);
-    assert!(out.contains("Resumed from") && out.contains("after epoch 3"), "{out}");
+    assert!(
+        out.contains("Resumed from") && out.contains("after epoch 3"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -103,7 +106,10 @@ fn contradictions_with_the_checkpoint_are_refused() {
     ]);
     let base = ["train", "--seed", "1", "--resume", s(&ck)];
     let cases: [(&[&str], &str); 5] = [
-        (&["--epochs", "5", "--initial-epoch", "1"], "--initial-epoch 1"),
+        (
+            &["--epochs", "5", "--initial-epoch", "1"],
+            "--initial-epoch 1",
+        ),
         (&["--epochs", "2"], "already trained 2"),
         (&["--epochs", "5", "--batch-size", "20"], "--batch-size 10"),
         (&["--epochs", "5", "--optimizer", "sgd"], "sgd"),
@@ -115,18 +121,16 @@ fn contradictions_with_the_checkpoint_are_refused() {
         let e = err(&a);
         assert!(e.contains(want), "{extra:?}: {e}");
     }
+    let e = err(&["train", "--seed", "2", "--epochs", "5", "--resume", s(&ck)]);
+    assert!(e.contains("--seed 1"), "{e}");
+    // A file without a resume point.
     let e = err(&[
         "train",
-        "--seed",
-        "2",
         "--epochs",
         "5",
         "--resume",
-        s(&ck),
+        "/nonexistent/x.safetensors",
     ]);
-    assert!(e.contains("--seed 1"), "{e}");
-    // A file without a resume point.
-    let e = err(&["train", "--epochs", "5", "--resume", "/nonexistent/x.safetensors"]);
     assert!(e.contains("--resume"), "{e}");
     let e = err(&["train", "--checkpoint-every", "0", "--checkpoint", s(&ck)]);
     assert!(e.contains("--checkpoint-every"), "{e}");

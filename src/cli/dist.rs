@@ -38,7 +38,12 @@ pub struct DistArgs {
     /// soon as backward has produced it. The default 25 makes a model under 25 MiB of
     /// gradients one bucket; 0 gives one bucket per parameter tensor. The weights do not
     /// depend on it with `--allreduce tree`.
-    #[arg(long, default_value_t = 25.0, requires = "distributed", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 25.0,
+        requires = "distributed",
+        allow_negative_numbers = true
+    )]
     pub bucket_mb: f64,
 }
 

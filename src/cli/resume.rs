@@ -87,12 +87,7 @@ pub fn initial_epoch(
     let point = ResumePoint::read(path).map_err(|e| format!("--resume: {e}"))?;
     check_point(&point, flags).map_err(|e| format!("--resume {shown}: {e}"))?;
     model.resume(path).map_err(|e| format!("--resume: {e}"))?;
-    if model
-        .network
-        .layers()
-        .iter()
-        .any(|l| l.kind() == "Dropout")
-    {
+    if model.network.layers().iter().any(|l| l.kind() == "Dropout") {
         eprintln!(
             "warning: --resume: the model has Dropout layers, whose mask generators are not in \
              the checkpoint: the resumed run trains on, but differs from an uninterrupted one"
@@ -199,8 +194,20 @@ mod tests {
                 },
                 "--batch-size 16",
             ),
-            (RunFlags { epochs: 4, ..flags() }, "already trained 4"),
-            (RunFlags { dp: true, ..flags() }, "DP-SGD"),
+            (
+                RunFlags {
+                    epochs: 4,
+                    ..flags()
+                },
+                "already trained 4",
+            ),
+            (
+                RunFlags {
+                    dp: true,
+                    ..flags()
+                },
+                "DP-SGD",
+            ),
         ];
         for (f, want) in cases {
             let e = check_point(&point, &f).unwrap_err();

@@ -148,7 +148,12 @@ impl Tensor {
     /// grad_hook`, which DDP and Horovod use to start all-reducing a bucket of gradients
     /// before backward ends): for a `Sequential` the last layer's parameters are ready first.
     /// Each leaf is reported once, in the walk's order, with the gradient the returned store
-    /// holds; an error from `ready` stops the walk and is returned.
+    /// holds (the walk and its sums are those of `backward`: the same bits); an error from
+    /// `ready` stops the walk and is returned. "As soon as" is within that fixed walk, which
+    /// is a topological order but not always the earliest one: a leaf consumed through an
+    /// unfused broadcast (`matmul` then `add` of a bias) is reported when the walk reaches
+    /// the broadcast node, possibly at the end; the fused `linear` of a Dense layer takes its
+    /// parameters directly, so a `Sequential`'s are reported layer by layer.
     pub fn backward_with_hook(
         &self,
         ready: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,

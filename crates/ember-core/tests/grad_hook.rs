@@ -3,7 +3,7 @@
 //! layer's parameters first), with exactly the gradient the store returns; a leaf used twice
 //! is reported after both uses; an error from the hook stops the walk.
 
-use ember_core::{Device, Tensor};
+use ember_core::{Activation, Device, Tensor};
 
 fn var(values: &[f64], shape: &[usize]) -> Tensor {
     Tensor::from_vec(values.to_vec(), shape.to_vec(), Device::Cpu)
@@ -11,16 +11,30 @@ fn var(values: &[f64], shape: &[usize]) -> Tensor {
         .as_variable()
 }
 
-/// A two-layer network's loss: relu(x·w1 + b1)·w2 + b2, summed; x needs no gradient.
+/// A two-layer network's loss as a `Sequential` of Dense layers builds it (fused `linear`
+/// nodes): sum(linear(relu(linear(x, w1, b1)), w2, b2)); x needs no gradient.
 fn two_layers() -> (Tensor, [Tensor; 4]) {
-    let x = Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.25, 1.5, -0.5], vec![2, 3], Device::Cpu)
+    let x = Tensor::from_vec(
+        vec![0.5, -1.0, 2.0, 0.25, 1.5, -0.5],
+        vec![2, 3],
+        Device::Cpu,
+    )
+    .unwrap();
+    let w1 = var(
+        &[
+            0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, 0.8, -0.9, 1.0, 0.2, 0.3,
+        ],
+        &[4, 3],
+    );
+    let b1 = var(&[0.01, -0.02, 0.03, 0.04], &[4]);
+    let w2 = var(&[0.5, -0.25, 0.75, 1.0], &[1, 4]);
+    let b2 = var(&[0.1], &[1]);
+    let h = x.linear(&w1, Some(&b1), Activation::Relu).unwrap();
+    let loss = h
+        .linear(&w2, Some(&b2), Activation::None)
+        .unwrap()
+        .sum_all()
         .unwrap();
-    let w1 = var(&[0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, 0.8, -0.9, 1.0, 0.2, 0.3], &[3, 4]);
-    let b1 = var(&[0.01, -0.02, 0.03, 0.04], &[1, 4]);
-    let w2 = var(&[0.5, -0.25, 0.75, 1.0], &[4, 1]);
-    let b2 = var(&[0.1], &[1, 1]);
-    let h = x.matmul(&w1).unwrap().add(&b1).unwrap().relu().unwrap();
-    let loss = h.matmul(&w2).unwrap().add(&b2).unwrap().sum_all().unwrap();
     (loss, [w1, b1, w2, b2])
 }
 
@@ -37,8 +51,8 @@ fn each_parameter_is_reported_once_last_layer_first_with_its_final_gradient() {
     let ids: Vec<_> = seen.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids.len(), 4, "four parameters, each once");
     let pos = |t: &Tensor| ids.iter().position(|&i| i == t.id()).expect("reported");
-    // The second layer's parameters are final before the first layer's.
-    assert!(pos(&b2) < pos(&w1) && pos(&w2) < pos(&w1) && pos(&w2) < pos(&b1));
+    // The second layer's parameters are final (and reported) before the first layer's.
+    assert!(pos(&w2).max(pos(&b2)) < pos(&w1).min(pos(&b1)), "{ids:?}");
     // Each reported gradient is the one the store holds, bit for bit.
     for (id, g) in &seen {
         let want = store.get_id(*id).unwrap().to_vec::<f64>().unwrap();
@@ -75,7 +89,10 @@ fn a_leaf_used_twice_is_reported_after_its_last_use() {
         })
         .unwrap();
     assert_eq!(order.len(), 2);
-    let (_, gw) = order.iter().find(|(id, _)| *id == w.id()).expect("w reported");
+    let (_, gw) = order
+        .iter()
+        .find(|(id, _)| *id == w.id())
+        .expect("w reported");
     // dy/dw = a·c + c: both uses summed before the report.
     assert_eq!(gw, &vec![1.0 * 0.5 + 0.5, 4.0 * -1.0 - 1.0]);
     assert_eq!(gw, &store.get(&w).unwrap().to_vec::<f64>().unwrap());
@@ -96,4 +113,40 @@ fn an_error_from_the_hook_stops_the_walk() {
         .unwrap_err();
     assert!(e.to_string().contains("refused"), "{e}");
     assert_eq!(calls, 1);
+}
+
+/// The hook follows backward's walk, which is one fixed topological order (the reverse of a
+/// depth-first post-order), not the earliest possible one: an unfused `matmul` + broadcast
+/// `add` makes the bias's broadcast its own node, which that walk visits last, so the bias is
+/// reported at the end. Reports are late at worst, never early: each holds the final gradient.
+#[test]
+fn reports_are_never_early_whatever_the_graph() {
+    let x = Tensor::from_vec(
+        vec![0.5, -1.0, 2.0, 0.25, 1.5, -0.5],
+        vec![2, 3],
+        Device::Cpu,
+    )
+    .unwrap();
+    let w = var(&[0.1, -0.2, 0.3, 0.4, -0.5, 0.6], &[3, 2]);
+    let b = var(&[0.01, -0.02], &[1, 2]);
+    let loss = x
+        .matmul(&w)
+        .unwrap()
+        .add(&b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let mut seen = Vec::new();
+    let store = loss
+        .backward_with_hook(&mut |leaf, g| {
+            seen.push((leaf.id(), g.to_vec::<f64>()?));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen.len(), 2);
+    for (id, g) in &seen {
+        assert_eq!(g, &store.get_id(*id).unwrap().to_vec::<f64>().unwrap());
+    }
 }

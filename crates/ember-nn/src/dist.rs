@@ -226,7 +226,11 @@ pub(crate) fn node_sum_range<'a, T: Word>(
 
 /// Finishes the tree over `[a, b)` from node sums: a node found in `nodes` is taken as it is,
 /// any other is the sum of its children.
-pub(crate) fn finish<T: Word>(a: usize, b: usize, nodes: &HashMap<(usize, usize), &[T]>) -> Result<Vec<T>> {
+pub(crate) fn finish<T: Word>(
+    a: usize,
+    b: usize,
+    nodes: &HashMap<(usize, usize), &[T]>,
+) -> Result<Vec<T>> {
     if let Some(v) = nodes.get(&(a, b)) {
         return Ok(v.to_vec());
     }

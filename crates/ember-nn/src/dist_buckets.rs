@@ -245,8 +245,11 @@ impl Model {
         let loss = loss.mul_scalar((e - s) as f64 / b as f64)?;
         let value = loss.to_scalar::<f64>()?;
         let params = self.network.parameters_ref();
-        let index: HashMap<TensorId, usize> =
-            params.iter().enumerate().map(|(i, (_, p))| (p.id(), i)).collect();
+        let index: HashMap<TensorId, usize> = params
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| (p.id(), i))
+            .collect();
         let mut flat = vec![T::default(); self.network.parameter_count()];
         let mut failed: Option<NnError> = None;
         let mut hook = |leaf: &Tensor, g: &Tensor| -> ember_core::Result<()> {
@@ -260,7 +263,9 @@ impl Model {
                 let v = g.to_dtype(p.dtype())?.to_vec::<T>()?;
                 match flat.get_mut(at..at + v.len()) {
                     Some(dst) => dst.copy_from_slice(&v),
-                    None => return config_err("distributed fit: gradient larger than its parameter"),
+                    None => {
+                        return config_err("distributed fit: gradient larger than its parameter");
+                    }
                 }
                 let lookup = |k: usize| -> Option<&[T]> {
                     if k == part {

@@ -229,7 +229,10 @@ fn gradient_buckets_keep_the_tree_bit_identical() {
                 got.0 == one.0,
                 "{bytes}-byte buckets: rank {r} of {p}: weights differ from one process"
             );
-            assert_eq!(got.1, one.1, "{bytes}-byte buckets: rank {r} of {p}: logs differ");
+            assert_eq!(
+                got.1, one.1,
+                "{bytes}-byte buckets: rank {r} of {p}: logs differ"
+            );
         }
     }
     // Plain: the local group sums each element in rank order, whatever the bucket.

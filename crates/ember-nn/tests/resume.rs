@@ -125,7 +125,10 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     assert_eq!(resumed.optimizer.iterations(), whole.optimizer.iterations());
     // The resumed epochs log what the uninterrupted run logged for them.
     assert_eq!(h.series("loss"), h_whole.series("loss")[3..].to_vec());
-    assert_eq!(h.series("val_loss"), h_whole.series("val_loss")[3..].to_vec());
+    assert_eq!(
+        h.series("val_loss"),
+        h_whole.series("val_loss")[3..].to_vec()
+    );
     // The file now holds the end of the run, and the model's own metadata.
     assert_eq!(ResumePoint::read(&path).unwrap().epoch, 6);
     let meta = checkpoint::read_metadata(&path).unwrap();
@@ -196,12 +199,13 @@ fn save_best_only_writes_improvements_only() {
     c.checkpoint = Some(ModelCheckpoint::new(&path).save_best_only("val_loss"));
     let h = m.fit(&x, &y, c).unwrap();
     let val = h.series("val_loss");
-    let best = val
-        .iter()
-        .enumerate()
-        .fold((0, f64::INFINITY), |acc, (i, &v)| {
-            if v < acc.1 { (i + 1, v) } else { acc }
-        });
+    let best =
+        val.iter().enumerate().fold(
+            (0, f64::INFINITY),
+            |acc, (i, &v)| {
+                if v < acc.1 { (i + 1, v) } else { acc }
+            },
+        );
     assert_eq!(ResumePoint::read(&path).unwrap().epoch, best.0, "{val:?}");
     // An unknown name is an error naming what there is.
     let (mut m, x, y) = model(4);
@@ -256,37 +260,38 @@ fn distributed_run_resumed_on_another_rank_count_is_bit_identical() {
     let dir = temp_dir("dist");
     let path = dir.join("d.safetensors");
     let tree = AllReduce::Tree { micro_shards: 4 };
-    let run = |p: usize, resume: bool, die: Option<usize>| -> Vec<Result<Vec<(String, Vec<u32>)>>> {
-        let comms: Vec<Arc<dyn Communicator + Send + Sync>> = if p == 1 {
-            vec![Arc::new(SingleProcess)]
-        } else {
-            LocalGroup::ranks(p, Duration::from_secs(60))
+    let run =
+        |p: usize, resume: bool, die: Option<usize>| -> Vec<Result<Vec<(String, Vec<u32>)>>> {
+            let comms: Vec<Arc<dyn Communicator + Send + Sync>> = if p == 1 {
+                vec![Arc::new(SingleProcess)]
+            } else {
+                LocalGroup::ranks(p, Duration::from_secs(60))
+                    .into_iter()
+                    .map(|c| Arc::new(c) as Arc<dyn Communicator + Send + Sync>)
+                    .collect()
+            };
+            let handles: Vec<_> = comms
                 .into_iter()
-                .map(|c| Arc::new(c) as Arc<dyn Communicator + Send + Sync>)
+                .map(|comm| {
+                    let path = path.clone();
+                    std::thread::spawn(move || -> Result<Vec<(String, Vec<u32>)>> {
+                        let (mut m, x, y) = model(1 + comm.rank() as u64);
+                        let initial = if resume { m.resume(&path)?.epoch } else { 0 };
+                        let mut c = cfg(5, initial, Some(&path));
+                        if let Some(at) = die {
+                            c.callbacks.push(Box::new(DieAt(at)));
+                        }
+                        c.distributed = Some(Distributed::new(comm as Arc<dyn Communicator>, tree));
+                        m.fit(&x, &y, c)?;
+                        Ok(state(&m))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("rank thread panicked"))
                 .collect()
         };
-        let handles: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let path = path.clone();
-                std::thread::spawn(move || -> Result<Vec<(String, Vec<u32>)>> {
-                    let (mut m, x, y) = model(1 + comm.rank() as u64);
-                    let initial = if resume { m.resume(&path)?.epoch } else { 0 };
-                    let mut c = cfg(5, initial, Some(&path));
-                    if let Some(at) = die {
-                        c.callbacks.push(Box::new(DieAt(at)));
-                    }
-                    c.distributed = Some(Distributed::new(comm as Arc<dyn Communicator>, tree));
-                    m.fit(&x, &y, c)?;
-                    Ok(state(&m))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank thread panicked"))
-            .collect()
-    };
     let whole = run(1, false, None).remove(0).unwrap();
     let _ = std::fs::remove_file(&path);
     for r in run(2, false, Some(3)) {
