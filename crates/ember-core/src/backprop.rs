@@ -169,7 +169,7 @@ impl Tensor {
         &self,
         grad: Option<&Tensor>,
         retain: bool,
-        mut ready: Option<&mut dyn FnMut(&Tensor, &Tensor) -> Result<()>>,
+        mut ready: Option<&mut ReadyHook<'_>>,
     ) -> Result<GradStore> {
         let grad = match grad {
             Some(g) => g.clone(),
@@ -278,12 +278,11 @@ fn last_consumers(order: &[(Tensor, Op)]) -> Vec<Vec<Tensor>> {
     out
 }
 
+/// The gradient-ready hook of [`Tensor::backward_with_hook`]: `(leaf, its final gradient)`.
+type ReadyHook<'a> = dyn FnMut(&Tensor, &Tensor) -> Result<()> + 'a;
+
 /// Calls the gradient-ready hook for `leaves` (skipping any no gradient reached).
-fn fire(
-    hook: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
-    leaves: &[Tensor],
-    grads: &IdMap<Tensor>,
-) -> Result<()> {
+fn fire(hook: &mut ReadyHook<'_>, leaves: &[Tensor], grads: &IdMap<Tensor>) -> Result<()> {
     for leaf in leaves {
         if let Some(g) = grads.get(&leaf.id()) {
             hook(leaf, g)?;

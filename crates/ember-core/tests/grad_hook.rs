@@ -94,7 +94,8 @@ fn a_leaf_used_twice_is_reported_after_its_last_use() {
         .find(|(id, _)| *id == w.id())
         .expect("w reported");
     // dy/dw = a·c + c: both uses summed before the report.
-    assert_eq!(gw, &vec![1.0 * 0.5 + 0.5, 4.0 * -1.0 - 1.0]);
+    // a·c + c = (1·0.5 + 0.5, 4·(−1) − 1)
+    assert_eq!(gw, &vec![1.0, -5.0]);
     assert_eq!(gw, &store.get(&w).unwrap().to_vec::<f64>().unwrap());
 }
 

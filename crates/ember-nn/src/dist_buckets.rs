@@ -72,12 +72,11 @@ impl Plan {
         let mut bucket_of = vec![0; sizes.len()];
         let (mut ranges, mut members) = (Vec::new(), Vec::new());
         let (mut hi, mut bytes, mut count) = (at, 0usize, 0usize);
-        for (i, &n) in sizes.iter().enumerate().rev() {
-            bucket_of[i] = ranges.len();
+        for ((&n, &lo), slot) in sizes.iter().zip(&offsets).zip(&mut bucket_of).rev() {
+            *slot = ranges.len();
             bytes += n * word;
             count += 1;
             if bytes >= bucket_bytes.max(1) {
-                let lo = offsets[i];
                 ranges.push((lo, hi));
                 members.push(count);
                 (hi, bytes, count) = (lo, 0, 0);

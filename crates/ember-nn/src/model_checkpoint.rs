@@ -107,7 +107,7 @@ impl ModelCheckpoint {
     /// Whether the epoch whose logs are `logs` is written; `last`: the run ends after it.
     /// Updates the best monitored value.
     pub(crate) fn due(&mut self, logs: &EpochLogs, last: bool) -> Result<bool> {
-        let periodic = logs.epoch % self.every == 0;
+        let periodic = logs.epoch.is_multiple_of(self.every);
         if !self.save_best_only {
             return Ok(periodic || last);
         }

@@ -79,7 +79,10 @@ fn cfg(epochs: usize, initial_epoch: usize, ck: Option<&Path>) -> FitConfig {
 }
 
 /// Weights and optimizer state as bits, by name.
-fn state(m: &Model) -> Vec<(String, Vec<u32>)> {
+type State = Vec<(String, Vec<u32>)>;
+
+/// The [`State`] of a model.
+fn state(m: &Model) -> State {
     let mut all = m.network.named_parameters();
     all.extend(m.optimizer.state_tensors());
     all.iter()
@@ -260,38 +263,37 @@ fn distributed_run_resumed_on_another_rank_count_is_bit_identical() {
     let dir = temp_dir("dist");
     let path = dir.join("d.safetensors");
     let tree = AllReduce::Tree { micro_shards: 4 };
-    let run =
-        |p: usize, resume: bool, die: Option<usize>| -> Vec<Result<Vec<(String, Vec<u32>)>>> {
-            let comms: Vec<Arc<dyn Communicator + Send + Sync>> = if p == 1 {
-                vec![Arc::new(SingleProcess)]
-            } else {
-                LocalGroup::ranks(p, Duration::from_secs(60))
-                    .into_iter()
-                    .map(|c| Arc::new(c) as Arc<dyn Communicator + Send + Sync>)
-                    .collect()
-            };
-            let handles: Vec<_> = comms
+    let run = |p: usize, resume: bool, die: Option<usize>| -> Vec<Result<State>> {
+        let comms: Vec<Arc<dyn Communicator + Send + Sync>> = if p == 1 {
+            vec![Arc::new(SingleProcess)]
+        } else {
+            LocalGroup::ranks(p, Duration::from_secs(60))
                 .into_iter()
-                .map(|comm| {
-                    let path = path.clone();
-                    std::thread::spawn(move || -> Result<Vec<(String, Vec<u32>)>> {
-                        let (mut m, x, y) = model(1 + comm.rank() as u64);
-                        let initial = if resume { m.resume(&path)?.epoch } else { 0 };
-                        let mut c = cfg(5, initial, Some(&path));
-                        if let Some(at) = die {
-                            c.callbacks.push(Box::new(DieAt(at)));
-                        }
-                        c.distributed = Some(Distributed::new(comm as Arc<dyn Communicator>, tree));
-                        m.fit(&x, &y, c)?;
-                        Ok(state(&m))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("rank thread panicked"))
+                .map(|c| Arc::new(c) as Arc<dyn Communicator + Send + Sync>)
                 .collect()
         };
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let path = path.clone();
+                std::thread::spawn(move || -> Result<State> {
+                    let (mut m, x, y) = model(1 + comm.rank() as u64);
+                    let initial = if resume { m.resume(&path)?.epoch } else { 0 };
+                    let mut c = cfg(5, initial, Some(&path));
+                    if let Some(at) = die {
+                        c.callbacks.push(Box::new(DieAt(at)));
+                    }
+                    c.distributed = Some(Distributed::new(comm as Arc<dyn Communicator>, tree));
+                    m.fit(&x, &y, c)?;
+                    Ok(state(&m))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("rank thread panicked"))
+            .collect()
+    };
     let whole = run(1, false, None).remove(0).unwrap();
     let _ = std::fs::remove_file(&path);
     for r in run(2, false, Some(3)) {
