@@ -96,9 +96,9 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub dist: super::dist::DistArgs,
     /// Checkpoints during training and resuming (`--checkpoint`, `--checkpoint-every`,
-    /// `--resume`).
+    /// `--resume`; boxed to keep the command enum small).
     #[command(flatten)]
-    pub ckpt: super::resume::CheckpointArgs,
+    pub ckpt: Box<super::resume::CheckpointArgs>,
 }
 
 /// The model and training flags of `ember train`.
