@@ -202,7 +202,7 @@ fn add_into<T: Word>(acc: &mut [T], x: &[T]) {
 }
 
 /// Sum of tree node `[a, b)` over the elements `[lo, hi)` of the leaves `leaf(i)`, in the
-/// tree's fixed order (the per-element additions of [`node_sum`]).
+/// tree's fixed order (per element, the additions the whole-vector tree makes).
 pub(crate) fn node_sum_range<'a, T: Word>(
     a: usize,
     b: usize,
