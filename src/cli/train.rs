@@ -82,7 +82,8 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = super::whole_number)]
     pub initial_epoch: Option<usize>,
     /// Save weights and optimizer state here after training (the directory must exist; it
-    /// is checked before the first epoch).
+    /// is checked before the first epoch); the file records the epoch, so --resume can extend
+    /// the run.
     #[arg(long, value_name = "PATH.safetensors")]
     pub save: Option<PathBuf>,
     /// Write training and validation loss and accuracy curves as SVG (the name must end in

@@ -27,7 +27,9 @@
 //! Under a communicator ([`crate::dist`]) rank 0 alone writes; every rank that resumes reads
 //! the file (the parameters are broadcast from rank 0 anyway when `fit` starts, the optimizer
 //! state is not, so the file must be readable by every rank: one machine, or a shared file
-//! system). Differences from Keras: the period is in epochs (Keras's integer `save_freq` counts
+//! system). A write that fails (full disk, removed directory) ends `fit` with that error on
+//! rank 0 only; the other ranks then fail in their next collective (MPI: the CLI aborts the
+//! job; [`ember_comm::local`]: the group's timeout). Differences from Keras: the period is in epochs (Keras's integer `save_freq` counts
 //! batches), and without `save_best_only` the last epoch of the run is always written too, so
 //! the file ends holding the final state.
 
