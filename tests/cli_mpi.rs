@@ -5,7 +5,9 @@
 //! - 2 and 3 ranks give checkpoints byte-identical to 1 rank (weights, optimizer state and
 //!   metadata), for the seed model and a 784-512-512-1 MLP;
 //! - a rank killed mid-epoch makes the job end within a bound, with an error;
-//! - a run resumed from a checkpoint on another rank count matches an uninterrupted one;
+//! - a run resumed from a checkpoint on another rank count matches an uninterrupted one, also
+//!   after a rank of a `--checkpoint` run was killed (`--resume`, on 3 and on 1 rank);
+//! - gradient buckets (`--bucket-mb 0`) leave the checkpoint byte-identical;
 //! - two ranks in two network namespaces joined by a veth pair (MPI's TCP transport across a
 //!   real interface), or a SKIPPED line saying why the namespaces cannot be made here.
 #![cfg(feature = "mpi")]
@@ -508,4 +510,21 @@ fn killed_run_resumes_from_its_checkpoint_on_3_and_1_ranks_bit_identically() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn gradient_buckets_keep_checkpoints_bit_identical() {
+    let dir = scratch("buckets");
+    let args = ["--epochs", "2", "--seed", "3"];
+    let (one, _) = train(1, &dir, &args);
+    // One bucket per parameter tensor (six), exchanged from the gradient-ready hook.
+    for np in [2, 3] {
+        let mut a = args.to_vec();
+        a.extend(["--bucket-mb", "0"]);
+        let (bytes, _) = train(np, &dir, &a);
+        assert!(
+            bytes == one,
+            "{np} ranks with 6 buckets: the checkpoint differs from 1 rank with one"
+        );
+    }
 }
