@@ -241,7 +241,10 @@ fn gradient_buckets_keep_the_tree_bit_identical() {
     let one = train(ranks(1), sparse, false).remove(0);
     for p in [2, 3] {
         for got in train_buckets(ranks(p), sparse, false, 0) {
-            assert!(got.0 == one.0, "64 shards, {p} ranks, 6 buckets: weights differ");
+            assert!(
+                got.0 == one.0,
+                "64 shards, {p} ranks, 6 buckets: weights differ"
+            );
         }
     }
     // Plain: the local group sums each element in rank order, whatever the bucket.
