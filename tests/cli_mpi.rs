@@ -5,7 +5,9 @@
 //! - 2 and 3 ranks give checkpoints byte-identical to 1 rank (weights, optimizer state and
 //!   metadata), for the seed model and a 784-512-512-1 MLP;
 //! - a rank killed mid-epoch makes the job end within a bound, with an error;
-//! - a run resumed from a checkpoint on another rank count matches an uninterrupted one;
+//! - a run resumed from a checkpoint on another rank count matches an uninterrupted one, also
+//!   after a rank of a `--checkpoint` run was killed (`--resume`, on 3 and on 1 rank);
+//! - gradient buckets (`--bucket-mb 0`) leave the checkpoint byte-identical;
 //! - two ranks in two network namespaces joined by a veth pair (MPI's TCP transport across a
 //!   real interface), or a SKIPPED line saying why the namespaces cannot be made here.
 #![cfg(feature = "mpi")]
@@ -409,4 +411,120 @@ fn two_ranks_across_a_veth_pair_match_one_rank() {
     // Every step sends gradient subtrees of the 30-10-5-1 model (~400 floats) both ways.
     assert!(crossed > 10_000, "only {crossed} bytes crossed the veth");
     eprintln!("{crossed} bytes crossed the veth into namespace b");
+}
+
+/// The epoch recorded in a checkpoint's header (`ember.epoch`), if the file is there and
+/// reads as one.
+fn checkpoint_epoch(path: &Path) -> Option<usize> {
+    ember_nn::model_checkpoint::ResumePoint::read(path)
+        .ok()
+        .map(|p| p.epoch)
+}
+
+#[test]
+fn killed_run_resumes_from_its_checkpoint_on_3_and_1_ranks_bit_identically() {
+    let dir = scratch("kill-resume");
+    let ck = dir.join("ck.safetensors");
+    let seed = ["--seed", "8"];
+    // 2 ranks, a checkpoint after every epoch, far more epochs than it will live.
+    let mut c = mpirun(2);
+    c.arg(ember())
+        .args(["train", "--distributed", "--threads", "1", "--json"])
+        .args(seed)
+        .args(["--epochs", "100000", "--checkpoint"])
+        .arg(&ck)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("mpirun");
+    // Wait for the checkpoint of epoch 2, at most 120 s, then kill a rank (mid-epoch 3 or a
+    // little later).
+    let start = Instant::now();
+    while checkpoint_epoch(&ck).is_none_or(|e| e < 2) {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("no checkpoint of epoch 2 within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ranks: Vec<u32> = children(child.id())
+        .into_iter()
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "ember")
+        })
+        .collect();
+    assert_eq!(ranks.len(), 2, "two ember ranks under mpirun");
+    let killed = Command::new("kill")
+        .args(["-9", &ranks[1].to_string()])
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    let t = Instant::now();
+    let bound = Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(!status.success(), "mpirun must fail when a rank dies");
+            break;
+        }
+        if t.elapsed() > bound {
+            let _ = child.kill();
+            panic!("the job did not end within {bound:?} after a rank was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err =
+        String::from_utf8_lossy(&child.wait_with_output().expect("output").stderr).into_owned();
+    assert!(
+        err.contains("signal 9") || err.contains("Killed") || err.contains("exited on signal"),
+        "mpirun names the killed rank: {err}"
+    );
+    // The checkpoint is intact: it loads, and says how far the run got.
+    let k = checkpoint_epoch(&ck).expect("the checkpoint survived the kill");
+    assert!(k >= 2);
+    eprintln!(
+        "job ended {:?} after the kill; the checkpoint holds epoch {k}",
+        t.elapsed()
+    );
+    let total = (k + 2).to_string();
+    // Uninterrupted, one rank.
+    let (whole, _) = train(1, &dir, &[seed[0], seed[1], "--epochs", &total]);
+    let ck_s = ck.to_string_lossy().into_owned();
+    for np in [3, 1] {
+        let (resumed, _) = train(
+            np,
+            &dir,
+            &[seed[0], seed[1], "--epochs", &total, "--resume", &ck_s],
+        );
+        assert!(
+            resumed == whole,
+            "resumed on {np} ranks after epoch {k}: the checkpoint differs from the \
+             uninterrupted run's"
+        );
+    }
+    // A mid-way checkpoint is a model `ember evaluate` reads.
+    let csv = concat!(env!("CARGO_MANIFEST_DIR"), "/data/breast_cancer.csv");
+    let out = Command::new(ember())
+        .args(["evaluate", "--json", "--data", csv, "--model", &ck_s])
+        .output()
+        .expect("ember evaluate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn gradient_buckets_keep_checkpoints_bit_identical() {
+    let dir = scratch("buckets");
+    let args = ["--epochs", "2", "--seed", "3"];
+    let (one, _) = train(1, &dir, &args);
+    // One bucket per parameter tensor (six), exchanged from the gradient-ready hook.
+    for np in [2, 3] {
+        let mut a = args.to_vec();
+        a.extend(["--bucket-mb", "0"]);
+        let (bytes, _) = train(np, &dir, &a);
+        assert!(
+            bytes == one,
+            "{np} ranks with 6 buckets: the checkpoint differs from 1 rank with one"
+        );
+    }
 }

@@ -34,6 +34,17 @@ pub struct DistArgs {
     /// on the rank count).
     #[arg(long, default_value_t = 8, requires = "distributed", allow_negative_numbers = true, value_parser = super::whole_number)]
     pub micro_shards: usize,
+    /// Gradient bucket size in MiB (PyTorch DDP's `bucket_cap_mb`): each bucket is exchanged as
+    /// soon as backward has produced it. The default 25 makes a model under 25 MiB of
+    /// gradients one bucket; 0 gives one bucket per parameter tensor. The weights do not
+    /// depend on it with `--allreduce tree`.
+    #[arg(
+        long,
+        default_value_t = 25.0,
+        requires = "distributed",
+        allow_negative_numbers = true
+    )]
+    pub bucket_mb: f64,
 }
 
 /// `--allreduce` values.
@@ -84,6 +95,12 @@ pub fn setup(args: &DistArgs) -> Result<Option<Session>, String> {
     if args.allreduce == AllReduceArg::Tree && args.micro_shards == 0 {
         return Err("--micro-shards must be at least 1".into());
     }
+    if !(args.bucket_mb >= 0.0 && args.bucket_mb.is_finite()) {
+        return Err(format!(
+            "--bucket-mb must be a non-negative number of MiB, got {}",
+            args.bucket_mb
+        ));
+    }
     if !ember_comm::HAS_MPI {
         return Err(format!(
             "--distributed: this ember was built without MPI; {}",
@@ -107,7 +124,11 @@ pub fn setup(args: &DistArgs) -> Result<Option<Session>, String> {
         AllReduceArg::Plain => AllReduce::Plain,
     };
     Ok(Some(Session {
-        config: Distributed { comm, all_reduce },
+        config: Distributed {
+            comm,
+            all_reduce,
+            bucket_bytes: (args.bucket_mb * (1 << 20) as f64) as usize,
+        },
     }))
 }
 

@@ -6,6 +6,7 @@ pub mod info;
 pub mod memory;
 pub mod predict;
 pub mod quantize;
+pub mod resume;
 pub mod scaling;
 pub mod text;
 pub mod train;

@@ -76,12 +76,14 @@ pub struct TrainArgs {
     /// Start from the weights (and optimizer state, if it matches) in this checkpoint.
     #[arg(long, value_name = "PATH.safetensors")]
     pub load: Option<PathBuf>,
-    /// Epoch to start at (0-based, Keras's `initial_epoch`): with --load, resumes a run saved
-    /// after that many epochs, with the same shuffles an uninterrupted run would have had.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::whole_number)]
-    pub initial_epoch: usize,
+    /// Epoch to start at (0-based, Keras's `initial_epoch`; default 0, or --resume's): with
+    /// --load, resumes a run saved after that many epochs, with the same shuffles an
+    /// uninterrupted run would have had.
+    #[arg(long, allow_negative_numbers = true, value_parser = super::whole_number)]
+    pub initial_epoch: Option<usize>,
     /// Save weights and optimizer state here after training (the directory must exist; it
-    /// is checked before the first epoch).
+    /// is checked before the first epoch); the file records the epoch, so --resume can extend
+    /// the run.
     #[arg(long, value_name = "PATH.safetensors")]
     pub save: Option<PathBuf>,
     /// Write training and validation loss and accuracy curves as SVG (the name must end in
@@ -94,6 +96,10 @@ pub struct TrainArgs {
     /// Data-parallel training over MPI (`--distributed`, `--allreduce`, `--micro-shards`).
     #[command(flatten)]
     pub dist: super::dist::DistArgs,
+    /// Checkpoints during training and resuming (`--checkpoint`, `--checkpoint-every`,
+    /// `--resume`; boxed to keep the command enum small).
+    #[command(flatten)]
+    pub ckpt: Box<super::resume::CheckpointArgs>,
 }
 
 /// The model and training flags of `ember train`.
@@ -235,7 +241,13 @@ fn run_inner(
         check_plot_name(path)?;
         check_output("--plot", path)?;
     }
+    if let Some(path) = &args.ckpt.checkpoint {
+        check_output("--checkpoint", path)?;
+    }
     if super::text::is_text(&args) {
+        if args.ckpt.checkpoint.is_some() || args.ckpt.resume.is_some() {
+            return Err("--checkpoint and --resume are not available for text tasks yet".into());
+        }
         return super::text::train(&args, spec, device);
     }
     let (table, given_test, source, class_names) = load_data(&args)?;
@@ -380,6 +392,19 @@ fn run_inner(
         }
     }
 
+    let initial_epoch = super::resume::initial_epoch(
+        &args.ckpt,
+        &super::resume::RunFlags {
+            initial_epoch: args.initial_epoch,
+            epochs: args.model.epochs(),
+            seed: args.model.seed,
+            batch_size: args.model.batch_size(),
+            dp: args.model.dp_noise.is_some(),
+        },
+        &mut model,
+        args.json,
+    )?;
+
     if !args.json {
         let present = if info.present() < classes {
             format!(" ({} with rows)", info.present())
@@ -428,7 +453,7 @@ fn run_inner(
                 shuffle: true,
                 seed: args.model.seed,
                 verbose: 0,
-                initial_epoch: args.initial_epoch,
+                initial_epoch,
                 callbacks: vec![Box::new(reporter)],
                 host_reads: ember_nn::model::HostReads::Auto,
                 dp: dp_config(&args)?,
@@ -440,6 +465,7 @@ fn run_inner(
                     .filter(|&m| m > 0)
                     .map(|max| ember_nn::augment::Augmentation::RandomShift { max }),
                 distributed: session.map(|s| s.config.clone()),
+                checkpoint: args.ckpt.model_checkpoint(),
             },
         )
         .map_err(|e| e.to_string())?;
@@ -481,10 +507,16 @@ fn run_inner(
             100.0 * ember_nn::dist::comm_seconds() / train_seconds.max(1e-9)
         );
     }
-    // Rank 0 alone writes the checkpoint and the plot.
+    // Rank 0 alone writes the checkpoint and the plot; the checkpoint can be resumed.
     if session.is_some_and(|s| s.rank() != 0) {
         return Ok(());
     }
+    let point = ember_nn::model_checkpoint::ResumePoint {
+        epoch: initial_epoch + history.epochs.len(),
+        seed: Some(args.model.seed),
+        batch_size: Some(args.model.batch_size()),
+    };
+    model.metadata.extend(point.metadata());
     write_outputs(
         &model,
         &history,
@@ -641,6 +673,7 @@ fn check_args(a: &TrainArgs) -> Result<(), String> {
         }
     }
     super::check_threads(a.threads)?;
+    a.ckpt.check()?;
     dp_config(a)?;
     parse_hidden(&a.model.hidden)?;
     parse_activation(&a.model.activation).map_err(|e| format!("--activation: {e}"))?;

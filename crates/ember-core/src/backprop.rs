@@ -141,7 +141,36 @@ impl Tensor {
         self.backward_seeded(Some(grad), false)
     }
 
+    /// [`Tensor::backward`] that calls `ready(leaf, grad)` for each leaf tensor that needs a
+    /// gradient (a parameter) as soon as its gradient is final — right after the last node
+    /// that consumes it has run — while the rest of the walk continues. This is the
+    /// gradient-ready hook of data-parallel training (PyTorch's `register_post_accumulate_
+    /// grad_hook`, which DDP and Horovod use to start all-reducing a bucket of gradients
+    /// before backward ends): for a `Sequential` the last layer's parameters are ready first.
+    /// Each leaf is reported once, in the walk's order, with the gradient the returned store
+    /// holds (the walk and its sums are those of `backward`: the same bits); an error from
+    /// `ready` stops the walk and is returned. "As soon as" is within that fixed walk, which
+    /// is a topological order but not always the earliest one: a leaf consumed through an
+    /// unfused broadcast (`matmul` then `add` of a bias) is reported when the walk reaches
+    /// the broadcast node, possibly at the end; the fused `linear` of a Dense layer takes its
+    /// parameters directly, so a `Sequential`'s are reported layer by layer.
+    pub fn backward_with_hook(
+        &self,
+        ready: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>,
+    ) -> Result<GradStore> {
+        self.backward_walk(None, false, Some(ready))
+    }
+
     fn backward_seeded(&self, grad: Option<&Tensor>, retain: bool) -> Result<GradStore> {
+        self.backward_walk(grad, retain, None)
+    }
+
+    fn backward_walk(
+        &self,
+        grad: Option<&Tensor>,
+        retain: bool,
+        mut ready: Option<&mut ReadyHook<'_>>,
+    ) -> Result<GradStore> {
         let grad = match grad {
             Some(g) => g.clone(),
             None => {
@@ -187,7 +216,16 @@ impl Tensor {
             grad
         };
         grads.insert(self.id(), seed);
-        for (node, op) in order.iter().rev() {
+        // With a hook: the leaves each node is the last consumer of (walk index → leaves).
+        let finals = match ready {
+            Some(_) => last_consumers(&order),
+            None => Vec::new(),
+        };
+        for (step, (node, op)) in order.iter().rev().enumerate() {
+            if let (Some(hook), Some(leaves)) = (ready.as_mut(), finals.get(step)) {
+                // The previous node was the last consumer of these leaves.
+                fire(&mut **hook, leaves, &grads)?;
+            }
             let Some(g) = grads.get(&node.id()).cloned() else {
                 continue;
             };
@@ -202,8 +240,55 @@ impl Tensor {
                 grads.insert(input.id(), total);
             }
         }
+        if let (Some(hook), Some(leaves)) = (ready.as_mut(), finals.get(order.len())) {
+            fire(&mut **hook, leaves, &grads)?;
+        }
         Ok(GradStore(grads))
     }
+}
+
+/// For [`Tensor::backward_with_hook`]: at index `s` (a step of the walk over the reversed
+/// `order`, `0..=order.len()`), the leaves that need a gradient and whose last consumer ran at
+/// step `s - 1`: their gradient is final before step `s` runs.
+fn last_consumers(order: &[(Tensor, Op)]) -> Vec<Vec<Tensor>> {
+    let nodes: IdSet = {
+        let mut s = IdSet::new();
+        for (t, _) in order {
+            s.insert(t.id());
+        }
+        s
+    };
+    let mut last: IdMap<(usize, Tensor)> = IdMap::default();
+    for (step, (_, op)) in order.iter().rev().enumerate() {
+        op.visit_inputs(|input| {
+            if input.requires_grad() && !nodes.contains(input.id()) {
+                last.insert(input.id(), (step, input.clone()));
+            }
+        });
+    }
+    // By step, then by id (creation order), so that the hook's order is deterministic.
+    let mut by_step: Vec<(usize, Tensor)> = last.into_values().collect();
+    by_step.sort_by_key(|(step, t)| (*step, t.id()));
+    let mut out: Vec<Vec<Tensor>> = vec![Vec::new(); order.len() + 1];
+    for (step, t) in by_step {
+        if let Some(slot) = out.get_mut(step + 1) {
+            slot.push(t);
+        }
+    }
+    out
+}
+
+/// The gradient-ready hook of [`Tensor::backward_with_hook`]: `(leaf, its final gradient)`.
+type ReadyHook<'a> = dyn FnMut(&Tensor, &Tensor) -> Result<()> + 'a;
+
+/// Calls the gradient-ready hook for `leaves` (skipping any no gradient reached).
+fn fire(hook: &mut ReadyHook<'_>, leaves: &[Tensor], grads: &IdMap<Tensor>) -> Result<()> {
+    for leaf in leaves {
+        if let Some(g) = grads.get(&leaf.id()) {
+            hook(leaf, g)?;
+        }
+    }
+    Ok(())
 }
 
 /// Sums `g` (of a broadcast result's shape) back down to `shape`.

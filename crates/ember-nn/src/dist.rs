@@ -28,8 +28,10 @@
 //! Its costs, against plain `fit` and against `Plain`: M forward/backward passes on B/M rows
 //! instead of one on B (smaller GEMMs: slower per sample when B/M is small); each rank sends
 //! up to ~2·log₂(M/p) gradient-sized vectors instead of a reduce-scatter's share (for M = 8,
-//! p = 2: at most 2 vectors per rank, against ~1 for a ring all-reduce), and the exchange waits
-//! for the whole backward pass (no overlap with it). The weights are also **not** bit-identical
+//! p = 2: at most 2 vectors per rank, against ~1 for a ring all-reduce). The exchange is cut into
+//! gradient buckets ([`Distributed::bucket_bytes`], see [`crate::dist_buckets`]), each started
+//! from the gradient-ready hook of the rank's last micro-shard's backward pass; with ember's
+//! blocking collectives the exchange runs inside backward rather than beside it. The weights are also **not** bit-identical
 //! to plain (non-distributed) `fit`: the batch gradient is a sum of M shard gradients rather
 //! than one backward over B rows; they agree to rounding.
 //!
@@ -85,13 +87,32 @@ impl Default for AllReduce {
     }
 }
 
-/// The distributed settings of [`Model::fit`]: the communicator and the reduction.
+/// The default gradient bucket: 25 MiB, PyTorch DDP's `bucket_cap_mb` (see
+/// [`crate::dist_buckets`]).
+pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
+
+/// The distributed settings of [`Model::fit`]: the communicator, the reduction and the
+/// gradient bucket size.
 #[derive(Clone)]
 pub struct Distributed {
     /// The group of ranks (MPI, or [`ember_comm::SingleProcess`]).
     pub comm: Arc<dyn Communicator>,
     /// How gradients are combined.
     pub all_reduce: AllReduce,
+    /// Gradient bytes per exchange bucket (see [`crate::dist_buckets`]): a bucket is exchanged
+    /// as soon as backward has produced it. The weights do not depend on it.
+    pub bucket_bytes: usize,
+}
+
+impl Distributed {
+    /// `comm` and `all_reduce` with the default bucket size ([`DEFAULT_BUCKET_BYTES`]).
+    pub fn new(comm: Arc<dyn Communicator>, all_reduce: AllReduce) -> Distributed {
+        Distributed {
+            comm,
+            all_reduce,
+            bucket_bytes: DEFAULT_BUCKET_BYTES,
+        }
+    }
 }
 
 impl std::fmt::Debug for Distributed {
@@ -99,6 +120,7 @@ impl std::fmt::Debug for Distributed {
         f.debug_struct("Distributed")
             .field("comm", &self.comm.name())
             .field("all_reduce", &self.all_reduce)
+            .field("bucket_bytes", &self.bucket_bytes)
             .finish()
     }
 }
@@ -113,7 +135,7 @@ pub fn comm_seconds() -> f64 {
 }
 
 /// Runs a collective, adds its time to [`comm_seconds`] and turns its error into ember-nn's.
-fn timed<T>(op: &str, f: impl FnOnce() -> ember_comm::Result<T>) -> Result<T> {
+pub(crate) fn timed<T>(op: &str, f: impl FnOnce() -> ember_comm::Result<T>) -> Result<T> {
     let t = Instant::now();
     let r = f();
     COMM_NANOS.fetch_add(
@@ -155,7 +177,9 @@ pub fn cover(a: usize, b: usize, lo: usize, hi: usize, out: &mut Vec<(usize, usi
     cover(m, b, lo, hi, out);
 }
 
-/// Sum of the tree node `[a, b)` from `leaf(i)` values, in the tree's fixed order.
+/// Sum of the tree node `[a, b)` from `leaf(i)` values, in the tree's fixed order (the
+/// reference the tests check [`node_sum_range`]'s bucketed sums against).
+#[cfg(test)]
 fn node_sum<T: Word>(a: usize, b: usize, leaves: &HashMap<usize, Vec<T>>) -> Result<Vec<T>> {
     if b - a == 1 {
         return match leaves.get(&a) {
@@ -177,9 +201,36 @@ fn add_into<T: Word>(acc: &mut [T], x: &[T]) {
     }
 }
 
+/// Sum of tree node `[a, b)` over the elements `[lo, hi)` of the leaves `leaf(i)`, in the
+/// tree's fixed order (per element, the additions the whole-vector tree makes).
+pub(crate) fn node_sum_range<'a, T: Word>(
+    a: usize,
+    b: usize,
+    (lo, hi): (usize, usize),
+    leaf: &'a dyn Fn(usize) -> Option<&'a [T]>,
+) -> Result<Vec<T>> {
+    if b - a == 1 {
+        return match leaf(a).and_then(|v| v.get(lo..hi)) {
+            Some(v) => Ok(v.to_vec()),
+            None => config_err(format!(
+                "distributed fit: gradient of shard {a} missing (elements {lo}..{hi})"
+            )),
+        };
+    }
+    let m = mid(a, b);
+    let mut l = node_sum_range(a, m, (lo, hi), leaf)?;
+    let r = node_sum_range(m, b, (lo, hi), leaf)?;
+    add_into(&mut l, &r);
+    Ok(l)
+}
+
 /// Finishes the tree over `[a, b)` from node sums: a node found in `nodes` is taken as it is,
 /// any other is the sum of its children.
-fn finish<T: Word>(a: usize, b: usize, nodes: &HashMap<(usize, usize), &[T]>) -> Result<Vec<T>> {
+pub(crate) fn finish<T: Word>(
+    a: usize,
+    b: usize,
+    nodes: &HashMap<(usize, usize), &[T]>,
+) -> Result<Vec<T>> {
     if let Some(v) = nodes.get(&(a, b)) {
         return Ok(v.to_vec());
     }
@@ -252,7 +303,7 @@ impl Model {
 
     /// The forward/backward of rows `[s, e)` of the batch of `b` rows: the part's loss
     /// (mean × (e − s)/b), its outputs and its flat gradient in parameter order.
-    fn part_grad<T: Word + WithDType>(
+    pub(crate) fn part_grad<T: Word + WithDType>(
         &self,
         x: &Tensor,
         y: &Tensor,
@@ -289,7 +340,7 @@ impl Model {
         outputs: bool,
     ) -> Result<StepOut> {
         let comm = d.comm.as_ref();
-        let (rank, p) = (comm.rank(), comm.size());
+        let p = comm.size();
         let b = x.shape().first().copied().unwrap_or(0);
         if b == 0 {
             return config_err("distributed fit: empty batch");
@@ -300,32 +351,32 @@ impl Model {
             .iter()
             .product();
         let n_params = self.network.parameter_count();
-        // Parts of the batch: M shards (tree) or one per rank (plain); the parts this rank owns.
-        let (parts, (lo, hi)) = match d.all_reduce {
-            AllReduce::Tree { micro_shards } => (micro_shards, rank_shards(micro_shards, p, rank)),
-            AllReduce::Plain => (p, (rank, rank + 1)),
+        // Parts of the batch: M shards (tree) or one per rank (plain).
+        let parts = match d.all_reduce {
+            AllReduce::Tree { micro_shards } => micro_shards,
+            AllReduce::Plain => p,
         };
         let owner = |r: usize| match d.all_reduce {
             AllReduce::Tree { micro_shards } => rank_shards(micro_shards, p, r),
             AllReduce::Plain => (r, r + 1),
         };
-        let mut leaves: HashMap<usize, Vec<T>> = HashMap::new();
+        // This rank's parts, forward and backward, with the gradient exchanged in buckets as
+        // backward produces them (see `dist_buckets`).
+        let sizes: Vec<usize> = self
+            .network
+            .parameters_ref()
+            .iter()
+            .map(|(_, t)| t.elem_count())
+            .collect();
+        let plan = crate::dist_buckets::Plan::new(&sizes, d.bucket_bytes, std::mem::size_of::<T>());
+        let mut ex = crate::dist_buckets::Exchange::<T>::new(comm, d.all_reduce, &plan, n_params);
+        let mine = crate::dist_buckets::parts_and_exchange(self, &mut ex, x, y, b, outputs)?;
+        let total = std::mem::take(&mut ex.total);
         // This rank's part losses and outputs, in part order, sent as one f64 gather.
-        let mut side: Vec<f64> = Vec::new();
-        let mut side_outs: Vec<f64> = Vec::new();
-        for part in lo..hi {
-            let (s, e) = part_rows(b, parts, part);
-            if s == e {
-                side.push(0.0);
-                leaves.insert(part, vec![T::default(); n_params]);
-                continue;
-            }
-            let (loss, outs, flat) = self.part_grad::<T>(x, y, (s, e), b, outputs)?;
-            side.push(loss);
-            side_outs.extend(outs);
-            leaves.insert(part, flat);
+        let mut side: Vec<f64> = mine.iter().map(|(l, _)| *l).collect();
+        for (_, o) in mine {
+            side.extend(o);
         }
-        side.extend(side_outs);
         // Losses and outputs of every part, rank by rank (= part order).
         let side_counts: Vec<usize> = (0..p)
             .map(|r| {
@@ -357,46 +408,6 @@ impl Model {
                 loss,
             });
         }
-        let total: Vec<T> = match d.all_reduce {
-            AllReduce::Plain => {
-                let mut g = leaves
-                    .remove(&rank)
-                    .unwrap_or_else(|| vec![T::default(); n_params]);
-                timed("all-reduce of gradients", || {
-                    T::all_reduce_sum(comm, &mut g)
-                })?;
-                g
-            }
-            AllReduce::Tree { micro_shards } => {
-                // This rank's cover nodes, summed locally, then every rank's, gathered.
-                let mut mine = Vec::new();
-                cover(0, micro_shards, lo, hi, &mut mine);
-                let mut send = Vec::with_capacity(mine.len() * n_params);
-                for &(a, z) in &mine {
-                    send.extend(node_sum(a, z, &leaves)?);
-                }
-                let covers: Vec<Vec<(usize, usize)>> = (0..p)
-                    .map(|r| {
-                        let (l, h) = owner(r);
-                        let mut c = Vec::new();
-                        cover(0, micro_shards, l, h, &mut c);
-                        c
-                    })
-                    .collect();
-                let counts: Vec<usize> = covers.iter().map(|c| c.len() * n_params).collect();
-                let all = timed("all-gather of gradient subtrees", || {
-                    T::all_gather_v(comm, &send, &counts)
-                })?;
-                let mut nodes: HashMap<(usize, usize), &[T]> = HashMap::new();
-                for (i, node) in covers.iter().flatten().enumerate() {
-                    let Some(v) = all.get(i * n_params..(i + 1) * n_params) else {
-                        return config_err("distributed fit: short gradient all-gather");
-                    };
-                    nodes.insert(*node, v);
-                }
-                finish(0, micro_shards, &nodes)?
-            }
-        };
         // Back into per-parameter gradients, then the step every rank takes alike.
         let mut store = GradStore::new();
         let mut at = 0;

@@ -42,6 +42,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod data;
 pub mod dist;
+pub mod dist_buckets;
 pub mod distill;
 pub mod dp;
 pub mod embedding;
@@ -52,6 +53,7 @@ pub mod layers;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod model_checkpoint;
 pub mod module;
 pub mod optim;
 pub mod pooling;
@@ -82,6 +84,7 @@ pub mod prelude {
     pub use crate::loss::Loss;
     pub use crate::metrics::{ConfusionMatrix, Metric};
     pub use crate::model::{EpochLogs, Evaluation, FitConfig, History, HostReads, Model};
+    pub use crate::model_checkpoint::{ModelCheckpoint, ResumePoint};
     pub use crate::module::Module;
     pub use crate::optim::{Algorithm, Clip, Optimizer, Schedule};
     pub use crate::pooling::{

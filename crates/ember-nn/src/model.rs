@@ -61,6 +61,9 @@ pub struct FitConfig {
     /// Train data-parallel across the ranks of a communicator (see [`crate::dist`]); every
     /// rank calls `fit` with the same arguments. `None`: one process, as always.
     pub distributed: Option<crate::dist::Distributed>,
+    /// Write a resumable checkpoint every N epochs (rank 0 alone under a communicator); see
+    /// [`crate::model_checkpoint`].
+    pub checkpoint: Option<crate::model_checkpoint::ModelCheckpoint>,
 }
 
 /// When [`Model::fit`] reads batch losses and outputs back to the host.
@@ -96,6 +99,7 @@ impl Default for FitConfig {
             dp: None,
             pruning: None,
             distributed: None,
+            checkpoint: None,
         }
     }
 }
@@ -434,6 +438,9 @@ impl Model {
         if let Some(p) = &cfg.pruning {
             p.schedule.validate()?;
         }
+        if let Some(c) = &cfg.checkpoint {
+            c.validate()?;
+        }
         // Distributed: checks, and rank 0's weights everywhere; only rank 0 prints.
         if let Some(d) = &cfg.distributed {
             self.dist_begin(d, cfg.dp.is_some())?;
@@ -649,6 +656,18 @@ impl Model {
                 if cb.on_epoch_end(&logs, &params)? == Control::Stop {
                     stop = true;
                 }
+            }
+            // After the callbacks: the checkpoint holds what the next epoch starts from.
+            if let Some(ck) = cfg.checkpoint.as_mut()
+                && ck.due(&logs, stop || epoch + 1 == cfg.epochs)?
+                && rank0
+            {
+                let point = crate::model_checkpoint::ResumePoint {
+                    epoch: epoch + 1,
+                    seed: Some(cfg.seed),
+                    batch_size: Some(cfg.batch_size),
+                };
+                self.save_resumable(&ck.path, point)?;
             }
             history.epochs.push(logs);
             if stop {
