@@ -15,12 +15,15 @@
 //! 5. records the step in an [`RdpAccountant`] (σ, q), whose ε for the chosen δ is reported
 //!    after every epoch (the `epsilon` entry of the epoch's metrics).
 //!
-//! Supported layers: Dense (any activation whose derivative follows from its output: none,
-//! relu, sigmoid, tanh; gelu is refused) and layers without parameters (Dropout, activations,
-//! Flatten). A layer that mixes examples (BatchNorm) would break the per-example bound and is
+//! Supported layers: Dense and Conv2d (any activation whose derivative follows from its output:
+//! none, relu, sigmoid, tanh; gelu is refused; a convolution's per-example gradients are
+//! computed by unfolding, see `dp_conv.rs`; grouped convolutions are refused) and layers
+//! without parameters (Dropout, activations, Flatten, pooling). A layer that mixes examples (BatchNorm) would break the per-example bound and is
 //! refused, as are L1/L2 penalties (their gradient is not clipped). The loss must average over
 //! examples, as every ember loss does.
 
+use crate::conv::Conv2d;
+use crate::dp_conv;
 use crate::error::{Result, config_err};
 use crate::layers::{ActivationLayer, Dense};
 use crate::model::Model;
@@ -85,6 +88,21 @@ impl Model {
             );
         }
         for (i, layer) in self.network.layers().iter().enumerate() {
+            if let Some(c) = layer.as_any().and_then(|a| a.downcast_ref::<Conv2d>()) {
+                let o = c.options();
+                if o.groups != 1 {
+                    return config_err(format!(
+                        "DP-SGD: layer {i} (Conv2d with groups = {}): grouped convolutions are not supported",
+                        o.groups
+                    ));
+                }
+                if matches!(o.activation, Activation::Gelu | Activation::GeluTanh) {
+                    return config_err(format!(
+                        "DP-SGD: layer {i} (Conv2d with gelu): gelu's derivative does not follow from its output; use relu, tanh, sigmoid or none"
+                    ));
+                }
+                continue;
+            }
             match layer.as_any().and_then(|a| a.downcast_ref::<Dense>()) {
                 Some(d) if matches!(d.activation(), Activation::Gelu | Activation::GeluTanh) => {
                     return config_err(format!(
@@ -95,7 +113,7 @@ impl Model {
                 None if layer.parameters().is_empty() && layer.buffers().is_empty() => {}
                 None => {
                     return config_err(format!(
-                        "DP-SGD: layer {i} ({}) is not supported: per-example clipping covers Dense layers and layers without parameters",
+                        "DP-SGD: layer {i} ({}) is not supported: per-example clipping covers Dense and Conv2d layers and layers without parameters",
                         layer.kind()
                     ));
                 }
@@ -135,8 +153,15 @@ impl Model {
         let rows = x.shape()[0];
         // Forward, keeping each Dense layer's input and pre-activation output.
         let mut tapes = Vec::new();
+        let mut conv_tapes = Vec::new();
         let mut h = x.clone();
         for layer in self.network.layers() {
+            if let Some(cv) = layer.as_any().and_then(|a| a.downcast_ref::<Conv2d>()) {
+                let tape = dp_conv::forward(cv, &h)?;
+                h = ActivationLayer::new(cv.options().activation).forward(&tape.z, true)?;
+                conv_tapes.push(tape);
+                continue;
+            }
             match layer.as_any().and_then(|a| a.downcast_ref::<Dense>()) {
                 Some(d) => {
                     if h.rank() != 2 {
@@ -190,10 +215,30 @@ impl Model {
             }
             dzs.push(dz);
         }
+        let mut per_example = Vec::with_capacity(conv_tapes.len());
+        for t in &conv_tapes {
+            let dz = match grads.get(&t.z) {
+                Some(g) => g.clone(),
+                None => t.z.zeros_like()?,
+            };
+            let pe = t.per_example(&dz)?;
+            for (s, v) in sq.iter_mut().zip(pe.squared_norms()?) {
+                *s += v;
+            }
+            per_example.push(pe);
+        }
         let scale: Vec<f64> = sq
             .iter()
             .map(|s| (dp.max_grad_norm / (s.sqrt() + 1e-6)).min(1.0))
             .collect();
+        let c64 = Tensor::from_vec(scale.clone(), vec![rows], ember_core::Device::Cpu)?;
+        for (t, pe) in conv_tapes.iter().zip(&per_example) {
+            let (gw, gb) = pe.clipped_sums(&c64, t)?;
+            store.insert(&t.weight, noisy(Some(gw), &t.weight, rng)?);
+            if let (Some(b), Some(gb)) = (&t.bias, gb) {
+                store.insert(b, noisy(Some(gb), b, rng)?);
+            }
+        }
         let c = Tensor::from_vec(scale, vec![rows, 1], ember_core::Device::Cpu)?
             .to_dtype(x.dtype())?
             .to_device(x.device())?;

@@ -45,6 +45,7 @@ pub mod dist;
 pub mod dist_buckets;
 pub mod distill;
 pub mod dp;
+pub(crate) mod dp_conv;
 pub mod embedding;
 pub mod error;
 pub mod image;

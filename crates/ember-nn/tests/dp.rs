@@ -185,3 +185,147 @@ fn a_diverged_loss_stops_before_its_update() {
         "no update may follow a non-finite loss"
     );
 }
+
+/// A small CNN in f64: Conv2d 2→3 (3×3, stride (2, 1), padding 1, dilation (1, 2), tanh) →
+/// MaxPool 2 → Conv2d 3→2 (2×2, relu, no bias) → Flatten (4) → Dense 2.
+fn cnn(seed: u64) -> Model {
+    use ember_nn::conv::{Conv2d, ConvOptions, Padding};
+    use ember_nn::layers::Flatten;
+    use ember_nn::pooling::MaxPool2d;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut net = Sequential::new();
+    let first = ConvOptions {
+        stride: (2, 1),
+        padding: Padding::symmetric(1, 1),
+        dilation: (1, 2),
+        activation: Activation::Tanh,
+        dtype: DType::F64,
+        ..ConvOptions::default()
+    };
+    net.push(Conv2d::with_options(2, 3, (3, 3), first, &mut rng).unwrap());
+    net.push(MaxPool2d::new(2));
+    let second = ConvOptions {
+        activation: Activation::Relu,
+        use_bias: false,
+        dtype: DType::F64,
+        ..ConvOptions::default()
+    };
+    net.push(Conv2d::with_options(3, 2, (2, 2), second, &mut rng).unwrap());
+    net.push(Flatten::new());
+    let dense = DenseOptions {
+        dtype: DType::F64,
+        ..DenseOptions::default()
+    };
+    net.push(Dense::with_options(4, 2, dense, &mut rng).unwrap());
+    net.compile(Optimizer::sgd().with_lr(1.0), Loss::CrossEntropy, &[])
+}
+
+#[test]
+fn conv_per_example_clipping_equals_a_batch_of_one_loop() {
+    // 5 images of 2×8×9 (the first conv gives 4×7, the pool 2×3, the second conv 1×2).
+    let xv: Vec<f64> = (0..5 * 2 * 8 * 9)
+        .map(|i| ((i * 37 % 23) as f64 - 11.0) * 0.15)
+        .collect();
+    let x = Tensor::from_vec(xv, vec![5, 2, 8, 9], Device::Cpu).unwrap();
+    let y = Tensor::from_vec(vec![0.0, 1.0, 1.0, 0.0, 1.0], vec![5], Device::Cpu).unwrap();
+    // The examples' gradient norms are 0.71, 1.11, 1.12, 1.13 and 2.94.
+    let clip = 1.12;
+    let mut dp = cnn(4);
+    let before = weights(&dp);
+    let cfg = FitConfig {
+        epochs: 1,
+        batch_size: 5,
+        shuffle: false,
+        verbose: 0,
+        dp: Some(DpSgd {
+            noise_multiplier: 1e-12,
+            max_grad_norm: clip,
+            delta: 1e-5,
+        }),
+        ..FitConfig::default()
+    };
+    dp.fit(&x, &y, cfg).unwrap();
+    let after = weights(&dp);
+    let reference = cnn(4);
+    let params = reference.network.named_parameters();
+    let mut sum: Vec<Vec<f64>> = params
+        .iter()
+        .map(|(_, t)| vec![0.0; t.elem_count()])
+        .collect();
+    let mut clipped = 0;
+    for i in 0..5 {
+        let out = reference
+            .network
+            .forward(&x.narrow(0, i, 1).unwrap(), true)
+            .unwrap();
+        let loss = Loss::CrossEntropy
+            .compute(&out, &y.narrow(0, i, 1).unwrap())
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let g: Vec<Vec<f64>> = params
+            .iter()
+            .map(|(_, p)| grads.get(p).unwrap().to_vec::<f64>().unwrap())
+            .collect();
+        let norm = g.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
+        let c = (clip / (norm + 1e-6)).min(1.0);
+        clipped += usize::from(c < 1.0);
+        for (s, gi) in sum.iter_mut().zip(&g) {
+            for (a, b) in s.iter_mut().zip(gi) {
+                *a += c * b;
+            }
+        }
+    }
+    assert!(
+        (1..5).contains(&clipped),
+        "the test data must clip some examples and keep others whole, clipped {clipped}"
+    );
+    let mut moved = false;
+    for ((b, a), s) in before.iter().zip(&after).zip(&sum) {
+        for ((b, a), s) in b.iter().zip(a).zip(s) {
+            let want = b - s / 5.0;
+            moved |= (a - b).abs() > 1e-6;
+            assert!((a - want).abs() < 1e-9, "after {a}, want {want}");
+        }
+    }
+    assert!(moved, "the step must change the weights");
+    let conv1_moved = before[0]
+        .iter()
+        .zip(&after[0])
+        .any(|(b, a)| (a - b).abs() > 1e-6);
+    let conv2_moved = before[2]
+        .iter()
+        .zip(&after[2])
+        .any(|(b, a)| (a - b).abs() > 1e-6);
+    assert!(
+        conv1_moved && conv2_moved,
+        "both convolutions must get gradients"
+    );
+}
+
+#[test]
+fn grouped_convolutions_are_refused() {
+    use ember_nn::conv::{Conv2d, ConvOptions};
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut net = Sequential::new();
+    let grouped = ConvOptions {
+        groups: 2,
+        ..ConvOptions::default()
+    };
+    net.push(Conv2d::with_options(2, 2, (1, 1), grouped, &mut rng).unwrap());
+    let mut m = net.compile(Optimizer::sgd(), Loss::CrossEntropy, &[]);
+    let x = Tensor::zeros(vec![3, 2, 1, 1], DType::F32, Device::Cpu).unwrap();
+    let y = Tensor::zeros(vec![3], DType::F32, Device::Cpu).unwrap();
+    let cfg = FitConfig {
+        epochs: 1,
+        batch_size: 3,
+        verbose: 0,
+        dp: Some(DpSgd {
+            noise_multiplier: 1.0,
+            max_grad_norm: 1.0,
+            delta: 1e-5,
+        }),
+        ..FitConfig::default()
+    };
+    let e = m.fit(&x, &y, cfg).unwrap_err().to_string();
+    assert!(e.contains("groups = 2"), "{e}");
+}
