@@ -31,6 +31,7 @@ pub const MODULES: &[(&str, &str)] = &[
     ("wgmma", include_str!("../kernels/wgmma.cu")),
     ("conv", include_str!("../kernels/conv.cu")),
     ("pool", include_str!("../kernels/pool.cu")),
+    ("qgemm", include_str!("../kernels/qgemm.cu")),
 ];
 
 /// Modules that use Hopper-only instructions (`wgmma`) and compile only for `sm_90a`.

@@ -24,7 +24,7 @@
 //!   ([`index`]: index_select, gather and their adjoints, where, f32/f64 casts, concatenation).
 //! - [`conv`]: 2-D convolution forward, backward-data and backward-weight (implicit GEMM and
 //!   direct kernels); [`pool`]: max/average/adaptive pooling, nearest upsampling and padding,
-//!   forward and backward.
+//!   forward and backward; [`qgemm`]: the int8 GEMM (`dp4a`) with a dequantizing epilogue.
 //! - [`bench`](mod@bench): the kernel lab (timings against a device copy and cuBLAS).
 //! - [`error`]: the error type, [`CudaError`].
 
@@ -43,6 +43,7 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod precompiled;
+pub mod qgemm;
 pub mod reduce;
 pub mod view;
 
