@@ -61,13 +61,13 @@ pub fn blocking() -> crate::cache::Blocking {
 /// [`supported`] is true; the operands have been checked (`check_operands`), m, n, k > 0, and
 /// `c` addresses the m×n destination, owned by this call.
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm_bf16(
+pub(super) unsafe fn gemm_bf16<S: ToBf16>(
     m: usize,
     n: usize,
     k: usize,
     alpha: f32,
-    a: &MatRef<'_, bf16>,
-    b: &MatRef<'_, bf16>,
+    a: &MatRef<'_, S>,
+    b: &MatRef<'_, S>,
     beta: f32,
     c: CPtr<f32>,
     epi: &Epilogue<'_, f32>,
@@ -142,6 +142,28 @@ pub(super) unsafe fn gemm_bf16(
     }
 }
 
+/// An element the kernel's packing can turn into bf16: bf16 itself (as it is), or f32
+/// rounded to nearest-even while it is packed (the mixed-precision GEMM, `mixed.rs`, so no
+/// rounded copy of either operand is ever made).
+pub(super) trait ToBf16: Copy + Send + Sync {
+    /// The value as bf16.
+    fn to_bf16(self) -> bf16;
+}
+
+impl ToBf16 for bf16 {
+    #[inline(always)]
+    fn to_bf16(self) -> bf16 {
+        self
+    }
+}
+
+impl ToBf16 for f32 {
+    #[inline(always)]
+    fn to_bf16(self) -> bf16 {
+        bf16::from_f32(self)
+    }
+}
+
 /// A packing buffer's floats seen as the 32-bit words (pairs of bf16) the kernel reads.
 fn as_words(s: &mut [f32]) -> &mut [u32] {
     // SAFETY: f32 and u32 have the same size and alignment, and every bit pattern is a valid
@@ -158,7 +180,14 @@ fn pair(lo: bf16, hi: bf16) -> u32 {
 /// Packs rows `i0..i0+mb` × columns `p0..p0+kb` of A into MR-row slivers of pairs: sliver s,
 /// pair step q holds the MR words `(A[r, p0+2q], A[r, p0+2q+1])`, zero past `mb` rows and
 /// past `kb` columns.
-fn pack_a(a: &MatRef<'_, bf16>, i0: usize, mb: usize, p0: usize, kb: usize, dst: &mut [u32]) {
+fn pack_a<S: ToBf16>(
+    a: &MatRef<'_, S>,
+    i0: usize,
+    mb: usize,
+    p0: usize,
+    kb: usize,
+    dst: &mut [u32],
+) {
     let pairs = kb.div_ceil(2);
     let zero = bf16::ZERO;
     for (s, sliver) in dst.chunks_exact_mut(pairs * MR).enumerate() {
@@ -170,7 +199,11 @@ fn pack_a(a: &MatRef<'_, bf16>, i0: usize, mb: usize, p0: usize, kb: usize, dst:
         for r in 0..rows {
             let row = (r0 + r) * a.rs + p0 * a.cs;
             let at = |p: usize| {
-                if p < kb { a.data[row + p * a.cs] } else { zero }
+                if p < kb {
+                    a.data[row + p * a.cs].to_bf16()
+                } else {
+                    zero
+                }
             };
             for q in 0..pairs {
                 sliver[q * MR + r] = pair(at(2 * q), at(2 * q + 1));
@@ -182,7 +215,14 @@ fn pack_a(a: &MatRef<'_, bf16>, i0: usize, mb: usize, p0: usize, kb: usize, dst:
 /// Packs rows `p0..p0+kb` × columns `c0..c0+cols` of B into NR-column slivers of pairs:
 /// sliver s, pair step q holds the NR words `(B[p0+2q, j], B[p0+2q+1, j])`, zero past `cols`
 /// columns and past `kb` rows.
-fn pack_b(b: &MatRef<'_, bf16>, p0: usize, kb: usize, c0: usize, cols: usize, dst: &mut [u32]) {
+fn pack_b<S: ToBf16>(
+    b: &MatRef<'_, S>,
+    p0: usize,
+    kb: usize,
+    c0: usize,
+    cols: usize,
+    dst: &mut [u32],
+) {
     let pairs = kb.div_ceil(2);
     for (s, sliver) in dst.chunks_exact_mut(pairs * NR).enumerate() {
         let first = c0 + s * NR;
@@ -199,19 +239,19 @@ fn pack_b(b: &MatRef<'_, bf16>, p0: usize, kb: usize, c0: usize, cols: usize, ds
                 if odd {
                     let hi = &b.data[(p + 1) * b.rs + first..][..width];
                     for ((w, &l), &h) in step.iter_mut().zip(lo).zip(hi) {
-                        *w = pair(l, h);
+                        *w = pair(l.to_bf16(), h.to_bf16());
                     }
                 } else {
                     for (w, &l) in step.iter_mut().zip(lo) {
-                        *w = pair(l, bf16::ZERO);
+                        *w = pair(l.to_bf16(), bf16::ZERO);
                     }
                 }
             } else {
                 for (j, w) in step.iter_mut().enumerate() {
                     let col = (first + j) * b.cs;
-                    let l = b.data[col + p * b.rs];
+                    let l = b.data[col + p * b.rs].to_bf16();
                     let h = if odd {
-                        b.data[col + (p + 1) * b.rs]
+                        b.data[col + (p + 1) * b.rs].to_bf16()
                     } else {
                         bf16::ZERO
                     };
