@@ -128,10 +128,18 @@ pub fn half_for(param: &Tensor) -> Option<DType> {
     current().half().filter(|_| param.dtype() == DType::F32)
 }
 
-/// `t` rounded to `half` and back to f32, with the gradient passed through unchanged (the
-/// convolution layers' operands under a 16-bit policy).
+/// `t` rounded to `half` (values exactly those of the 16-bit type, stored in f32), with the
+/// gradient passed through unchanged and in f32 (the convolution layers' operands under a
+/// 16-bit policy).
+///
+/// Written as the straight-through form `t + (round(t) − t).detach()`: a plain
+/// `t.to_dtype(half).to_dtype(F32)` would also pass the gradient through, but rounded to the
+/// 16-bit type on its way back (the cast's backward converts it), and the weight's gradient
+/// is meant to reach it in full f32. The sum is exact: `round(t) − t` is representable in
+/// f32, and adding it back gives `round(t)` itself (±inf where f16 overflows).
 pub fn round_through(t: &Tensor, half: DType) -> Result<Tensor> {
-    Ok(t.to_dtype(half)?.to_dtype(DType::F32)?)
+    let r = t.to_dtype(half)?.to_dtype(DType::F32)?;
+    Ok(t.add(&r.sub(t)?.detach())?)
 }
 
 /// Settings of dynamic loss scaling; `Default` gives PyTorch's `GradScaler` defaults, enabled

@@ -316,11 +316,13 @@ impl Model {
         })
     }
 
-    /// One optimisation step on a batch, in training mode: forward, loss, backward, update.
+    /// One optimisation step on a batch, in training mode: forward (under the model's
+    /// [`precision`](Model::precision) policy), loss, backward, update (with loss scaling when
+    /// active: an overflowing step is skipped, see [`crate::mixed`]).
     /// Returns the batch loss and the outputs (detached). A NaN or infinite loss returns
     /// [`NnError::Diverged`] (with no epoch or batch) before the update is applied.
     pub fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<(f64, Tensor)> {
-        let out = self.network.forward(x, true)?;
+        let out = crate::mixed::autocast(self.precision, || self.network.forward(x, true))?;
         let loss = self.training_loss(x, &out, y)?;
         let value = scalar(&loss)?;
         if !value.is_finite() {
@@ -339,7 +341,7 @@ impl Model {
     /// [`Model::train_step`] without reading anything back: returns the batch loss and the
     /// outputs as (detached) tensors on the model's device.
     fn train_step_on_device(&mut self, x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
-        let out = self.network.forward(x, true)?;
+        let out = crate::mixed::autocast(self.precision, || self.network.forward(x, true))?;
         let loss = self.training_loss(x, &out, y)?;
         let grads = self.loss_for_backward(&loss)?.backward()?;
         self.apply_gradients(&grads)?;
