@@ -117,6 +117,11 @@ pub fn autocast<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `f` under [`autocast`]`(precision)` and `no_grad` (`evaluate` and `predict`).
+pub(crate) fn no_grad_under<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    autocast(precision, || ember_core::no_grad(f))
+}
+
 /// This thread's policy (f32 outside [`autocast`]).
 pub fn current() -> Precision {
     POLICY.with(|p| p.get())
@@ -361,10 +366,7 @@ mod tests {
         for p in [Precision::F32, Precision::BF16, Precision::F16] {
             assert_eq!(Precision::parse(p.name()).unwrap(), p);
         }
-        assert_eq!(
-            Precision::parse("mixed_float16").unwrap(),
-            Precision::F16
-        );
+        assert_eq!(Precision::parse("mixed_float16").unwrap(), Precision::F16);
         assert!(Precision::parse("f8").is_err());
     }
 
@@ -397,7 +399,10 @@ mod tests {
         for _ in 0..3 {
             s.update(false);
         }
-        assert_eq!((s.scale(), s.good_steps(), s.skipped_steps()), (32768.0, 0, 2));
+        assert_eq!(
+            (s.scale(), s.good_steps(), s.skipped_steps()),
+            (32768.0, 0, 2)
+        );
         assert!(LossScaling::default().active(Precision::F16));
         assert!(!LossScaling::default().active(Precision::BF16));
         assert!(

@@ -23,7 +23,7 @@ use crate::metrics::Metric;
 use crate::module::Module;
 use crate::optim::Optimizer;
 use crate::sequential::Sequential;
-use ember_core::{DType, Tensor, no_grad};
+use ember_core::{DType, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -694,7 +694,7 @@ impl Model {
                 "evaluate: x and y have no rows: loss and metrics over no samples are undefined",
             );
         }
-        crate::mixed::autocast(self.precision, || no_grad(|| -> Result<Evaluation> {
+        crate::mixed::no_grad_under(self.precision, || -> Result<Evaluation> {
             let (mut loss_sum, mut outs, mut cols) = (0.0, Vec::new(), 1);
             // On a GPU the batch losses and outputs stay on the device and are read once.
             let on_device = x.device() != ember_core::Device::Cpu;
@@ -734,7 +734,7 @@ impl Model {
                 cols,
                 labels,
             })
-        }))
+        })
     }
 
     /// The model's outputs for `x` in evaluation mode (the forward passes get
@@ -748,7 +748,7 @@ impl Model {
             return config_err("predict: batch_size must be at least 1");
         }
         let n = x.shape()[0];
-        crate::mixed::autocast(self.precision, || no_grad(|| -> Result<Tensor> {
+        crate::mixed::no_grad_under(self.precision, || -> Result<Tensor> {
             let mut parts = Vec::new();
             let mut start = 0;
             while start < n {
@@ -761,7 +761,7 @@ impl Model {
             }
             let refs: Vec<&Tensor> = parts.iter().collect();
             Ok(Tensor::cat(&refs, 0)?)
-        }))
+        })
     }
 
     /// The Keras-like summary table for inputs of `input_shape` (without the batch dimension).

@@ -53,14 +53,18 @@ fn dense_forward_is_the_product_of_rounded_operands() {
             Precision::F16
         };
         for shape in [vec![33, 40], vec![3, 11, 40]] {
-            let x = Tensor::rand(-2.0, 2.0, shape.clone(), DType::F32, Device::Cpu, &mut rng)
-                .unwrap();
+            let x =
+                Tensor::rand(-2.0, 2.0, shape.clone(), DType::F32, Device::Cpu, &mut rng).unwrap();
             let y = autocast(p, || layer.forward(&x, true)).unwrap();
             assert_eq!(y.dtype(), DType::F32);
             let rows: usize = shape[..shape.len() - 1].iter().product();
             let xr = rounded_f64(&x.reshape(vec![rows, 40]).unwrap(), half);
             let wr = rounded_f64(layer.weight(), half);
-            let z = xr.matmul(&wr.t().unwrap()).unwrap().to_vec::<f64>().unwrap();
+            let z = xr
+                .matmul(&wr.t().unwrap())
+                .unwrap()
+                .to_vec::<f64>()
+                .unwrap();
             let got = y.to_vec::<f32>().unwrap();
             for (i, (g, z)) in got.iter().zip(&z).enumerate() {
                 let want = (z + b[i % 24]).max(0.0);
@@ -93,7 +97,10 @@ fn conv_forward_and_weight_gradient_under_bf16() {
         .to_vec::<f64>()
         .unwrap();
     for (g, w) in y.to_vec::<f32>().unwrap().iter().zip(&want) {
-        assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+        assert!(
+            (*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+            "{g} vs {w}"
+        );
     }
     let grads = y.sum(&[0, 1, 2, 3], false).unwrap().backward().unwrap();
     let gw = grads.get(&w).unwrap();
@@ -111,7 +118,10 @@ fn conv_forward_and_weight_gradient_under_bf16() {
         .unwrap();
     let want_gw = g64.get(&w64).unwrap().to_vec::<f64>().unwrap();
     for (g, w) in gw.to_vec::<f32>().unwrap().iter().zip(&want_gw) {
-        assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+        assert!(
+            (*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+            "{g} vs {w}"
+        );
     }
 }
 
@@ -163,7 +173,11 @@ fn master_weights_and_optimizer_state_stay_f32() {
         assert_eq!(m.optimizer.iterations(), 8);
         // f16 reports its scale and skipped steps in the history; bf16 does not scale.
         let logs = h.last().unwrap();
-        assert_eq!(logs.get("loss_scale").is_some(), p == Precision::F16, "{p:?}");
+        assert_eq!(
+            logs.get("loss_scale").is_some(),
+            p == Precision::F16,
+            "{p:?}"
+        );
     }
 }
 
@@ -194,7 +208,11 @@ fn overflow_skips_the_step_and_halves_the_scale() {
     m.train_step(&x, &y).unwrap();
     assert_eq!(m.loss_scaler.scale(), 2f64.powi(59));
     assert_eq!(m.loss_scaler.skipped_steps(), 1);
-    assert_eq!(m.optimizer.iterations(), steps, "Adam's step count advanced");
+    assert_eq!(
+        m.optimizer.iterations(),
+        steps,
+        "Adam's step count advanced"
+    );
     assert_eq!(weights(&m), before_w, "weights changed on a skipped step");
     let after_state: Vec<Vec<f32>> = m
         .optimizer
@@ -215,7 +233,11 @@ fn overflow_skips_the_step_and_halves_the_scale() {
     assert_eq!(m.loss_scaler.good_steps(), 1);
     m.train_step(&x, &y).unwrap();
     m.train_step(&x, &y).unwrap();
-    assert_eq!(m.loss_scaler.scale(), good_scale * 2.0, "3 good steps must double it");
+    assert_eq!(
+        m.loss_scaler.scale(),
+        good_scale * 2.0,
+        "3 good steps must double it"
+    );
     assert_eq!(m.loss_scaler.good_steps(), 0);
 }
 
@@ -244,7 +266,10 @@ fn f16_underflows_without_scaling_and_trains_with_it() {
         (weights(&m).remove(0), l[0], *l.last().unwrap())
     };
     let (w_off, first_off, last_off) = run(false);
-    assert!(w_off.iter().all(|&v| v == 0.0), "unscaled f16 trained: {w_off:?}");
+    assert!(
+        w_off.iter().all(|&v| v == 0.0),
+        "unscaled f16 trained: {w_off:?}"
+    );
     assert_eq!(first_off, last_off);
     let (w_on, first_on, last_on) = run(true);
     assert!(w_on.iter().any(|&v| v != 0.0), "scaled f16 did not train");
@@ -362,7 +387,11 @@ fn digits_accuracy_under_bf16_and_f16_is_close_to_f32() {
             );
         model.precision = p;
         model.fit(&x, &y, quiet(20, 32)).unwrap();
-        model.evaluate(&xt, &yt, 128).unwrap().get("accuracy").unwrap()
+        model
+            .evaluate(&xt, &yt, 128)
+            .unwrap()
+            .get("accuracy")
+            .unwrap()
     };
     let f32_acc = acc(Precision::F32);
     assert!(f32_acc > 0.93, "f32 {f32_acc}");

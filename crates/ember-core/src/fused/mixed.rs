@@ -216,7 +216,9 @@ mod tests {
 
     /// A deterministic generator of values in [-1, 1) (a 64-bit LCG's top bits).
     fn values(seed: u64, len: usize) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
                 s = s
@@ -336,7 +338,12 @@ mod tests {
                         |j, p| wv[j * k + p],
                         |_| 0.0,
                     );
-                    close(&dx.to_vec::<f32>().unwrap(), &want_dx, n, &format!("dx {what}"));
+                    close(
+                        &dx.to_vec::<f32>().unwrap(),
+                        &want_dx,
+                        n,
+                        &format!("dx {what}"),
+                    );
                     let want_dw = product(
                         half,
                         (n, k, m),
@@ -344,14 +351,24 @@ mod tests {
                         |i, p| xv[i * k + p],
                         |_| 0.0,
                     );
-                    close(&dw.to_vec::<f32>().unwrap(), &want_dw, m, &format!("dw {what}"));
+                    close(
+                        &dw.to_vec::<f32>().unwrap(),
+                        &want_dw,
+                        m,
+                        &format!("dw {what}"),
+                    );
                     let want_db: Vec<(f64, f64)> = (0..n)
                         .map(|j| {
                             let col = (0..m).map(|i| dz[i * n + j] as f64);
                             (col.clone().sum(), col.map(f64::abs).sum())
                         })
                         .collect();
-                    close(&db.to_vec::<f32>().unwrap(), &want_db, m, &format!("db {what}"));
+                    close(
+                        &db.to_vec::<f32>().unwrap(),
+                        &want_db,
+                        m,
+                        &format!("db {what}"),
+                    );
                 }
             }
         }

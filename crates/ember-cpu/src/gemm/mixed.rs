@@ -169,7 +169,9 @@ mod tests {
     }
 
     fn random(rng: &mut Rng, len: usize) -> Vec<f32> {
-        (0..len).map(|_| (rng.uniform() * 2.0 - 1.0) as f32).collect()
+        (0..len)
+            .map(|_| (rng.uniform() * 2.0 - 1.0) as f32)
+            .collect()
     }
 
     fn run(half: Half, m: usize, n: usize, k: usize, a: &MatRef<'_, f32>, b: &[f32]) -> Vec<f32> {

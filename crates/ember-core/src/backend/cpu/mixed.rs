@@ -67,7 +67,11 @@ pub(crate) fn matmul_rounded(
         return Ok(CpuStorage::F32(out));
     }
     // With k == 0 the operands may be empty: the product is then zeros plus the epilogue.
-    let (ad, bd) = if k == 0 { (&ad[..0], &bd[..0]) } else { (ad, bd) };
+    let (ad, bd) = if k == 0 {
+        (&ad[..0], &bd[..0])
+    } else {
+        (ad, bd)
+    };
     gemm_rounded(
         m,
         n,
