@@ -174,7 +174,14 @@ mod tests {
             .collect()
     }
 
-    fn run(half: Half, m: usize, n: usize, k: usize, a: &MatRef<'_, f32>, b: &[f32]) -> Vec<f32> {
+    fn run(
+        half: Half,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &MatRef<'_, f32>,
+        b: &MatRef<'_, f32>,
+    ) -> Vec<f32> {
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
         let mut c = vec![f32::NAN; m * n];
         gemm_rounded(
@@ -183,11 +190,7 @@ mod tests {
             k,
             half,
             *a,
-            MatRef {
-                data: b,
-                rs: n,
-                cs: 1,
-            },
+            *b,
             MatMut {
                 data: &mut c,
                 rs: n,
@@ -223,7 +226,16 @@ mod tests {
                 let a = random(&mut rng, m * k);
                 let b = random(&mut rng, k * n);
                 let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
-                for transposed in [false, true] {
+                // B's transpose stored row-major, read through strides (a Dense weight wᵀ).
+                let mut bt = vec![0.0; k * n];
+                for p in 0..k {
+                    for j in 0..n {
+                        bt[j * k + p] = b[p * n + j];
+                    }
+                }
+                for (transposed, b_transposed) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
                     // A as stored, or A's transpose stored row-major and read through strides.
                     let (data, rs, cs) = if transposed {
                         let mut t = vec![0.0; m * k];
@@ -241,14 +253,27 @@ mod tests {
                         rs,
                         cs,
                     };
-                    let got = run(half, m, n, k, &ar, &b);
+                    let br = if b_transposed {
+                        MatRef {
+                            data: &bt[..],
+                            rs: 1,
+                            cs: k,
+                        }
+                    } else {
+                        MatRef {
+                            data: &b[..],
+                            rs: n,
+                            cs: 1,
+                        }
+                    };
+                    let got = run(half, m, n, k, &ar, &br);
                     let want = reference(half, (m, n, k), &data, (rs, cs), &b, Some(&bias));
                     for (g, (w, mag)) in got.iter().zip(&want) {
                         // f32 sums of k exact products: within (k+1)·eps·Σ|terms|.
                         let tol = 1.2e-7 * (k as f64 + 2.0) * mag + 1e-30;
                         assert!(
                             (*g as f64 - w).abs() <= tol,
-                            "{half:?} {m}x{n}x{k} transposed {transposed}: {g} vs {w}"
+                            "{half:?} {m}x{n}x{k} transposed {transposed}/{b_transposed}: {g} vs {w}"
                         );
                     }
                 }
@@ -302,6 +327,11 @@ mod tests {
                 rs: k,
                 cs: 1,
             };
+            let br = MatRef {
+                data: &b,
+                rs: n,
+                cs: 1,
+            };
             for half in [Half::Bf16, Half::F16] {
                 let results: Vec<Vec<f32>> = [1, 2, 3]
                     .iter()
@@ -310,7 +340,7 @@ mod tests {
                             .num_threads(t)
                             .build()
                             .expect("a thread pool")
-                            .install(|| run(half, m, n, k, &ar, &b))
+                            .install(|| run(half, m, n, k, &ar, &br))
                     })
                     .collect();
                 assert!(
