@@ -173,8 +173,9 @@ impl ToBf16 for f32 {
         bf16::from_f32(self)
     }
     /// 16 at a time with `vcvtneps2bf16` (the packing only runs where the kernel can, so the
-    /// instruction is there). It treats denormal inputs as zero where the scalar rounding
-    /// keeps them; the kernel flushes denormal bf16 inputs anyway, so the product is the same.
+    /// instruction is there), the tail with a masked load. The instruction treats denormal
+    /// inputs as zero where the scalar rounding keeps them; the kernel flushes denormal bf16
+    /// inputs anyway, so the product is the same.
     fn run_to_bf16(src: &[f32], dst: &mut [bf16]) {
         #[cfg(target_arch = "x86_64")]
         if supported() {
@@ -210,8 +211,22 @@ unsafe fn round_run_avx512(src: &[f32], dst: &mut [bf16]) {
         }
         i += 16;
     }
-    for (d, &v) in dst[i..n].iter_mut().zip(&src[i..n]) {
-        *d = bf16::from_f32(v);
+    if i < n {
+        // The tail (short runs, such as the 12 rows of a transposed A's sliver, are all
+        // tail): a masked load of the remaining lanes, converted, then copied out.
+        let rest = n - i;
+        let mask: u16 = ((1u32 << rest) - 1) as u16;
+        let mut lanes = [bf16::ZERO; 16];
+        // SAFETY: the masked load reads only src[i..n]; the store fills the 16-lane buffer.
+        unsafe {
+            let v = std::arch::x86_64::_mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+            let h: __m256bh = _mm512_cvtneps_pbh(v);
+            _mm256_storeu_si256(
+                lanes.as_mut_ptr().cast::<__m256i>(),
+                std::mem::transmute::<__m256bh, __m256i>(h),
+            );
+        }
+        dst[i..n].copy_from_slice(&lanes[..rest]);
     }
 }
 
