@@ -42,6 +42,11 @@
 //! clipping, pruning masks, weight decay and the L1/L2 penalties (which are part of the
 //! scaled loss) all see true gradients.
 //!
+//! Two differences from `GradScaler`: a non-finite *loss* (an f16 forward that overflowed)
+//! still stops `fit` with [`NnError::Diverged`](crate::NnError), as it does in f32 — only
+//! overflowing *gradients* are a skipped step; and the scaler's state lives on the model but is
+//! not written to checkpoints (a resumed run starts again at `init_scale`).
+//!
 //! Distributed `fit` sums the scaled gradients across ranks and unscales the sum: an overflow
 //! on any rank makes the sum non-finite on every rank, so every rank skips the same step and
 //! moves its scale alike, with no extra message. The scale is a power of two, so scaling and
