@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// accumulated and written in f32).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Precision policy of the ember-nn model in `bench mlp` (f32, bf16 or f16; see
+    /// `ember_nn::mixed`); its rows are labelled `nn-bf16` / `nn-f16`.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|f16")]
+    pub precision: String,
 }
 
 /// Runs `ember bench`.
@@ -280,7 +284,9 @@ fn run_cases(args: &BenchArgs, isa: Isa, threads: usize, out: &Out) -> Result<()
         } else {
             &[]
         };
-        mlp::run(threads, args.min_time, only, out)?;
+        let precision = ember_nn::mixed::Precision::parse(&args.precision)
+            .map_err(|e| format!("--precision: {e}"))?;
+        mlp::run(threads, args.min_time, only, precision, out)?;
     }
     Ok(())
 }
@@ -1103,6 +1109,7 @@ mod mlp {
         threads: usize,
         min_time: f64,
         only: &[String],
+        precision: ember_nn::mixed::Precision,
         out: &Out,
     ) -> Result<(), String> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -1140,6 +1147,7 @@ mod mlp {
 
             // The same network through ember-nn.
             let mut model = nn_model(&dims, logits, &mut rng)?;
+            model.precision = precision;
             let mut failure = None;
             let t = time_it(min_time, || {
                 if let Err(e) = model.train_step(&x, &y) {
@@ -1149,7 +1157,11 @@ mod mlp {
             if let Some(e) = failure {
                 return Err(format!("bench mlp: {e}"));
             }
-            emit(out, name, "nn", batch, threads, t);
+            let api = match precision {
+                ember_nn::mixed::Precision::F32 => "nn".to_string(),
+                p => format!("nn-{}", p.name()),
+            };
+            emit(out, name, &api, batch, threads, t);
         }
         Ok(())
     }

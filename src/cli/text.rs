@@ -179,6 +179,7 @@ fn train_lm(
         Loss::CrossEntropy,
         &[Metric::BitsPerChar],
     );
+    model.precision = args.model.precision()?;
     model.metadata.insert("ember.model".into(), spec.to_json());
     model
         .metadata
@@ -350,6 +351,7 @@ fn train_classifier(
         ));
     }
     let mut model = net.compile(optimizer(args, &spec)?, loss, &[Metric::Accuracy]);
+    model.precision = args.model.precision()?;
     model.positive_class = args.positive_class;
     model.metadata.insert("ember.model".into(), spec.to_json());
     model

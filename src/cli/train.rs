@@ -165,9 +165,19 @@ pub struct ModelArgs {
     /// Seed of the split, the initial weights, the shuffles and dropout.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
+    /// Mixed precision: f32, bf16 or f16. Under bf16/f16 the Dense and convolution products
+    /// take operands rounded to 16 bits and sum in f32; weights, optimizer state and
+    /// everything else stay f32; f16 adds dynamic loss scaling (CPU only).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|f16")]
+    pub precision: String,
 }
 
 impl ModelArgs {
+    /// The `--precision` policy.
+    pub(crate) fn precision(&self) -> Result<ember_nn::mixed::Precision, String> {
+        ember_nn::mixed::Precision::parse(&self.precision).map_err(|e| format!("--precision: {e}"))
+    }
+
     /// The number of epochs (the flag, else the model file's, else [`DEFAULT_EPOCHS`]).
     pub(crate) fn epochs(&self) -> usize {
         self.epochs.unwrap_or(DEFAULT_EPOCHS)
@@ -358,6 +368,7 @@ fn run_inner(
 
     let mut model = build_model(&args, &spec, classes, device)?;
     model.positive_class = args.positive_class;
+    model.precision = args.model.precision()?;
     model.metadata.insert("ember.model".into(), spec.to_json());
     model
         .metadata
@@ -424,13 +435,14 @@ fn run_inner(
             model.summary(&input_shape).map_err(|e| e.to_string())?
         );
         println!(
-            "Optimizer {} (lr {}), loss {}, batch {}, {} epochs, seed {}",
+            "Optimizer {} (lr {}), loss {}, batch {}, {} epochs, seed {}, precision {}",
             model.optimizer.algorithm.name(),
             model.optimizer.lr,
             model.loss.name(),
             args.model.batch_size(),
             args.model.epochs(),
-            args.model.seed
+            args.model.seed,
+            model.precision.name()
         );
     }
 
@@ -496,6 +508,13 @@ fn run_inner(
             train_seconds,
             steps as f64 / train_seconds.max(1e-9)
         );
+        if model.loss_scaling_active() {
+            println!(
+                "Loss scaling: final scale {}, {} steps skipped (overflow)",
+                model.loss_scaler.scale(),
+                model.loss_scaler.skipped_steps()
+            );
+        }
     }
     if let (Some(s), false) = (session, args.json) {
         println!(
@@ -677,6 +696,7 @@ fn check_args(a: &TrainArgs) -> Result<(), String> {
     dp_config(a)?;
     parse_hidden(&a.model.hidden)?;
     parse_activation(&a.model.activation).map_err(|e| format!("--activation: {e}"))?;
+    a.model.precision()?;
     Optimizer::by_name(a.model.optimizer_name()).map_err(|e| format!("--optimizer: {e}"))?;
     Ok(())
 }

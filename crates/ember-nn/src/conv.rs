@@ -215,9 +215,21 @@ impl ConvCore {
             ));
         }
         let b = self.bias.as_ref();
+        // Under a 16-bit policy (`crate::mixed`): input and weight rounded, convolution in f32.
+        let rounded = match crate::mixed::half_for(&self.weight) {
+            Some(half) => Some((
+                crate::mixed::round_through(x, half)?,
+                crate::mixed::round_through(&self.weight, half)?,
+            )),
+            None => None,
+        };
+        let (x, weight) = match &rounded {
+            Some((x, w)) => (x, w),
+            None => (x, &self.weight),
+        };
         let y = match self.kind {
             Kind::Conv2d => x.conv2d(
-                &self.weight,
+                weight,
                 b,
                 &Conv2dOptions {
                     stride: o.stride,
@@ -232,7 +244,7 @@ impl ConvCore {
                     Padding::Same => ((0, 0), true),
                 };
                 x.conv1d(
-                    &self.weight,
+                    weight,
                     b,
                     &Conv1dOptions {
                         stride: o.stride.1,
@@ -253,7 +265,7 @@ impl ConvCore {
                     }
                 };
                 x.conv_transpose2d(
-                    &self.weight,
+                    weight,
                     b,
                     &ConvTranspose2dOptions {
                         stride: o.stride,

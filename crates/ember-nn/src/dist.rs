@@ -316,7 +316,7 @@ impl Model {
         let loss = self.training_loss(&xs, &out, &ys)?;
         let loss = loss.mul_scalar((e - s) as f64 / b as f64)?;
         let value = loss.to_scalar::<f64>()?;
-        let grads = loss.backward()?;
+        let grads = self.loss_for_backward(&loss)?.backward()?;
         let mut flat = Vec::with_capacity(self.network.parameter_count());
         for (_, p) in self.network.parameters_ref() {
             match grads.get(p) {
@@ -426,7 +426,8 @@ impl Model {
             store.insert(prm, g);
             at += n;
         }
-        self.optimizer.step(self.network.parameters_ref(), &store)?;
+        // Scaled gradients summed over ranks: an overflow anywhere skips the step everywhere.
+        self.apply_gradients(&store)?;
         if d.all_reduce == AllReduce::Plain {
             for (name, t) in self.network.named_buffers() {
                 broadcast_tensor(comm, &t, &name)?;

@@ -232,15 +232,19 @@ impl Module for Dense {
                 self.in_features, self.out_features, self.in_features, s
             ));
         }
+        // Under a 16-bit policy (`crate::mixed`) the GEMM rounds its operands to bf16/f16.
+        let linear = |x: &Tensor| -> Result<Tensor> {
+            let (w, b, act) = (&self.weight, self.bias.as_ref(), self.activation);
+            Ok(match crate::mixed::half_for(w) {
+                Some(half) => x.linear_mixed(w, b, act, half)?,
+                None => x.linear(w, b, act)?,
+            })
+        };
         if s.len() == 2 {
-            return Ok(x.linear(&self.weight, self.bias.as_ref(), self.activation)?);
+            return linear(x);
         }
         let rows: usize = s[..s.len() - 1].iter().product();
-        let y = x.reshape(vec![rows, self.in_features])?.linear(
-            &self.weight,
-            self.bias.as_ref(),
-            self.activation,
-        )?;
+        let y = linear(&x.reshape(vec![rows, self.in_features])?)?;
         let mut out = s.to_vec();
         out[s.len() - 1] = self.out_features;
         Ok(y.reshape(out)?)

@@ -33,7 +33,7 @@
 //! [`shrink`] (unstructured and channel pruning), [`sparse`] (CSR inference), [`distill`]
 //! (knowledge distillation), [`embedding`] (the Embedding layer), [`text`] (character
 //! tokenizer, language-model windows, text CSVs),
-//! [`recurrent`] (SimpleRNN, LSTM, GRU).
+//! [`recurrent`] (SimpleRNN, LSTM, GRU), [`mixed`] (bf16/f16 mixed precision and loss scaling).
 
 pub mod attention;
 pub mod augment;
@@ -53,6 +53,7 @@ pub mod init;
 pub mod layers;
 pub mod loss;
 pub mod metrics;
+pub mod mixed;
 pub mod model;
 pub mod model_checkpoint;
 pub mod module;
@@ -84,6 +85,7 @@ pub mod prelude {
     };
     pub use crate::loss::Loss;
     pub use crate::metrics::{ConfusionMatrix, Metric};
+    pub use crate::mixed::{LossScaling, Precision, autocast};
     pub use crate::model::{EpochLogs, Evaluation, FitConfig, History, HostReads, Model};
     pub use crate::model_checkpoint::{ModelCheckpoint, ResumePoint};
     pub use crate::module::Module;

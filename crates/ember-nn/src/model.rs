@@ -23,7 +23,7 @@ use crate::metrics::Metric;
 use crate::module::Module;
 use crate::optim::Optimizer;
 use crate::sequential::Sequential;
-use ember_core::{DType, Tensor, no_grad};
+use ember_core::{DType, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -241,6 +241,12 @@ pub struct Model {
     pub accountant: crate::privacy::RdpAccountant,
     /// A teacher to distil from while training (see [`crate::distill`]).
     pub teacher: Option<crate::distill::Teacher>,
+    /// The precision policy of `fit`, `evaluate` and `predict` (default f32; see
+    /// [`crate::mixed`]).
+    pub precision: crate::mixed::Precision,
+    /// Dynamic loss scaling: settings and state, kept between `fit` calls (see
+    /// [`crate::mixed`]).
+    pub loss_scaler: crate::mixed::LossScaler,
 }
 
 impl Sequential {
@@ -255,6 +261,8 @@ impl Sequential {
             metadata: Default::default(),
             accountant: Default::default(),
             teacher: None,
+            precision: Default::default(),
+            loss_scaler: Default::default(),
         }
     }
 }
@@ -312,11 +320,13 @@ impl Model {
         })
     }
 
-    /// One optimisation step on a batch, in training mode: forward, loss, backward, update.
+    /// One optimisation step on a batch, in training mode: forward (under the model's
+    /// [`precision`](Model::precision) policy), loss, backward, update (with loss scaling when
+    /// active: an overflowing step is skipped, see [`crate::mixed`]).
     /// Returns the batch loss and the outputs (detached). A NaN or infinite loss returns
     /// [`NnError::Diverged`] (with no epoch or batch) before the update is applied.
     pub fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<(f64, Tensor)> {
-        let out = self.network.forward(x, true)?;
+        let out = crate::mixed::autocast(self.precision, || self.network.forward(x, true))?;
         let loss = self.training_loss(x, &out, y)?;
         let value = scalar(&loss)?;
         if !value.is_finite() {
@@ -327,18 +337,18 @@ impl Model {
                 loss: value,
             });
         }
-        let grads = loss.backward()?;
-        self.optimizer.step(self.network.parameters_ref(), &grads)?;
+        let grads = self.loss_for_backward(&loss)?.backward()?;
+        self.apply_gradients(&grads)?;
         Ok((value, out.detach()))
     }
 
     /// [`Model::train_step`] without reading anything back: returns the batch loss and the
     /// outputs as (detached) tensors on the model's device.
     fn train_step_on_device(&mut self, x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
-        let out = self.network.forward(x, true)?;
+        let out = crate::mixed::autocast(self.precision, || self.network.forward(x, true))?;
         let loss = self.training_loss(x, &out, y)?;
-        let grads = loss.backward()?;
-        self.optimizer.step(self.network.parameters_ref(), &grads)?;
+        let grads = self.loss_for_backward(&loss)?.backward()?;
+        self.apply_gradients(&grads)?;
         Ok((loss.detach(), out.detach()))
     }
 
@@ -395,7 +405,12 @@ impl Model {
     }
 
     /// Trains the model (Keras's `fit`); see the module documentation for the semantics.
-    pub fn fit(&mut self, x: &Tensor, y: &Tensor, mut cfg: FitConfig) -> Result<History> {
+    pub fn fit(&mut self, x: &Tensor, y: &Tensor, cfg: FitConfig) -> Result<History> {
+        self.check_precision(x, cfg.dp.is_some())?;
+        crate::mixed::autocast(self.precision, || self.fit_inner(x, y, cfg))
+    }
+
+    fn fit_inner(&mut self, x: &Tensor, y: &Tensor, mut cfg: FitConfig) -> Result<History> {
         let n = self.check_xy(x, y)?;
         if cfg.batch_size == 0 {
             return config_err("fit: batch_size must be at least 1");
@@ -468,6 +483,7 @@ impl Model {
             let (mut dev_losses, mut dev_outs, mut dev_labels) =
                 (Vec::new(), Vec::new(), Vec::new());
             let steps_before = self.optimizer.iterations();
+            let skipped_before = self.loss_scaler.skipped_steps();
             // Gather the epoch's shuffled rows once; each batch is then a cheap view of them.
             let (x_epoch, y_epoch) = if cfg.shuffle {
                 (
@@ -632,6 +648,11 @@ impl Model {
             if let Some(eps) = epsilon {
                 metrics.push(("epsilon".to_string(), eps));
             }
+            if self.loss_scaling_active() {
+                metrics.push(("loss_scale".to_string(), self.loss_scaler.scale()));
+                let skipped = self.loss_scaler.skipped_steps() - skipped_before;
+                metrics.push(("skipped_steps".to_string(), skipped as f64));
+            }
             let (val_loss, val_metrics) = match &val {
                 Some((xv, yv)) => {
                     let e = self.evaluate(xv, yv, cfg.batch_size)?;
@@ -692,7 +713,7 @@ impl Model {
                 "evaluate: x and y have no rows: loss and metrics over no samples are undefined",
             );
         }
-        no_grad(|| -> Result<Evaluation> {
+        crate::mixed::no_grad_under(self.precision, || -> Result<Evaluation> {
             let (mut loss_sum, mut outs, mut cols) = (0.0, Vec::new(), 1);
             // On a GPU the batch losses and outputs stay on the device and are read once.
             let on_device = x.device() != ember_core::Device::Cpu;
@@ -746,7 +767,7 @@ impl Model {
             return config_err("predict: batch_size must be at least 1");
         }
         let n = x.shape()[0];
-        no_grad(|| -> Result<Tensor> {
+        crate::mixed::no_grad_under(self.precision, || -> Result<Tensor> {
             let mut parts = Vec::new();
             let mut start = 0;
             while start < n {

@@ -904,6 +904,16 @@ impl super::BackendStorage for CudaStorage {
     ) -> Result<Self> {
         Err(not_yet("embedding backward", g))
     }
+    // Mixed precision (f32 operands rounded to 16 bits in the product): not yet on CUDA.
+    fn matmul_rounded(
+        _spec: &MatmulSpec<'_>,
+        _half: DType,
+        (a, _): Arg<'_, Self>,
+        _b: Arg<'_, Self>,
+        _bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self> {
+        Err(not_yet("linear_mixed", a))
+    }
     // Layer norm and attention: not yet on CUDA.
     fn layer_norm(
         (x, _): Arg<'_, Self>,

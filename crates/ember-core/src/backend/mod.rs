@@ -93,6 +93,16 @@ pub(crate) trait BackendStorage: Sized {
         b: Arg<'_, Self>,
         bias: Option<Arg<'_, Self>>,
     ) -> Result<Self>;
+    /// act(round(A)·round(B) + bias) for f32 A `[m, k]`, B `[k, n]` and bias `[n]`, the operands
+    /// rounded to `half` (bf16 or f16) and the products summed in f32; an f32 result. The
+    /// mixed-precision Dense layer (`fused/mixed.rs`); `spec.batch` is empty.
+    fn matmul_rounded(
+        spec: &MatmulSpec<'_>,
+        half: DType,
+        a: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self>;
     /// The Dense layer's backward in one call (dx only when wanted, db only with a bias), or
     /// `None` when the device has no fused form and the composed rule should run.
     #[allow(clippy::too_many_arguments)]
@@ -391,6 +401,18 @@ impl StorageData {
         (bias, biasl): (&StorageData, Option<&Layout>),
     ) -> Result<StorageData> {
         on_device!(op, (a, b, bias) => BackendStorage::matmul(spec, (a, al), (b, bl), biasl.map(|l| (bias, l))))
+    }
+
+    /// See [`BackendStorage::matmul_rounded`]; the bias as in [`StorageData::matmul`].
+    #[inline]
+    pub(crate) fn matmul_rounded(
+        spec: &MatmulSpec<'_>,
+        half: DType,
+        (a, al): Arg<'_, StorageData>,
+        (b, bl): Arg<'_, StorageData>,
+        (bias, biasl): (&StorageData, Option<&Layout>),
+    ) -> Result<StorageData> {
+        on_device!("linear_mixed", (a, b, bias) => BackendStorage::matmul_rounded(spec, half, (a, al), (b, bl), biasl.map(|l| (bias, l))))
     }
 
     /// See [`BackendStorage::linear_backward`].

@@ -21,6 +21,7 @@ mod conv;
 mod embedding;
 mod layer_norm;
 mod linear;
+mod mixed;
 mod norm;
 mod pool;
 mod recurrent;
@@ -33,6 +34,7 @@ pub(crate) use conv::ConvOp;
 pub(crate) use embedding::EmbeddingOp;
 pub(crate) use layer_norm::LayerNormOp;
 pub(crate) use linear::LinearOp;
+pub(crate) use mixed::MixedLinearOp;
 pub(crate) use norm::BatchNormOp;
 pub use norm::BatchNormOptions;
 pub use pool::PoolOptions;
@@ -79,6 +81,8 @@ pub(crate) enum FusedOp {
     LayerNorm(Box<LayerNormOp>),
     /// Scaled dot-product attention (tiled, FlashAttention-2).
     Attention(Box<AttentionOp>),
+    /// A Dense layer with its GEMM operands rounded to bf16/f16 (mixed precision).
+    MixedLinear(MixedLinearOp),
 }
 
 /// Dispatches to the op (statically: the backward walk visits every node's inputs).
@@ -98,6 +102,7 @@ impl FusedOp {
             FusedOp::Recurrent(op) => op.visit_inputs(f),
             FusedOp::LayerNorm(op) => op.visit_inputs(f),
             FusedOp::Attention(op) => op.visit_inputs(f),
+            FusedOp::MixedLinear(op) => op.visit_inputs(f),
         }
     }
 
@@ -115,6 +120,7 @@ impl FusedOp {
             FusedOp::Recurrent(op) => op.backward(y, g),
             FusedOp::LayerNorm(op) => op.backward(y, g),
             FusedOp::Attention(op) => op.backward(y, g),
+            FusedOp::MixedLinear(op) => op.backward(y, g),
         }
     }
 }

@@ -61,13 +61,13 @@ pub fn blocking() -> crate::cache::Blocking {
 /// [`supported`] is true; the operands have been checked (`check_operands`), m, n, k > 0, and
 /// `c` addresses the m×n destination, owned by this call.
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm_bf16(
+pub(super) unsafe fn gemm_bf16<S: ToBf16>(
     m: usize,
     n: usize,
     k: usize,
     alpha: f32,
-    a: &MatRef<'_, bf16>,
-    b: &MatRef<'_, bf16>,
+    a: &MatRef<'_, S>,
+    b: &MatRef<'_, S>,
     beta: f32,
     c: CPtr<f32>,
     epi: &Epilogue<'_, f32>,
@@ -142,6 +142,94 @@ pub(super) unsafe fn gemm_bf16(
     }
 }
 
+/// An element the kernel's packing can turn into bf16: bf16 itself (as it is), or f32
+/// rounded to nearest-even while it is packed (the mixed-precision GEMM, `mixed.rs`, so no
+/// rounded copy of either operand is ever made).
+pub(super) trait ToBf16: Copy + Send + Sync {
+    /// The value as bf16.
+    fn to_bf16(self) -> bf16;
+    /// `dst[i] = src[i].to_bf16()` over a run that is contiguous in memory (equal lengths).
+    fn run_to_bf16(src: &[Self], dst: &mut [bf16]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v.to_bf16();
+        }
+    }
+}
+
+impl ToBf16 for bf16 {
+    #[inline(always)]
+    fn to_bf16(self) -> bf16 {
+        self
+    }
+    fn run_to_bf16(src: &[bf16], dst: &mut [bf16]) {
+        let n = src.len().min(dst.len());
+        dst[..n].copy_from_slice(&src[..n]);
+    }
+}
+
+impl ToBf16 for f32 {
+    #[inline(always)]
+    fn to_bf16(self) -> bf16 {
+        bf16::from_f32(self)
+    }
+    /// 16 at a time with `vcvtneps2bf16` (the packing only runs where the kernel can, so the
+    /// instruction is there), the tail with a masked load. The instruction treats denormal
+    /// inputs as zero where the scalar rounding keeps them; the kernel flushes denormal bf16
+    /// inputs anyway, so the product is the same.
+    fn run_to_bf16(src: &[f32], dst: &mut [bf16]) {
+        #[cfg(target_arch = "x86_64")]
+        if supported() {
+            // SAFETY: AVX-512F and AVX512-BF16 are present (just checked).
+            unsafe { round_run_avx512(src, dst) };
+            return;
+        }
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = bf16::from_f32(v);
+        }
+    }
+}
+
+/// `dst[i] = bf16(src[i])` (nearest-even) with `vcvtneps2bf16`, 16 lanes at a time.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_run_avx512(src: &[f32], dst: &mut [bf16]) {
+    use std::arch::x86_64::{__m256bh, __m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh};
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: src[i..i + 16] and dst[i..i + 16] lie inside the slices (i + 16 <= n).
+        unsafe {
+            let v = std::arch::x86_64::_mm512_loadu_ps(src.as_ptr().add(i));
+            let h: __m256bh = _mm512_cvtneps_pbh(v);
+            _mm256_storeu_si256(
+                dst.as_mut_ptr().add(i).cast::<__m256i>(),
+                std::mem::transmute::<__m256bh, __m256i>(h),
+            );
+        }
+        i += 16;
+    }
+    if i < n {
+        // The tail (short runs, such as the 12 rows of a transposed A's sliver, are all
+        // tail): a masked load of the remaining lanes, converted, then copied out.
+        let rest = n - i;
+        let mask: u16 = ((1u32 << rest) - 1) as u16;
+        let mut lanes = [bf16::ZERO; 16];
+        // SAFETY: the masked load reads only src[i..n]; the store fills the 16-lane buffer.
+        unsafe {
+            let v = std::arch::x86_64::_mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+            let h: __m256bh = _mm512_cvtneps_pbh(v);
+            _mm256_storeu_si256(
+                lanes.as_mut_ptr().cast::<__m256i>(),
+                std::mem::transmute::<__m256bh, __m256i>(h),
+            );
+        }
+        dst[i..n].copy_from_slice(&lanes[..rest]);
+    }
+}
+
 /// A packing buffer's floats seen as the 32-bit words (pairs of bf16) the kernel reads.
 fn as_words(s: &mut [f32]) -> &mut [u32] {
     // SAFETY: f32 and u32 have the same size and alignment, and every bit pattern is a valid
@@ -157,23 +245,64 @@ fn pair(lo: bf16, hi: bf16) -> u32 {
 
 /// Packs rows `i0..i0+mb` × columns `p0..p0+kb` of A into MR-row slivers of pairs: sliver s,
 /// pair step q holds the MR words `(A[r, p0+2q], A[r, p0+2q+1])`, zero past `mb` rows and
-/// past `kb` columns.
-fn pack_a(a: &MatRef<'_, bf16>, i0: usize, mb: usize, p0: usize, kb: usize, dst: &mut [u32]) {
+/// past `kb` columns. Runs that are contiguous in memory (a row of a row-major A, a column of
+/// a transposed one) are converted to bf16 in one call each ([`ToBf16::run_to_bf16`]).
+fn pack_a<S: ToBf16>(
+    a: &MatRef<'_, S>,
+    i0: usize,
+    mb: usize,
+    p0: usize,
+    kb: usize,
+    dst: &mut [u32],
+) {
     let pairs = kb.div_ceil(2);
     let zero = bf16::ZERO;
+    // One row's K run (cs == 1), or two columns' M runs (rs == 1).
+    let mut run = vec![zero; (2 * pairs).max(2 * MR)];
     for (s, sliver) in dst.chunks_exact_mut(pairs * MR).enumerate() {
         let r0 = i0 + s * MR;
         let rows = MR.min(i0 + mb - r0);
         if rows < MR {
             sliver.fill(0);
         }
-        for r in 0..rows {
-            let row = (r0 + r) * a.rs + p0 * a.cs;
-            let at = |p: usize| {
-                if p < kb { a.data[row + p * a.cs] } else { zero }
-            };
+        if a.cs == 1 && kb > 0 {
+            for r in 0..rows {
+                let start = (r0 + r) * a.rs + p0;
+                S::run_to_bf16(&a.data[start..start + kb], &mut run[..kb]);
+                run[kb..2 * pairs].fill(zero);
+                for q in 0..pairs {
+                    sliver[q * MR + r] = pair(run[2 * q], run[2 * q + 1]);
+                }
+            }
+        } else if a.rs == 1 {
+            let (lo, hi) = run.split_at_mut(MR);
             for q in 0..pairs {
-                sliver[q * MR + r] = pair(at(2 * q), at(2 * q + 1));
+                let p = p0 + 2 * q;
+                let at = r0 + p * a.cs;
+                S::run_to_bf16(&a.data[at..at + rows], &mut lo[..rows]);
+                if 2 * q + 1 < kb {
+                    let at = at + a.cs;
+                    S::run_to_bf16(&a.data[at..at + rows], &mut hi[..rows]);
+                } else {
+                    hi[..rows].fill(zero);
+                }
+                for r in 0..rows {
+                    sliver[q * MR + r] = pair(lo[r], hi[r]);
+                }
+            }
+        } else {
+            for r in 0..rows {
+                let row = (r0 + r) * a.rs + p0 * a.cs;
+                let at = |p: usize| {
+                    if p < kb {
+                        a.data[row + p * a.cs].to_bf16()
+                    } else {
+                        zero
+                    }
+                };
+                for q in 0..pairs {
+                    sliver[q * MR + r] = pair(at(2 * q), at(2 * q + 1));
+                }
             }
         }
     }
@@ -181,39 +310,60 @@ fn pack_a(a: &MatRef<'_, bf16>, i0: usize, mb: usize, p0: usize, kb: usize, dst:
 
 /// Packs rows `p0..p0+kb` × columns `c0..c0+cols` of B into NR-column slivers of pairs:
 /// sliver s, pair step q holds the NR words `(B[p0+2q, j], B[p0+2q+1, j])`, zero past `cols`
-/// columns and past `kb` rows.
-fn pack_b(b: &MatRef<'_, bf16>, p0: usize, kb: usize, c0: usize, cols: usize, dst: &mut [u32]) {
+/// columns and past `kb` rows. Contiguous runs (a row of a row-major B, a column of a
+/// transposed one such as a Dense weight `wᵀ`) are converted to bf16 in one call each.
+fn pack_b<S: ToBf16>(
+    b: &MatRef<'_, S>,
+    p0: usize,
+    kb: usize,
+    c0: usize,
+    cols: usize,
+    dst: &mut [u32],
+) {
     let pairs = kb.div_ceil(2);
+    let zero = bf16::ZERO;
+    // Two rows' column runs (cs == 1), or one column's K run (rs == 1).
+    let mut run = vec![zero; (2 * pairs).max(2 * NR)];
     for (s, sliver) in dst.chunks_exact_mut(pairs * NR).enumerate() {
         let first = c0 + s * NR;
         let width = NR.min(c0 + cols - first);
         if width < NR {
             sliver.fill(0);
         }
-        for q in 0..pairs {
-            let (p, odd) = (p0 + 2 * q, 2 * q + 1 < kb);
-            let step = &mut sliver[q * NR..q * NR + width];
-            if b.cs == 1 {
-                // Row-major: two row segments, interleaved.
-                let lo = &b.data[p * b.rs + first..][..width];
+        if b.cs == 1 {
+            let (lo, hi) = run.split_at_mut(NR);
+            for q in 0..pairs {
+                let (p, odd) = (p0 + 2 * q, 2 * q + 1 < kb);
+                let step = &mut sliver[q * NR..q * NR + width];
+                S::run_to_bf16(&b.data[p * b.rs + first..][..width], &mut lo[..width]);
                 if odd {
-                    let hi = &b.data[(p + 1) * b.rs + first..][..width];
-                    for ((w, &l), &h) in step.iter_mut().zip(lo).zip(hi) {
-                        *w = pair(l, h);
-                    }
+                    S::run_to_bf16(&b.data[(p + 1) * b.rs + first..][..width], &mut hi[..width]);
                 } else {
-                    for (w, &l) in step.iter_mut().zip(lo) {
-                        *w = pair(l, bf16::ZERO);
-                    }
+                    hi[..width].fill(zero);
                 }
-            } else {
-                for (j, w) in step.iter_mut().enumerate() {
+                for ((w, &l), &h) in step.iter_mut().zip(lo.iter()).zip(hi.iter()) {
+                    *w = pair(l, h);
+                }
+            }
+        } else if b.rs == 1 && kb > 0 {
+            for j in 0..width {
+                let start = (first + j) * b.cs + p0;
+                S::run_to_bf16(&b.data[start..start + kb], &mut run[..kb]);
+                run[kb..2 * pairs].fill(zero);
+                for q in 0..pairs {
+                    sliver[q * NR + j] = pair(run[2 * q], run[2 * q + 1]);
+                }
+            }
+        } else {
+            for q in 0..pairs {
+                let (p, odd) = (p0 + 2 * q, 2 * q + 1 < kb);
+                for (j, w) in sliver[q * NR..q * NR + width].iter_mut().enumerate() {
                     let col = (first + j) * b.cs;
-                    let l = b.data[col + p * b.rs];
+                    let l = b.data[col + p * b.rs].to_bf16();
                     let h = if odd {
-                        b.data[col + (p + 1) * b.rs]
+                        b.data[col + (p + 1) * b.rs].to_bf16()
                     } else {
-                        bf16::ZERO
+                        zero
                     };
                     *w = pair(l, h);
                 }

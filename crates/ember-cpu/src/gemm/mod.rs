@@ -21,6 +21,8 @@
 //! - `kernel.rs`: the microkernels (AVX2+FMA and portable) and their block sizes.
 //! - `bf16.rs`: bf16 operands on CPUs with AVX512-BF16: pairs of K packed side by side and a
 //!   `vdpbf16ps` microkernel (chosen by [`gemm_widen`] at run time).
+//! - `mixed.rs`: f32 operands rounded to bf16/f16 with f32 accumulation (mixed-precision
+//!   training), the rounding done by the bf16 kernel's packing where that kernel runs.
 //! - `small.rs`: tiny products (the seed model's 10×10 layers) and matrix-vector products
 //!   (N = 1 or M = 1), where packing would cost more than the arithmetic.
 //!
@@ -30,6 +32,7 @@
 pub mod bf16;
 mod driver;
 pub mod kernel;
+pub mod mixed;
 mod pack;
 mod shared_a;
 mod small;

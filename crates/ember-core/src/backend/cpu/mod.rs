@@ -15,6 +15,7 @@ pub(crate) mod embedding;
 pub(crate) mod index;
 pub(crate) mod loss;
 pub(crate) mod matmul;
+pub(crate) mod mixed;
 pub(crate) mod optim;
 pub(crate) mod pool;
 pub(crate) mod recurrent;
@@ -302,6 +303,15 @@ impl super::BackendStorage for CpuStorage {
         bias: Option<Arg<'_, Self>>,
     ) -> Result<Self> {
         Ok(matmul::matmul(spec, a, b, bias))
+    }
+    fn matmul_rounded(
+        spec: &MatmulSpec<'_>,
+        half: DType,
+        a: Arg<'_, Self>,
+        b: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+    ) -> Result<Self> {
+        mixed::matmul_rounded(spec, half, a, b, bias)
     }
     #[inline]
     fn linear_backward(
