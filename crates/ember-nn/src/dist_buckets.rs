@@ -284,7 +284,7 @@ impl Model {
                 }
             })
         };
-        let walked = loss.backward_with_hook(&mut hook);
+        let walked = self.loss_for_backward(&loss)?.backward_with_hook(&mut hook);
         if let Some(e) = failed {
             return Err(e);
         }

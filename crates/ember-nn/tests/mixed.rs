@@ -329,10 +329,10 @@ fn distributed_f16_skips_together_and_stays_bit_identical() {
                         &x,
                         &y,
                         FitConfig {
-                            distributed: Some(Distributed {
-                                comm: comm as Arc<dyn Communicator>,
-                                all_reduce: AllReduce::Tree { micro_shards: 4 },
-                            }),
+                            distributed: Some(Distributed::new(
+                                comm as Arc<dyn Communicator>,
+                                AllReduce::Tree { micro_shards: 4 },
+                            )),
                             ..quiet(4, 32)
                         },
                     )
