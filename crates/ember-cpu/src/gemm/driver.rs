@@ -357,7 +357,7 @@ fn prepare_a<'a, S: Widen<T>, T: Float>(
 /// Loops 2 and 1 over one packed block of A (rows `ic..ic+mb`) and slivers `sl` of the packed
 /// B panel (whose first column is `jc`, `nb` columns wide).
 #[allow(clippy::too_many_arguments)]
-fn macro_kernel<T: Float>(
+pub(super) fn macro_kernel<T: Float>(
     kern: &Kernel<T>,
     alpha: T,
     beta: T,
