@@ -29,6 +29,7 @@
 
 pub mod bf16;
 mod driver;
+mod edge512;
 pub mod kernel;
 mod pack;
 mod prepacked;
