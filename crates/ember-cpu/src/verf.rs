@@ -188,7 +188,7 @@ slice_fns!(
 slice_fns!(erf_avx2, gelu_avx2, gelu_ip_avx2, grad_avx2, Fused, #[target_feature(enable = "avx2,fma")]);
 #[cfg(target_arch = "x86_64")]
 slice_fns!(erf_avx512, gelu_avx512, gelu_ip_avx512, grad_avx512, Fused,
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]);
+    #[target_feature(enable = "avx512f,avx2,fma")]);
 
 /// Runs the copy of a slice loop compiled for `isa` (the portable one where the CPU lacks it).
 macro_rules! dispatch {
@@ -196,9 +196,8 @@ macro_rules! dispatch {
         #[cfg(target_arch = "x86_64")]
         {
             if $isa == Isa::Avx512 && $isa.is_supported() {
-                // SAFETY: AVX-512F (with VL), AVX2 and FMA are present: `Avx512` is supported
-                // only where `avx512f` and AVX2+FMA are detected, and Zen 4 and every Intel
-                // part with AVX-512F also have VL.
+                // SAFETY: AVX-512F, AVX2 and FMA are present: `Avx512` is supported only
+                // where `avx512f` and AVX2+FMA are detected.
                 return unsafe { $avx512($($arg),*) };
             }
             if $isa.has_avx2() {
