@@ -175,7 +175,7 @@ impl<T: Float> PackedB<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::isa::{self, Isa};
+    use crate::isa;
 
     fn vals(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
@@ -297,7 +297,6 @@ mod tests {
                 }
             }
         }
-        let _ = Isa::Portable;
     }
 
     #[test]
