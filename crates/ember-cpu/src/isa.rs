@@ -6,7 +6,9 @@
 //! runs. The choice is made once per process: from the `EMBER_CPU_ISA` environment variable
 //! (`avx512`, `avx2` or `portable`) when it is set, otherwise from `is_x86_feature_detected!`.
 //!
-//! `avx512` is the AVX2 path everywhere plus a 512-bit f32 GEMM microkernel, chosen by
+//! `avx512` is the AVX2 path everywhere plus a 512-bit f32 GEMM microkernel (with short-row
+//! twins for a block's last rows, `gemm/edge512.rs`), 16-lane copies of exact GELU and erf
+//! (`verf`) and of the recurrent cell passes (`recurrent`), chosen by
 //! detection on CPUs with AVX-512F (`EMBER_CPU_ISA=avx2` keeps the 256-bit kernel there), and,
 //! where the CPU also has AVX512-BF16 ([`avx512bf16_detected`]), a bf16 GEMM kernel built on
 //! `vdpbf16ps` (`gemm::bf16`; elsewhere bf16 operands are widened to f32 while packed). On a

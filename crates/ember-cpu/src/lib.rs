@@ -53,6 +53,7 @@ pub mod reduce;
 pub mod sparse;
 pub mod strided;
 pub mod unary;
+pub mod verf;
 pub mod vmath;
 
 pub use element::Float;

@@ -3,11 +3,13 @@
 //!
 //! The input projection of every step (`x_t·W_ihᵀ + b_ih`, `xp` here) is computed before, by
 //! one GEMM over all steps, outside this module. What remains is inherently sequential: at each
-//! step one GEMM `h_{t-1}·W_hhᵀ + b_hh` (the packed [`gemm`], bias in its epilogue), then ONE
+//! step one GEMM `h_{t-1}·W_hhᵀ + b_hh` (bias in its epilogue; W_hhᵀ packed once per sequence
+//! into a [`PackedB`], so a step packs only its 64-odd rows of h), then ONE
 //! pass over the rows that applies the gate nonlinearities and updates the state ([`CellKind`]
 //! documents the equations, PyTorch's). The pass is written once per cell, generic over the
 //! float and over the math it calls: f32 uses the branch-free [`crate::vmath`] functions inside
-//! an AVX2+FMA copy (or the portable copy), so the loop over the H units vectorises; f64 uses
+//! an AVX-512 or AVX2+FMA copy (the same bits; or the portable copy), so the loop over the H
+//! units vectorises; f64 uses
 //! `std`'s math (the reference and gradient-check path).
 //!
 //! The forward saves what the backward needs per (step, row): the activated gates, plus `c`
@@ -18,8 +20,8 @@
 //! gradient at that step plus what flows back from the later step) goes through one fused
 //! cell-backward pass per step, which writes the gradient of the pre-activations (`dxp` at that
 //! step, and the part that reaches `W_hh`, which differs from `dxp` only in a GRU's `n` block)
-//! and the gradient reaching `h_{t-1}` directly; then one GEMM adds `dgates·W_hh`, reading the
-//! step's rows of `dxp` in place. `dW_hh` is ONE GEMM at the end over all steps
+//! and the gradient reaching `h_{t-1}` directly; then one GEMM adds `dgates·W_hh` (W_hh packed
+//! once per sequence), reading the step's rows of `dxp` in place. `dW_hh` is ONE GEMM at the end over all steps
 //! (`dGᵀ·H_prev`, K = N·T), `db_hh` a column sum in a fixed order.
 //!
 //! Masks (`[N, T]`, 1 = real step, 0 = padding; a value is "real" when non-zero): a padded
@@ -33,7 +35,7 @@
 
 use crate::element::Float;
 use crate::error::{LengthMismatch, OperandError, check_len};
-use crate::gemm::{Epilogue, MatMut, MatRef, gemm};
+use crate::gemm::{Epilogue, MatMut, MatRef, PackedB, gemm};
 use crate::isa::{self, Isa};
 use crate::unary::sigmoid;
 use crate::vmath::{self, Fused, MulAdd, Unfused};
@@ -172,34 +174,30 @@ pub fn forward<T: Float>(
     }
     let isa = isa::active();
     let sp = spec.kind.saved_per_row(hs);
-    // W_hhᵀ as a row-major [H, G·H] matrix, made once per sequence and reused by every step:
-    // the step GEMM then packs B from contiguous rows (from W_hh as it lies, B is
-    // column-major and each packing walks it column by column).
-    let mut wt = vec![T::ZERO; hs * gh];
-    for (j, row) in a.w_hh.chunks_exact(hs).enumerate() {
-        for (k, &v) in row.iter().enumerate() {
-            wt[k * gh + j] = v;
-        }
-    }
+    // W_hhᵀ ([H, G·H], B[k][j] = W_hh[j][k]) packed once per sequence for the step GEMM's
+    // microkernel: every step then packs only its h (gemm::PackedB).
+    let wt = PackedB::new(
+        hs,
+        gh,
+        MatRef {
+            data: a.w_hh,
+            rs: 1,
+            cs: hs,
+        },
+    )
+    .map_err(gemm_err)?;
     let mut h = a.h0.to_vec();
     let mut c = a.c0.to_vec();
     let mut hh = vec![T::ZERO; n * gh];
     for s in 0..t {
         let tt = spec.step(s);
-        // hh = h·W_hhᵀ + b_hh: B[k][j] = W_hh[j][k].
-        gemm(
+        // hh = h·W_hhᵀ + b_hh.
+        wt.gemm(
             n,
-            gh,
-            hs,
             T::ONE,
             MatRef {
                 data: &h,
                 rs: hs,
-                cs: 1,
-            },
-            MatRef {
-                data: &wt,
-                rs: gh,
                 cs: 1,
             },
             T::ZERO,
@@ -342,6 +340,12 @@ fn cell_forward<T: Float>(
         let c = T::as_f32_slice_mut(c).expect("same float type");
         let sv = T::as_f32_slice_mut(sv).expect("same float type");
         #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 && isa.is_supported() {
+            // SAFETY: AVX-512F, AVX2 and FMA are present (`Avx512` is supported only there).
+            unsafe { cell_forward_avx512(kind, x, q, h, c, sv) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() {
             // SAFETY: AVX2 and FMA are present (checked just above).
             unsafe { cell_forward_avx2(kind, x, q, h, c, sv) };
@@ -351,6 +355,21 @@ fn cell_forward<T: Float>(
         return cell_forward_body::<f32, VMath<Unfused>>(kind, x, q, h, c, sv);
     }
     cell_forward_body::<T, StdMath>(kind, xp, hh, h, c, sv)
+}
+
+/// The cell pass in 16 lanes: the same fused operations per element as the AVX2 copy (so
+/// the same bits), half the instructions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn cell_forward_avx512(
+    kind: CellKind,
+    x: &[f32],
+    q: &[f32],
+    h: &mut [f32],
+    c: &mut [f32],
+    sv: &mut [f32],
+) {
+    cell_forward_body::<f32, VMath<Fused>>(kind, x, q, h, c, sv)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -498,6 +517,17 @@ pub fn backward<T: Float>(
     let mut dgh_own = vec![T::ZERO; if gru { n * t * gh } else { 0 }];
     let mut dh = vec![T::ZERO; n * hs];
     let mut dc = vec![T::ZERO; if lstm { n * hs } else { 0 }];
+    // W_hh packed once for the per-step dgates·W_hh.
+    let w_packed = PackedB::new(
+        gh,
+        hs,
+        MatRef {
+            data: a.w_hh,
+            rs: hs,
+            cs: 1,
+        },
+    )
+    .map_err(gemm_err)?;
     for s in (0..t).rev() {
         let tt = spec.step(s);
         for r in 0..n {
@@ -567,30 +597,24 @@ pub fn backward<T: Float>(
         }
         // dh_{t-1} += dgates·W_hh, the step's rows read in place (row stride T·G·H).
         let dg: &[T] = if gru { &dgh_own } else { d.dxp };
-        gemm(
-            n,
-            hs,
-            gh,
-            T::ONE,
-            MatRef {
-                data: &dg[tt * gh..],
-                rs: t * gh,
-                cs: 1,
-            },
-            MatRef {
-                data: a.w_hh,
-                rs: hs,
-                cs: 1,
-            },
-            T::ONE,
-            MatMut {
-                data: &mut dh,
-                rs: hs,
-                cs: 1,
-            },
-            Epilogue::default(),
-        )
-        .map_err(gemm_err)?;
+        w_packed
+            .gemm(
+                n,
+                T::ONE,
+                MatRef {
+                    data: &dg[tt * gh..],
+                    rs: t * gh,
+                    cs: 1,
+                },
+                T::ONE,
+                MatMut {
+                    data: &mut dh,
+                    rs: hs,
+                    cs: 1,
+                },
+                Epilogue::default(),
+            )
+            .map_err(gemm_err)?;
     }
     d.dh0.copy_from_slice(&dh);
     d.dc0.copy_from_slice(&dc);
@@ -659,6 +683,12 @@ fn cell_backward<T: Float>(
         let gx = T::as_f32_slice_mut(gx).expect("same float type");
         let gq = T::as_f32_slice_mut(gq).expect("same float type");
         #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 && isa.is_supported() {
+            // SAFETY: AVX-512F, AVX2 and FMA are present (`Avx512` is supported only there).
+            unsafe { cell_backward_avx512(kind, svf, hp, cp, hf, dh, dc, gx, gq) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if isa.has_avx2() {
             // SAFETY: AVX2 and FMA are present (checked just above).
             unsafe { cell_backward_avx2(kind, svf, hp, cp, hf, dh, dc, gx, gq) };
@@ -668,6 +698,24 @@ fn cell_backward<T: Float>(
         return cell_backward_body::<f32, VMath<Unfused>>(kind, svf, hp, cp, hf, dh, dc, gx, gq);
     }
     cell_backward_body::<T, StdMath>(kind, sv, hprev, cprev, h, dh, dc, gx, gq)
+}
+
+/// The backward cell pass in 16 lanes (as [`cell_forward_avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn cell_backward_avx512(
+    kind: CellKind,
+    sv: &[f32],
+    hprev: &[f32],
+    cprev: &[f32],
+    h: &[f32],
+    dh: &mut [f32],
+    dc: &mut [f32],
+    gx: &mut [f32],
+    gq: &mut [f32],
+) {
+    cell_backward_body::<f32, VMath<Fused>>(kind, sv, hprev, cprev, h, dh, dc, gx, gq)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -6,7 +6,8 @@
 //! this is the fused backward the autograd rules call instead of chaining tensor ops.
 //!
 //! Speed: contiguous f32 buffers take a vectorised path (the [`crate::vmath`] functions for
-//! exp, log, tanh, sigmoid, GELU, softplus and ELU, plain selects for the rest), compiled twice:
+//! exp, log, tanh, sigmoid, tanh-form GELU, softplus and ELU, [`crate::verf`] for exact GELU,
+//! plain selects for the rest), compiled twice (exact GELU three times: see that module):
 //! inside `#[target_feature(enable = "avx2,fma")]` functions and for the portable baseline, the
 //! copy chosen by [`crate::isa::active`]. Large buffers are split into the fixed chunks of
 //! [`crate::par`]. f64 and strided views keep the scalar `std` math (they are the reference
@@ -17,6 +18,7 @@ use crate::error::{LengthMismatch, OperandError, check_len, check_view, checked_
 use crate::isa::{self, Isa};
 use crate::par::{CHUNK, parallel};
 use crate::strided::{Strided, for_each_offset};
+use crate::verf;
 use crate::vmath::{self, Fused, MulAdd, Unfused};
 use rayon::prelude::*;
 
@@ -87,6 +89,8 @@ pub fn apply<T: Float>(op: UnaryOp, x: T) -> T {
             let inner = c * (x + T::from_f64(GELU_C) * x * x * x);
             T::from_f64(0.5) * x * (T::ONE + inner.tanh())
         }
+        // At −inf the limit −0 (x·Φ(x) would be −inf·0 = NaN), as the f32 path (crate::verf).
+        UnaryOp::GeluErf if x == T::neg_infinity() => -T::ZERO,
         UnaryOp::GeluErf => {
             T::from_f64(0.5)
                 * x
@@ -166,7 +170,12 @@ pub fn derivative<T: Float>(op: UnaryOp, x: T, y: T) -> T {
             let cdf = T::from_f64(0.5)
                 * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
             let pdf = (-(x * x) * T::from_f64(0.5)).exp() * T::from_f64(0.398_942_280_401_432_7);
-            cdf + x * pdf
+            // At ±inf the limits 1 and 0 (x·φ(x) would be ±inf·0 = NaN).
+            if x.abs() == T::infinity() {
+                cdf
+            } else {
+                cdf + x * pdf
+            }
         }
         UnaryOp::Softplus => sigmoid(x),
         UnaryOp::Clamp(lo, hi) => {
@@ -409,6 +418,10 @@ fn map_in_place_avx2(op: UnaryOp, v: &mut [f32]) {
 
 /// The vectorised f32 map on one chunk, on the path `isa` names.
 pub fn map_f32(isa: Isa, op: UnaryOp, x: &[f32], out: &mut [f32]) {
+    if op == UnaryOp::GeluErf {
+        // Its own module, with a 16-lane AVX-512 copy (crate::verf).
+        return verf::gelu_erf_slice(isa, x, out);
+    }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
@@ -420,6 +433,9 @@ pub fn map_f32(isa: Isa, op: UnaryOp, x: &[f32], out: &mut [f32]) {
 }
 
 fn map_f32_in_place(isa: Isa, op: UnaryOp, v: &mut [f32]) {
+    if op == UnaryOp::GeluErf {
+        return verf::gelu_erf_slice_in_place(isa, v);
+    }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).
@@ -519,6 +535,9 @@ fn backward_avx2(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) 
 }
 
 fn backward_f32(isa: Isa, op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    if op == UnaryOp::GeluErf {
+        return verf::gelu_erf_backward_slice(isa, x, dy, dx);
+    }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         // SAFETY: AVX2 and FMA are present (checked just above).

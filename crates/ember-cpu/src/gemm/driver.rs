@@ -357,7 +357,7 @@ fn prepare_a<'a, S: Widen<T>, T: Float>(
 /// Loops 2 and 1 over one packed block of A (rows `ic..ic+mb`) and slivers `sl` of the packed
 /// B panel (whose first column is `jc`, `nb` columns wide).
 #[allow(clippy::too_many_arguments)]
-fn macro_kernel<T: Float>(
+pub(super) fn macro_kernel<T: Float>(
     kern: &Kernel<T>,
     alpha: T,
     beta: T,
@@ -409,6 +409,8 @@ fn macro_kernel<T: Float>(
             if rows == mr && cols == nr {
                 // SAFETY: the full tile at (i, j) lies inside C and belongs to this work item.
                 run(beta, unsafe { c.at(i, j) }, c.rs, c.cs);
+            } else if short_rows_512(kern, rows, cols, kb, alpha, asl, bs, beta, c, i, j) {
+                // The valid rows of a 12×32 tile straight into C (edge512.rs).
             } else {
                 // Edge tile: compute the padded tile into scratch, then merge the valid part.
                 let mut tile = [T::ZERO; MAX_TILE];
@@ -424,6 +426,54 @@ fn macro_kernel<T: Float>(
             }
         }
     }
+}
+
+/// The short-row AVX-512 kernels (`edge512.rs`) on a tile of `rows` < 12 full-width rows of
+/// the f32 12×32 kernel, row-major C; false (nothing done) where they do not apply.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn short_rows_512<T: Float>(
+    kern: &Kernel<T>,
+    rows: usize,
+    cols: usize,
+    kb: usize,
+    alpha: T,
+    asl: &[T],
+    bs: &[T],
+    beta: T,
+    c: CPtr<T>,
+    i: usize,
+    j: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if kern.isa == crate::isa::Isa::Avx512
+        && crate::isa::Isa::Avx512.is_supported()
+        && (kern.mr, kern.nr) == (12, 32)
+        && rows < 12
+        && cols == 32
+        && c.cs == 1
+        && let (Some(af), Some(bf)) = (T::as_f32_slice(asl), T::as_f32_slice(bs))
+        && af.len() >= kb * 12
+        && bf.len() >= kb * 32
+    {
+        // SAFETY: AVX-512F is present (checked); the slivers hold kb·12 and kb·32 floats
+        // (checked); T is f32 (the slices converted), and rows i..i+rows × columns j..j+32
+        // lie inside C, row-major, and belong to this work item (the caller's tile).
+        return unsafe {
+            super::edge512::short_rows(
+                rows,
+                kb,
+                alpha.to_f64() as f32,
+                af.as_ptr(),
+                bf.as_ptr(),
+                beta.to_f64() as f32,
+                c.at(i, j) as *mut f32,
+                c.rs,
+            )
+        };
+    }
+    let _ = (kern, rows, cols, kb, alpha, asl, bs, beta, c, i, j);
+    false
 }
 
 /// A packing buffer whose usable part starts on a 64-byte boundary, so every 16-float step of

@@ -31,9 +31,11 @@
 
 pub mod bf16;
 mod driver;
+mod edge512;
 pub mod kernel;
 pub mod mixed;
 mod pack;
+mod prepacked;
 mod shared_a;
 mod small;
 pub(crate) use small::tree;
@@ -41,6 +43,7 @@ pub(crate) use small::tree;
 use crate::element::Float;
 use crate::isa::Isa;
 pub use kernel::MicroKernel;
+pub use prepacked::PackedB;
 /// A matrix operand: its data slice (already offset to element (0,0)), row and column strides.
 #[derive(Debug, Clone, Copy)]
 pub struct MatRef<'a, T> {
