@@ -32,6 +32,34 @@ pub fn check_threads(threads: Option<usize>) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts rayon's global pool of worker threads, once per process: `threads` of them when
+/// given (`--threads`), else one per core, and where the system refuses that many (under an
+/// address-space limit, `ulimit -v`, each thread's stack needs room) half as many, down to one.
+/// Left to itself, rayon would start the pool on first use and panic ("The global thread pool
+/// has not been initialized") when a thread cannot be spawned. A second call does nothing.
+pub fn start_threads(threads: Option<usize>) -> Result<(), String> {
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if STARTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
+    let build = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+    };
+    if let Some(n) = threads {
+        return build(n).map_err(|e| format!("--threads {n}: {e}"));
+    }
+    let mut n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    loop {
+        match build(n) {
+            Ok(()) => return Ok(()),
+            Err(_) if n > 1 => n /= 2,
+            Err(e) => return Err(format!("cannot start a worker thread: {e}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
