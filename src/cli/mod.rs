@@ -33,8 +33,9 @@ pub fn check_threads(threads: Option<usize>) -> Result<(), String> {
 }
 
 /// Starts rayon's global pool of worker threads, once per process: `threads` of them when
-/// given (`--threads`), else one per core, or, where the system refuses that many (under an
-/// address-space limit, `ulimit -v`, each thread's stack needs room), half as many, down to one.
+/// given (`--threads`), else rayon's default (`RAYON_NUM_THREADS`, else one per core), or,
+/// where the system refuses that many (under an address-space limit, `ulimit -v`, each
+/// thread's stack needs room), half as many, down to one.
 /// Left to itself, rayon would start the pool on first use and panic ("The global thread pool
 /// has not been initialized") when a thread cannot be spawned. rayon's global pool can be built
 /// only once, even when that fails, so each count is first tried on a local pool whose threads
@@ -57,7 +58,10 @@ pub fn start_threads(threads: Option<usize>) -> Result<(), String> {
             .num_threads(n)
             .spawn_handler(|thread| {
                 let h = std::thread::Builder::new().spawn(|| thread.run())?;
-                handles.lock().map_err(|_| std::io::ErrorKind::Other)?.push(h);
+                handles
+                    .lock()
+                    .map_err(|_| std::io::ErrorKind::Other)?
+                    .push(h);
                 Ok(())
             })
             .build();
@@ -68,7 +72,12 @@ pub fn start_threads(threads: Option<usize>) -> Result<(), String> {
         }
         ok
     };
-    let mut n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // rayon's own default: RAYON_NUM_THREADS when set to a positive number, else the cores.
+    let mut n = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     while n > 1 && !can_spawn(n) {
         n /= 2;
     }
