@@ -133,10 +133,7 @@ fn a_quantized_cnn_evaluates_like_the_f32_one() {
         assert!(text.contains("Conv2d"), "{text}");
         let a8 = eval(q);
         // 1,797 rows: half a point is 9 images.
-        assert!(
-            (a32 - a8).abs() <= 0.005,
-            "{extra:?}: f32 {a32} vs int8 {a8}"
-        );
+        assert!((a32 - a8).abs() <= 0.005, "{extra:?}: f32 {a32} vs int8 {a8}");
     }
     std::fs::remove_dir_all(&dir).ok();
 }
