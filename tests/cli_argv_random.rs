@@ -112,7 +112,7 @@ fn command_line(rng: &mut Rng) -> Vec<String> {
         match rng.next() % 4 {
             0 | 1 => {
                 argv.push(rng.pick(&numeric).to_string());
-                let from = if rng.next() % 3 == 0 {
+                let from = if rng.next().is_multiple_of(3) {
                     NUMBERS
                 } else {
                     PLAIN_NUMBERS
