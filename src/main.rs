@@ -9,6 +9,14 @@
 use clap::{Parser, Subcommand};
 
 mod cli;
+#[cfg(unix)]
+mod oom;
+
+/// Every allocation of the binary goes to the system allocator; a refused one is reported in
+/// one line with exit status 1 instead of std's abort (see `src/oom.rs`).
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: oom::ExitOnOom = oom::ExitOnOom;
 
 /// ember: a from-scratch tensor engine.
 #[derive(Parser)]
@@ -44,14 +52,40 @@ enum Command {
 /// every step: in the character LSTM of issue 15 that was a quarter of the run's CPU time
 /// (2.6 s of system time in a 10.4 s run; 0.08 s with this). A library cannot choose its
 /// user's allocator; this binary can, on glibc only (musl and other platforms: nothing).
+///
+/// The top pad (256 MiB asked of the kernel beyond each request that grows the heap) is
+/// address space: under an address-space limit (`ulimit -v`) it counts against the limit even
+/// while unused, and with the full pad any limit below about 270 MiB made the first heap growth
+/// fail, so even the tiny default run aborted. Under a limit the pad is an eighth of it (at
+/// most the 256 MiB), and all threads share one arena: each further arena glibc makes for a
+/// thread reserves 64 MiB of address space, which under a limit left a large allocation no room
+/// at random (whichever threads had made arenas by then).
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tunables; it is called once, first thing in
-    // main, before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's largest allowed value
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    {
+        let mut top_pad: u64 = 256 << 20;
+        let mut arena_max = None;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `lim`.
+        if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } == 0
+            && lim.rlim_cur != libc::RLIM_INFINITY
+        {
+            top_pad = top_pad.min(lim.rlim_cur / 8);
+            arena_max = Some(1);
+        }
+        // SAFETY: mallopt only changes allocator tunables; it is called once, first thing in
+        // main, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's largest allowed value
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            libc::mallopt(libc::M_TOP_PAD, top_pad as i32); // ≤ 256 MiB: fits in i32
+            if let Some(n) = arena_max {
+                libc::mallopt(libc::M_ARENA_MAX, n);
+            }
+        }
     }
 }
 
@@ -85,6 +119,14 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // rayon's pool, started here where a refused thread is one line, not a panic on first
+    // use; `train` starts it itself with its `--threads`, `bench` builds pools of its own.
+    if !matches!(cli.command, Command::Train(_) | Command::Bench(_))
+        && let Err(msg) = cli::start_threads(None)
+    {
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Train(args) => cli::train::run(args),
         Command::Generate(args) => cli::text::run_generate(args),

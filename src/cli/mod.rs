@@ -32,6 +32,61 @@ pub fn check_threads(threads: Option<usize>) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts rayon's global pool of worker threads, once per process: `threads` of them when
+/// given (`--threads`), else rayon's default (`RAYON_NUM_THREADS`, else one per core), or,
+/// where the system refuses that many (under an address-space limit, `ulimit -v`, each
+/// thread's stack needs room), half as many, down to one.
+/// Left to itself, rayon would start the pool on first use and panic ("The global thread pool
+/// has not been initialized") when a thread cannot be spawned. rayon's global pool can be built
+/// only once, even when that fails, so each count is first tried on a local pool whose threads
+/// are joined (their stacks freed) before the next try. A second call does nothing.
+pub fn start_threads(threads: Option<usize>) -> Result<(), String> {
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if STARTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
+    if let Some(n) = threads {
+        return rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| format!("--threads {n}: {e}"));
+    }
+    // Whether `n` threads can be spawned: a local pool of them, dropped and joined.
+    let can_spawn = |n: usize| {
+        let handles = std::sync::Mutex::new(Vec::new());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .spawn_handler(|thread| {
+                let h = std::thread::Builder::new().spawn(|| thread.run())?;
+                handles
+                    .lock()
+                    .map_err(|_| std::io::ErrorKind::Other)?
+                    .push(h);
+                Ok(())
+            })
+            .build();
+        let ok = pool.is_ok();
+        drop(pool);
+        for h in handles.into_inner().unwrap_or_default() {
+            let _ = h.join();
+        }
+        ok
+    };
+    // rayon's own default: RAYON_NUM_THREADS when set to a positive number, else the cores.
+    let mut n = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    while n > 1 && !can_spawn(n) {
+        n /= 2;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| format!("cannot start {n} worker thread(s): {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -236,12 +236,7 @@ fn run_inner(
     spec: Option<ModelSpec>,
     session: Option<&super::dist::Session>,
 ) -> Result<(), String> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| format!("--threads {n}: {e}"))?;
-    }
+    super::start_threads(args.threads)?;
     let device = parse_device(&args.device)?;
     // Output paths first: a bad one must not cost a training run.
     if let Some(path) = &args.save {
@@ -968,13 +963,25 @@ fn check_memory_of(
         .len();
     let params = net.parameter_count() as u128;
     let mut shape = spec.input_shape.clone();
-    let mut per_example: u128 = shape.iter().product::<usize>() as u128;
-    for layer in net.layers() {
-        shape = layer.output_shape(&shape).map_err(|e| e.to_string())?;
-        per_example += shape.iter().product::<usize>() as u128;
+    // Each layer's output and its gradient, and what the layer saves and builds beyond them
+    // (patch matrices, recurrent gates, attention scores: `memory::layer_scratch`).
+    let mut per_example: u128 = 2 * shape.iter().product::<usize>() as u128;
+    for (layer, layer_spec) in net.layers().iter().zip(&spec.layers) {
+        let next = layer.output_shape(&shape).map_err(|e| e.to_string())?;
+        let weight_per_out = layer
+            .parameters()
+            .first()
+            .map(|(_, w)| match w.shape() {
+                [out, rest @ ..] if *out > 0 => rest.iter().product(),
+                _ => 0,
+            })
+            .unwrap_or(0);
+        per_example += 2 * next.iter().product::<usize>() as u128
+            + super::memory::layer_scratch(layer_spec, &shape, &next, weight_per_out);
+        shape = next;
     }
     let batch = args.model.batch_size() as u128;
-    let bytes = 4 * (params * (2 + buffers as u128) + 2 * batch * per_example);
+    let bytes = 4 * (params * (2 + buffers as u128) + batch * per_example);
     super::memory::check(
         &format!(
             "--model with --batch-size {}: training ({} parameters, one batch's activations)",
