@@ -106,8 +106,11 @@ template <typename T> __device__ __forceinline__ T act_gelu_tanh(T x) {
     return T(0.5) * x * (T(1) + m_tanh(inner));
 }
 
-// GELU, exact: x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (PyTorch's and Keras's default).
+// GELU, exact: x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (PyTorch's and Keras's default). At -inf
+// the limit -0 (the formula gives -inf * 0 = NaN), as the CPU kernels (ember-cpu's verf and
+// unary.rs) do; PyTorch gives NaN there. (x - x is NaN exactly for infinities and NaN.)
 template <typename T> __device__ __forceinline__ T act_gelu_erf(T x) {
+    if (x < T(0) && m_isnan(x - x)) return -T(0);
     return T(0.5) * x * (T(1) + m_erf(x * T(0.7071067811865476)));
 }
 

@@ -71,6 +71,8 @@ template <typename T> __device__ __forceinline__ T unary_deriv(int op, T x, T y,
     case U_GELU_ERF: {
         T cdf = T(0.5) * (T(1) + m_erf(x * T(0.7071067811865476)));
         T pdf = m_exp(-(x * x) * T(0.5)) * T(0.3989422804014327);
+        // At ±inf the limits 1 and 0 (x·φ(x) would be ±inf·0 = NaN), as on the CPU.
+        if (m_isnan(x - x)) return cdf;
         return cdf + x * pdf;
     }
     case U_SOFTPLUS: return act_sigmoid(x);
