@@ -43,6 +43,43 @@ fn weights(m: &Model) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// The reference for one DP-SGD step: each example's gradient computed alone (a batch of
+/// one), clipped to `clip`, summed. Returns the per-parameter sums and how many examples were
+/// clipped.
+fn batch_of_one_clipped_sum(
+    reference: &Model,
+    x: &Tensor,
+    y: &Tensor,
+    clip: f64,
+) -> (Vec<Vec<f64>>, usize) {
+    let params = reference.network.named_parameters();
+    let mut sum: Vec<Vec<f64>> = params
+        .iter()
+        .map(|(_, t)| vec![0.0; t.elem_count()])
+        .collect();
+    let mut clipped = 0;
+    for i in 0..x.shape()[0] {
+        let xi = x.narrow(0, i, 1).unwrap();
+        let yi = y.narrow(0, i, 1).unwrap();
+        let out = reference.network.forward(&xi, true).unwrap();
+        let loss = Loss::CrossEntropy.compute(&out, &yi).unwrap();
+        let grads = loss.backward().unwrap();
+        let g: Vec<Vec<f64>> = params
+            .iter()
+            .map(|(_, p)| grads.get(p).unwrap().to_vec::<f64>().unwrap())
+            .collect();
+        let norm = g.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
+        let c = (clip / (norm + 1e-6)).min(1.0);
+        clipped += usize::from(c < 1.0);
+        for (s, gi) in sum.iter_mut().zip(&g) {
+            for (a, b) in s.iter_mut().zip(gi) {
+                *a += c * b;
+            }
+        }
+    }
+    (sum, clipped)
+}
+
 #[test]
 fn ghost_clipping_equals_a_batch_of_one_loop() {
     let (x, y) = data();
@@ -65,33 +102,8 @@ fn ghost_clipping_equals_a_batch_of_one_loop() {
     dp.fit(&x, &y, cfg).unwrap();
     let after = weights(&dp);
     // Reference: each example's gradient alone, clipped, summed, divided by q·n = 5.
-    let reference = model(3);
-    let params = reference.network.named_parameters();
-    let mut sum: Vec<Vec<f64>> = params
-        .iter()
-        .map(|(_, t)| vec![0.0; t.elem_count()])
-        .collect();
-    let mut clipped_any = false;
-    for i in 0..5 {
-        let xi = x.narrow(0, i, 1).unwrap();
-        let yi = y.narrow(0, i, 1).unwrap();
-        let out = reference.network.forward(&xi, true).unwrap();
-        let loss = Loss::CrossEntropy.compute(&out, &yi).unwrap();
-        let grads = loss.backward().unwrap();
-        let g: Vec<Vec<f64>> = params
-            .iter()
-            .map(|(_, p)| grads.get(p).unwrap().to_vec::<f64>().unwrap())
-            .collect();
-        let norm = g.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
-        let c = (clip / (norm + 1e-6)).min(1.0);
-        clipped_any |= c < 1.0;
-        for (s, gi) in sum.iter_mut().zip(&g) {
-            for (a, b) in s.iter_mut().zip(gi) {
-                *a += c * b;
-            }
-        }
-    }
-    assert!(clipped_any, "the test data must make clipping matter");
+    let (sum, clipped) = batch_of_one_clipped_sum(&model(3), &x, &y, clip);
+    assert!(clipped > 0, "the test data must make clipping matter");
     for ((b, a), s) in before.iter().zip(&after).zip(&sum) {
         for ((b, a), s) in b.iter().zip(a).zip(s) {
             let want = b - s / 5.0;
@@ -246,35 +258,7 @@ fn conv_per_example_clipping_equals_a_batch_of_one_loop() {
     };
     dp.fit(&x, &y, cfg).unwrap();
     let after = weights(&dp);
-    let reference = cnn(4);
-    let params = reference.network.named_parameters();
-    let mut sum: Vec<Vec<f64>> = params
-        .iter()
-        .map(|(_, t)| vec![0.0; t.elem_count()])
-        .collect();
-    let mut clipped = 0;
-    for i in 0..5 {
-        let out = reference
-            .network
-            .forward(&x.narrow(0, i, 1).unwrap(), true)
-            .unwrap();
-        let loss = Loss::CrossEntropy
-            .compute(&out, &y.narrow(0, i, 1).unwrap())
-            .unwrap();
-        let grads = loss.backward().unwrap();
-        let g: Vec<Vec<f64>> = params
-            .iter()
-            .map(|(_, p)| grads.get(p).unwrap().to_vec::<f64>().unwrap())
-            .collect();
-        let norm = g.iter().flatten().map(|v| v * v).sum::<f64>().sqrt();
-        let c = (clip / (norm + 1e-6)).min(1.0);
-        clipped += usize::from(c < 1.0);
-        for (s, gi) in sum.iter_mut().zip(&g) {
-            for (a, b) in s.iter_mut().zip(gi) {
-                *a += c * b;
-            }
-        }
-    }
+    let (sum, clipped) = batch_of_one_clipped_sum(&cnn(4), &x, &y, clip);
     assert!(
         (1..5).contains(&clipped),
         "the test data must clip some examples and keep others whole, clipped {clipped}"
